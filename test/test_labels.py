@@ -1,0 +1,46 @@
+"""The one label-set validation path (service, parameter, CLI all go through it)."""
+import pytest
+
+from lgseg_ros.labels import (MAX_LABEL_CHARS, LabelSetError, normalize_label, sanitize_topic_token,
+                              topic_tokens, unlabeled_value, validate_labels)
+
+
+def test_normalisation_collapses_case_space_and_underscores():
+    assert normalize_label("  Traffic__Light ") == "traffic light"
+    assert normalize_label("ＣＡＲ") == "car"  # full-width letters (NFKC)
+
+
+def test_valid_set_keeps_order():
+    assert validate_labels(["Sky", "road", "sign symbol"]) == ("sky", "road", "sign symbol")
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    ([], "empty"),
+    ("road", "not a single string"),
+    (["road", "Road "], "duplicate"),
+    (["road", "  "], "blank"),
+    (["road", 3], "not a string"),
+    (["x" * (MAX_LABEL_CHARS + 1)], "maximum"),
+    (["car\x00"], "control"),
+    (None, "list of strings"),
+])
+def test_bad_sets_are_rejected_with_a_reason(labels, fragment):
+    with pytest.raises(LabelSetError, match=fragment):
+        validate_labels(labels)
+
+
+def test_too_many_labels():
+    with pytest.raises(LabelSetError, match="more than the maximum of 3"):
+        validate_labels(["a", "b", "c", "d"], max_labels=3)
+
+
+def test_unlabeled_value_switches_to_16_bit_above_254_labels():
+    assert unlabeled_value(1) == 255
+    assert unlabeled_value(254) == 255
+    assert unlabeled_value(255) == 65535
+
+
+def test_topic_tokens_are_valid_and_unique():
+    tokens = topic_tokens(["traffic light", "traffic_light!", "3d box", "é"])
+    assert tokens == ["traffic_light", "traffic_light_2", "l_3d_box", "e"]
+    assert sanitize_topic_token("---") == "label"
