@@ -1,0 +1,72 @@
+"""`lgseg demo`, shortened: the node as its own process, real DDS on loopback, the shipped
+model when present, the label set changed twice mid-stream; checks what it writes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lgseg_ros.demo import change_points
+
+REPO = Path(__file__).resolve().parents[1]
+SETS = [["road", "car", "pedestrian", "sky"], ["road", "sky"], ["sky"]]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+
+    out = tmp_path_factory.mktemp("demo")
+    cmd = [sys.executable, "-m", "lgseg_ros.cli", "demo", "--max-frames", "6", "--out", str(out),
+           "--label-sets", ";".join(",".join(s) for s in SETS)]
+    trained = default_checkpoint_path() is not None
+    if not trained:
+        cmd += ["--config", "test-tiny"]
+    # conftest.py already put this session on loopback in a domain of its own.
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout, trained
+
+
+def test_demo_writes_its_outputs(demo_run):
+    out, stdout, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 6
+    assert summary["fps"] > 0
+    assert [c["labels"] for c in summary["label_changes"]] == SETS[1:]
+    for change in summary["label_changes"]:
+        assert change["first_mask_ms"] >= change["service_ms"] > 0
+        assert change["mapping"] == {str(i): n for i, n in enumerate(change["labels"])} or \
+            change["mapping"] == {i: n for i, n in enumerate(change["labels"])}
+    assert {"model", "preprocess", "postprocess", "publish"} <= set(summary["node_stage_ms_p50"])
+    assert summary["node_counters"]["frames_processed"] >= 6
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] > 300 and sheet.shape[1] > 600
+    import imageio.v2 as imageio
+    assert len(imageio.mimread(out / "overlay.gif")) == 6
+    assert "contact_sheet.png" in stdout
+
+
+def test_masks_use_only_the_label_set_in_force(demo_run):
+    out, _, trained = demo_run
+    starts = change_points(6, len(SETS))
+    masks = sorted(out.glob("label_mask_*.png"))
+    assert len(masks) == 6
+    for path in masks:
+        index = int(path.stem.split("_")[-1])
+        k = len(SETS[max(i for i, s in enumerate(starts) if s <= index)])
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (360, 480) and mask.dtype == np.uint8
+        values = set(np.unique(mask).tolist())
+        assert values <= set(range(k)) | {255}, (path.name, values)
+        if trained and k == 1:
+            # Asked only for "sky", the shipped model must find it at the top of a street
+            # scene and call the bottom (road) "none of these".
+            top, bottom = mask[:90], mask[-90:]
+            assert (top == 0).mean() > 0.3, (top == 0).mean()
+            assert (bottom == 0).mean() < 0.05, (bottom == 0).mean()
