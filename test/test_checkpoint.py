@@ -1,0 +1,136 @@
+"""Checkpoints: exact round trip; mismatched, truncated, pickled and missing files fail clearly."""
+import json
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from lgseg_ros.model import (CheckpointError, build_model, get_config, load_checkpoint,
+                             read_checkpoint_metadata, save_checkpoint)
+from lgseg_ros.model.checkpoint import FORMAT, FORMAT_VERSION
+
+
+def _trained_ish(name="test-tiny"):
+    """A network whose weights differ from a fresh build (so a round trip proves loading)."""
+    torch.manual_seed(0)
+    cfg = get_config(name)
+    net = build_model(cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    k = cfg.num_classes or 3
+    net.train()(torch.rand(2, 3, 32, 32), F.normalize(torch.randn(k, cfg.text_dim), dim=1))  # BN stats
+    return net.eval(), cfg
+
+
+def _inputs(k=4):
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(1, 3, 48, 64, generator=g), F.normalize(torch.randn(k, 384, generator=g), dim=1)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    net, cfg = _trained_ish()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, net, cfg, {"labels": ["road", "sky"], "epoch": 3})
+    return path, net, cfg
+
+
+@pytest.mark.parametrize("name", ["test-tiny", "test-tiny-lseg", "test-tiny-denseclip",
+                                  "test-tiny-closed"])
+def test_round_trip_reproduces_outputs_exactly(tmp_path, name):
+    net, cfg = _trained_ish(name)
+    path = save_checkpoint(tmp_path / "c.safetensors", net, cfg)
+    loaded, cfg2 = load_checkpoint(path)
+    assert cfg2 == cfg and not loaded.training
+    image, text = _inputs(cfg.num_classes or 4)
+    with torch.no_grad():
+        assert torch.equal(loaded(image, text), net(image, text))
+    with torch.no_grad():   # and it is not just a fresh build that happens to agree
+        torch.manual_seed(0)
+        assert not torch.equal(build_model(cfg).eval()(image, text), net(image, text))
+
+
+def test_metadata(saved):
+    path, _, cfg = saved
+    cfg2, extra = read_checkpoint_metadata(path)
+    assert cfg2 == cfg
+    assert extra == {"labels": ["road", "sky"], "epoch": 3}
+    net, _ = load_checkpoint(path)
+    assert net.checkpoint_metadata["labels"] == ["road", "sky"]
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == FORMAT and meta["format_version"] == str(FORMAT_VERSION)
+    assert json.loads(meta["config"])["name"] == "test-tiny"
+
+
+def test_mismatched_config_fails_clearly(tmp_path, saved):
+    path, net, cfg = saved
+    # A file whose recorded config does not describe its tensors.
+    wrong = get_config("test-tiny", dim=64)
+    bad = tmp_path / "mismatch.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(bad),
+              metadata={"format": FORMAT, "format_version": "1", "config": wrong.to_json(),
+                        "extra": "{}"})
+    with pytest.raises(CheckpointError, match="do not match the recorded config.*shape mismatch"):
+        load_checkpoint(bad)
+    # A good file, but not the model the caller expects.
+    with pytest.raises(CheckpointError, match="different model than expected.*dim: 64 != 32"):
+        load_checkpoint(path, expected=wrong)
+    # Saving with a config that does not describe the network is refused up front.
+    with pytest.raises(ValueError, match="does not describe this network"):
+        save_checkpoint(tmp_path / "x.safetensors", net, wrong)
+
+
+def test_missing_tensors_fail_clearly(tmp_path, saved):
+    _, net, cfg = saved
+    state = {k: v.contiguous() for k, v in net.state_dict().items() if "gamma" not in k}
+    bad = tmp_path / "partial.safetensors"
+    save_file(state, str(bad), metadata={"format": FORMAT, "format_version": "1",
+                                         "config": cfg.to_json(), "extra": "{}"})
+    with pytest.raises(CheckpointError, match="missing tensors.*gamma"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("keep", [0, 4, 100, "half", -1])
+def test_truncated_fails_clearly(tmp_path, saved, keep):
+    data = saved[0].read_bytes()
+    keep = {"half": len(data) // 2, -1: len(data) - 1}.get(keep, keep)
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(data[:keep])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(bad)
+
+
+def test_pickle_fails_clearly(tmp_path, saved):
+    _, net, _ = saved
+    zipped = tmp_path / "model.pt"
+    torch.save(net.state_dict(), zipped)
+    legacy = tmp_path / "legacy.pkl"
+    legacy.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    for bad in (zipped, legacy):
+        with pytest.raises(CheckpointError, match="pickle"):
+            load_checkpoint(bad)
+
+
+def test_missing_and_foreign_files_fail_clearly(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(CheckpointError, match="not an lgseg checkpoint"):
+        load_checkpoint(plain)
+    future = tmp_path / "future.safetensors"
+    save_file({"w": torch.zeros(2)}, str(future),
+              metadata={"format": FORMAT, "format_version": "99", "config": "{}"})
+    with pytest.raises(CheckpointError, match="format 99"):
+        load_checkpoint(future)
+    garbage = tmp_path / "garbage.safetensors"
+    save_file({"w": torch.zeros(2)}, str(garbage),
+              metadata={"format": FORMAT, "format_version": "1", "config": "{not json"})
+    with pytest.raises(CheckpointError, match="config is invalid"):
+        load_checkpoint(garbage)
