@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from lgseg_ros.labels import LabelSetError, validate_labels
+from lgseg_ros.resources import package_path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_FRAMES = REPO / "demo" / "frames"
+DEFAULT_FRAMES = package_path("demo/frames")
 CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "sign symbol",
                  "fence", "car", "pedestrian", "bicyclist"]
 DEFAULT_SCHEDULE = [CAMVID_LABELS, ["road", "car", "pedestrian"], ["sky"]]
@@ -39,7 +39,7 @@ NODE_NAME = "lgseg_node"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="lgseg demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default=str(DEFAULT_FRAMES),
+    p.add_argument("--source", default=str(DEFAULT_FRAMES or "demo/frames"),
                    help="folder of images or a video file (default: the shipped CamVid frames)")
     p.add_argument("--label-sets", default=None,
                    help="label sets applied at evenly spaced frames, ';' between sets and ',' "
