@@ -1,0 +1,148 @@
+"""Latest-frame slots and per-stage latency statistics (no rclpy: tested and reused alone).
+
+The subscription callback never does work: it puts the message into its camera's slot
+and returns. A slot holds one frame; a newer frame replaces it and the replaced one is
+counted as dropped. The worker takes the frame that has waited longest among all
+cameras, so no camera starves another and nothing ever queues up behind the model.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Hashable
+
+import numpy as np
+
+# queue: receipt -> worker picks the frame up; set_labels: loading a changed label set into
+# the backend (first frame after a change only); total: receipt -> outputs published.
+STAGES = ("queue", "decode", "set_labels", "preprocess", "model", "postprocess", "publish", "total")
+
+
+@dataclass
+class Pending:
+    key: Hashable
+    msg: Any
+    received: float  # time.perf_counter() at receipt
+    compressed: bool = False
+
+
+class LatestFrameSlots:
+    """One single-frame slot per camera key, one condition for the worker to wait on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._slots: dict[Hashable, Pending] = {}
+        self._closed = False
+
+    def put(self, item: Pending) -> bool:
+        """Store ``item`` as its camera's newest frame; True when it replaced an unprocessed one."""
+        with self._cond:
+            replaced = item.key in self._slots
+            self._slots[item.key] = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> Pending | None:
+        """The pending frame that arrived first, or None on timeout / close."""
+        with self._cond:
+            end = None if timeout is None else time.monotonic() + timeout
+            while not self._slots and not self._closed:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+            if self._closed:
+                return None
+            key = min(self._slots, key=lambda k: self._slots[k].received)
+            return self._slots.pop(key)
+
+    def clear(self) -> int:
+        """Drop every pending frame; returns how many."""
+        with self._cond:
+            n = len(self._slots)
+            self._slots.clear()
+            return n
+
+    def close(self) -> None:
+        """Wake the worker for good (take returns None from now on)."""
+        with self._cond:
+            self._closed = True
+            self._slots.clear()
+            self._cond.notify_all()
+
+    def reopen(self) -> None:
+        with self._cond:
+            self._closed = False
+
+
+@dataclass
+class CameraStats:
+    """Counters and a rolling window of per-stage seconds for one camera. Thread-safe."""
+
+    window: int = 300
+    frames_in: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    frames_rejected: int = 0
+    frames_failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _timings: deque = field(default=None, repr=False)  # type: ignore[assignment]
+    _done_at: deque = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self._timings = deque(maxlen=self.window)
+        self._done_at = deque(maxlen=self.window)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def add_frame(self, timings: dict[str, float]) -> None:
+        with self._lock:
+            self.frames_processed += 1
+            self._timings.append(timings)
+            self._done_at.append(time.monotonic())
+
+    def snapshot(self) -> dict[str, float | int]:
+        """Counters, output rate over the window, and p50 / p95 / mean ms per stage."""
+        with self._lock:
+            timings = list(self._timings)
+            done = list(self._done_at)
+            out: dict[str, float | int] = {
+                "frames_in": self.frames_in,
+                "frames_processed": self.frames_processed,
+                "frames_dropped": self.frames_dropped,
+                "frames_rejected": self.frames_rejected,
+                "frames_failed": self.frames_failed,
+            }
+        out["rate_hz"] = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        for stage in STAGES:
+            vals = np.array([t[stage] for t in timings if stage in t], dtype=np.float64) * 1e3
+            if vals.size:
+                out[f"{stage}_ms_p50"] = float(np.percentile(vals, 50))
+                out[f"{stage}_ms_p95"] = float(np.percentile(vals, 95))
+                out[f"{stage}_ms_mean"] = float(vals.mean())
+        return out
+
+
+class Throttle:
+    """Lets one message per key through every ``period`` seconds and counts the rest."""
+
+    def __init__(self, period: float = 5.0) -> None:
+        self.period = period
+        self._last: dict[Hashable, float] = {}
+        self._suppressed: dict[Hashable, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: Hashable) -> int | None:
+        """None when the message should be suppressed, else how many were suppressed before it."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.period:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._suppressed.pop(key, 0)

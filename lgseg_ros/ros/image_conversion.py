@@ -1,0 +1,249 @@
+"""sensor_msgs/Image and CompressedImage <-> numpy, without cv_bridge.
+
+The PyPI cv_bridge is a ROS 1 port that breaks on numpy 2, and a numpy view of
+``msg.data`` is faster than cv_bridge anyway: rgb8 input costs no copy at all. Every
+check a bad header can fail happens here, before the frame reaches the model, and fails
+with ``ImageConversionError`` whose message says what was wrong, so the node can log it
+and keep serving the next frame.
+
+This module imports no rclpy: it works on anything shaped like the messages (the node
+passes real ones, the tests too), which keeps it testable without a ROS graph.
+"""
+from __future__ import annotations
+
+import struct
+import sys
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+class ImageConversionError(ValueError):
+    """A frame that cannot be converted; the message says why (the node logs and skips it)."""
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    channels: int
+    itemsize: int  # bytes per channel value
+    # cv2 conversion code to RGB, None when the data already is RGB; "shift" for 16-bit
+    # encodings is applied first (>> 8 keeps the most significant byte).
+    to_rgb: int | None
+
+
+def _code(*names: str) -> int:
+    # OpenCV named its Bayer codes after the second row of the pattern; 4.x+ adds aliases
+    # named after the first row (what ROS uses). Prefer the unambiguous alias.
+    for name in names:
+        if hasattr(cv2, name):
+            return getattr(cv2, name)
+    raise AttributeError(names)
+
+
+ENCODINGS: dict[str, _Encoding] = {
+    "rgb8": _Encoding(3, 1, None),
+    "bgr8": _Encoding(3, 1, cv2.COLOR_BGR2RGB),
+    "rgba8": _Encoding(4, 1, cv2.COLOR_RGBA2RGB),
+    "bgra8": _Encoding(4, 1, cv2.COLOR_BGRA2RGB),
+    "mono8": _Encoding(1, 1, cv2.COLOR_GRAY2RGB),
+    "rgb16": _Encoding(3, 2, None),
+    "bgr16": _Encoding(3, 2, cv2.COLOR_BGR2RGB),
+    "rgba16": _Encoding(4, 2, cv2.COLOR_RGBA2RGB),
+    "bgra16": _Encoding(4, 2, cv2.COLOR_BGRA2RGB),
+    "mono16": _Encoding(1, 2, cv2.COLOR_GRAY2RGB),
+    "bayer_rggb8": _Encoding(1, 1, _code("COLOR_BayerRGGB2RGB", "COLOR_BayerBG2RGB")),
+    "bayer_bggr8": _Encoding(1, 1, _code("COLOR_BayerBGGR2RGB", "COLOR_BayerRG2RGB")),
+    "bayer_gbrg8": _Encoding(1, 1, _code("COLOR_BayerGBRG2RGB", "COLOR_BayerGR2RGB")),
+    "bayer_grbg8": _Encoding(1, 1, _code("COLOR_BayerGRBG2RGB", "COLOR_BayerGB2RGB")),
+    # yuv422 is UYVY in ROS (sensor_msgs/image_encodings.hpp); yuv422_yuy2 is YUYV.
+    "yuv422": _Encoding(2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": _Encoding(2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": _Encoding(2, 1, cv2.COLOR_YUV2RGB_YUY2),
+    "yuyv": _Encoding(2, 1, cv2.COLOR_YUV2RGB_YUY2),
+}
+
+# Encodings that are images but not camera pictures: segmenting a depth map or a label
+# image as if it were a photo gives confident nonsense, so these get a specific message.
+_NOT_A_PICTURE = {
+    "16UC1": "16UC1 is a depth or label image",
+    "16SC1": "16SC1 is a depth or label image",
+    "32FC1": "32FC1 is a depth image",
+    "64FC1": "64FC1 is a depth image",
+    "32SC1": "32SC1 is a label image",
+    "8UC1": "8UC1 has no colour meaning (publish it as mono8 if it is a grey picture)",
+    "8UC3": "8UC3 has no channel order (publish it as rgb8 or bgr8)",
+    "8UC4": "8UC4 has no channel order (publish it as rgba8 or bgra8)",
+}
+
+SUPPORTED_ENCODINGS = tuple(ENCODINGS)
+
+
+def _check_header(msg, max_pixels: int | None) -> _Encoding:
+    enc = ENCODINGS.get(msg.encoding)
+    if enc is None:
+        why = _NOT_A_PICTURE.get(msg.encoding)
+        if why:
+            raise ImageConversionError(f"unsupported encoding {msg.encoding!r}: {why}; "
+                                       f"supported: {', '.join(SUPPORTED_ENCODINGS)}")
+        raise ImageConversionError(f"unsupported encoding {msg.encoding!r}; "
+                                   f"supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    h, w = int(msg.height), int(msg.width)
+    if h <= 0 or w <= 0:
+        raise ImageConversionError(f"zero-size image {w}x{h}")
+    check_pixel_limit(w, h, max_pixels)
+    if enc.channels == 2 and w % 2:
+        raise ImageConversionError(f"{msg.encoding} needs an even width, got {w}")
+    return enc
+
+
+def check_pixel_limit(width: int, height: int, max_pixels: int | None) -> None:
+    """Raise when width*height is above max_pixels (None or <= 0: no limit)."""
+    if max_pixels and max_pixels > 0 and width * height > max_pixels:
+        raise ImageConversionError(
+            f"{width}x{height} = {width * height} pixels is above max_image_pixels="
+            f"{max_pixels}; raise the parameter to serve this camera")
+
+
+def image_to_numpy(msg, max_pixels: int | None = None) -> np.ndarray:
+    """A read-only numpy view (H, W) or (H, W, C) of ``msg.data``, honouring step and endianness.
+
+    No copy is made: the view keeps ``msg.data`` alive. Row padding (step larger than
+    width * bytes per pixel) is skipped through the array's strides.
+    """
+    enc = _check_header(msg, max_pixels)
+    h, w = int(msg.height), int(msg.width)
+    row_bytes = w * enc.channels * enc.itemsize
+    step = int(msg.step)
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"step {step} is smaller than width*bytes per pixel = {row_bytes} "
+            f"({w} x {enc.channels * enc.itemsize}) for {msg.encoding}")
+    if enc.itemsize > 1 and step % enc.itemsize:
+        raise ImageConversionError(f"step {step} is not a multiple of {enc.itemsize} for {msg.encoding}")
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    # The message defines len(data) == step * height; publishers that drop the padding of
+    # the last row are tolerated since nothing is read from it.
+    expected, tolerated = step * h, step * (h - 1) + row_bytes
+    if buf.size not in (expected, tolerated):
+        raise ImageConversionError(
+            f"data has {buf.size} bytes, expected step*height = {step}*{h} = {expected} "
+            f"for a {w}x{h} {msg.encoding} image")
+    if enc.itemsize == 1:
+        dtype = np.dtype(np.uint8)
+    else:
+        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+    shape = (h, w) if enc.channels == 1 else (h, w, enc.channels)
+    strides = (step, enc.itemsize) if enc.channels == 1 else (step, enc.channels * enc.itemsize, enc.itemsize)
+    arr = np.ndarray(shape, dtype=dtype, buffer=buf, strides=strides)
+    arr.flags.writeable = False
+    return arr
+
+
+def image_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB from any supported sensor_msgs/Image.
+
+    rgb8 without row padding is returned as a view (no copy); everything else costs one
+    OpenCV conversion. Raises ImageConversionError for anything that cannot be served.
+    """
+    arr = image_to_numpy(msg, max_pixels)
+    enc = ENCODINGS[msg.encoding]
+    if enc.itemsize == 2:
+        arr = (arr >> 8).astype(np.uint8)
+    if enc.to_rgb is None:
+        return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return cv2.cvtColor(arr, enc.to_rgb)
+
+
+# --- CompressedImage -------------------------------------------------------------------
+
+def compressed_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) read from a PNG or JPEG header without decoding, else None.
+
+    Lets the pixel limit reject a huge frame before paying for its decode.
+    """
+    b = bytes(data[:32]) if len(data) >= 32 else bytes(data)
+    if b.startswith(b"\x89PNG\r\n\x1a\n") and len(b) >= 24 and b[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", b[16:24])
+        return w, h
+    if b.startswith(b"\xff\xd8"):
+        mv = memoryview(data)
+        i, n = 2, len(mv)
+        while i + 4 <= n:
+            if mv[i] != 0xFF:
+                return None
+            marker = mv[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+                i += 2
+                continue
+            seg_len = (mv[i + 2] << 8) | mv[i + 3]
+            # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                if i + 9 > n:
+                    return None
+                h = (mv[i + 5] << 8) | mv[i + 6]
+                w = (mv[i + 7] << 8) | mv[i + 8]
+                return w, h
+            i += 2 + seg_len
+    return None
+
+
+def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB from a sensor_msgs/CompressedImage (jpeg, png, anything imdecode reads)."""
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageConversionError("empty CompressedImage")
+    size = compressed_size(data.data)
+    if size is not None:
+        if size[0] == 0 or size[1] == 0:
+            raise ImageConversionError(f"zero-size compressed image {size[0]}x{size[1]}")
+        check_pixel_limit(size[0], size[1], max_pixels)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ImageConversionError(
+            f"could not decode CompressedImage (format {msg.format!r}, {data.size} bytes)")
+    check_pixel_limit(bgr.shape[1], bgr.shape[0], max_pixels)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# --- numpy -> Image ----------------------------------------------------------------------
+
+_OUT_ENCODINGS = {
+    (np.dtype(np.uint8), 1): "mono8",
+    (np.dtype(np.uint16), 1): "16UC1",
+    (np.dtype(np.uint8), 3): "rgb8",
+}
+
+
+def numpy_to_image(array: np.ndarray, encoding: str | None = None, header=None, image_cls=None):
+    """A sensor_msgs/Image holding ``array`` (HxW or HxWxC), with ``header`` copied as is.
+
+    ``encoding`` defaults from dtype and channels (mono8, 16UC1, rgb8). 16-bit data is
+    written in this machine's byte order and ``is_bigendian`` says which. One copy
+    (``tobytes``), about 0.15 ms for 640x480 rgb8.
+    """
+    if image_cls is None:
+        from sensor_msgs.msg import Image as image_cls  # deferred: keeps this module ROS-free to import
+    a = np.ascontiguousarray(array)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected HxW or HxWxC, got shape {a.shape}")
+    channels = 1 if a.ndim == 2 else a.shape[2]
+    if encoding is None:
+        encoding = _OUT_ENCODINGS.get((a.dtype, channels))
+        if encoding is None:
+            raise ValueError(f"no default encoding for dtype {a.dtype} with {channels} channels")
+    msg = image_cls()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
+    msg.encoding = encoding
+    big = a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big")
+    msg.is_bigendian = int(big and a.dtype.itemsize > 1)
+    msg.step = int(a.strides[0])
+    msg.data = a.tobytes()
+    return msg

@@ -1,0 +1,713 @@
+"""`lgseg_node`: the lifecycle node. Camera images in; label mask, per-class masks, colour
+mask, overlay, confidence and the id -> label mapping out; target classes changed by service.
+
+Thin over the ROS-free core: ``Segmenter`` does the model work, ``image_conversion`` the
+message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots and stats.
+What is here is the ROS wiring and the rules that make the outputs trustworthy:
+
+* Latest frame only. The subscription callback stores the newest message in its camera's
+  slot (a replaced frame counts as dropped) and returns; one worker thread processes the
+  slots. Nothing queues up behind the model, so latency never grows with load.
+* One worker for all cameras, one model. The backend runs one frame at a time anyway, so
+  more threads would only contend for it; the worker serves the frame that has waited
+  longest, so cameras share the model fairly.
+* Atomic label changes. The service (or parameter) encodes the new labels first, off the
+  frame path, then swaps the current LabelSet under the frame lock, i.e. strictly between
+  two frames. The worker reads the LabelSet once per frame, so no output of a frame mixes
+  two sets. label_info is republished at once with the node clock, and again with the
+  header of the first frame processed under the new set (see msg/LabelInfo.msg), before
+  that frame's masks.
+* Outputs carry the input header unchanged and the input resolution, always.
+* Bad frames are logged (throttled per camera and reason) and skipped; the next good
+  frame is served. Bad label sets are rejected with the reason; nothing changes.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.logging import get_logger
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+from std_srvs.srv import SetBool
+
+from lgseg_ros import viz
+from lgseg_ros.labels import LabelSetError, topic_tokens, validate_labels
+from lgseg_ros.ros import params as P
+from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
+from lgseg_ros.ros.image_conversion import (ImageConversionError, compressed_to_rgb, image_to_rgb,
+                                            numpy_to_image)
+from lgseg_ros.srv import SetLabels
+
+try:  # the standard type where it exists; field-for-field the same as ours
+    from vision_msgs.msg import LabelInfo, VisionClass
+    LABEL_INFO_TYPE = "vision_msgs/msg/LabelInfo"
+except ImportError:
+    from lgseg_ros.msg import LabelInfo, VisionClass
+    LABEL_INFO_TYPE = "lgseg_ros/msg/LabelInfo"
+from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response uses ours
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+
+_PARAM_TYPES = {
+    "string": ParameterType.PARAMETER_STRING,
+    "bool": ParameterType.PARAMETER_BOOL,
+    "int": ParameterType.PARAMETER_INTEGER,
+    "double": ParameterType.PARAMETER_DOUBLE,
+    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
+}
+# How long an active node may see no frame before it says so (and why that may be).
+NO_INPUT_WARN_S = 5.0
+
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# Latched: a consumer that starts later still learns what the ids mean.
+LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                            reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class ConfigError(ValueError):
+    """A parameter value the node cannot run with; the message names the parameter."""
+
+
+@dataclass(eq=False)
+class _Camera:
+    key: str                    # "" for the single-camera default, else the namespace
+    image_topic: str            # resolved input names
+    compressed_topic: str
+    info_topic: str
+    out: str                    # output prefix: "~" or "~/<cam>"
+    stats: CameraStats = field(default_factory=CameraStats)
+    pubs: dict[str, Any] = field(default_factory=dict)
+    class_pubs: dict[str, Any] = field(default_factory=dict)     # token -> publisher
+    class_order: list[str] = field(default_factory=list)         # tokens in id order
+    class_set: Any = None       # the LabelSet class_order was built for
+    info_set: Any = None        # the LabelSet last announced with a frame header
+    info_header: Header | None = None
+    subs: list[Any] = field(default_factory=list)
+    last_frame_at: float = 0.0
+    warned_no_input: bool = False
+    warned_frame_id: bool = False
+    bad_at_last_status: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.key or "image"
+
+
+def _camera_prefix(key: str) -> str:
+    return "~/" + key.strip("/") if key else "~"
+
+
+class LgsegNode(LifecycleNode):
+    """The lifecycle node; see the module docstring for the rules it keeps."""
+
+    def __init__(self, node_name: str = P.NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._declare_parameters()
+        # Lock order: _labels_lock, then _frame_lock. The worker takes only _frame_lock.
+        self._labels_lock = threading.RLock()
+        self._frame_lock = threading.Lock()
+        self._syncing_labels = False
+        self._segmenter = None
+        self._label_set = None
+        self._cameras: list[_Camera] = []
+        self._slots = LatestFrameSlots()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._enabled = True
+        self._active = False
+        self._activated_at = 0.0
+        self._status_timer = None
+        self._status_pubs: list[Any] = []
+        self._throttle = Throttle(5.0)
+        self._dyn = self._read_dynamic()
+        # Image callbacks only fill slots: never blocked by a service that waits for the
+        # frame lock, nor by the status timer.
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(SetLabels, "~/set_labels", self._on_set_labels,
+                            callback_group=self._service_group)
+        self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._service_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.get_parameter("autostart").value:
+            if self.trigger_configure() == SUCCESS:
+                self.trigger_activate()
+
+    # -- parameters ------------------------------------------------------------------------
+    def _declare_parameters(self) -> None:
+        for p in P.PARAMETERS:
+            choices = f" One of: {', '.join(p.choices)}." if p.choices else ""
+            desc = ParameterDescriptor(
+                description=f"{p.description}{choices} (applies: {p.applies})",
+                type=_PARAM_TYPES[p.kind])
+            # An empty string array cannot be declared with a value (rclpy would infer a
+            # byte array); declared by type, it reads as [] through _param().
+            value = Parameter.Type.STRING_ARRAY if p.default is None else p.default
+            self.declare_parameter(p.name, value, desc)
+
+    def _param(self, name: str) -> Any:
+        try:
+            value = self.get_parameter(name).value
+        except ParameterUninitializedException:
+            return []
+        return [] if value is None and P.PARAM_BY_NAME[name].kind == "string_array" else value
+
+    @staticmethod
+    def _check_value(name: str, value: Any) -> None:
+        """Raise ConfigError for a value the node cannot use (the labels have their own path)."""
+        spec = P.PARAM_BY_NAME.get(name)
+        if spec is None:
+            return
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(f"{name}={value!r}: choose one of {', '.join(spec.choices)}")
+        if name in ("net_height", "net_width") and (value <= 0 or value % 32):
+            raise ConfigError(f"{name}={value}: must be a positive multiple of 32")
+        if name == "qos_depth" and value < 1:
+            raise ConfigError(f"qos_depth={value}: must be at least 1")
+        if name == "max_image_pixels" and value < 0:
+            raise ConfigError(f"max_image_pixels={value}: must be >= 0 (0: no limit)")
+        if name in ("overlay_alpha", "score_threshold") and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name}={value}: must be within [0, 1]")
+        if name == "status_period" and value <= 0:
+            raise ConfigError(f"status_period={value}: must be positive")
+        if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ConfigError(f"device={value!r}: use auto, cpu, cuda or cuda:N")
+        if name == "cameras":
+            keys = [str(c).strip("/") for c in value]
+            if any(not k for k in keys):
+                raise ConfigError("cameras: a camera namespace is empty")
+            if len(set(keys)) != len(keys):
+                raise ConfigError(f"cameras: duplicate namespace in {list(value)}")
+
+    def _read_config(self) -> dict[str, Any]:
+        cfg = {p.name: self._param(p.name) for p in P.PARAMETERS}
+        for name, value in cfg.items():
+            self._check_value(name, value)
+        return cfg
+
+    def _read_dynamic(self) -> dict[str, Any]:
+        return {n: self._param(n) for n in ("max_image_pixels", "overlay_alpha", "colormap")}
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        try:
+            for p in params:
+                if p.name != "labels":
+                    self._check_value(p.name, p.value)
+            for p in params:
+                if p.name == "labels":
+                    self._set_labels(p.value, from_parameter=True)
+        except (ConfigError, LabelSetError) as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        except Exception as e:  # encoder failure: keep the old set, say why
+            return SetParametersResult(successful=False, reason=f"label encoding failed: {e}")
+        for p in params:
+            if p.name in self._dyn:
+                self._dyn[p.name] = p.value
+            spec = P.PARAM_BY_NAME.get(p.name)
+            if spec and spec.applies in (P.CONFIGURE, P.ACTIVATE) and self._segmenter is not None:
+                self.get_logger().info(
+                    f"{p.name} changed; takes effect at the next {spec.applies}")
+        return SetParametersResult(successful=True)
+
+    # -- labels -----------------------------------------------------------------------------
+    def _current_names(self) -> tuple[str, ...]:
+        if self._label_set is not None:
+            return tuple(self._label_set.names)
+        return tuple(self._param("labels"))
+
+    def _set_labels(self, labels: Any, from_parameter: bool) -> tuple[str, ...]:
+        """The one path for a label change (service and parameter). Raises LabelSetError."""
+        with self._labels_lock:
+            if from_parameter and self._syncing_labels:
+                return self._current_names()  # our own write-back from the service
+            if isinstance(labels, (list, tuple)):
+                labels = list(labels)
+            names = validate_labels(labels)
+            if self._segmenter is None:
+                # Unconfigured: validated now, encoded at configure (from the parameter).
+                if not from_parameter:
+                    self._write_back(names)
+                return names
+            if names == tuple(self._label_set.names):
+                return names
+            new = self._segmenter.prepare_labels(names)  # the slow part, before the swap
+            with self._frame_lock:
+                self._label_set = new
+                stamp = self.get_clock().now().to_msg()
+                for cam in self._cameras:
+                    self._reconcile_class_pubs(cam, new)
+                    self._publish_label_info(cam, new, Header(stamp=stamp))
+            if not from_parameter:
+                self._write_back(new.names)
+            self.get_logger().info(f"labels ({len(new.names)}): {', '.join(new.names)}")
+            return tuple(new.names)
+
+    def _write_back(self, names: tuple[str, ...]) -> None:
+        # Keeps `ros2 param get labels` truthful after a service change.
+        self._syncing_labels = True
+        try:
+            self.set_parameters([Parameter("labels", Parameter.Type.STRING_ARRAY, list(names))])
+        finally:
+            self._syncing_labels = False
+
+    def _on_set_labels(self, req: SetLabels.Request, resp: SetLabels.Response) -> SetLabels.Response:
+        try:
+            names = self._set_labels(list(req.labels), from_parameter=False)
+            resp.success = True
+            resp.message = f"{len(names)} labels in force"
+        except LabelSetError as e:
+            resp.success, resp.message = False, f"rejected, old set kept: {e}"
+        except Exception as e:
+            resp.success, resp.message = False, f"label encoding failed, old set kept: {e}"
+            self.get_logger().error(f"set_labels: {e}\n{traceback.format_exc()}")
+        if not resp.success:
+            shown = list(req.labels[:8]) + ([f"... {len(req.labels)} in all"] if len(req.labels) > 8 else [])
+            self.get_logger().warning(f"set_labels {shown!r}: {resp.message}")
+        resp.class_map = [SrvVisionClass(class_id=i, class_name=n)
+                          for i, n in enumerate(self._current_names())]
+        return resp
+
+    def _on_enable(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
+        self._enabled = bool(req.data)
+        if not self._enabled:
+            self._slots.clear()
+        resp.success = True
+        resp.message = "processing enabled" if self._enabled else "processing disabled"
+        self.get_logger().info(resp.message)
+        return resp
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def lifecycle_state(self) -> str:
+        """'unconfigured', 'inactive', 'active' or 'finalized'."""
+        return self._state_machine.current_state[1]
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        t0 = time.perf_counter()
+        with self._labels_lock:
+            try:
+                cfg = self._read_config()
+                segmenter = self._build_segmenter(cfg)
+                label_set = segmenter.prepare_labels(cfg["labels"])
+            except Exception as e:  # the transition fails; the node stays unconfigured
+                # Errors the library raises on purpose carry their own explanation; anything
+                # else is a bug whose traceback the report needs.
+                expected = isinstance(e, (ValueError, KeyError, OSError, RuntimeError, ImportError))
+                self.get_logger().error(f"configure failed: {e}" +
+                                        ("" if expected else f"\n{traceback.format_exc()}"))
+                if expected:
+                    self.get_logger().debug(traceback.format_exc())
+                return FAILURE
+            self._segmenter, self._label_set = segmenter, label_set
+            self._dyn = self._read_dynamic()
+            try:
+                keys = [str(c) for c in cfg["cameras"]] or [""]
+                for key in keys:
+                    cam = self._make_camera(key)
+                    self._cameras.append(cam)
+                    self._reconcile_class_pubs(cam, label_set)
+                self._status_pubs = [
+                    self.create_lifecycle_publisher(DiagnosticArray, "~/status", OUTPUT_QOS),
+                    self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)]
+            except Exception as e:  # e.g. a camera namespace that is not a valid ROS name
+                self.get_logger().error(f"configure failed: {e}")
+                self._release()
+                return FAILURE
+        self.get_logger().info(
+            f"configured in {time.perf_counter() - t0:.1f} s: model {segmenter.cfg.name} "
+            f"({segmenter.checkpoint or 'untrained'}), backend {segmenter.backend_name}, "
+            f"net {segmenter.net_size[0]}x{segmenter.net_size[1]}, {len(label_set.names)} labels, "
+            f"cameras: {', '.join(c.image_topic for c in self._cameras)}")
+        return super().on_configure(state)
+
+    def _build_segmenter(self, cfg: dict[str, Any]):
+        from lgseg_ros.runtime.segmenter import Segmenter, default_checkpoint_path
+
+        checkpoint = cfg["checkpoint"] or None
+        if checkpoint is None and not cfg["model_config"]:
+            checkpoint = default_checkpoint_path()
+            if checkpoint is None:
+                raise ConfigError(
+                    "no checkpoint: the default models/lgseg_lite_minilm.safetensors is in "
+                    "neither the source tree nor the installed package; set `checkpoint` to a "
+                    "trained model (`lgseg train` writes one), or `model_config` to run a "
+                    "config with untrained weights")
+        if checkpoint is not None and not os.path.isfile(checkpoint):
+            raise ConfigError(f"checkpoint={checkpoint!r}: no such file")
+        return Segmenter(
+            checkpoint=checkpoint, config=cfg["model_config"] or None, backend=cfg["backend"],
+            device=cfg["device"], precision=cfg["precision"],
+            net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
+            score_threshold=cfg["score_threshold"],
+            engine_cache_dir=cfg["engine_cache_dir"] or None, force_rebuild=cfg["force_rebuild"])
+
+    def _make_camera(self, key: str) -> _Camera:
+        base = f"{key.strip('/')}/" if key else ""
+        if key.startswith("/"):
+            base = "/" + base
+        image_topic = self.resolve_topic_name(base + "image")
+        # image_transport's conventions, so one remap of `image` moves all three: the
+        # compressed stream is `<image>/compressed`, camera_info is the image's sibling.
+        # An explicit remap of either still wins.
+        compressed = self._remapped(base + "image/compressed") or image_topic + "/compressed"
+        info = self._remapped(base + "camera_info") or image_topic.rsplit("/", 1)[0] + "/camera_info"
+        cam = _Camera(key=key.strip("/"), image_topic=image_topic, compressed_topic=compressed,
+                      info_topic=info, out=_camera_prefix(key))
+        o = cam.out
+        for name in ("label_mask", "confidence", "color_mask", "overlay"):
+            cam.pubs[name] = self.create_lifecycle_publisher(Image, f"{o}/{name}", OUTPUT_QOS)
+        cam.pubs["label_info"] = self.create_lifecycle_publisher(LabelInfo, f"{o}/label_info", LABEL_INFO_QOS)
+        cam.pubs["camera_info"] = self.create_lifecycle_publisher(CameraInfo, f"{o}/camera_info", OUTPUT_QOS)
+        return cam
+
+    def _remapped(self, name: str) -> str | None:
+        resolved = self.resolve_topic_name(name)
+        return resolved if resolved != self.resolve_topic_name(name, only_expand=True) else None
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # Under the labels lock: a label change cannot create a class publisher between
+        # enabling the publishers and setting _active (it would stay disabled).
+        with self._labels_lock:
+            ret = super().on_activate(state)  # enables the lifecycle publishers
+            if ret != SUCCESS:
+                return ret
+            self._active = True
+            try:
+                self._subscribe()
+            except Exception as e:
+                self.get_logger().error(f"activate failed: {e}")
+                self._active = False
+                self._unsubscribe()
+                super().on_deactivate(state)
+                return FAILURE
+            with self._frame_lock:
+                for cam in self._cameras:
+                    header = cam.info_header if cam.info_set is self._label_set else None
+                    self._publish_label_info(cam, self._label_set,
+                                             header or Header(stamp=self.get_clock().now().to_msg()))
+            self._stop.clear()
+            self._slots.reopen()
+            self._worker = threading.Thread(target=self._work, name="lgseg-worker", daemon=True)
+            self._worker.start()
+            self._activated_at = time.monotonic()
+        self._status_timer = self.create_timer(float(self._param("status_period")), self._publish_status,
+                                               callback_group=self._timer_group)
+        self.get_logger().info("active")
+        return SUCCESS
+
+    def _subscribe(self) -> None:
+        reliability = (ReliabilityPolicy.RELIABLE if self._param("qos_reliability") == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._param("qos_depth")),
+                         reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+        compressed = bool(self._param("use_compressed"))
+        for cam in self._cameras:
+            topic = cam.compressed_topic if compressed else cam.image_topic
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, info))
+            cam.subs.append(self.create_subscription(
+                CompressedImage if compressed else Image, topic,
+                lambda msg, c=cam, z=compressed: self._on_image(c, z, msg), qos,
+                callback_group=self._input_group, event_callbacks=events))
+            cam.subs.append(self.create_subscription(
+                CameraInfo, cam.info_topic, lambda msg, c=cam: c.pubs["camera_info"].publish(msg), qos,
+                callback_group=self._input_group))
+
+    def _on_incompatible_qos(self, topic: str, info) -> None:
+        # The most common "no output" report of camera nodes: say what to change.
+        self.get_logger().warning(
+            f"a publisher on {topic} has QoS incompatible with this node's subscription "
+            f"(policy {info.last_policy_kind}); with qos_reliability=reliable a best-effort "
+            f"camera cannot connect: set qos_reliability to best_effort")
+
+    def _unsubscribe(self) -> None:
+        for cam in self._cameras:
+            for sub in cam.subs:
+                self.destroy_subscription(sub)
+            cam.subs.clear()
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        self._slots.close()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join()
+        self._worker = None
+
+    def _go_inactive(self) -> None:
+        self._active = False
+        if self._status_timer is not None:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = None
+        self._unsubscribe()
+        self._stop_worker()
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._labels_lock:
+            self._go_inactive()
+            self.get_logger().info("inactive")
+            return super().on_deactivate(state)
+
+    def _release(self) -> None:
+        with self._labels_lock:
+            for cam in self._cameras:
+                for pub in [*cam.pubs.values(), *cam.class_pubs.values()]:
+                    self.destroy_lifecycle_publisher(pub)
+            self._cameras = []
+            for pub in self._status_pubs:
+                self.destroy_lifecycle_publisher(pub)
+            self._status_pubs = []
+            self._segmenter = None
+            self._label_set = None
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the GPU back to other processes
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model released")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._go_inactive()
+        self._release()
+        self.get_logger().info("shut down")
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._go_inactive()
+        self._release()
+        return SUCCESS
+
+    def destroy_node(self) -> None:
+        self._go_inactive()
+        super().destroy_node()
+
+    # -- frame path -------------------------------------------------------------------------
+    def _on_image(self, cam: _Camera, compressed: bool, msg: Any) -> None:
+        cam.stats.count("frames_in")
+        cam.last_frame_at = time.monotonic()
+        if not self._enabled or not self._active:
+            return
+        if self._slots.put(Pending(cam, msg, time.perf_counter(), compressed)):
+            cam.stats.count("frames_dropped")
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            item = self._slots.take(timeout=0.5)
+            if item is None or not self._enabled:
+                continue
+            cam: _Camera = item.key
+            try:
+                self._process(cam, item)
+            except ImageConversionError as e:
+                cam.stats.count("frames_rejected")
+                self._log_throttled(cam, "skipped frame", e, self.get_logger().warning)
+            except Exception as e:  # the node keeps serving; the reason goes to the log
+                cam.stats.count("frames_failed")
+                self._log_throttled(cam, "frame failed", f"{e}\n{traceback.format_exc()}",
+                                    self.get_logger().error)
+
+    def _log_throttled(self, cam: _Camera, what: str, err: Any, log) -> None:
+        text = str(err)
+        suppressed = self._throttle((cam.key, what, re.sub(r"\d+", "N", text.split("\n")[0])))
+        if suppressed is not None:
+            more = f" ({suppressed} more like it since the last report)" if suppressed else ""
+            log(f"{cam.image_topic}: {what}: {text}{more}")
+
+    def _process(self, cam: _Camera, item: Pending) -> None:
+        t0 = time.perf_counter()
+        max_pixels = int(self._dyn["max_image_pixels"])
+        msg = item.msg
+        rgb = (compressed_to_rgb(msg, max_pixels) if item.compressed
+               else image_to_rgb(msg, max_pixels))
+        t1 = time.perf_counter()
+        with self._frame_lock:
+            if self._stop.is_set() or self._segmenter is None:
+                return
+            label_set = self._label_set  # read once: this frame's set, whatever happens next
+            result = self._segmenter.segment(rgb, label_set)
+            t2 = time.perf_counter()
+            self._publish_outputs(cam, msg.header, rgb, result)
+            t3 = time.perf_counter()
+        timings = {"queue": t0 - item.received, "decode": t1 - t0, "publish": t3 - t2,
+                   "total": t3 - item.received}
+        timings.update(result.timings)
+        cam.stats.add_frame(timings)
+
+    def _publish_outputs(self, cam: _Camera, header: Header, rgb: np.ndarray, result) -> None:
+        ls = result.label_set
+        names = ls.names
+        ids = result.ids
+        if not header.frame_id and not cam.warned_frame_id:
+            cam.warned_frame_id = True
+            self.get_logger().warning(
+                f"{cam.image_topic}: frames have an empty frame_id; outputs copy the header, "
+                "and RViz's Camera display needs a frame_id that exists in TF")
+        if cam.info_set is not ls:
+            cam.info_set, cam.info_header = ls, header
+            self._publish_label_info(cam, ls, header)
+        pubs = cam.pubs
+        pubs["label_mask"].publish(
+            numpy_to_image(ids, "mono8" if ids.dtype == np.uint8 else "16UC1", header))
+        if pubs["confidence"].get_subscription_count():
+            pubs["confidence"].publish(numpy_to_image(result.confidence, "mono8", header))
+        want_color = pubs["color_mask"].get_subscription_count() > 0
+        want_overlay = pubs["overlay"].get_subscription_count() > 0
+        if want_color or want_overlay:
+            color = viz.colorize(ids, names, self._dyn["colormap"])
+            if want_color:
+                pubs["color_mask"].publish(numpy_to_image(color, "rgb8", header))
+            if want_overlay:
+                blended = viz.overlay(rgb, color, float(self._dyn["overlay_alpha"]), ids=ids,
+                                      num_labels=len(names))
+                pubs["overlay"].publish(numpy_to_image(blended, "rgb8", header))
+        if cam.class_set is ls:
+            for class_id, token in enumerate(cam.class_order):
+                pub = cam.class_pubs[token]
+                if pub.get_subscription_count():
+                    pub.publish(numpy_to_image(cv2.compare(ids, class_id, cv2.CMP_EQ), "mono8", header))
+
+    def _publish_label_info(self, cam: _Camera, label_set, header: Header) -> None:
+        msg = LabelInfo()
+        msg.header = header
+        msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(label_set.names)]
+        msg.threshold = float(self._segmenter.score_threshold) if self._segmenter else 0.0
+        cam.pubs["label_info"].publish(msg)
+
+    def _reconcile_class_pubs(self, cam: _Camera, label_set) -> None:
+        """Per-class topics follow the label set; a token kept across sets keeps its publisher
+        (and its subscribers). Called under the frame lock or before the worker runs."""
+        tokens = topic_tokens(label_set.names)
+        keep = set(tokens)
+        for token in [t for t in cam.class_pubs if t not in keep]:
+            self.destroy_lifecycle_publisher(cam.class_pubs.pop(token))
+        for token in tokens:
+            if token not in cam.class_pubs:
+                pub = self.create_lifecycle_publisher(Image, f"{cam.out}/class/{token}/mask", OUTPUT_QOS)
+                if self._active:
+                    pub.on_activate(None)
+                cam.class_pubs[token] = pub
+        cam.class_order, cam.class_set = tokens, label_set
+
+    # -- status -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, dict[str, float | int]]:
+        """Per camera (by input topic): counters and per-stage latency, as in ~/status."""
+        return {cam.image_topic: cam.stats.snapshot() for cam in self._cameras}
+
+    def _publish_status(self) -> None:
+        seg = self._segmenter
+        if seg is None:
+            return
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        now = time.monotonic()
+        for cam in self._cameras:
+            snap = cam.stats.snapshot()
+            st = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: {cam.name}",
+                                  hardware_id=str(getattr(seg.backend, "device", seg.backend_name)))
+            idle = now - max(cam.last_frame_at, self._activated_at)
+            if not self._enabled:
+                st.level, st.message = DiagnosticStatus.OK, "disabled (~/enable)"
+            elif idle > NO_INPUT_WARN_S:
+                st.level = DiagnosticStatus.WARN
+                st.message = f"no image for {idle:.0f} s on {cam.image_topic}"
+                if not cam.warned_no_input:
+                    cam.warned_no_input = True
+                    n = self.count_publishers(cam.compressed_topic if self._param("use_compressed")
+                                              else cam.image_topic)
+                    self.get_logger().warning(
+                        f"{st.message} ({n} publishers): check the remapping of `image`, and "
+                        "that qos_reliability matches the camera (best_effort accepts all)")
+            else:
+                cam.warned_no_input = False
+                bad = snap["frames_rejected"] + snap["frames_failed"] - cam.bad_at_last_status
+                st.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
+                st.message = f"{snap['rate_hz']:.1f} Hz, {len(self._label_set.names)} labels"
+                if bad:
+                    st.message += f", {bad} frames skipped since the last status (reasons in the log)"
+            cam.bad_at_last_status = snap["frames_rejected"] + snap["frames_failed"]
+            values = {"input": cam.image_topic, "outputs": cam.out, "labels": len(self._label_set.names),
+                      "label_generation": self._label_set.generation, "backend": seg.backend_name,
+                      "enabled": self._enabled, **snap}
+            st.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
+                         for k, v in values.items()]
+            arr.status.append(st)
+        for pub in self._status_pubs:
+            pub.publish(arr)
+
+
+
+class _RosLogHandler(logging.Handler):
+    """Routes the library's Python logging (model load, engine builds) into the ROS log."""
+
+    def __init__(self, logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"[{record.name}] {record.getMessage()}"
+        if record.levelno >= logging.ERROR:
+            self._logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(text)
+        else:
+            self._logger.info(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ros2 run lgseg_ros lgseg_node [--ros-args ...]` and `lgseg node [--ros-args ...]`."""
+    args = sys.argv if argv is None else [P.NODE_NAME, *argv]
+    rclpy.init(args=args)
+    node = None
+    handler = None
+    try:
+        lib_log = logging.getLogger("lgseg_ros")
+        handler = _RosLogHandler(get_logger(P.NODE_NAME))
+        lib_log.addHandler(handler)
+        lib_log.setLevel(logging.INFO)
+        node = LgsegNode()
+        if node.get_parameter("autostart").value and node.lifecycle_state != "active":
+            node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
+            return 1
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if handler is not None:
+            logging.getLogger("lgseg_ros").removeHandler(handler)
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

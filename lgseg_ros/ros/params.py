@@ -1,0 +1,138 @@
+"""The node's parameters, topics and services in one table: the single source of truth.
+
+The node declares exactly these parameters (with these descriptions), the config files
+document them, and test/test_launch_config.py checks launch, config and RViz files
+against this module. README tables are generated from it (``python -m lgseg_ros.ros.params``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lgseg_ros.viz import COLORMAPS
+
+# CamVid's 11 evaluation classes: what the shipped checkpoint was trained and evaluated on.
+DEFAULT_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence",
+                  "car", "pedestrian", "bicyclist"]
+
+# 2560x1600 fits; 4K UHD (8.3 MP) does not. Outputs are always at the input resolution,
+# so the limit bounds the cost of conversion and of four full-size outputs per frame.
+DEFAULT_MAX_IMAGE_PIXELS = 4_194_304
+
+RELIABILITY = ("best_effort", "reliable")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("auto", "fp32", "fp16")
+
+# When a change takes effect: "now" (between two frames), "activate" (next activation),
+# "configure" (next configure: cleanup + configure reloads the model), "start" (startup only).
+NOW, ACTIVATE, CONFIGURE, START = "now", "activate", "configure", "start"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object  # list[str] for string arrays; None: a string array that starts empty
+    kind: str        # "string" | "bool" | "int" | "double" | "string_array"
+    applies: str
+    description: str
+    choices: tuple = ()
+
+
+PARAMETERS: tuple[Param, ...] = (
+    Param("labels", DEFAULT_LABELS, "string_array", NOW,
+          "Target classes, in id order (labels[0] -> id 0). Validated like ~/set_labels: "
+          "a bad set is rejected with the reason and the old set is kept."),
+    Param("cameras", None, "string_array", CONFIGURE,
+          "Camera namespaces served by this one process and model, e.g. [front, rear]. "
+          "Empty: one camera on `image`. Otherwise camera C reads `C/image` and publishes "
+          "under `~/C/`."),
+    Param("model_config", "", "string", CONFIGURE,
+          "Model config name (lgseg_ros.model configs, e.g. lite-minilm, test-tiny). Empty: "
+          "the config recorded in the checkpoint."),
+    Param("checkpoint", "", "string", CONFIGURE,
+          "Path to a .safetensors checkpoint. Empty: the shipped default checkpoint "
+          "(Segmenter's default_checkpoint_path()), unless model_config alone names a "
+          "config to build with untrained weights."),
+    Param("backend", "auto", "string", CONFIGURE,
+          "Inference backend: auto, torch, onnxruntime or tensorrt.", BACKENDS),
+    Param("device", "auto", "string", CONFIGURE,
+          "auto, cpu, cuda or cuda:N."),
+    Param("precision", "auto", "string", CONFIGURE,
+          "auto (fp16 on CUDA and TensorRT, fp32 on CPU), fp32 or fp16.", PRECISIONS),
+    Param("engine_cache_dir", "", "string", CONFIGURE,
+          "Directory of cached TensorRT engines. Empty: the library's default cache."),
+    Param("force_rebuild", False, "bool", CONFIGURE,
+          "Rebuild the TensorRT engine even when a valid cached one exists."),
+    Param("net_height", 384, "int", CONFIGURE, "Network input height in pixels."),
+    Param("net_width", 480, "int", CONFIGURE, "Network input width in pixels."),
+    Param("keep_aspect", True, "bool", CONFIGURE,
+          "Letterbox to the network size instead of stretching the image."),
+    Param("score_threshold", 0.0, "double", CONFIGURE,
+          "Pixels whose best softmax score is below this are published as unlabeled "
+          "(255 / 65535). Also published as LabelInfo.threshold."),
+    Param("use_compressed", False, "bool", ACTIVATE,
+          "Subscribe to sensor_msgs/CompressedImage on `<image topic>/compressed` instead of "
+          "the raw image."),
+    Param("qos_reliability", "best_effort", "string", ACTIVATE,
+          "Input (image, camera_info) reliability: best_effort (accepts every publisher) or "
+          "reliable. Outputs are always reliable so every subscriber can connect.", RELIABILITY),
+    Param("qos_depth", 1, "int", ACTIVATE,
+          "Input queue depth. 1 keeps only the newest frame; the node never queues frames "
+          "behind the model either way."),
+    Param("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "int", NOW,
+          "Frames with more pixels are skipped with a logged reason (outputs are always at "
+          "the input resolution, so the node does not silently downscale). 0: no limit."),
+    Param("overlay_alpha", 0.5, "double", NOW,
+          "Weight of the colour mask in ~/overlay: 0 image only, 1 colours only."),
+    Param("colormap", "hash", "string", NOW,
+          "hash: a fixed colour per label name, the same across label sets and runs; "
+          "palette: colours distinct within the set, by id.", COLORMAPS),
+    Param("status_period", 1.0, "double", ACTIVATE,
+          "Seconds between ~/status and /diagnostics messages."),
+    Param("autostart", True, "bool", START,
+          "Configure and activate at start-up. false: stay unconfigured for a lifecycle "
+          "manager to drive (configure / activate through the lifecycle services)."),
+)
+
+PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
+
+# Relative to the node (`~/` is the node's private namespace). With `cameras`, each
+# camera C gets the same outputs under `~/C/` and reads `C/image`, `C/camera_info`.
+INPUT_TOPICS = {
+    "image": "sensor_msgs/msg/Image",
+    "image/compressed": "sensor_msgs/msg/CompressedImage",
+    "camera_info": "sensor_msgs/msg/CameraInfo",
+}
+OUTPUT_TOPICS = {
+    "~/label_mask": "sensor_msgs/msg/Image",
+    "~/confidence": "sensor_msgs/msg/Image",
+    "~/color_mask": "sensor_msgs/msg/Image",
+    "~/overlay": "sensor_msgs/msg/Image",
+    "~/label_info": "vision_msgs/msg/LabelInfo | lgseg_ros/msg/LabelInfo",
+    "~/camera_info": "sensor_msgs/msg/CameraInfo",
+    "~/class/<label>/mask": "sensor_msgs/msg/Image",
+}
+NODE_TOPICS = {
+    "~/status": "diagnostic_msgs/msg/DiagnosticArray",
+    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+}
+SERVICES = {
+    "~/set_labels": "lgseg_ros/srv/SetLabels",
+    "~/enable": "std_srvs/srv/SetBool",
+}
+NODE_NAME = "lgseg_node"
+EXECUTABLES = ("lgseg_node",)
+
+
+def markdown_table() -> str:
+    """The README's parameter table."""
+    rows = ["| parameter | type | default | applies | meaning |", "|---|---|---|---|---|"]
+    for p in PARAMETERS:
+        default = "[]" if p.default is None else p.default
+        if isinstance(default, list):
+            default = "[" + ", ".join(default) + "]"
+        rows.append(f"| `{p.name}` | {p.kind} | `{default}` | {p.applies} | {p.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,55 @@
+"""`lgseg_relay`: subscribes `image`, republishes the same message on `~/image`, nothing else.
+
+The baseline of `lgseg bench-node`: its latency is what DDS and rclpy cost for one hop of
+the same image, in the same run, so what the segmentation node adds beyond inference is
+the node's latency minus the relay's minus the model stages.
+"""
+from __future__ import annotations
+
+import sys
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+# The same output QoS as the segmentation node's, so both hops cost the same.
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+class ImageRelay(Node):
+    def __init__(self, node_name: str = "lgseg_relay", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        reliability = self.declare_parameter(
+            "qos_reliability", "best_effort",
+            ParameterDescriptor(description="Input reliability, as the segmentation node's.")).value
+        depth = self.declare_parameter(
+            "qos_depth", 1, ParameterDescriptor(description="Input queue depth.")).value
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                         reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                                      else ReliabilityPolicy.BEST_EFFORT),
+                         durability=DurabilityPolicy.VOLATILE)
+        self._pub = self.create_publisher(Image, "~/image", OUTPUT_QOS)
+        self._sub = self.create_subscription(Image, "image", self._pub.publish, qos)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=sys.argv if argv is None else ["lgseg_relay", *argv])
+    node = ImageRelay()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Image <-> numpy conversion on real sensor_msgs messages, per encoding, including bad headers."""
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from lgseg_ros.ros.image_conversion import (
+    SUPPORTED_ENCODINGS, ImageConversionError, compressed_size, compressed_to_rgb,
+    image_to_numpy, image_to_rgb, numpy_to_image)
+
+RNG = np.random.default_rng(0)
+H, W = 6, 10
+RGB = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def make(arr: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
+    """An Image from arr as a real publisher would fill it, with `pad` bytes after each row."""
+    a = np.ascontiguousarray(arr)
+    if a.dtype.itemsize == 2:
+        a = a.astype(">u2" if bigendian else "<u2")
+    rows = a.reshape(a.shape[0], -1).view(np.uint8)
+    if pad:
+        rows = np.concatenate([rows, np.full((rows.shape[0], pad), 0xAB, np.uint8)], axis=1)
+    msg = Image()
+    msg.height, msg.width, msg.encoding = a.shape[0], a.shape[1], encoding
+    msg.is_bigendian = int(bigendian)
+    msg.step = rows.shape[1]
+    msg.data = rows.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize("pad", [0, 6])
+@pytest.mark.parametrize("encoding,arr", [
+    ("rgb8", RGB),
+    ("bgr8", RGB[..., ::-1]),
+    ("rgba8", np.dstack([RGB, np.full((H, W), 7, np.uint8)])),
+    ("bgra8", np.dstack([RGB[..., ::-1], np.full((H, W), 7, np.uint8)])),
+])
+def test_colour_encodings_give_rgb(encoding, arr, pad):
+    out = image_to_rgb(make(arr, encoding, pad))
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
+    np.testing.assert_array_equal(out, RGB)
+
+
+def test_rgb8_without_padding_is_a_view_of_msg_data():
+    msg = make(RGB, "rgb8")
+    view = image_to_numpy(msg)
+    assert np.shares_memory(view, np.frombuffer(msg.data, np.uint8))
+    assert not view.flags.writeable
+    assert np.shares_memory(image_to_rgb(msg), np.frombuffer(msg.data, np.uint8))
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_mono8_is_replicated_to_three_channels(pad):
+    grey = RGB[..., 0]
+    out = image_to_rgb(make(grey, "mono8", pad))
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], grey)
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+@pytest.mark.parametrize("encoding", ["mono16", "rgb16", "bgr16"])
+def test_16bit_keeps_the_high_byte_in_either_byte_order(encoding, bigendian):
+    src = RGB.astype(np.uint16) * 256 + 255  # low byte all ones: must be dropped, not wrapped
+    if encoding == "mono16":
+        src, expect = src[..., 0], np.repeat(RGB[..., :1], 3, axis=2)
+    elif encoding == "bgr16":
+        src, expect = src[..., ::-1], RGB
+    else:
+        expect = RGB
+    msg = make(src, encoding, pad=4, bigendian=bigendian)
+    np.testing.assert_array_equal(image_to_numpy(msg).astype(np.uint16), np.ascontiguousarray(src))
+    np.testing.assert_array_equal(image_to_rgb(msg), expect)
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_demosaics_with_the_ros_pattern_names(pattern):
+    # A flat colour survives demosaicing exactly away from the border, so a wrong pattern
+    # (channels swapped) shows at once.
+    colour = np.array([200, 90, 20], np.uint8)
+    h, w = 8, 8
+    idx = {"r": 0, "g": 1, "b": 2}
+    mosaic = np.zeros((h, w), np.uint8)
+    for dy in range(2):
+        for dx in range(2):
+            mosaic[dy::2, dx::2] = colour[idx[pattern[dy * 2 + dx]]]
+    out = image_to_rgb(make(mosaic, f"bayer_{pattern}8"))
+    np.testing.assert_array_equal(out[2:-2, 2:-2], np.broadcast_to(colour, (h - 4, w - 4, 3)))
+
+
+@pytest.mark.parametrize("encoding,code", [("yuv422", cv2.COLOR_RGB2YUV_UYVY),
+                                           ("yuv422_yuy2", cv2.COLOR_RGB2YUV_YUY2)])
+def test_yuv422_round_trips_a_flat_colour(encoding, code):
+    flat = np.broadcast_to(np.array([30, 140, 220], np.uint8), (4, 8, 3)).copy()
+    packed = cv2.cvtColor(flat, code)  # HxWx2
+    out = image_to_rgb(make(packed, encoding, pad=2))
+    assert np.abs(out.astype(int) - flat).max() <= 3  # YUV quantisation
+
+
+@pytest.mark.parametrize("encoding,words", [
+    ("16UC1", "depth or label"), ("32FC1", "depth"), ("8UC3", "channel order"), ("nv12", "supported:")])
+def test_unsupported_encodings_are_named(encoding, words):
+    msg = make(RGB, "rgb8")
+    msg.encoding = encoding
+    with pytest.raises(ImageConversionError, match=words) as err:
+        image_to_rgb(msg)
+    assert encoding in str(err.value)
+
+
+def test_bad_headers_are_rejected_with_the_reason():
+    zero = Image(encoding="rgb8")
+    with pytest.raises(ImageConversionError, match="zero-size"):
+        image_to_rgb(zero)
+    narrow = make(RGB, "rgb8")
+    narrow.step = W * 3 - 1
+    with pytest.raises(ImageConversionError, match="step .* smaller"):
+        image_to_rgb(narrow)
+    wide = make(RGB, "rgb8")
+    wide.step = W * 3 + 8  # claims padding the data does not have
+    with pytest.raises(ImageConversionError, match="expected step\\*height"):
+        image_to_rgb(wide)
+    short = make(RGB, "rgb8")
+    short.data = short.data[:-10]
+    with pytest.raises(ImageConversionError, match="bytes"):
+        image_to_rgb(short)
+    big = make(RGB, "rgb8")
+    with pytest.raises(ImageConversionError, match="max_image_pixels"):
+        image_to_rgb(big, max_pixels=H * W - 1)
+    assert image_to_rgb(big, max_pixels=H * W).shape == (H, W, 3)
+    odd = make(np.zeros((2, 3, 2), np.uint8), "yuv422")
+    with pytest.raises(ImageConversionError, match="even width"):
+        image_to_rgb(odd)
+
+
+def test_pixel_limit_is_checked_before_touching_data():
+    # A 4K header with no data behind it fails on the limit, not on a huge allocation.
+    msg = Image(height=2160, width=3840, encoding="rgb8", step=3840 * 3)
+    with pytest.raises(ImageConversionError, match="8294400 pixels"):
+        image_to_rgb(msg, max_pixels=1920 * 1080)
+
+
+def test_last_row_without_padding_is_tolerated():
+    msg = make(RGB, "rgb8", pad=6)
+    msg.data = msg.data[:-6]
+    np.testing.assert_array_equal(image_to_rgb(msg), RGB)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_compressed_image_decodes_and_reports_its_size(ext):
+    big = cv2.resize(RGB, (40, 24), interpolation=cv2.INTER_NEAREST)
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    assert ok
+    msg = CompressedImage(format=ext[1:])
+    msg.data = buf.tobytes()
+    assert compressed_size(np.frombuffer(msg.data, np.uint8).data) == (40, 24)
+    out = compressed_to_rgb(msg)
+    assert out.shape == (24, 40, 3)
+    tol = 0 if ext == ".png" else 60
+    assert np.abs(out.astype(int) - big).mean() <= max(tol / 4, 0)
+    with pytest.raises(ImageConversionError, match="max_image_pixels"):
+        compressed_to_rgb(msg, max_pixels=40 * 24 - 1)
+
+
+def test_compressed_garbage_is_rejected():
+    msg = CompressedImage(format="jpeg")
+    msg.data = b"\xff\xd8garbage" + bytes(100)
+    with pytest.raises(ImageConversionError, match="decode"):
+        compressed_to_rgb(msg)
+    with pytest.raises(ImageConversionError, match="empty"):
+        compressed_to_rgb(CompressedImage(format="png"))
+
+
+def test_numpy_to_image_round_trips_with_the_header():
+    header = Header(frame_id="cam")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    for arr, enc in [(RGB, "rgb8"), (RGB[..., 0].copy(), "mono8"),
+                     (RGB[..., 0].astype(np.uint16) * 257, "16UC1")]:
+        msg = numpy_to_image(arr, header=header)
+        assert msg.encoding == enc and msg.header == header
+        assert (msg.height, msg.width) == arr.shape[:2]
+        assert msg.step == arr.shape[1] * arr.itemsize * (3 if arr.ndim == 3 else 1)
+        if enc == "16UC1":
+            back = np.frombuffer(msg.data, ">u2" if msg.is_bigendian else "<u2").reshape(arr.shape)
+        else:
+            back = image_to_numpy(msg)
+        np.testing.assert_array_equal(back, arr)
+
+
+def test_supported_list_covers_the_issue_minimum():
+    assert {"rgb8", "bgr8", "rgba8", "bgra8", "mono8"} <= set(SUPPORTED_ENCODINGS)

@@ -1,0 +1,22 @@
+"""`lgseg bench-node` runs end to end and reports every number it promises (no timing asserts)."""
+import json
+import subprocess
+import sys
+
+
+def test_bench_node_reports_latency_split_and_label_change():
+    # --no-isolate: keep the test session's loopback-only discovery and domain (conftest.py).
+    out = subprocess.run(
+        [sys.executable, "-m", "lgseg_ros.cli", "bench-node", "--config", "test-tiny",
+         "--backend", "torch", "--device", "cpu", "--net-height", "64", "--net-width", "96",
+         "--height", "90", "--width", "120", "--frames", "8", "--warmup", "3", "--rate", "10",
+         "--label-changes", "2", "--no-isolate"],
+        capture_output=True, text=True, timeout=240)
+    result = json.loads(out.stdout)
+    assert out.returncode == 0 and result["ok"], result.get("error", out.stderr[-2000:])
+    assert result["node"]["received"] > 0 and result["relay"]["received"] > 0
+    for key in ("p50", "p95"):
+        assert result["node"]["latency_ms"][key] > 0 and result["relay"]["latency_ms"][key] > 0
+        assert result["label_change"]["first_mask_ms"][key] > 0
+    assert {"decode", "preprocess", "model", "postprocess", "publish"} <= set(result["node"]["stages_ms_p50"])
+    assert result["label_change"]["first_mask_ms"]["n"] == 2

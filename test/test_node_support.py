@@ -1,0 +1,248 @@
+"""Shared helpers for the node tests: a real rclpy context and executor per test module, a
+test-tiny checkpoint (so the test and the node run the very same weights), frames, and a
+topic recorder. No test functions here; nothing is mocked.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from lgseg_ros.ros.image_conversion import numpy_to_image
+
+CAMVID_VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid" / "val"
+FRAME_HW = (90, 120)      # small frames: the tests share two CPU cores
+NET_HW = (64, 96)         # multiples of 32
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def make_checkpoint(path: Path) -> str:
+    """A test-tiny checkpoint: the node and the test's own Segmenter load identical weights."""
+    import torch
+
+    from lgseg_ros.model import build_model, get_config, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = get_config("test-tiny")
+    return str(save_checkpoint(path, build_model(cfg), cfg))
+
+
+# Cached here rather than in session fixtures: a fixture imported into several test modules
+# is a separate fixture per module to pytest, and each would build its own.
+@functools.lru_cache(maxsize=None)
+def _shared_checkpoint() -> str:
+    folder = tempfile.mkdtemp(prefix="lgseg_test_ckpt_")
+    atexit.register(shutil.rmtree, folder, True)
+    return make_checkpoint(Path(folder) / "test_tiny.safetensors")
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_reference():
+    from lgseg_ros.runtime.segmenter import Segmenter
+
+    return Segmenter(checkpoint=_shared_checkpoint(), backend="torch", device="cpu", net_size=NET_HW)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> str:
+    return _shared_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def reference_segmenter():
+    """The library run the node's outputs are compared with (same checkpoint, same sizes)."""
+    return _shared_reference()
+
+
+def node_params(checkpoint: str, **extra) -> list[Parameter]:
+    values = {"checkpoint": checkpoint, "backend": "torch", "device": "cpu",
+              "net_height": NET_HW[0], "net_width": NET_HW[1], "status_period": 0.2, **extra}
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def camvid_frames(n: int, hw=FRAME_HW) -> list[np.ndarray]:
+    """n RGB frames: CamVid val images when present, else smooth generated scenes."""
+    files = sorted(CAMVID_VAL.glob("*.png"))[:n] if CAMVID_VAL.is_dir() else []
+    frames = [cv2.resize(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB), hw[::-1],
+                         interpolation=cv2.INTER_AREA) for f in files]
+    rng = np.random.default_rng(7)
+    while len(frames) < n:
+        base = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), hw[::-1],
+                          interpolation=cv2.INTER_CUBIC)
+        frames.append(base)
+    return frames
+
+
+_last_ns = [0]
+_seq_lock = threading.Lock()
+
+
+def header(frame_id: str = "camera") -> Header:
+    """Wall-clock stamp, unique and increasing per call: the tests match outputs to inputs by
+    stamp, and compare them with label_info stamps, which may come from the node's clock."""
+    with _seq_lock:
+        ns = max(time.time_ns(), _last_ns[0] + 1000)
+        _last_ns[0] = ns
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = divmod(ns, 1_000_000_000)
+    return h
+
+
+def stamp_key(h: Header) -> tuple[int, int]:
+    return (h.stamp.sec, h.stamp.nanosec)
+
+
+def rgb_msg(rgb: np.ndarray, encoding: str = "rgb8", frame_id: str = "camera") -> Image:
+    arr = rgb[..., ::-1] if encoding == "bgr8" else rgb
+    return numpy_to_image(np.ascontiguousarray(arr), encoding, header(frame_id))
+
+
+class RosHarness:
+    """One rclpy context with a MultiThreadedExecutor spinning on a background thread."""
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.nodes: list[Node] = []
+        self.client = self.add(Node("lgseg_test_client", context=self.context))
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # shutdown races end the spin; the test's asserts tell the story
+            pass
+
+    def add(self, node: Node) -> Node:
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def remove(self, node: Node) -> None:
+        self.executor.remove_node(node)
+        self.nodes.remove(node)
+        node.destroy_node()
+
+    def call(self, client, request, timeout: float = 20.0, retry: bool = True):
+        """Call a service and return the reply.
+
+        With ``retry`` the request is sent again when no reply came within 5 s: Fast DDS
+        drops a reply when the server has not yet matched a brand-new client's reply reader
+        (seen here under load), so only idempotent calls may retry.
+        """
+        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
+        end = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            attempt_end = min(end, time.monotonic() + 5.0) if retry else end
+            while not future.done() and time.monotonic() < attempt_end:
+                time.sleep(0.005)
+            if future.done():
+                return future.result()
+            client.remove_pending_request(future)
+            assert time.monotonic() < end, f"no reply from {client.srv_name}"
+
+    def close(self) -> None:
+        # Stop spinning first: destroying entities under a running executor makes it trip
+        # over them ("cannot use Destroyable because destruction was requested").
+        try:
+            self.executor.shutdown(timeout_sec=5.0)
+            self._thread.join(timeout=5.0)
+            for node in list(reversed(self.nodes)):
+                node.destroy_node()
+            self.nodes.clear()
+        finally:
+            rclpy.try_shutdown(context=self.context)
+
+
+class Recorder:
+    """Subscribes to topics on the client node and keeps every message with its receipt time."""
+
+    def __init__(self, harness: RosHarness) -> None:
+        self.h = harness
+        self.msgs: dict[str, list] = {}
+        self.cond = threading.Condition()
+        self.subs = {}
+
+    def listen(self, topic: str, msg_type=Image, qos: QoSProfile = RELIABLE) -> None:
+        self.msgs.setdefault(topic, [])
+
+        def cb(msg, t=topic):
+            with self.cond:
+                self.msgs[t].append((time.monotonic(), msg))
+                self.cond.notify_all()
+
+        self.subs[topic] = self.h.client.create_subscription(msg_type, topic, cb, qos)
+
+    def stop(self, topic: str) -> None:
+        self.h.client.destroy_subscription(self.subs.pop(topic))
+
+    def get(self, topic: str) -> list:
+        with self.cond:
+            return [m for _, m in self.msgs.get(topic, [])]
+
+    def wait_for(self, predicate, timeout: float = 15.0, what: str = "condition"):
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                result = predicate()
+                if result:
+                    return result
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {what}")
+                self.cond.wait(min(left, 0.05))
+
+    def wait_stamp(self, topic: str, stamp: tuple[int, int], timeout: float = 15.0):
+        """The message on `topic` whose header stamp is `stamp`."""
+        def find():
+            for _, m in self.msgs.get(topic, []):
+                if stamp_key(m.header) == stamp:
+                    return m
+            return None
+        return self.wait_for(find, timeout, f"{topic} with stamp {stamp}")
+
+    def wait_matched(self, topic: str, publishers: int = 1, timeout: float = 15.0) -> None:
+        sub = self.subs[topic]
+        end = time.monotonic() + timeout
+        while sub.get_publisher_count() < publishers:
+            assert time.monotonic() < end, f"no publisher matched {topic}"
+            time.sleep(0.01)
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition", period: float = 0.02):
+    end = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(period)
+
+
+def topic_names(node: Node) -> set[str]:
+    return {name for name, _ in node.get_topic_names_and_types()}
+
+
+def mask_of(msg: Image) -> np.ndarray:
+    dtype = np.uint8 if msg.encoding == "mono8" else (">u2" if msg.is_bigendian else "<u2")
+    return np.frombuffer(msg.data, dtype).reshape(msg.height, msg.width)
