@@ -1,0 +1,230 @@
+"""On-disk cache of built TensorRT engines, free of any TensorRT import.
+
+Building an engine takes minutes and is only valid for one (ONNX model, TensorRT version,
+GPU, precision, input shape). A cache file therefore carries, in front of the serialized
+engine, a JSON header with the full key and the sha256 of the engine bytes. Loading checks
+both and reports why a file cannot be served (missing, foreign format, truncated, corrupt,
+built for another key); the caller then rebuilds. A stale or damaged engine is never handed
+to the runtime: deserialising one can crash the process or silently compute garbage.
+
+File layout (all integers little-endian):
+    8 bytes   magic  b"LGSEGTRT"
+    4 bytes   format version (uint32)
+    4 bytes   header length N (uint32)
+    N bytes   header, UTF-8 JSON: {"key": {...}, "key_digest": str, "engine_sha256": str,
+              "engine_size": int, "created": float}
+    rest      engine bytes (exactly engine_size of them)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import struct
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"LGSEGTRT"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sII")
+# A header is a few hundred bytes; anything far larger means the length field is garbage.
+_MAX_HEADER = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineKey:
+    """Everything a TensorRT engine's validity depends on.
+
+    ``input_shape`` is the fixed image shape (1, 3, H, W); ``k_profile`` the (min, opt, max)
+    number of labels the engine accepts and ``text_dim`` the embedding width D.
+    """
+
+    onnx_sha256: str
+    trt_version: str
+    gpu_name: str
+    compute_capability: tuple[int, int]
+    precision: str
+    input_shape: tuple[int, ...]
+    k_profile: tuple[int, int, int] = (1, 16, 255)
+    text_dim: int = 0
+
+    def __post_init__(self) -> None:
+        # JSON round trips turn tuples into lists; normalise so equality survives a reload.
+        object.__setattr__(self, "compute_capability", tuple(int(v) for v in self.compute_capability))
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        object.__setattr__(self, "k_profile", tuple(int(v) for v in self.k_profile))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EngineKey":
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = names - set(data)
+        if missing:
+            raise ValueError(f"engine key lacks fields {sorted(missing)}")
+        return cls(**{k: data[k] for k in names})
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def filename(self) -> str:
+        # Readable parts for a human browsing the cache; the digest makes it unique.
+        h, w = self.input_shape[-2:]
+        gpu = "".join(c if c.isalnum() else "-" for c in self.gpu_name).strip("-")[:32] or "gpu"
+        return f"lgseg_{h}x{w}_{self.precision}_{gpu}_trt{self.trt_version}_{self.digest()[:16]}.engine"
+
+
+class CacheMiss(Exception):
+    """Why a cache file cannot be served; the message is meant for the log."""
+
+
+def write_engine(path: str | os.PathLike, key: EngineKey, engine: bytes) -> Path:
+    """Write atomically (temp file + rename) so a crash mid-write never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = bytes(engine)
+    header = json.dumps({
+        "key": key.to_dict(),
+        "key_digest": key.digest(),
+        "engine_sha256": hashlib.sha256(engine).hexdigest(),
+        "engine_size": len(engine),
+        "created": time.time(),
+    }, sort_keys=True).encode()
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
+            f.write(header)
+            f.write(engine)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a cache file, or CacheMiss saying why there is none."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size:
+                raise CacheMiss(f"{path}: truncated ({len(prefix)} bytes, no complete prefix)")
+            magic, version, header_len = _PREFIX.unpack(prefix)
+            if magic != MAGIC:
+                raise CacheMiss(f"{path}: not an lgseg engine cache file (bad magic {magic!r})")
+            if version != FORMAT_VERSION:
+                raise CacheMiss(f"{path}: cache format {version}, this code reads {FORMAT_VERSION}")
+            if header_len > _MAX_HEADER:
+                raise CacheMiss(f"{path}: corrupt header length {header_len}")
+            raw = f.read(header_len)
+    except FileNotFoundError:
+        raise CacheMiss(f"{path}: no cached engine") from None
+    if len(raw) < header_len:
+        raise CacheMiss(f"{path}: truncated header ({len(raw)} of {header_len} bytes)")
+    try:
+        header = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CacheMiss(f"{path}: corrupt header ({exc})") from None
+    for field in ("key", "key_digest", "engine_sha256", "engine_size"):
+        if field not in header:
+            raise CacheMiss(f"{path}: header lacks {field!r}")
+    return header
+
+
+def read_engine(path: str | os.PathLike, key: EngineKey) -> bytes:
+    """The engine bytes if the file is intact and was built for exactly ``key``.
+
+    Raises CacheMiss with the reason otherwise; never returns unverified bytes.
+    """
+    path = Path(path)
+    header = read_header(path)
+    try:
+        stored_key = EngineKey.from_dict(header["key"])
+    except (TypeError, ValueError) as exc:
+        raise CacheMiss(f"{path}: unreadable key in header ({exc})") from None
+    if stored_key != key:
+        diffs = [f"{name}: cached {getattr(stored_key, name)!r} != wanted {getattr(key, name)!r}"
+                 for name in (f.name for f in dataclasses.fields(EngineKey))
+                 if getattr(stored_key, name) != getattr(key, name)]
+        raise CacheMiss(f"{path}: stale engine ({'; '.join(diffs)})")
+    if header["key_digest"] != key.digest():
+        raise CacheMiss(f"{path}: key digest mismatch (header edited or corrupt)")
+    with open(path, "rb") as f:
+        _, _, header_len = _PREFIX.unpack(f.read(_PREFIX.size))
+        f.seek(_PREFIX.size + header_len)
+        engine = f.read()
+    size = int(header["engine_size"])
+    if len(engine) != size:
+        raise CacheMiss(f"{path}: engine is {len(engine)} bytes, header says {size} (truncated or padded)")
+    if hashlib.sha256(engine).hexdigest() != header["engine_sha256"]:
+        raise CacheMiss(f"{path}: engine bytes fail their sha256 (corrupt)")
+    return engine
+
+
+class EngineCache:
+    """A directory of engine files, one per key.
+
+    ``get_or_build(key, build)`` serves a verified cached engine or calls ``build()`` (which
+    returns serialized engine bytes), logging first that a build may take minutes, then
+    stores the result. ``force_rebuild`` skips the lookup.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        self.directory = Path(directory) if directory else default_cache_dir()
+
+    def path_for(self, key: EngineKey) -> Path:
+        return self.directory / key.filename()
+
+    def load(self, key: EngineKey) -> Optional[bytes]:
+        try:
+            return read_engine(self.path_for(key), key)
+        except CacheMiss as miss:
+            log.info("engine cache miss: %s", miss)
+            return None
+
+    def get_or_build(self, key: EngineKey, build, force_rebuild: bool = False) -> tuple[bytes, bool]:
+        """Return (engine bytes, built_now)."""
+        path = self.path_for(key)
+        if not force_rebuild:
+            try:
+                engine = read_engine(path, key)
+                log.info("using cached TensorRT engine %s", path)
+                return engine, False
+            except CacheMiss as miss:
+                reason = str(miss)
+        else:
+            reason = "force_rebuild requested"
+        log.warning("building TensorRT engine for %dx%d %s (%s); this may take several minutes",
+                    key.input_shape[-2], key.input_shape[-1], key.precision, reason)
+        start = time.perf_counter()
+        engine = bytes(build())
+        if not engine:
+            raise RuntimeError("TensorRT engine build returned no bytes")
+        write_engine(path, key, engine)
+        log.warning("built TensorRT engine in %.1f s, cached at %s", time.perf_counter() - start, path)
+        return engine, True
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("LGSEG_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lgseg_ros")
+    return Path(base) / "engines"

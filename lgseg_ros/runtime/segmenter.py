@@ -1,0 +1,235 @@
+"""`Segmenter`: the high-level API the node, the demo and evaluation use.
+
+Two paths at two rates (DeOP's lesson): ``prepare_labels`` runs the text encoder once per
+label change, off the frame thread, and returns an immutable ``LabelSet``; ``segment`` runs
+the image network per frame with that set's cached embeddings. A label set is loaded into
+the backend by ``segment`` itself, under the same lock as inference, so a change lands
+between two frames and every result matches exactly one label set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from lgseg_ros.labels import MAX_LABELS, LabelSetError, unlabeled_value, validate_labels
+
+from . import preprocess as pp
+from .backends import create_backend, text_dim_of
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT_NAME = "lgseg_lite_minilm.safetensors"
+# The logits come out at stride 8; sizes that are multiples of 8 keep every logit cell
+# aligned with an 8x8 pixel block (the decoder copes with sizes that are not multiples of 32).
+NET_STRIDE = 8
+
+_generations = itertools.count(1)
+_generation_lock = threading.Lock()
+
+
+def _next_generation() -> int:
+    with _generation_lock:
+        return next(_generations)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LabelSet:
+    """An encoded label set. Immutable; ``generation`` is unique per prepare_labels call."""
+
+    names: tuple[str, ...]
+    embeddings: np.ndarray          # [K, D] float32, read-only
+    generation: int
+    encoder: str = ""
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def unlabeled(self) -> int:
+        return unlabeled_value(len(self.names))
+
+    @property
+    def id_dtype(self) -> type:
+        return np.uint8 if self.unlabeled == 255 else np.uint16
+
+
+@dataclasses.dataclass
+class SegmentResult:
+    ids: np.ndarray                 # HxW uint8 / uint16 at the input resolution
+    confidence: np.ndarray          # HxW uint8, 0..255 = max softmax probability
+    label_set: LabelSet
+    timings: dict[str, float]       # stage -> seconds
+
+    @property
+    def unlabeled(self) -> int:
+        return self.label_set.unlabeled
+
+
+def default_checkpoint_path() -> str | None:
+    """models/lgseg_lite_minilm.safetensors from the source tree, else from the installed
+    package's share directory (ament_index), else None."""
+    source = Path(__file__).resolve().parents[2] / "models" / DEFAULT_CHECKPOINT_NAME
+    if source.is_file():
+        return str(source)
+    return _share_checkpoint()
+
+
+def _share_checkpoint() -> str | None:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+    except ImportError:
+        return None
+    try:
+        share = Path(get_package_share_directory("lgseg_ros", print_warning=False)) / "models" / DEFAULT_CHECKPOINT_NAME
+    except (LookupError, ValueError, OSError):
+        # PackageNotFoundError is a KeyError (a LookupError); an unset AMENT_PREFIX_PATH
+        # (no sourced ROS workspace) raises OSError.
+        return None
+    return str(share) if share.is_file() else None
+
+
+def _check_net_size(net_size) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in net_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"net_size must be (H, W), got {net_size!r}") from None
+    if h <= 0 or w <= 0 or h % NET_STRIDE or w % NET_STRIDE:
+        raise ValueError(f"net_size {h}x{w} must be positive multiples of {NET_STRIDE}")
+    return h, w
+
+
+class Segmenter:
+    def __init__(self, checkpoint: str | None = None, config: str | None = None,
+                 backend: str = "auto", device: str = "auto", precision: str = "fp32",
+                 net_size=(384, 480), keep_aspect: bool = True, score_threshold: float = 0.0,
+                 engine_cache_dir: str | None = None, force_rebuild: bool = False,
+                 text_encoder=None, torch_threads: int | None = None, **backend_opts) -> None:
+        if torch_threads:
+            # Process-wide (torch has one intra-op pool). On a busy 2-core machine, 1 thread
+            # keeps MiniLM's label encoding at ~24 ms where 2 threads stall for ~0.5 s at a
+            # time; worth setting whenever the frame path is not torch on CPU.
+            import torch
+
+            torch.set_num_threads(int(torch_threads))
+        self.net_size = _check_net_size(net_size)
+        if not 0.0 <= float(score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.keep_aspect = bool(keep_aspect)
+        self.score_threshold = float(score_threshold)
+        from lgseg_ros.model import build_model, get_config, load_checkpoint
+
+        if checkpoint:
+            net, cfg = load_checkpoint(str(checkpoint))
+            if config and config != cfg.name:
+                log.warning("config %r ignored: checkpoint %s holds config %r", config, checkpoint, cfg.name)
+            self.untrained = False
+        else:
+            cfg = get_config(config or "lite-minilm")
+            net = build_model(cfg)
+            self.untrained = True
+            log.warning("!!! NO CHECKPOINT: model %r runs with its default initialisation; its "
+                        "masks are meaningless until you pass a trained checkpoint !!!", cfg.name)
+        net.eval()
+        self.net = net  # the eager fp32 model: parity checks, FLOP counts, re-export
+        self.cfg = cfg
+        self.checkpoint = str(checkpoint) if checkpoint else None
+        self.text_dim = text_dim_of(cfg)
+        self.text_encoder = self._make_text_encoder(text_encoder, cfg)
+        self.backend = create_backend(backend, net, cfg, device=device, precision=precision,
+                                      net_size=self.net_size, engine_cache_dir=engine_cache_dir,
+                                      force_rebuild=force_rebuild, **backend_opts)
+        log.info("segmenter: model %s, backend %s on %s, net size %dx%d", cfg.name,
+                 self.backend.name, getattr(self.backend, "device", "?"), *self.net_size)
+        self._frame_lock = threading.Lock()
+        self._loaded_generation: int | None = None
+        self._geometry: dict[tuple[int, int], pp.Geometry] = {}
+        self._buffer = np.zeros((1, 3, *self.net_size), np.float32)
+
+    def _make_text_encoder(self, text_encoder, cfg):
+        from lgseg_ros.text import CachedTextEncoder, build_text_encoder
+
+        if text_encoder is None:
+            text_encoder = cfg.text_encoder
+        if isinstance(text_encoder, str):
+            text_encoder = build_text_encoder(text_encoder, template=getattr(cfg, "prompt_template", None))
+        if not isinstance(text_encoder, CachedTextEncoder):
+            text_encoder = CachedTextEncoder(text_encoder)
+        if self.text_dim is not None and text_encoder.dim != self.text_dim:
+            raise ValueError(f"text encoder {text_encoder.name!r} makes {text_encoder.dim}-d "
+                             f"embeddings; model {cfg.name!r} expects {self.text_dim}")
+        # Same width is not the same embedding space: a model only understands the encoder
+        # (and prompt template) it was trained with.
+        want_template = getattr(cfg, "prompt_template", None)
+        if text_encoder.name != cfg.text_encoder or text_encoder.template != want_template:
+            log.warning("text encoder %r (template %r) differs from the model's %r (template %r); "
+                        "labels may be misread", text_encoder.name, text_encoder.template,
+                        cfg.text_encoder, want_template)
+        return text_encoder
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    # -- label path ---------------------------------------------------------------------
+    def prepare_labels(self, labels: Sequence[object]) -> LabelSet:
+        """Validate and encode; thread-safe, never touches the frame path."""
+        # A backend with a bounded K (a TensorRT profile) refuses bigger sets here, on the
+        # label path, where the caller can keep its old set, not on the next frame.
+        limit = min(MAX_LABELS, getattr(self.backend, "max_labels", None) or MAX_LABELS)
+        names = validate_labels(labels, max_labels=limit)
+        num_classes = getattr(self.cfg, "num_classes", 0)
+        if getattr(self.cfg, "head", None) == "closed" and len(names) != num_classes:
+            raise LabelSetError(f"closed-set model {self.cfg.name!r} has {num_classes} fixed "
+                                f"classes; got {len(names)} labels")
+        emb = self.text_encoder.encode(list(names))
+        emb = np.ascontiguousarray(emb.detach().cpu().numpy(), dtype=np.float32)
+        emb.setflags(write=False)
+        return LabelSet(names=names, embeddings=emb, generation=_next_generation(),
+                        encoder=self.text_encoder.name)
+
+    # -- frame path ---------------------------------------------------------------------
+    def segment(self, rgb: np.ndarray, label_set: LabelSet) -> SegmentResult:
+        rgb = pp.validate_rgb(rgb)
+        if not isinstance(label_set, LabelSet):
+            raise ValueError(f"label_set must be a LabelSet from prepare_labels(), got "
+                             f"{type(label_set).__name__}")
+        with self._frame_lock:
+            t0 = time.perf_counter()
+            if label_set.generation != self._loaded_generation:
+                self.backend.set_labels(label_set.embeddings)
+                self._loaded_generation = label_set.generation
+            t1 = time.perf_counter()
+            src = (rgb.shape[0], rgb.shape[1])
+            geom = self._geometry.get(src)
+            if geom is None:
+                geom = self._geometry[src] = pp.plan(src, self.net_size, self.keep_aspect)
+            image = pp.preprocess(rgb, geom, out=self._buffer)
+            t2 = time.perf_counter()
+            ids, conf = self.backend.infer(image)
+            t3 = time.perf_counter()
+            out_ids, out_conf = self._postprocess(ids, conf, len(label_set), geom)
+            t4 = time.perf_counter()
+        return SegmentResult(ids=out_ids, confidence=out_conf, label_set=label_set,
+                             timings={"set_labels": t1 - t0, "preprocess": t2 - t1,
+                                      "model": t3 - t2, "postprocess": t4 - t3})
+
+    def _postprocess(self, ids: np.ndarray, conf: np.ndarray, k: int, geom: pp.Geometry):
+        unlabeled = unlabeled_value(k)
+        dtype = np.uint8 if unlabeled == 255 else np.uint16
+        # Channel K is "none of these"; a low-confidence pixel is unlabeled too.
+        reject = ids >= k
+        if self.score_threshold > 0.0:
+            reject |= conf < self.score_threshold
+        out = ids.astype(dtype)
+        out[reject] = unlabeled
+        # Rounded and saturated to 0..255 in one native pass.
+        conf8 = cv2.convertScaleAbs(conf, alpha=255.0)
+        return pp.unletterbox(out, geom), pp.unletterbox(conf8, geom)

@@ -1,0 +1,140 @@
+"""Engine cache: a cached TensorRT engine is served only when intact and built for the key."""
+import dataclasses
+import json
+import logging
+import struct
+
+import pytest
+
+from lgseg_ros.runtime.engine_cache import (CacheMiss, EngineCache, EngineKey, read_engine,
+                                            read_header, write_engine)
+
+ENGINE = bytes(range(256)) * 64  # stands in for a serialized engine: opaque bytes
+
+
+def make_key(**changes):
+    key = EngineKey(onnx_sha256="ab" * 32, trt_version="10.9.0.34", gpu_name="NVIDIA H100 80GB HBM3",
+                    compute_capability=(9, 0), precision="fp16", input_shape=(1, 3, 384, 480),
+                    k_profile=(1, 16, 255), text_dim=384)
+    return dataclasses.replace(key, **changes)
+
+
+def test_good_file_round_trips(tmp_path):
+    key = make_key()
+    path = write_engine(tmp_path / "e.engine", key, ENGINE)
+    assert read_engine(path, key) == ENGINE
+    header = read_header(path)
+    assert EngineKey.from_dict(header["key"]) == key
+    assert header["engine_size"] == len(ENGINE)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("onnx_sha256", "cd" * 32), ("trt_version", "10.10.0.1"), ("gpu_name", "NVIDIA A100"),
+    ("compute_capability", (8, 0)), ("precision", "fp32"), ("input_shape", (1, 3, 480, 640)),
+    ("k_profile", (1, 16, 1024)), ("text_dim", 512)])
+def test_stale_key_is_refused_and_names_the_difference(tmp_path, field, value):
+    path = write_engine(tmp_path / "e.engine", make_key(), ENGINE)
+    with pytest.raises(CacheMiss, match=f"stale engine.*{field}"):
+        read_engine(path, make_key(**{field: value}))
+
+
+def test_truncated_engine_is_refused(tmp_path):
+    key = make_key()
+    path = write_engine(tmp_path / "e.engine", key, ENGINE)
+    data = path.read_bytes()
+    path.write_bytes(data[:-100])
+    with pytest.raises(CacheMiss, match="truncated"):
+        read_engine(path, key)
+    for cut in (3, 16 + 5):  # inside the prefix, inside the header
+        path.write_bytes(data[:cut])
+        with pytest.raises(CacheMiss, match="truncated"):
+            read_engine(path, key)
+
+
+def test_corrupt_engine_bytes_fail_their_checksum(tmp_path):
+    key = make_key()
+    path = write_engine(tmp_path / "e.engine", key, ENGINE)
+    data = bytearray(path.read_bytes())
+    data[-1000] ^= 0xFF  # one flipped byte inside the engine, same length
+    path.write_bytes(bytes(data))
+    with pytest.raises(CacheMiss, match="sha256"):
+        read_engine(path, key)
+
+
+def test_foreign_and_garbled_files_are_refused(tmp_path):
+    key = make_key()
+    path = tmp_path / "e.engine"
+    path.write_bytes(ENGINE)  # a raw engine from trtexec, no header
+    with pytest.raises(CacheMiss, match="magic"):
+        read_engine(path, key)
+    path.write_bytes(struct.pack("<8sII", b"LGSEGTRT", 1, 7) + b"{notjs}" + ENGINE)
+    with pytest.raises(CacheMiss, match="corrupt header"):
+        read_engine(path, key)
+    path.write_bytes(struct.pack("<8sII", b"LGSEGTRT", 99, 2) + b"{}")
+    with pytest.raises(CacheMiss, match="format 99"):
+        read_engine(path, key)
+    with pytest.raises(CacheMiss, match="no cached engine"):
+        read_engine(tmp_path / "missing.engine", key)
+
+
+def test_edited_header_key_is_caught_by_digest(tmp_path):
+    key = make_key()
+    other = make_key(precision="fp32")
+    path = write_engine(tmp_path / "e.engine", other, ENGINE)
+    raw = path.read_bytes()
+    _, _, n = struct.unpack("<8sII", raw[:16])
+    header = json.loads(raw[16:16 + n])
+    header["key"] = key.to_dict()  # claims the wanted key but keeps the old digest
+    new = json.dumps(header, sort_keys=True).encode()
+    path.write_bytes(struct.pack("<8sII", b"LGSEGTRT", 1, len(new)) + new + raw[16 + n:])
+    with pytest.raises(CacheMiss, match="digest"):
+        read_engine(path, key)
+
+
+def test_key_survives_json_and_names_differ_per_shape():
+    key = make_key()
+    assert EngineKey.from_dict(json.loads(json.dumps(key.to_dict()))) == key
+    assert key.filename() != make_key(input_shape=(1, 3, 480, 640)).filename()
+    assert "384x480" in key.filename() and key.filename().endswith(".engine")
+
+
+def test_get_or_build_builds_once_then_serves_and_rebuilds_when_damaged(tmp_path, caplog):
+    cache = EngineCache(tmp_path)
+    key = make_key()
+    calls = []
+
+    def build():
+        calls.append(1)
+        return ENGINE
+
+    with caplog.at_level(logging.WARNING, logger="lgseg_ros.runtime.engine_cache"):
+        engine, built = cache.get_or_build(key, build)
+    assert (engine, built, len(calls)) == (ENGINE, True, 1)
+    assert any("may take several minutes" in r.getMessage() for r in caplog.records)
+
+    engine, built = cache.get_or_build(key, build)
+    assert (engine, built, len(calls)) == (ENGINE, False, 1)
+
+    path = cache.path_for(key)
+    path.write_bytes(path.read_bytes()[:-1])  # damage it: next call must rebuild, not serve
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lgseg_ros.runtime.engine_cache"):
+        engine, built = cache.get_or_build(key, build)
+    assert (engine, built, len(calls)) == (ENGINE, True, 2)
+    assert any("truncated" in r.getMessage() for r in caplog.records)
+    assert read_engine(path, key) == ENGINE
+
+    engine, built = cache.get_or_build(key, build, force_rebuild=True)
+    assert (built, len(calls)) == (True, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp files left
+
+
+def test_failed_build_leaves_no_file(tmp_path):
+    cache = EngineCache(tmp_path)
+
+    def build():
+        raise RuntimeError("parser error")
+
+    with pytest.raises(RuntimeError, match="parser error"):
+        cache.get_or_build(make_key(), build)
+    assert list(tmp_path.iterdir()) == []
