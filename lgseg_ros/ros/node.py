@@ -363,7 +363,8 @@ class LgsegNode(LifecycleNode):
             device=cfg["device"], precision=cfg["precision"],
             net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
             score_threshold=cfg["score_threshold"],
-            engine_cache_dir=cfg["engine_cache_dir"] or None, force_rebuild=cfg["force_rebuild"])
+            engine_cache_dir=cfg["engine_cache_dir"] or None, force_rebuild=cfg["force_rebuild"],
+            torch_threads="auto")
 
     def _make_camera(self, key: str) -> _Camera:
         base = f"{key.strip('/')}/" if key else ""

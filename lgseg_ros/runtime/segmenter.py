@@ -106,19 +106,25 @@ def _check_net_size(net_size) -> tuple[int, int]:
     return h, w
 
 
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 class Segmenter:
     def __init__(self, checkpoint: str | None = None, config: str | None = None,
                  backend: str = "auto", device: str = "auto", precision: str = "fp32",
                  net_size=(384, 480), keep_aspect: bool = True, score_threshold: float = 0.0,
                  engine_cache_dir: str | None = None, force_rebuild: bool = False,
-                 text_encoder=None, torch_threads: int | None = None, **backend_opts) -> None:
-        if torch_threads:
-            # Process-wide (torch has one intra-op pool). On a busy 2-core machine, 1 thread
-            # keeps MiniLM's label encoding at ~24 ms where 2 threads stall for ~0.5 s at a
-            # time; worth setting whenever the frame path is not torch on CPU.
-            import torch
-
-            torch.set_num_threads(int(torch_threads))
+                 text_encoder=None, torch_threads: int | str | None = None, **backend_opts) -> None:
+        """torch_threads: an int sets torch's (process-wide) intra-op pool; "auto" sets 1
+        when the frame path is not torch on CPU, so that label encoding (then torch's only
+        work) does not fight the frame path's own thread pool for the cores; None leaves
+        torch alone."""
+        if torch_threads not in (None, "auto"):
+            _set_torch_threads(int(torch_threads))
         self.net_size = _check_net_size(net_size)
         if not 0.0 <= float(score_threshold) <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
@@ -146,6 +152,11 @@ class Segmenter:
         self.backend = create_backend(backend, net, cfg, device=device, precision=precision,
                                       net_size=self.net_size, engine_cache_dir=engine_cache_dir,
                                       force_rebuild=force_rebuild, **backend_opts)
+        if torch_threads == "auto" and not (self.backend.name == "torch"
+                                            and str(getattr(self.backend, "device", "cpu")) == "cpu"):
+            # Measured on a loaded 2-core CPU: MiniLM K=10 cold encode ~24 ms on 1 thread,
+            # ~0.5 s stalls on 2 while ONNX Runtime runs a frame.
+            _set_torch_threads(1)
         log.info("segmenter: model %s, backend %s on %s, net size %dx%d", cfg.name,
                  self.backend.name, getattr(self.backend, "device", "?"), *self.net_size)
         self._frame_lock = threading.Lock()
