@@ -194,8 +194,8 @@ class LgsegNode(LifecycleNode):
             raise ConfigError(f"{name}={value}: must be within [0, 1]")
         if name == "status_period" and value <= 0:
             raise ConfigError(f"status_period={value}: must be positive")
-        if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-            raise ConfigError(f"device={value!r}: use auto, cpu, cuda or cuda:N")
+        if name == "device" and value not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device={value!r}: use auto, cpu or cuda (select a GPU with CUDA_VISIBLE_DEVICES)")
         if name == "cameras":
             keys = [str(c).strip("/") for c in value]
             if any(not k for k in keys):

@@ -55,7 +55,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("backend", "auto", "string", CONFIGURE,
           "Inference backend: auto, torch, onnxruntime or tensorrt.", BACKENDS),
     Param("device", "auto", "string", CONFIGURE,
-          "auto, cpu, cuda or cuda:N."),
+          "auto, cpu or cuda (the first visible GPU; pick another with CUDA_VISIBLE_DEVICES)."),
     Param("precision", "auto", "string", CONFIGURE,
           "auto (fp16 on CUDA and TensorRT, fp32 on CPU), fp32 or fp16.", PRECISIONS),
     Param("engine_cache_dir", "", "string", CONFIGURE,
