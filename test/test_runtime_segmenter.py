@@ -184,17 +184,18 @@ def test_default_checkpoint_path_is_none_or_a_file(monkeypatch):
 
 def test_checkpoint_found_in_ament_share_dir(tmp_path, monkeypatch):
     pytest.importorskip("ament_index_python", reason="ament_index_python not installed")
-    from lgseg_ros.runtime import segmenter
+    from lgseg_ros.resources import share_path
 
+    name = "models/lgseg_lite_minilm.safetensors"
     prefix = tmp_path / "install"
     (prefix / "share/ament_index/resource_index/packages").mkdir(parents=True)
     (prefix / "share/ament_index/resource_index/packages/lgseg_ros").write_text("")
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
-    assert segmenter._share_checkpoint() is None  # package found, file absent
+    assert share_path(name) is None  # package found, file absent
     ckpt = prefix / "share/lgseg_ros/models/lgseg_lite_minilm.safetensors"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"x")
-    assert segmenter._share_checkpoint() == str(ckpt)
+    assert share_path(name) == ckpt
 
 
 def test_label_limit_of_a_bounded_backend_is_enforced_on_the_label_path(seg, monkeypatch):

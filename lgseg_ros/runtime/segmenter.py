@@ -13,13 +13,13 @@ import itertools
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
 from lgseg_ros.labels import MAX_LABELS, LabelSetError, unlabeled_value, validate_labels
+from lgseg_ros.resources import package_path
 
 from . import preprocess as pp
 from .backends import create_backend, text_dim_of
@@ -76,24 +76,8 @@ class SegmentResult:
 def default_checkpoint_path() -> str | None:
     """models/lgseg_lite_minilm.safetensors from the source tree, else from the installed
     package's share directory (ament_index), else None."""
-    source = Path(__file__).resolve().parents[2] / "models" / DEFAULT_CHECKPOINT_NAME
-    if source.is_file():
-        return str(source)
-    return _share_checkpoint()
-
-
-def _share_checkpoint() -> str | None:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-    except ImportError:
-        return None
-    try:
-        share = Path(get_package_share_directory("lgseg_ros", print_warning=False)) / "models" / DEFAULT_CHECKPOINT_NAME
-    except (LookupError, ValueError, OSError):
-        # PackageNotFoundError is a KeyError (a LookupError); an unset AMENT_PREFIX_PATH
-        # (no sourced ROS workspace) raises OSError.
-        return None
-    return str(share) if share.is_file() else None
+    path = package_path(f"models/{DEFAULT_CHECKPOINT_NAME}")
+    return str(path) if path is not None and path.is_file() else None
 
 
 def _check_net_size(net_size) -> tuple[int, int]:
