@@ -41,7 +41,8 @@ if [ "$(cat "$VENV/.lgseg-interfaces" 2>/dev/null)" != "$if_key" ]; then
   # include directories; point them at this interpreter's.
   PYINC=$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   NPINC=$(python -c 'import numpy; print(numpy.get_include())')
-  grep -rlE '/opt/python/cp[0-9]+-cp[0-9]+' "$VENV/share" --include='*.cmake' 2>/dev/null |
+  # (Already-fixed files no longer match: grep's "no match" status is not an error here.)
+  { grep -rlE '/opt/python/cp[0-9]+-cp[0-9]+' "$VENV/share" --include='*.cmake' 2>/dev/null || true; } |
     xargs -r sed -i -E \
       -e "s#/opt/python/cp[0-9]+-cp[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/(_core/)?include#$NPINC#g" \
       -e "s#/opt/python/cp[0-9]+-cp[0-9]+/include/python3\.[0-9]+#$PYINC#g"
