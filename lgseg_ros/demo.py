@@ -34,6 +34,7 @@ CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "sign sy
 DEFAULT_SCHEDULE = [CAMVID_LABELS, ["road", "car", "pedestrian"], ["sky"]]
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 NODE_NAME = "lgseg_node"
+OUTPUTS = ("overlay", "color_mask", "label_mask")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -114,6 +115,7 @@ class FrameRecord:
     index: int
     labels: list[str]
     overlay: np.ndarray
+    color_mask: np.ndarray
     label_mask: np.ndarray
     sent: float
     received: float
@@ -181,6 +183,7 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
 
     client.create_subscription(Image, f"/{NODE_NAME}/overlay", keep("overlay"), reliable)
     client.create_subscription(Image, f"/{NODE_NAME}/label_mask", keep("label_mask"), reliable)
+    client.create_subscription(Image, f"/{NODE_NAME}/color_mask", keep("color_mask"), reliable)
 
     def on_status(msg):
         for st in msg.status[:1]:
@@ -190,11 +193,12 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
     set_labels = client.create_client(SetLabels, f"/{NODE_NAME}/set_labels")
 
     def wait_until(pred, timeout):
+        # 1 ms polling: the service round trip it times is itself a few milliseconds.
         end = time.monotonic() + timeout
         while not pred():
             if time.monotonic() > end:
                 return False
-            time.sleep(0.05)
+            time.sleep(0.001)
         return True
 
     records: list[FrameRecord] = []
@@ -229,12 +233,12 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
             sent = time.perf_counter()
             pub.publish(msg)
             with lock:
-                ok = lock.wait_for(lambda: len(got.get(key, {})) == 2, timeout=args.frame_timeout)
+                ok = lock.wait_for(lambda: len(got.get(key, {})) == len(OUTPUTS), timeout=args.frame_timeout)
                 outputs = got.pop(key, {})
             if not ok:
                 raise SystemExit(f"lgseg demo: no outputs for frame {i} within {args.frame_timeout} s")
             received = max(t for _, t in outputs.values())
-            records.append(FrameRecord(i, current, outputs["overlay"][0],
+            records.append(FrameRecord(i, current, outputs["overlay"][0], outputs["color_mask"][0],
                                        outputs["label_mask"][0], sent, received,
                                        statuses[-1] if statuses else {}))
             if pending_change is not None:
@@ -261,8 +265,17 @@ def _number(text: str):
         return text
 
 
+def _set_name(labels: list[str]) -> str:
+    if labels == CAMVID_LABELS:
+        return "the 11 CamVid classes"
+    text = ", ".join(labels)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
 def contact_sheet(records: list[FrameRecord], frames: list[np.ndarray], path: Path, cols: int = 4) -> None:
-    """Input and overlay side by side for frames spread over the run, titled with the label set."""
+    """Frames spread over the run: the overlay above the colour mask (black: none of the
+    labels, which the overlay cannot show where a label's colour matches the scene, like
+    sky), titled with the label set in force."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -271,19 +284,20 @@ def contact_sheet(records: list[FrameRecord], frames: list[np.ndarray], path: Pa
 
     picks = np.linspace(0, len(records) - 1, num=min(len(records), 2 * cols)).round().astype(int)
     rows = int(np.ceil(len(picks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 6.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, idx in zip(axes.flat, picks):
         rec = records[idx]
-        ax.imshow(rec.overlay)
-        ax.set_title(f"frame {rec.index}: {', '.join(rec.labels)}", fontsize=7, wrap=True)
+        ax.imshow(np.concatenate([rec.overlay, rec.color_mask], axis=0))
+        ax.set_title(f"frame {rec.index}: {_set_name(rec.labels)}", fontsize=8)
     used = []
     for rec in records:
         used += [n for n in rec.labels if n not in used]
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(color_for_label(n)) / 255) for n in used]
     fig.legend(handles, used, loc="lower center", ncol=min(len(used), 6), fontsize=8)
-    fig.suptitle("lgseg_ros demo: overlay per frame, label set changed mid-stream via ~/set_labels")
+    fig.suptitle("lgseg_ros demo: ~/overlay (top) and ~/color_mask (bottom) per frame; "
+                 "label set changed mid-stream via ~/set_labels")
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -313,7 +327,8 @@ def summarize(records, label_changes, wall, schedule) -> dict:
         "wall_s": round(wall, 3),
         "fps": round(len(records) / wall, 2) if wall > 0 else None,
         "end_to_end_ms": {"p50": round(float(np.percentile(e2e, 50)), 2),
-                          "p95": round(float(np.percentile(e2e, 95)), 2)},
+                          "p95": round(float(np.percentile(e2e, 95)), 2),
+                          "per_frame": [round(v, 1) for v in e2e]},
         "node_stage_ms_p50": {k: round(v, 2) for k, v in stages.items()},
         "label_changes": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in c.items()}
                           for c in label_changes],
