@@ -63,4 +63,7 @@ else
 fi
 
 echo "$ROOT" >"$SITE/lgseg_ros_source.pth"
+# `lgseg <command>` without a pip install of the package (the source tree is on the path).
+printf '#!/bin/sh\nexec "%s/bin/python" -m lgseg_ros.cli "$@"\n' "$VENV" >"$VENV/bin/lgseg"
+chmod +x "$VENV/bin/lgseg"
 log "ready: $VENV"
