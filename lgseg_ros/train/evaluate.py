@@ -1,0 +1,210 @@
+r"""`lgseg eval`: evaluate a checkpoint on a split (CamVid val by default).
+
+    lgseg eval --checkpoint models/lgseg_lite_minilm.safetensors --data camvid --split val \
+        --out runs/eval_shipped [--size 360 480] [--rename heldout] [--rename car=automobile]
+
+Reports (``metrics.json`` in --out, also printed):
+- ``full``: mIoU, per-class IoU, pixel accuracy, mean accuracy with every class name given
+  at once (single scale, at --size, scored at the label's resolution);
+- ``subset_queries``: for each class c the model gets the label set [c] alone; a pixel
+  counts as c when the model answers c, anything else ("none") elsewhere is correct. IoU
+  per class, their mean, and the ratio to the full-label-set IoU of the same classes;
+- ``renamed``: per rename mapping (a preset, "heldout" = names never used in training,
+  "synonyms" = names label-name augmentation used, or ``old=new,...``), the mIoU with
+  those names given instead.
+Figures: ``confusion.png`` (row-normalised) and ``predictions.png`` (image / GT / prediction).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import EvalResize
+from .datasets import build_dataset
+from .metrics import BinaryIoU, ConfusionMatrix
+from .openvocab import EmbeddingTable, parse_rename
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="lgseg eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="camvid")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="network input size (default: the images' own size)")
+    p.add_argument("--rename", action="append",
+                   help="'heldout', 'synonyms' or old=new,... (repeatable; default on "
+                        "CamVid: heldout and synonyms)")
+    p.add_argument("--no-subset", action="store_true", help="skip the subset-query metric")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--limit-images", type=int, help="only the first N images")
+    p.add_argument("--grid", type=int, default=4, help="rows in predictions.png")
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def predict(net, images, text, out_hw):
+    """Label ids at the label's resolution: logits upsampled bilinearly, then argmax."""
+    logits = net(images, text)
+    if logits.shape[-2:] != tuple(out_hw):
+        logits = F.interpolate(logits.float(), size=tuple(out_hw), mode="bilinear",
+                               align_corners=False)
+    return logits.argmax(1)
+
+
+def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=True,
+             grid=4, workers=1, progress=True):
+    """Run every metric over ``dataset`` (which yields label-resolution targets)."""
+    from torch.utils.data import DataLoader
+
+    names = list(dataset.class_names)
+    n = len(names)
+    renames = renames or {}
+    all_names = names + [v for m in renames.values() for v in m.values()]
+    table = EmbeddingTable(encoder, all_names)
+    full_text = table(names).to(device)
+    rename_text = {k: table([m.get(c, c) for c in names]).to(device) for k, m in renames.items()}
+    single_text = [table([c]).to(device) for c in names]
+
+    cm = ConfusionMatrix(n)
+    cm_renamed = {k: ConfusionMatrix(n) for k in renames}
+    binary = [BinaryIoU() for _ in names]
+    samples = []
+    # spread over the split: consecutive video frames would all look alike
+    grid_idx = set(np.linspace(0, len(dataset) - 1, min(grid, len(dataset))).round().astype(int)
+                   .tolist()) if grid > 0 else set()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    it = loader
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(loader, desc="eval", file=sys.stderr, dynamic_ncols=True)
+    t0, t_full, n_img = time.perf_counter(), 0.0, 0
+    for images, target in it:
+        images = images.to(device)
+        hw = target.shape[-2:]
+        ts = time.perf_counter()
+        pred = predict(net, images, full_text, hw).cpu()
+        t_full += time.perf_counter() - ts
+        n_img += images.shape[0]
+        cm.update(pred, target)
+        for i in range(images.shape[0]):
+            if n_img - images.shape[0] + i in grid_idx:
+                samples.append((dataset.load(n_img - images.shape[0] + i)[0],
+                                target[i].numpy(), pred[i].numpy()))
+        for k, text in rename_text.items():
+            cm_renamed[k].update(predict(net, images, text, hw).cpu(), target)
+        if subset:
+            for c, text in enumerate(single_text):
+                binary[c].update(predict(net, images, text, hw).cpu() == 0, target, c)
+
+    full = cm.summary(names)
+    result = {"num_images": n_img, "num_classes": n, "classes": names, "full": full,
+              "timing": {"total_s": time.perf_counter() - t0,
+                         "full_forward_ms_per_image": 1000 * t_full / max(n_img, 1)}}
+    if subset:
+        sub_iou = {c: _f(b.iou()) for c, b in zip(names, binary)}
+        # compare on classes that have a defined IoU in both settings
+        both = [c for c in names if sub_iou[c] is not None and full["per_class_iou"][c] is not None]
+        mean_sub = float(np.mean([sub_iou[c] for c in both])) if both else float("nan")
+        mean_full = float(np.mean([full["per_class_iou"][c] for c in both])) if both else float("nan")
+        result["subset_queries"] = {
+            "per_class_iou": sub_iou,
+            "mean_iou": mean_sub,
+            "full_mean_iou_same_classes": mean_full,
+            "ratio_to_full": mean_sub / mean_full if mean_full > 0 else float("nan"),
+            "per_class_ratio": {c: (sub_iou[c] / full["per_class_iou"][c]
+                                    if full["per_class_iou"][c] else None) for c in both},
+            "per_class_fp_rate": {c: (b.fp / (b.fp + b.tn) if (b.fp + b.tn) else None)
+                                  for c, b in zip(names, binary)},
+        }
+    if renames:
+        result["renamed"] = {}
+        for k, m in renames.items():
+            s = cm_renamed[k].summary(names)
+            result["renamed"][k] = {"mapping": {c: m[c] for c in names if c in m},
+                                    "miou": s["miou"], "pixel_acc": s["pixel_acc"],
+                                    "per_class_iou": s["per_class_iou"]}
+    return result, cm, samples
+
+
+def _f(v):
+    return None if not np.isfinite(v) else float(v)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from lgseg_ros.model import load_checkpoint
+    from lgseg_ros.text import build_text_encoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    net, cfg = load_checkpoint(args.checkpoint)
+    net.to(device).eval()
+    encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
+
+    ds = build_dataset(args.data, args.split)
+    if args.limit_images:
+        ds = ds.subset(args.limit_images)
+    ds.transform = EvalResize(tuple(args.size) if args.size else None)
+    specs = args.rename
+    if specs is None:
+        specs = ["heldout", "synonyms"] if args.data == "camvid" else []
+    renames = {}
+    for spec in specs:
+        mapping = parse_rename(spec)
+        unknown = set(mapping) - set(ds.class_names)
+        if unknown:
+            raise SystemExit(f"--rename {spec!r}: {sorted(unknown)} are not classes of "
+                             f"{args.data} ({list(ds.class_names)})")
+        renames[spec] = mapping
+
+    result, cm, samples = evaluate(net, encoder, ds, device, args.batch_size, renames,
+                                   subset=not args.no_subset, grid=args.grid,
+                                   workers=args.workers, progress=not args.no_progress)
+    result = {"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
+              "size": list(args.size) if args.size else "native", "device": str(device),
+              "torch_threads": torch.get_num_threads(), **result}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    from .plots import plot_confusion, plot_predictions
+    plot_confusion(cm, list(ds.class_names), out / "confusion.png")
+    plot_predictions(samples, list(ds.class_names), out / "predictions.png")
+    print(format_summary(result))
+    print(f"wrote {out / 'metrics.json'}, {out / 'confusion.png'}, {out / 'predictions.png'}")
+    return 0
+
+
+def format_summary(r) -> str:
+    f = r["full"]
+    lines = [f"{r['data']}/{r['split']} ({r['num_images']} images, size {r['size']}): "
+             f"mIoU {100 * f['miou']:.2f}  pixel acc {100 * f['pixel_acc']:.2f}  "
+             f"mean acc {100 * f['mean_acc']:.2f}"]
+    lines.append("  per class: " + ", ".join(
+        f"{c} {100 * v:.1f}" if v is not None else f"{c} n/a" for c, v in f["per_class_iou"].items()))
+    if "subset_queries" in r:
+        s = r["subset_queries"]
+        lines.append(f"  subset queries: mean IoU {100 * s['mean_iou']:.2f} vs full "
+                     f"{100 * s['full_mean_iou_same_classes']:.2f} (ratio {s['ratio_to_full']:.3f})")
+    for k, v in r.get("renamed", {}).items():
+        lines.append(f"  renamed ({k}): mIoU {100 * v['miou']:.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
