@@ -128,12 +128,13 @@ class MiniLMEncoder:
 
 def register_openclip_config(name: str, config: dict) -> None:
     """Make an open_clip architecture available by name from a config dict (tests use a tiny
-    random one). open_clip's public registry takes files, so the dict goes through one."""
+    random one). open_clip's public registry takes files, so the dict goes through one; it
+    reads them at once and keeps the config, so the folder is removed again."""
     import open_clip
 
-    folder = Path(tempfile.mkdtemp(prefix="lgseg_openclip_cfg_"))
-    (folder / f"{name}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
+    with tempfile.TemporaryDirectory(prefix="lgseg_openclip_cfg_") as folder:
+        (Path(folder) / f"{name}.json").write_text(json.dumps(config))
+        open_clip.add_model_config(folder)
 
 
 class OpenCLIPEncoder:
