@@ -27,7 +27,7 @@ import numpy as np
 
 from lgseg_ros.labels import LabelSetError, validate_labels
 from lgseg_ros.resources import package_path
-from lgseg_ros.viz import colorize
+from lgseg_ros.viz import colorize, overlay
 
 DEFAULT_FRAMES = package_path("demo/frames")
 CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "sign symbol",
@@ -35,10 +35,12 @@ CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "sign sy
 DEFAULT_SCHEDULE = [CAMVID_LABELS, ["road", "car", "pedestrian"], ["sky"]]
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 NODE_NAME = "lgseg_node"
-# ~/color_mask is rebuilt here from ~/label_mask with the node's own colour code rather
-# than received: a third ~0.5 MB image per frame over UDP loopback made Fast DDS lose
-# fragments and stall ~3 s on its reliable-retransmit heartbeat.
-OUTPUTS = ("overlay", "label_mask")
+# The colour mask and overlay are rebuilt here from ~/label_mask with the node's own
+# colour code (lgseg_ros.viz) rather than received, and frames go out as JPEG: with two or
+# three ~0.5 MB reliable images per frame on loopback, 1-4 of 32 frames took ~3 s end to end
+# (Fast DDS retransmission suspected, not proven); lighter traffic made that rarer, not gone.
+OUTPUTS = ("label_mask",)
+OVERLAY_ALPHA = 0.5  # the node's overlay_alpha default
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", default="auto")
     p.add_argument("--net-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--out", default="outputs/demo", help="output folder")
+    p.add_argument("--transport", choices=("compressed", "raw"), default="compressed",
+                   help="send frames as JPEG sensor_msgs/CompressedImage (default) or raw Image")
     p.add_argument("--timeout", type=float, default=180.0,
                    help="seconds to wait for the node to come up")
     p.add_argument("--frame-timeout", type=float, default=30.0,
@@ -135,7 +139,8 @@ def start_node(args: argparse.Namespace, first_labels: list[str], log_path: Path
     if args.net_size:
         params += [f"net_height:={args.net_size[0]}", f"net_width:={args.net_size[1]}"]
     # Demo frames are sent lock-step and must all arrive: reliable input QoS.
-    params += ["qos_reliability:=reliable", "status_period:=0.5"]
+    params += ["qos_reliability:=reliable", "status_period:=0.5",
+               f"use_compressed:={'true' if args.transport == 'compressed' else 'false'}"]
     cmd = [sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args"]
     for p in params:
         cmd += ["-p", p]
@@ -158,7 +163,7 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from lgseg_ros.ros.image_conversion import image_to_numpy, numpy_to_image
     from lgseg_ros.srv import SetLabels
@@ -172,7 +177,9 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
 
     reliable = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE,
                           durability=QoSDurabilityPolicy.VOLATILE)
-    pub = client.create_publisher(Image, "image", reliable)
+    compressed = args.transport == "compressed"
+    pub = (client.create_publisher(CompressedImage, "image/compressed", reliable) if compressed
+           else client.create_publisher(Image, "image", reliable))
     lock = threading.Condition()
     got: dict[tuple[int, int], dict] = {}
     statuses: list[dict] = []
@@ -185,7 +192,6 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
                 lock.notify_all()
         return cb
 
-    client.create_subscription(Image, f"/{NODE_NAME}/overlay", keep("overlay"), reliable)
     client.create_subscription(Image, f"/{NODE_NAME}/label_mask", keep("label_mask"), reliable)
 
     def on_status(msg):
@@ -229,7 +235,12 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
                 pending_change = {"frame": i, "labels": current, "call_start": t0,
                                   "service_ms": (time.perf_counter() - t0) * 1e3,
                                   "mapping": {c.class_id: c.class_name for c in resp.class_map}}
-            msg = numpy_to_image(rgb, "rgb8")
+            if compressed:
+                msg = CompressedImage(format="jpeg")
+                msg.data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                        [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+            else:
+                msg = numpy_to_image(rgb, "rgb8")
             msg.header.frame_id = "camera"
             msg.header.stamp.sec, msg.header.stamp.nanosec = 1_000_000 + i, 0
             key = (msg.header.stamp.sec, 0)
@@ -242,8 +253,9 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
                 raise SystemExit(f"lgseg demo: no outputs for frame {i} within {args.frame_timeout} s")
             received = max(t for _, t in outputs.values())
             label_mask = outputs["label_mask"][0]
-            records.append(FrameRecord(i, current, outputs["overlay"][0], colorize(label_mask, current),
-                                       label_mask, sent, received,
+            color = colorize(label_mask, current)
+            records.append(FrameRecord(i, current, overlay(rgb, color, OVERLAY_ALPHA, label_mask, len(current)),
+                                       color, label_mask, sent, received,
                                        statuses[-1] if statuses else {}))
             if pending_change is not None:
                 pending_change["first_mask_ms"] = (received - pending_change.pop("call_start")) * 1e3
