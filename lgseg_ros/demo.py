@@ -312,7 +312,7 @@ def contact_sheet(records: list[FrameRecord], frames: list[np.ndarray], path: Pa
         used += [n for n in rec.labels if n not in used]
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(color_for_label(n)) / 255) for n in used]
     fig.legend(handles, used, loc="lower center", ncol=min(len(used), 6), fontsize=8)
-    fig.suptitle("lgseg_ros demo: ~/overlay (top) and the colour mask of ~/label_mask (bottom) per frame; "
+    fig.suptitle("lgseg_ros demo: the node's ~/label_mask per frame as an overlay (top) and a colour mask (bottom); "
                  "label set changed mid-stream via ~/set_labels")
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     fig.savefig(path, dpi=90)
