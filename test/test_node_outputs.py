@@ -145,9 +145,16 @@ def test_label_changes_while_streaming_never_mix_two_sets(env, reference_segment
     n_infos_before = len(rec.get(f"{NS}/label_info"))
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
+    def masks_keep_coming(n=3):
+        # Wait for masks rather than sleep a fixed time: on a loaded CI machine the node is
+        # slower, and the test must get slower, not fail.
+        seen = len(rec.get(f"{NS}/label_mask"))
+        wait_until(lambda: len(rec.get(f"{NS}/label_mask")) >= seen + n, timeout=60,
+                   what=f"{n} more masks while streaming")
+
     try:
         for labels in sets:
-            time.sleep(0.35)
+            masks_keep_coming()
             resp = set_labels(h, labels)
             assert resp.success, resp.message
             assert [c.class_name for c in resp.class_map] == labels
@@ -157,7 +164,7 @@ def test_label_changes_while_streaming_never_mix_two_sets(env, reference_segment
             wait_until(lambda: {t for t in topic_names(h.client) if t.startswith(f"{NS}/class/")
                                 and h.client.count_publishers(t) > 0} == want,
                        what=f"class topics of {labels}")
-        time.sleep(0.35)
+        masks_keep_coming()
     finally:
         stop.set()
         thread.join()
@@ -173,7 +180,7 @@ def test_label_changes_while_streaming_never_mix_two_sets(env, reference_segment
     history = sorted(rec.get(f"{NS}/label_info"), key=lambda m: (stamp_key(m.header), m.header.frame_id != ""))
     encoded = {}
     masks = [m for m in rec.get(f"{NS}/label_mask")[n_masks_before:] if stamp_key(m.header) in sent]
-    assert len(masks) > 40, f"only {len(masks)} masks while streaming"
+    assert len(masks) >= 3 * len(sets), f"only {len(masks)} masks while streaming"
     used = set()
     distinguishable = 0
     for m in masks:
