@@ -25,13 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lgseg_ros.labels import LabelSetError, validate_labels
+from lgseg_ros.labels import CAMVID_CLASSES, LabelSetError, validate_labels
 from lgseg_ros.resources import package_path
 from lgseg_ros.viz import colorize, overlay
 
 DEFAULT_FRAMES = package_path("demo/frames")
-CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "sign symbol",
-                 "fence", "car", "pedestrian", "bicyclist"]
+CAMVID_LABELS = list(CAMVID_CLASSES)
 DEFAULT_SCHEDULE = [CAMVID_LABELS, ["road", "car", "pedestrian"], ["sky"]]
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 NODE_NAME = "lgseg_node"

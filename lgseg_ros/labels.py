@@ -12,6 +12,11 @@ from typing import Iterable, Sequence
 
 # 255 is the unlabeled value of a mono8 mask; above 254 labels masks go 16-bit, whose
 # unlabeled value is 65535. 1024 keeps the per-pixel work and topic count sane.
+# CamVid's 11 evaluation classes in id order: what the shipped checkpoint was trained and
+# evaluated on, the node's default label set, and the demo's first set.
+CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign symbol",
+                  "fence", "car", "pedestrian", "bicyclist")
+
 MAX_LABELS = 1024
 MAX_LABEL_CHARS = 64
 UNLABELED_8 = 255

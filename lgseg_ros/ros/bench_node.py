@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lgseg_ros.labels import CAMVID_CLASSES
+
 LABEL_SETS = (["road", "car", "sky", "building", "tree", "pedestrian"],
-              ["sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence", "car",
-               "pedestrian", "bicyclist"])
+              list(CAMVID_CLASSES))
 
 
 def _pct(values: list[float]) -> dict[str, float] | None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lgseg_ros.labels import CAMVID_CLASSES
 from lgseg_ros.viz import COLORMAPS
 
-# CamVid's 11 evaluation classes: what the shipped checkpoint was trained and evaluated on.
-DEFAULT_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence",
-                  "car", "pedestrian", "bicyclist"]
+# The shipped checkpoint was trained and evaluated on these.
+DEFAULT_LABELS = list(CAMVID_CLASSES)
 
 # 2560x1600 fits; 4K UHD (8.3 MP) does not. Outputs are always at the input resolution,
 # so the limit bounds the cost of conversion and of four full-size outputs per frame.

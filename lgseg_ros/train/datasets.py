@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lgseg_ros.labels import CAMVID_CLASSES
+
 IGNORE = 255
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign symbol",
-                  "fence", "car", "pedestrian", "bicyclist")
 CAMVID_VOID = 11
 # SegNet's median-frequency-balancing weights from the dataset README, in class order.
 CAMVID_MEDIAN_FREQ_WEIGHTS = (0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446,
