@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import traceback
+import weakref
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from lgseg_ros.ros.executor import RespinExecutor
 from lgseg_ros.ros.image_conversion import numpy_to_image
 
 CAMVID_VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid" / "val"
@@ -114,23 +119,41 @@ def rgb_msg(rgb: np.ndarray, encoding: str = "rgb8", frame_id: str = "camera") -
     return numpy_to_image(np.ascontiguousarray(arr), encoding, header(frame_id))
 
 
+_HARNESSES: "weakref.WeakSet[RosHarness]" = weakref.WeakSet()
+
+
 class RosHarness:
-    """One rclpy context with a MultiThreadedExecutor spinning on a background thread."""
+    """One rclpy context with the node's own executor (RespinExecutor) spinning on a
+    background thread."""
 
     def __init__(self) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = RespinExecutor(num_threads=4, context=self.context)
         self.nodes: list[Node] = []
         self.client = self.add(Node("lgseg_test_client", context=self.context))
+        self.spin_error: str | None = None
+        self._closing = False
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+        _HARNESSES.add(self)
 
     def _spin(self) -> None:
         try:
             self.executor.spin()
-        except Exception:  # shutdown races end the spin; the test's asserts tell the story
-            pass
+        except Exception:
+            # Kept, not swallowed: a dead executor looks like a node that stopped answering,
+            # and the failing test must say which it was.
+            if not self._closing:
+                self.spin_error = traceback.format_exc()
+
+    def health(self) -> str:
+        """'' while the executor spins; else why it stopped (for failure messages)."""
+        if self.spin_error:
+            return f"the test executor died:\n{self.spin_error}"
+        if not self._thread.is_alive() and not self._closing:
+            return "the test executor thread has ended"
+        return ""
 
     def add(self, node: Node) -> Node:
         self.nodes.append(node)
@@ -159,11 +182,13 @@ class RosHarness:
             if future.done():
                 return future.result()
             client.remove_pending_request(future)
-            assert time.monotonic() < end, f"no reply from {client.srv_name}"
+            assert not self.health(), self.health()
+            assert time.monotonic() < end, f"no reply from {client.srv_name}\n{thread_stacks()}"
 
     def close(self) -> None:
         # Stop spinning first: destroying entities under a running executor makes it trip
         # over them ("cannot use Destroyable because destruction was requested").
+        self._closing = True
         try:
             self.executor.shutdown(timeout_sec=5.0)
             self._thread.join(timeout=5.0)
@@ -209,7 +234,7 @@ class Recorder:
                     return result
                 left = end - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out waiting for {what}")
+                    raise AssertionError(f"timed out waiting for {what}\n{thread_stacks()}")
                 self.cond.wait(min(left, 0.05))
 
     def wait_stamp(self, topic: str, stamp: tuple[int, int], timeout: float = 15.0):
@@ -235,8 +260,46 @@ def wait_until(predicate, timeout: float = 15.0, what: str = "condition", period
         result = predicate()
         if result:
             return result
-        assert time.monotonic() < end, f"timed out waiting for {what}"
+        assert time.monotonic() < end, f"timed out waiting for {what}\n{thread_stacks()}"
         time.sleep(period)
+
+
+def thread_stacks() -> str:
+    """Every thread's Python stack: when a node stops answering, the failure message shows
+    where its threads are (a lock, a publish, a DDS call) instead of only that it timed out."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        stack = "".join(traceback.format_stack(frame)[-8:])
+        parts.append(f"--- thread {names.get(ident, ident)}\n{stack}")
+    dead = [h.health() for h in list(_HARNESSES) if h.health()]
+    return "\n".join(dead + ["thread stacks at the timeout:", *parts]) + _native_stacks()
+
+
+_native_dumped = [False]
+
+
+def _native_stacks() -> str:
+    """Once per run, where gdb exists: the native stacks too. A hang inside the DDS library
+    (a lock in a publish or an entity creation) shows only as a C call in the Python stack."""
+    gdb, timeout = shutil.which("gdb"), shutil.which("timeout")
+    if gdb is None or timeout is None or _native_dumped[0]:
+        return ""
+    _native_dumped[0] = True
+    # gdb stops every thread of this process, this one included, while it reads them: its
+    # output goes to a file (a pipe nobody reads would fill and hang both), and `timeout`,
+    # a separate process, bounds it.
+    with tempfile.TemporaryFile("w+") as out:
+        try:
+            subprocess.run([timeout, "90", gdb, "-p", str(os.getpid()), "-batch", "-nx",
+                            "-ex", "thread apply all bt 14"], stdout=out, stderr=subprocess.DEVNULL)
+        except OSError as e:
+            return f"\n(native stacks unavailable: {e})"
+        out.seek(0)
+        keep = [ln for ln in out.read().splitlines() if ln.startswith(("Thread ", "#"))]
+    return "\nnative stacks (gdb):\n" + "\n".join(keep)
 
 
 def topic_names(node: Node) -> set[str]:

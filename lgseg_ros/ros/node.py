@@ -20,6 +20,9 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
 * Outputs carry the input header unchanged and the input resolution, always.
 * Bad frames are logged (throttled per camera and reason) and skipped; the next good
   frame is served. Bad label sets are rejected with the reason; nothing changes.
+* Spin it in ``RespinExecutor`` (``main`` does): a label change destroys per-class
+  publishers from a service thread, which a plain rclpy executor does not survive
+  (ros2/rclpy#1284; details in ``executor.py``).
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
@@ -54,6 +57,7 @@ from std_srvs.srv import SetBool
 from lgseg_ros import viz
 from lgseg_ros.labels import LabelSetError, topic_tokens, validate_labels
 from lgseg_ros.ros import params as P
+from lgseg_ros.ros.executor import RespinExecutor
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
 from lgseg_ros.ros.image_conversion import (ImageConversionError, compressed_to_rgb, image_to_rgb,
                                             numpy_to_image)
@@ -695,7 +699,9 @@ def main(argv: list[str] | None = None) -> int:
         if node.get_parameter("autostart").value and node.lifecycle_state != "active":
             node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
             return 1
-        executor = MultiThreadedExecutor(num_threads=4)
+        # Label changes destroy per-class publishers while frames stream: a plain rclpy
+        # executor can die of that (see lgseg_ros/ros/executor.py).
+        executor = RespinExecutor(num_threads=4)
         executor.add_node(node)
         try:
             executor.spin()
