@@ -159,7 +159,7 @@ def stop_node(proc: subprocess.Popen) -> None:
 
 def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], list[dict], float]:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CompressedImage, Image
@@ -169,7 +169,9 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
 
     rclpy.init()
     client = rclpy.create_node("lgseg_demo_client")
-    executor = MultiThreadedExecutor(num_threads=2)
+    # Single-threaded: rclpy's MultiThreadedExecutor delayed mask callbacks here by up to
+    # seconds, which the summary would have reported as the node's latency.
+    executor = SingleThreadedExecutor()
     executor.add_node(client)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()

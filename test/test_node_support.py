@@ -123,13 +123,13 @@ _HARNESSES: "weakref.WeakSet[RosHarness]" = weakref.WeakSet()
 
 
 class RosHarness:
-    """One rclpy context with the node's own executor (RespinExecutor) spinning on a
-    background thread."""
+    """One rclpy context with the node's own executor (RespinExecutor, single-threaded)
+    spinning on a background thread; the test's client node shares it."""
 
     def __init__(self) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = RespinExecutor(num_threads=4, context=self.context)
+        self.executor = RespinExecutor(context=self.context)
         self.nodes: list[Node] = []
         self.client = self.add(Node("lgseg_test_client", context=self.context))
         self.spin_error: str | None = None

@@ -12,12 +12,12 @@ import time
 
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.waitable import NumberOfEntities, Waitable
 from std_msgs.msg import Empty
 
-from lgseg_ros.ros.executor import RespinExecutor
+from lgseg_ros.ros.executor import RespinExecutor, RespinMultiThreadedExecutor
 
 
 class _DestroyOnEnter(Waitable):
@@ -67,11 +67,12 @@ def race_node():
         rclpy.try_shutdown(context=ctx)
 
 
-def test_plain_executor_is_what_breaks(race_node):
+@pytest.mark.parametrize("plain", [SingleThreadedExecutor, MultiThreadedExecutor])
+def test_plain_executor_is_what_breaks(race_node, plain):
     """The upstream bug as of the rclpy in use. If this starts failing, rclpy has fixed it
-    and RespinExecutor can go."""
+    and the respin guard can go."""
     ctx, node = race_node
-    executor = MultiThreadedExecutor(num_threads=2, context=ctx)
+    executor = plain(context=ctx)
     executor.add_node(node)
     try:
         with pytest.raises(rclpy.exceptions.InvalidHandle):
@@ -80,9 +81,10 @@ def test_plain_executor_is_what_breaks(race_node):
         executor.shutdown()
 
 
-def test_respin_executor_survives_and_keeps_serving(race_node):
+@pytest.mark.parametrize("respin", [RespinExecutor, RespinMultiThreadedExecutor])
+def test_respin_executor_survives_and_keeps_serving(race_node, respin):
     ctx, node = race_node
-    executor = RespinExecutor(num_threads=2, context=ctx)
+    executor = respin(context=ctx)
     executor.add_node(node)
     ticks = threading.Event()
     node.create_timer(0.01, ticks.set)

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                          daemon=True).start()
     rclpy.init()
     bench = Node("lgseg_bench_client", namespace=ns)
-    executor = MultiThreadedExecutor(num_threads=3)
+    # Single-threaded: rclpy's MultiThreadedExecutor adds callback delays of its own
+    # (lgseg_ros/ros/executor.py), which would land in the measured split.
+    executor = SingleThreadedExecutor()
     executor.add_node(bench)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()

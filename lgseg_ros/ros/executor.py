@@ -1,33 +1,41 @@
-"""The executor the node spins in: rclpy's MultiThreadedExecutor, kept alive through a race
-in rclpy's wait-set construction.
+"""The executor the node spins in: one thread, kept alive through a race in rclpy.
 
-rclpy (9.1.2, Kilted; also Humble and Jazzy) collects a node's waitables, then adds each to
-the wait set. A publisher or subscription destroyed by another thread in between leaves its
-QoS-event handler in that list, and ``add_to_wait_set`` raises ``InvalidHandle`` ("cannot
-use Destroyable because destruction was requested") out of ``spin()``: the executor thread
-ends and the node stops answering services and taking images, without a crash to show for
-it when the spin runs on a thread (ros2/rclpy#1284, #1355; fixes in ros2/rclpy#1150, #1590
-are not in the released wheels). The node destroys per-class publishers on every label
-change, so a label change under load could stop it. The destroyed entity has already left
-the node's lists, so the next wait set is built without it: catching the error and spinning
-on is the whole fix (the same workaround as ros2_ros_bt_py#238).
+One thread, because rclpy's MultiThreadedExecutor was the source of the node's latency
+outliers. In `lgseg demo` runs of 128 frames on a 2-core machine, 4 to 11% of frames took
+100 ms to 4 s end to end while the node's own stages stayed at ~40 ms; per-hop timestamps
+put every one of those delays between the arrival of a message and the
+MultiThreadedExecutor running its callback (a subscriber process spinning a single-threaded
+executor got the same messages within 3 ms). With single-threaded executors on both sides,
+no frame of those runs exceeded 62 ms. The node needs no parallel callbacks: image
+callbacks only fill a slot, inference runs on the node's own worker thread, and a label
+change waits at most one frame for the frame lock.
+
+The race: rclpy (9.1.2, Kilted; Humble and Jazzy alike) collects a node's waitables, then
+adds each to the wait set. A publisher or subscription destroyed by another thread in
+between leaves its QoS-event handler in that list, and ``add_to_wait_set`` raises
+``InvalidHandle`` ("cannot use Destroyable because destruction was requested") out of
+``spin()`` (ros2/rclpy#1284, #1355; fixes in ros2/rclpy#1150, #1590 are not in the released
+wheels). The executor thread ends and the node stops answering services and taking images.
+The node destroys per-class publishers on every label change; in a single-threaded
+executor that happens on the executor's own thread, but a process that embeds the node
+(tests, an application with its own threads) may destroy entities from anywhere. The
+destroyed entity has already left the node's lists, so the next wait set is built without
+it: catching the error and spinning on is the whole fix (as in ros2_ros_bt_py#238).
 """
 from __future__ import annotations
 
 import logging
 
-from rclpy._rclpy_pybind11 import InvalidHandle
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.exceptions import InvalidHandle
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
 _log = logging.getLogger(__name__)
 
 
-class RespinExecutor(MultiThreadedExecutor):
-    """MultiThreadedExecutor that survives entities destroyed while it builds a wait set."""
+class _Respin:
+    """Mixin: an InvalidHandle from one spin iteration is counted and spun past."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.invalid_handle_respins = 0   # how often the race was hit (tests, diagnostics)
+    invalid_handle_respins = 0   # how often the race was hit (tests, diagnostics)
 
     def _spin_once_impl(self, *args, **kwargs) -> None:
         try:
@@ -36,3 +44,12 @@ class RespinExecutor(MultiThreadedExecutor):
             self.invalid_handle_respins += 1
             _log.debug("executor: an entity was destroyed while the wait set was built (%s); "
                        "spinning on", e)
+
+
+class RespinExecutor(_Respin, SingleThreadedExecutor):
+    """The node's executor: single-threaded, survives entities destroyed mid-wait."""
+
+
+class RespinMultiThreadedExecutor(_Respin, MultiThreadedExecutor):
+    """For applications that need parallel callbacks next to the node (expect the latency
+    outliers described above)."""

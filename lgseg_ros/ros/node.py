@@ -20,9 +20,10 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
 * Outputs carry the input header unchanged and the input resolution, always.
 * Bad frames are logged (throttled per camera and reason) and skipped; the next good
   frame is served. Bad label sets are rejected with the reason; nothing changes.
-* Spin it in ``RespinExecutor`` (``main`` does): a label change destroys per-class
-  publishers from a service thread, which a plain rclpy executor does not survive
-  (ros2/rclpy#1284; details in ``executor.py``).
+* Spin it in ``RespinExecutor`` (``main`` does): single-threaded, because rclpy's
+  MultiThreadedExecutor delayed callbacks by up to seconds, and proof against a race in
+  rclpy that ends ``spin()`` when an entity is destroyed mid-wait, as label changes do
+  (ros2/rclpy#1284). Details in ``executor.py``.
 """
 from __future__ import annotations
 
@@ -699,9 +700,9 @@ def main(argv: list[str] | None = None) -> int:
         if node.get_parameter("autostart").value and node.lifecycle_state != "active":
             node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
             return 1
-        # Label changes destroy per-class publishers while frames stream: a plain rclpy
-        # executor can die of that (see lgseg_ros/ros/executor.py).
-        executor = RespinExecutor(num_threads=4)
+        # One thread (rclpy's MultiThreadedExecutor delayed callbacks by up to seconds), and
+        # one that survives entities destroyed mid-wait: see lgseg_ros/ros/executor.py.
+        executor = RespinExecutor()
         executor.add_node(node)
         try:
             executor.spin()
