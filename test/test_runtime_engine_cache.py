@@ -138,3 +138,44 @@ def test_failed_build_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError, match="parser error"):
         cache.get_or_build(make_key(), build)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_keeps_the_most_recently_used_engines(tmp_path, monkeypatch):
+    """A robot that rebuilds for every model update must not fill its disk: past
+    LGSEG_CACHE_KEEP files the least recently used go, and a cache hit counts as a use."""
+    monkeypatch.setenv("LGSEG_CACHE_KEEP", "2")
+    cache = EngineCache(tmp_path)
+    keys = [make_key(input_shape=(1, 3, 32 * (i + 1), 480)) for i in range(3)]
+    builds = []
+
+    def build(i):
+        builds.append(i)
+        return ENGINE
+
+    cache.get_or_build(keys[0], lambda: build(0))
+    cache.get_or_build(keys[1], lambda: build(1))
+    cache.get_or_build(keys[0], lambda: build(0))        # hit: key 0 is now the newest use
+    cache.get_or_build(keys[2], lambda: build(2))        # third file: key 1 goes
+    assert builds == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.glob("*.engine")) == sorted(
+        cache.path_for(k).name for k in (keys[0], keys[2]))
+    assert cache.get_or_build(keys[0], lambda: build(0)) == (ENGINE, False)
+    cache.get_or_build(keys[1], lambda: build(1))        # rebuilt, as it was pruned
+    assert builds == [0, 1, 2, 1]
+    assert len(list(tmp_path.glob("*.engine"))) == 2
+
+
+def test_prune_leaves_other_files_and_the_protected_one(tmp_path):
+    import os
+
+    from lgseg_ros.runtime.engine_cache import prune_cache
+    files = []
+    for i in range(4):
+        f = tmp_path / f"lgseg_{i}.engine"
+        f.write_bytes(b"x")
+        os.utime(f, ns=(1_000_000_000 * (i + 1), 1_000_000_000))
+        files.append(f)
+    (tmp_path / "notes.txt").write_text("mine")
+    removed = prune_cache(tmp_path, "lgseg_*.engine", keep=1, protect=files[0])
+    assert sorted(removed) == sorted(files[1:3])          # the oldest is protected
+    assert {p.name for p in tmp_path.iterdir()} == {"lgseg_0.engine", "lgseg_3.engine", "notes.txt"}

@@ -93,6 +93,16 @@ def test_cached_export_reuses_and_repairs(tiny, tmp_path):
     assert ex.cached_export(net2, SIZE, cfg.text_dim, cache_dir=tmp_path) != first
 
 
+def test_export_cache_keeps_the_most_recently_used(tiny, tmp_path, monkeypatch):
+    net, cfg = tiny
+    monkeypatch.setenv("LGSEG_CACHE_KEEP", "2")
+    a = ex.cached_export(net, (32, 64), cfg.text_dim, cache_dir=tmp_path)
+    b = ex.cached_export(net, (64, 64), cfg.text_dim, cache_dir=tmp_path)
+    assert ex.cached_export(net, (32, 64), cfg.text_dim, cache_dir=tmp_path) == a   # a: newest use
+    c = ex.cached_export(net, (64, 96), cfg.text_dim, cache_dir=tmp_path)
+    assert sorted(tmp_path.glob("*.onnx")) == sorted([a, c]) and not b.exists()
+
+
 def test_cli_export_with_verification(tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     assert ex.main(["--config", "test-tiny", "--size", "32", "64", "-o", str(out)]) == 0

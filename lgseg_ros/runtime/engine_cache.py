@@ -208,6 +208,7 @@ class EngineCache:
             try:
                 engine = read_engine(path, key)
                 log.info("using cached TensorRT engine %s", path)
+                mark_used(path)
                 return engine, False
             except CacheMiss as miss:
                 reason = str(miss)
@@ -221,7 +222,58 @@ class EngineCache:
             raise RuntimeError("TensorRT engine build returned no bytes")
         write_engine(path, key, engine)
         log.warning("built TensorRT engine in %.1f s, cached at %s", time.perf_counter() - start, path)
+        mark_used(path)
+        prune_cache(self.directory, "lgseg_*.engine", protect=path)
         return engine, True
+
+
+# Each model update, frame size or TensorRT upgrade adds a file (ONNX ~10-20 MB, an engine
+# tens of MB); a robot updated for a year would fill its disk. The most recently used ones
+# stay, which covers the cameras and models in use.
+CACHE_KEEP_DEFAULT = 8
+
+
+def cache_keep() -> int:
+    """How many files each cache directory keeps: $LGSEG_CACHE_KEEP, else 8."""
+    try:
+        return max(1, int(os.environ.get("LGSEG_CACHE_KEEP", CACHE_KEEP_DEFAULT)))
+    except ValueError:
+        return CACHE_KEEP_DEFAULT
+
+
+def mark_used(path: Path) -> None:
+    """Record a cache hit as the access time (the modification time stays the build time)."""
+    try:
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+    except OSError:  # a read-only cache still serves; it just cannot be pruned well
+        pass
+
+
+def prune_cache(directory: str | os.PathLike, pattern: str, keep: int | None = None,
+                protect: Path | None = None) -> list[Path]:
+    """Delete all but the `keep` most recently used files matching `pattern`; never `protect`
+    (the file just built or served). Returns what was deleted."""
+    keep = cache_keep() if keep is None else keep
+    used = []
+    for path in Path(directory).glob(pattern):
+        try:
+            used.append((path.stat().st_atime_ns, path))
+        except OSError:  # removed meanwhile by another process
+            continue
+    used.sort(reverse=True)
+    removed = []
+    for _, path in used[keep:]:
+        if protect is not None and path == protect:
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError as exc:
+            log.warning("could not prune cache file %s: %s", path, exc)
+    if removed:
+        log.info("pruned %d cache file(s) from %s, keeping the %d most recently used "
+                 "(LGSEG_CACHE_KEEP)", len(removed), directory, keep)
+    return removed
 
 
 def default_cache_dir() -> Path:

@@ -171,7 +171,7 @@ def cached_export(net: nn.Module, size: tuple[int, int], text_dim: int,
                   cache_dir: str | os.PathLike | None = None, opset: int = OPSET) -> Path:
     """Export once per (weights, config, code, size, opset, torch version); later calls reuse
     the file."""
-    from .engine_cache import default_cache_dir
+    from .engine_cache import default_cache_dir, mark_used, prune_cache
 
     base = Path(cache_dir) if cache_dir else default_cache_dir().parent / "onnx"
     cfg = getattr(net, "cfg", None)
@@ -184,10 +184,14 @@ def cached_export(net: nn.Module, size: tuple[int, int], text_dim: int,
     if path.exists():
         try:
             check_onnx(path)
+            mark_used(path)
             return path
         except Exception as exc:  # a damaged file is re-exported, never served
             log.warning("re-exporting damaged cached ONNX %s: %s", path, exc)
-    return export_onnx(net, path, size, text_dim, opset=opset)
+    exported = export_onnx(net, path, size, text_dim, opset=opset)
+    mark_used(exported)
+    prune_cache(base, "lgseg_*.onnx", protect=exported)
+    return exported
 
 
 def verify_with_onnxruntime(path: str | os.PathLike, net: nn.Module, size: tuple[int, int],
