@@ -10,7 +10,8 @@ def test_bench_node_reports_latency_split_and_label_change():
         [sys.executable, "-m", "lgseg_ros.cli", "bench-node", "--config", "test-tiny",
          "--backend", "torch", "--device", "cpu", "--net-height", "64", "--net-width", "96",
          "--height", "90", "--width", "120", "--frames", "8", "--warmup", "3", "--rate", "10",
-         "--label-changes", "2", "--no-isolate"],
+         "--label-changes", "2", "--soak-seconds", "3", "--soak-change-period", "0.3",
+         "--no-isolate"],
         capture_output=True, text=True, timeout=240)
     result = json.loads(out.stdout)
     assert out.returncode == 0 and result["ok"], result.get("error", out.stderr[-2000:])
@@ -20,3 +21,7 @@ def test_bench_node_reports_latency_split_and_label_change():
         assert result["label_change"]["first_mask_ms"][key] > 0
     assert {"decode", "preprocess", "model", "postprocess", "publish"} <= set(result["node"]["stages_ms_p50"])
     assert result["label_change"]["first_mask_ms"]["n"] == 2
+    soak = result["soak"]
+    assert soak["label_changes"] >= 3 and soak["missed_replies"] == 0 and soak["rejected"] == 0
+    assert soak["replies"] == soak["label_changes"] and soak["masks_received"] > 0
+    assert soak["node_rss_mb"]["start"] and soak["node_rss_mb"]["end"]

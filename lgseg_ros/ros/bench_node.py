@@ -55,6 +55,88 @@ def _frames(height: int, width: int, n: int = 16) -> list[np.ndarray]:
     return frames
 
 
+# Words the soak draws label sets from: CamVid's classes, things a robot is asked about,
+# and a few that are in no scene.
+SOAK_VOCABULARY = (*CAMVID_CLASSES, "person", "bicycle", "truck", "bus", "dog", "cat", "door",
+                   "chair", "table", "stairs", "grass", "water", "wall", "floor", "ceiling",
+                   "window", "traffic light", "traffic cone", "pallet", "forklift", "box",
+                   "shelf", "bench", "trash can", "fire hydrant", "parking meter", "zebra",
+                   "umbrella", "kite")
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _soak(args, node_pid: int, call, publish, period: float, lock, arrivals) -> dict:
+    """Stream at the bench rate and change labels every soak_change_period seconds for
+    soak_seconds: every call must be answered, masks must keep coming, memory must level."""
+    rng = random.Random(0)
+    counter = [10_000_000]
+    stop = threading.Event()
+
+    def stream():
+        next_t = time.monotonic()
+        while not stop.is_set():
+            publish(counter[0])
+            counter[0] += 1
+            next_t += period
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+    with lock:
+        n_masks0 = len(arrivals["node"])
+    rss0 = _rss_mb(node_pid)
+    replies, missed, rejected = [], 0, 0
+    sizes = []
+    mask_times: list[float] = []
+    streamer = threading.Thread(target=stream, daemon=True)
+    t_start = time.time()
+    streamer.start()
+    rss_samples = []   # (seconds into the soak, MB): growth that levels off is warm-up
+    next_sample = 0.0
+    try:
+        while time.time() - t_start < args.soak_seconds:
+            if time.time() - t_start >= next_sample:
+                rss_samples.append([round(time.time() - t_start), _rss_mb(node_pid)])
+                next_sample += max(args.soak_seconds / 10, 1.0)
+            labels = rng.sample(SOAK_VOCABULARY, rng.randint(1, 24))
+            sizes.append(len(labels))
+            t0 = time.time()
+            reply = call(labels, 10.0)
+            if reply is None:
+                missed += 1
+            else:
+                replies.append(time.time() - t0)
+                rejected += not reply.success
+            time.sleep(max(0.0, args.soak_change_period - (time.time() - t0)))
+    finally:
+        stop.set()
+        streamer.join()
+    t_end = time.time()
+    time.sleep(1.0)
+    rss1 = _rss_mb(node_pid)
+    with lock:
+        mask_times = sorted(t for t in arrivals["node"].values() if t >= t_start)
+        n_masks = len(arrivals["node"]) - n_masks0
+    gaps = np.diff([t_start, *mask_times, t_end]) if mask_times else np.array([t_end - t_start])
+    return {"seconds": round(t_end - t_start, 1), "label_changes": len(sizes),
+            "labels_per_set": {"min": min(sizes), "max": max(sizes)} if sizes else None,
+            "replies": len(replies), "missed_replies": missed, "rejected": rejected,
+            "service_ms": _pct(replies), "masks_received": n_masks,
+            "frames_sent": counter[0] - 10_000_000,
+            "longest_gap_between_masks_ms": round(float(gaps.max()) * 1e3, 1),
+            "node_rss_mb": {"start": rss0, "end": rss1,
+                            "growth": round(rss1 - rss0, 1) if rss0 and rss1 else None,
+                            "samples": rss_samples}}
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="lgseg bench-node", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="", help="model_config (e.g. lite-minilm, test-tiny)")
@@ -73,6 +155,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--all-outputs", action="store_true",
                    help="also subscribe color_mask, overlay and confidence (the node skips "
                         "outputs nobody subscribes to)")
+    p.add_argument("--soak-seconds", type=float, default=0.0,
+                   help="after the measurements, stream and change labels this long (random "
+                        "sets from a 40-word vocabulary) and report missed replies, mask-rate "
+                        "gaps and the node's memory growth")
+    p.add_argument("--soak-change-period", type=float, default=0.5,
+                   help="seconds between label changes during the soak")
     p.add_argument("--startup-timeout", type=float, default=600.0,
                    help="seconds to wait for the node (a TensorRT engine build can take minutes)")
     p.add_argument("--no-isolate", action="store_true",
@@ -311,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         # a change applies to the first frame that starts after the swap.
         result["label_change"] = {"changes": args.label_changes, "frame_period_ms": round(1e3 * period, 3),
                                   "service_ms": _pct(service_s), "first_mask_ms": _pct(first_mask_s)}
+        if args.soak_seconds > 0:
+            result["soak"] = _soak(args, procs["node"].pid, call, publish, period, lock, arrivals)
         result["ok"] = True
     except Exception as e:  # reported in the JSON: a benchmark that fails says why
         result["error"] = str(e)
