@@ -340,6 +340,25 @@ def test_status_reports_per_stage_latency_and_counters(env):
     assert int(values["frames_processed"]) > 0 and values["input"] == "/image"
 
 
+def test_label_changes_leave_nothing_behind_in_rclpy(env):
+    """Per-class publishers come and go with the labels; nothing of them may stay. rclpy's
+    callback groups keep a weakref to every event handler ever added (dead ones included),
+    which leaked ~3 KB per label change while class publishers used the node's group."""
+    h, node, rec, _, _ = env
+
+    def residue():
+        return len(node.default_callback_group.entities)
+
+    sets = [["road", "car", "sky", "tree"], ["person", "dog", "bus"], list(DEFAULT_LABELS)]
+    for labels in sets:
+        assert set_labels(h, labels).success
+    before = residue()
+    for _ in range(4):
+        for labels in sets:
+            assert set_labels(h, labels).success
+    assert residue() == before
+
+
 def test_more_than_254_labels_switch_the_mask_to_16_bit(env, reference_segmenter):
     h, node, rec, pub, _ = env
     labels = [f"thing {i}" for i in range(300)]

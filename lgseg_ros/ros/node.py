@@ -614,7 +614,12 @@ class LgsegNode(LifecycleNode):
             self.destroy_lifecycle_publisher(cam.class_pubs.pop(token))
         for token in tokens:
             if token not in cam.class_pubs:
-                pub = self.create_lifecycle_publisher(Image, f"{cam.out}/class/{token}/mask", OUTPUT_QOS)
+                # A group of its own: rclpy's callback groups keep a weakref to every event
+                # handler ever added and never drop it, so with the node's default group each
+                # label change leaked ~3 KB (measured over 1000 changes). This group goes
+                # with its publisher.
+                pub = self.create_lifecycle_publisher(Image, f"{cam.out}/class/{token}/mask", OUTPUT_QOS,
+                                                      callback_group=MutuallyExclusiveCallbackGroup())
                 if self._active:
                     pub.on_activate(None)
                 cam.class_pubs[token] = pub
