@@ -160,6 +160,8 @@ def stop_node(proc: subprocess.Popen) -> None:
 def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], list[dict], float]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+
+    from lgseg_ros.ros.executor import BackgroundSpin
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CompressedImage, Image
@@ -173,8 +175,7 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
     # seconds, which the summary would have reported as the node's latency.
     executor = SingleThreadedExecutor()
     executor.add_node(client)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    spin = BackgroundSpin(executor).start()
 
     reliable = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE,
                           durability=QoSDurabilityPolicy.VOLATILE)
@@ -269,6 +270,7 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
         if statuses and records:
             records[-1].status = statuses[-1]
     finally:
+        spin.stop()
         executor.shutdown()
         client.destroy_node()
         rclpy.shutdown()

@@ -27,7 +27,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from lgseg_ros.ros.executor import RespinExecutor
+from lgseg_ros.ros.executor import BackgroundSpin, RespinExecutor
 from lgseg_ros.ros.image_conversion import numpy_to_image
 
 CAMVID_VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid" / "val"
@@ -132,26 +132,17 @@ class RosHarness:
         self.executor = RespinExecutor(context=self.context)
         self.nodes: list[Node] = []
         self.client = self.add(Node("lgseg_test_client", context=self.context))
-        self.spin_error: str | None = None
         self._closing = False
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        # BackgroundSpin keeps what ended a spin: a dead executor looks like a node that
+        # stopped answering, and the failing test must say which it was.
+        self.spin = BackgroundSpin(self.executor, name="lgseg-test-spin").start()
         _HARNESSES.add(self)
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:
-            # Kept, not swallowed: a dead executor looks like a node that stopped answering,
-            # and the failing test must say which it was.
-            if not self._closing:
-                self.spin_error = traceback.format_exc()
 
     def health(self) -> str:
         """'' while the executor spins; else why it stopped (for failure messages)."""
-        if self.spin_error:
-            return f"the test executor died:\n{self.spin_error}"
-        if not self._thread.is_alive() and not self._closing:
+        if self.spin.error:
+            return f"the test executor died:\n{self.spin.error}"
+        if not self.spin.alive and not self._closing:
             return "the test executor thread has ended"
         return ""
 
@@ -190,8 +181,8 @@ class RosHarness:
         # over them ("cannot use Destroyable because destruction was requested").
         self._closing = True
         try:
+            self.spin.stop()
             self.executor.shutdown(timeout_sec=5.0)
-            self._thread.join(timeout=5.0)
             for node in list(reversed(self.nodes)):
                 node.destroy_node()
             self.nodes.clear()

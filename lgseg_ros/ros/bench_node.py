@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+
+    from lgseg_ros.ros.executor import BackgroundSpin
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -214,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     # (lgseg_ros/ros/executor.py), which would land in the measured split.
     executor = SingleThreadedExecutor()
     executor.add_node(bench)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    spin = BackgroundSpin(executor).start()
     lock = threading.Condition()
     arrivals: dict[str, dict[tuple[int, int], float]] = {"node": {}, "relay": {}}
     infos: list = []
@@ -416,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.wait()
         if "error" in result:
             result["node_log_tail"] = list(logs["node"])[-30:]
+        spin.stop()
         executor.shutdown(timeout_sec=2)
         bench.destroy_node()
         rclpy.try_shutdown()
