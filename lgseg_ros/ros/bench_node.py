@@ -64,6 +64,32 @@ SOAK_VOCABULARY = (*CAMVID_CLASSES, "person", "bicycle", "truck", "bus", "dog", 
                    "umbrella", "kite")
 
 
+class _BackgroundStream:
+    """Publishes frames every `period` seconds on a thread until stop(); counts them."""
+
+    def __init__(self, publish, period: float, first: int = 0) -> None:
+        self._publish, self._period, self._next = publish, period, first
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "_BackgroundStream":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while not self._stop.is_set():
+            self._publish(self._next + self.sent)
+            self.sent += 1
+            due += self._period
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -79,26 +105,13 @@ def _soak(args, node_pid: int, call, publish, period: float, lock, arrivals) -> 
     """Stream at the bench rate and change labels every soak_change_period seconds for
     soak_seconds: every call must be answered, masks must keep coming, memory must level."""
     rng = random.Random(0)
-    counter = [10_000_000]
-    stop = threading.Event()
-
-    def stream():
-        next_t = time.monotonic()
-        while not stop.is_set():
-            publish(counter[0])
-            counter[0] += 1
-            next_t += period
-            time.sleep(max(0.0, next_t - time.monotonic()))
-
     with lock:
         n_masks0 = len(arrivals["node"])
     rss0 = _rss_mb(node_pid)
     replies, missed, rejected = [], 0, 0
     sizes = []
-    mask_times: list[float] = []
-    streamer = threading.Thread(target=stream, daemon=True)
     t_start = time.time()
-    streamer.start()
+    streamer = _BackgroundStream(publish, period).start()
     rss_samples = []   # (seconds into the soak, MB): growth that levels off is warm-up
     next_sample = 0.0
     try:
@@ -117,8 +130,7 @@ def _soak(args, node_pid: int, call, publish, period: float, lock, arrivals) -> 
                 rejected += not reply.success
             time.sleep(max(0.0, args.soak_change_period - (time.time() - t0)))
     finally:
-        stop.set()
-        streamer.join()
+        streamer.stop()
     t_end = time.time()
     time.sleep(1.0)
     rss1 = _rss_mb(node_pid)
@@ -130,7 +142,7 @@ def _soak(args, node_pid: int, call, publish, period: float, lock, arrivals) -> 
             "labels_per_set": {"min": min(sizes), "max": max(sizes)} if sizes else None,
             "replies": len(replies), "missed_replies": missed, "rejected": rejected,
             "service_ms": _pct(replies), "masks_received": n_masks,
-            "frames_sent": counter[0] - 10_000_000,
+            "frames_sent": streamer.sent,
             "longest_gap_between_masks_ms": round(float(gaps.max()) * 1e3, 1),
             "node_rss_mb": {"start": rss0, "end": rss1,
                             "growth": round(rss1 - rss0, 1) if rss0 and rss1 else None,
@@ -349,16 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise RuntimeError("set_labels never replied")
         service_s, first_mask_s = [], []
-        stop = threading.Event()
-        counter = [i]
-
-        def stream():
-            while not stop.is_set():
-                publish(counter[0])
-                counter[0] += 1
-                time.sleep(period)
-        streamer = threading.Thread(target=stream, daemon=True)
-        streamer.start()
+        streamer = _BackgroundStream(publish, period, first=i).start()
         try:
             for c in range(args.label_changes):
                 labels = LABEL_SETS[c % 2]
@@ -394,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                     first_mask_s.append(min(after) - t0)
                 time.sleep(0.3)
         finally:
-            stop.set()
-            streamer.join()
+            streamer.stop()
         # first_mask includes waiting for the next camera frame (up to one frame period):
         # a change applies to the first frame that starts after the swap.
         result["label_change"] = {"changes": args.label_changes, "frame_period_ms": round(1e3 * period, 3),

@@ -97,3 +97,14 @@ class BackgroundSpin:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
         return not self._thread.is_alive()
+
+
+def spin_until_shutdown(node) -> None:
+    """Spin `node` in RespinExecutor on this thread until Ctrl-C or context shutdown: the
+    `main` of every lgseg executable (the node, the benchmark's relay)."""
+    executor = RespinExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass

@@ -46,7 +46,6 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
@@ -58,7 +57,7 @@ from std_srvs.srv import SetBool
 from lgseg_ros import viz
 from lgseg_ros.labels import LabelSetError, topic_tokens, validate_labels
 from lgseg_ros.ros import params as P
-from lgseg_ros.ros.executor import RespinExecutor
+from lgseg_ros.ros.executor import spin_until_shutdown
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
 from lgseg_ros.ros.image_conversion import (ImageConversionError, compressed_to_rgb, image_to_rgb,
                                             numpy_to_image)
@@ -707,12 +706,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         # One thread (rclpy's MultiThreadedExecutor delayed callbacks by up to seconds), and
         # one that survives entities destroyed mid-wait: see lgseg_ros/ros/executor.py.
-        executor = RespinExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
+        spin_until_shutdown(node)
         return 0
     finally:
         if node is not None:

@@ -10,10 +10,11 @@ import sys
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+
+from lgseg_ros.ros.executor import spin_until_shutdown
 
 # The same output QoS as the segmentation node's, so both hops cost the same.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -39,12 +40,8 @@ class ImageRelay(Node):
 def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=sys.argv if argv is None else ["lgseg_relay", *argv])
     node = ImageRelay()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(node)  # the node's executor: both hops cost the same
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
