@@ -39,7 +39,10 @@ def harness():
 
 @pytest.fixture(scope="module")
 def configured_node(harness, tiny_checkpoint):
-    node = harness.add(LgsegNode(context=harness.context, parameter_overrides=[
+    # A name of its own: the graph is asked for this node's publishers by name, and a
+    # /lgseg_node of an earlier test (another context or process, still leaving the graph)
+    # answered once with only its transition_event.
+    node = harness.add(LgsegNode("lgseg_node_table_check", context=harness.context, parameter_overrides=[
         Parameter("autostart", value=False), Parameter("checkpoint", value=tiny_checkpoint),
         Parameter("backend", value="torch"), Parameter("device", value="cpu"),
         Parameter("net_height", value=64), Parameter("net_width", value=96)]))
@@ -65,7 +68,7 @@ def test_publishers_and_services_of_a_configured_node_match_the_table(configured
     try:
         pubs = {name: types for name, types in node.get_publisher_names_and_types_by_node(
             node.get_name(), node.get_namespace())}
-        ns = f"/{P.NODE_NAME}"
+        ns = f"/{node.get_name()}"
         for topic, type_ in {**P.OUTPUT_TOPICS, **P.NODE_TOPICS}.items():
             if "<label>" in topic:
                 topic = topic.replace("<label>", "car")
