@@ -6,7 +6,10 @@
   trained towards channel K (the learned background token); switched off, they are
   ignored instead, and the model never learns to say "none";
 - label-name augmentation: each class is named by a synonym with some probability, so the
-  head keys on the meaning of a label embedding, not on one string's exact vector.
+  head keys on the meaning of a label embedding, not on one string's exact vector;
+- distractor labels: words for things no street scene holds (WordNet food, furniture,
+  instruments, ...) are added to a batch's label set; no pixel is theirs, so the model
+  learns that being handed a word is no reason to paint pixels with it.
 
 The held-out renaming in ``HELDOUT_RENAMES`` shares no name with ``TRAIN_SYNONYMS``, so
 the renamed-label metric it gives measures generalisation to unseen words.
@@ -19,38 +22,21 @@ from typing import Mapping, Sequence
 
 import torch
 
+from . import vocabulary
 from .datasets import IGNORE
 
-# Alternatives used during training (label-name augmentation). Keys are CamVid's names;
-# other datasets get augmentation only for names found here.
+# Names used during training (label-name augmentation): the shipped WordNet-built
+# vocabulary (``vocabulary.py``). Keys are CamVid's names; other datasets get augmentation
+# only for names found here.
+_VOCAB = vocabulary.load()
 TRAIN_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "sky": ("the sky", "clouds"),
-    "building": ("buildings", "house"),
-    "pole": ("lamp post", "post"),
-    "road": ("street", "roadway"),
-    "pavement": ("sidewalk", "footpath"),
-    "tree": ("trees", "vegetation"),
-    "sign symbol": ("traffic sign", "road sign"),
-    "fence": ("railing", "barrier"),
-    "car": ("automobile", "vehicle"),
-    "pedestrian": ("person", "people"),
-    "bicyclist": ("cyclist", "bike rider"),
-}
-
-# Renaming for the eval's "renamed labels" metric: names never used in training.
-HELDOUT_RENAMES: dict[str, str] = {
-    "sky": "overcast sky",
-    "building": "architecture",
-    "pole": "utility pole",
-    "road": "asphalt",
-    "pavement": "walkway",
-    "tree": "foliage",
-    "sign symbol": "signboard",
-    "fence": "fencing",
-    "car": "sedan",
-    "pedestrian": "human",
-    "bicyclist": "bike",
-}
+    c: tuple(n for n in names if n != c) for c, names in _VOCAB["classes"].items()}
+# Labels no pixel belongs to, added to batches so the model learns to leave them empty.
+DISTRACTORS: tuple[str, ...] = tuple(_VOCAB["distractors"])
+# Renaming for the eval's "renamed labels" metric: names sharing no word with training.
+HELDOUT_RENAMES: dict[str, str] = dict(_VOCAB["heldout"])
+# Things in street scenes that CamVid does not label, never trained on (eval: near misses).
+NEAR_MISS: tuple[str, ...] = tuple(_VOCAB["near_miss"])
 
 # The brief's example mapping (names that label-name augmentation trained on).
 SYNONYM_RENAMES: dict[str, str] = {
@@ -79,7 +65,7 @@ def parse_rename(spec: str) -> dict[str, str]:
 @dataclass
 class LabelBatch:
     names: list[str]          # the K label strings given to the model, in channel order
-    classes: list[int]        # dataset class id of each channel
+    classes: list[int]        # dataset class id of each channel (-1: a distractor)
     lut: torch.Tensor         # int64[256]: dataset label value -> training target
 
 
@@ -91,6 +77,9 @@ class LabelSampler:
     synonym_prob: float = 0.0    # per class per batch
     synonyms: Mapping[str, Sequence[str]] = field(default_factory=lambda: TRAIN_SYNONYMS)
     shuffle: bool = True         # channel order is arbitrary for the model; show it so
+    distractor_prob: float = 0.0  # probability that a batch gets distractor labels
+    max_distractors: int = 8     # 1..max_distractors of them, uniformly
+    distractors: Sequence[str] = DISTRACTORS
     rng: random.Random = field(default_factory=random.Random)
 
     def all_names(self) -> list[str]:
@@ -99,7 +88,16 @@ class LabelSampler:
         if self.synonym_prob > 0:
             for c in self.class_names:
                 names += [s for s in self.synonyms.get(c, ()) if s not in names]
+        if self.distractor_prob > 0:
+            names += [d for d in self.distractors if d not in names]
         return names
+
+    def vocabulary(self) -> dict[str, list[str]]:
+        """Class -> every name training may have called it (recorded in checkpoints, so
+        a user's words can be compared with what the model was trained on)."""
+        return {c: [c] + ([s for s in self.synonyms.get(c, ()) if s != c]
+                          if self.synonym_prob > 0 else [])
+                for c in self.class_names}
 
     def full(self) -> LabelBatch:
         return self._batch(list(range(len(self.class_names))), use_synonyms=False)
@@ -110,13 +108,22 @@ class LabelSampler:
         if self.subset_prob > 0 and self.rng.random() < self.subset_prob:
             k = self.rng.randint(1, n)
             classes = sorted(self.rng.sample(classes, k))
+        if self.distractor_prob > 0 and self.distractors and \
+                self.rng.random() < self.distractor_prob:
+            m = min(self.rng.randint(1, self.max_distractors), len(self.distractors))
+            classes += [-1 - i for i in range(m)]
         if self.shuffle:
             self.rng.shuffle(classes)
         return self._batch(classes, use_synonyms=True)
 
     def _batch(self, classes: list[int], use_synonyms: bool) -> LabelBatch:
         names = []
+        picked = self.rng.sample(list(self.distractors), sum(c < 0 for c in classes)) \
+            if any(c < 0 for c in classes) else []
         for c in classes:
+            if c < 0:
+                names.append(picked[-1 - c])
+                continue
             name = self.class_names[c]
             alts = self.synonyms.get(name, ()) if use_synonyms else ()
             if alts and self.synonym_prob > 0 and self.rng.random() < self.synonym_prob:
@@ -126,8 +133,9 @@ class LabelSampler:
         lut = torch.full((256,), IGNORE, dtype=torch.int64)
         lut[: len(self.class_names)] = k if self.none_target else IGNORE
         for pos, c in enumerate(classes):
-            lut[c] = pos
-        return LabelBatch(names, classes, lut)
+            if c >= 0:
+                lut[c] = pos
+        return LabelBatch(names, [c if c >= 0 else -1 for c in classes], lut)
 
 
 class EmbeddingTable:

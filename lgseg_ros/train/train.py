@@ -51,6 +51,11 @@ def parse_args(argv):
     g = p.add_mutually_exclusive_group()
     g.add_argument("--iters", type=int, help="optimizer steps (default 20000)")
     g.add_argument("--epochs", type=float, help="passes over the training split")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="end training after this much training time (resumed runs count "
+                        "their earlier time); the LR schedule follows the fraction done, "
+                        "by steps or by time, whichever is further: a time-boxed run on a "
+                        "machine of unknown speed still anneals fully")
     p.add_argument("--batch-size", type=int, default=16, help="per process")
     p.add_argument("--crop", type=int, nargs=2, default=(360, 480), metavar=("H", "W"))
     p.add_argument("--scale", type=float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"))
@@ -63,12 +68,18 @@ def parse_args(argv):
     p.add_argument("--schedule", choices=("poly", "cosine"), default="poly")
     p.add_argument("--warmup", type=int, help="linear warm-up steps (default 5%% of iters, <=500)")
     p.add_argument("--grad-clip", type=float, default=0.0, help="max grad norm (0: off)")
-    p.add_argument("--class-weights", choices=("none", "median-freq"), default="none",
-                   help="median-freq: SegNet's CamVid weights (CamVid only)")
+    p.add_argument("--class-weights", choices=("none", "median-freq", "sqrt-median-freq"),
+                   default="none",
+                   help="median-freq: SegNet's CamVid weights; sqrt-median-freq: their square "
+                        "root, a milder push towards thin classes (CamVid only)")
     p.add_argument("--subset-prob", type=float, default=0.5,
                    help="probability a batch trains on a random subset of the labels")
     p.add_argument("--synonym-prob", type=float, default=0.2,
                    help="probability a label is named by a synonym in a batch")
+    p.add_argument("--distractor-prob", type=float, default=0.0,
+                   help="probability a batch also gets 1..--max-distractors labels no pixel "
+                        "belongs to (words from the shipped WordNet vocabulary)")
+    p.add_argument("--max-distractors", type=int, default=8)
     p.add_argument("--no-none-target", action="store_true",
                    help="ignore pixels of labels left out of a batch instead of training 'none'")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
@@ -165,11 +176,15 @@ def param_groups(net, lr, backbone_mult, weight_decay):
     return list(groups.values())
 
 
-def lr_lambda(total, warmup, schedule, power=0.9):
+def lr_lambda(total, warmup, schedule, power=0.9, time_fraction=None):
+    """LR factor per step; with ``time_fraction`` (a callable giving the fraction of a
+    time budget spent) the decay follows whichever of steps and time is further along."""
     def f(step):
         if warmup and step < warmup:
             return (step + 1) / warmup
         t = min(1.0, (step - warmup) / max(1, total - warmup))
+        if time_fraction is not None:
+            t = max(t, min(1.0, time_fraction()))
         if schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * t))
         return (1 - t) ** power
@@ -205,7 +220,8 @@ def _atomic_torch_save(obj, path: Path):
     os.replace(tmp, path)
 
 
-def save_training_state(out: Path, net, cfg, opt, sched, scaler, step, sampler_rng, meta):
+def save_training_state(out: Path, net, cfg, opt, sched, scaler, step, sampler_rng, meta,
+                        train_elapsed_s=0.0):
     from lgseg_ros.model import save_checkpoint
     save_checkpoint(out / "last.safetensors", unwrap(net), cfg, {**meta, "step": step})
     _atomic_torch_save({
@@ -214,6 +230,7 @@ def save_training_state(out: Path, net, cfg, opt, sched, scaler, step, sampler_r
         "scaler": scaler.state_dict() if scaler is not None else {},
         "torch_rng": torch.get_rng_state(),
         "sampler_rng": _rng_state_to_list(sampler_rng.getstate()),
+        "train_elapsed_s": float(train_elapsed_s),
     }, out / "last_state.pt")
 
 
@@ -256,10 +273,13 @@ def main(argv=None) -> int:
     warmup = args.warmup if args.warmup is not None else min(500, total // 20)
 
     weights = None
-    if args.class_weights == "median-freq":
+    if args.class_weights != "none":
         if tuple(class_names) != CAMVID_CLASSES:
-            raise SystemExit("--class-weights median-freq is CamVid's; this dataset is not CamVid")
+            raise SystemExit(f"--class-weights {args.class_weights} is CamVid's; "
+                             "this dataset is not CamVid")
         weights = torch.tensor(CAMVID_MEDIAN_FREQ_WEIGHTS, dtype=torch.float32, device=device)
+        if args.class_weights == "sqrt-median-freq":
+            weights = weights.sqrt()
 
     # ---------------- model
     state = None
@@ -286,12 +306,22 @@ def main(argv=None) -> int:
     sampler_rng = random.Random(args.seed * 1009 + rank)
     labels = LabelSampler(class_names, subset_prob=args.subset_prob,
                           none_target=not args.no_none_target, synonym_prob=args.synonym_prob,
-                          rng=sampler_rng)
+                          distractor_prob=args.distractor_prob,
+                          max_distractors=args.max_distractors, rng=sampler_rng)
     table = EmbeddingTable(encoder, labels.all_names())
 
     opt = torch.optim.AdamW(param_groups(net, args.lr, args.backbone_lr_mult, args.weight_decay),
                             lr=args.lr, weight_decay=args.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, args.schedule))
+    budget_s = args.time_budget * 60 if args.time_budget else None
+    prior_s = float(state.get("train_elapsed_s", 0.0)) if state is not None else 0.0
+    clock = {"t0": time.perf_counter()}
+
+    def elapsed_s():
+        return prior_s + time.perf_counter() - clock["t0"]
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(
+        total, warmup, args.schedule,
+        time_fraction=(lambda: elapsed_s() / budget_s) if budget_s else None))
     use_amp = args.amp and device.type == "cuda"
     if args.amp and not use_amp:
         log.info("--amp: ignored on %s (mixed precision is for CUDA here)", device)
@@ -313,6 +343,9 @@ def main(argv=None) -> int:
 
     run_meta = {
         "labels": list(class_names),
+        # every name each class was trained under: grounding reports compare users' words
+        # with these (runtime/grounding.py)
+        "vocabulary": labels.vocabulary(),
         "dataset": args.data, "train_split": args.train_split,
         "train_args": json.loads(json.dumps(vars(args), default=str)),
         "world_size": world, "total_iters": total,
@@ -363,8 +396,13 @@ def main(argv=None) -> int:
         bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, file=sys.stderr)
     step, epoch = start, start // steps_per_epoch
     ema, t_last, n_last, t0 = None, time.perf_counter(), 0, time.perf_counter()
+    clock["t0"] = t0
     while step < total:
         for images, target_ids in make_loader(epoch):
+            if budget_s is not None and elapsed_s() >= budget_s:
+                log.info("time budget of %.1f min spent at step %d of %d: finishing",
+                         args.time_budget, step, total)
+                total = step
             if step >= total:
                 break
             batch = labels.sample()
@@ -413,14 +451,16 @@ def main(argv=None) -> int:
                     log.info("step %d/%d loss %.4f (ema %.4f) lr %.2e %.1f img/s elapsed %.0fs",
                              step, total, lv, ema, lr, ips, now - t0)
             if step % args.ckpt_every == 0 and step < total and rank == 0:
-                save_training_state(out, net, cfg, opt, sched, scaler, step, sampler_rng, run_meta)
+                save_training_state(out, net, cfg, opt, sched, scaler, step, sampler_rng, run_meta,
+                                    elapsed_s())
             if args.stop_at is not None and step >= args.stop_at and step < total:
                 break
         if args.stop_at is not None and step >= args.stop_at and step < total:
             if bar is not None:
                 bar.close()
             if rank == 0:
-                save_training_state(out, net, cfg, opt, sched, scaler, step, sampler_rng, run_meta)
+                save_training_state(out, net, cfg, opt, sched, scaler, step, sampler_rng, run_meta,
+                                    elapsed_s())
                 log.info("stopped at step %d of %d (--stop-at); continue with --resume", step, total)
                 jsonl.close()
             if world > 1:
@@ -434,8 +474,9 @@ def main(argv=None) -> int:
     train_s = time.perf_counter() - t0
 
     if rank == 0:
-        save_training_state(out, net, cfg, opt, sched, scaler, step, sampler_rng, run_meta)
-        final_meta = {**run_meta, "iters": step, "train_wall_s": round(train_s, 1)}
+        save_training_state(out, net, cfg, opt, sched, scaler, step, sampler_rng, run_meta,
+                                    elapsed_s())
+        final_meta = {**run_meta, "iters": step, "train_wall_s": round(elapsed_s(), 1)}
         save_checkpoint(str(out / "final.safetensors"), unwrap(net), cfg, final_meta)
         if args.export:
             Path(args.export).parent.mkdir(parents=True, exist_ok=True)
