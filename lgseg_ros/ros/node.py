@@ -69,6 +69,8 @@ try:  # the standard type where it exists; field-for-field the same as ours
 except ImportError:
     from lgseg_ros.msg import LabelInfo, VisionClass
     LABEL_INFO_TYPE = "lgseg_ros/msg/LabelInfo"
+from lgseg_ros.msg import LabelEntry
+from lgseg_ros.msg import LabelSet as LabelSetMsg
 from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response uses ours
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -268,7 +270,35 @@ class LgsegNode(LifecycleNode):
             if not from_parameter:
                 self._write_back(new.names)
             self.get_logger().info(f"labels ({len(new.names)}): {', '.join(new.names)}")
+            for line in self._grounding_warnings(new):
+                self.get_logger().warning(line)
             return tuple(new.names)
+
+    @staticmethod
+    def _grounding_warnings(label_set, limit: int = 16) -> list[str]:
+        lines = [w for w in (g.warning() for g in getattr(label_set, "grounding", ())) if w]
+        if len(lines) > limit:  # a 255-label set must not write 255 log lines
+            lines = lines[:limit] + [f"... and {len(lines) - limit} more weakly grounded labels"]
+        return lines
+
+    def _label_entries(self, cam: _Camera | None, label_set) -> list[LabelEntry]:
+        """One entry per id: mask topic (of ``cam``) and what training makes of the word."""
+        names = tuple(label_set.names) if label_set is not None else self._current_names()
+        grounding = getattr(label_set, "grounding", ()) or ()
+        tokens = topic_tokens(names)
+        entries = []
+        for i, name in enumerate(names):
+            e = LabelEntry(class_id=i, label=name, grounding_score=float("nan"), well_grounded=True)
+            if cam is not None:
+                e.mask_topic = self.resolve_topic_name(f"{cam.out}/class/{tokens[i]}/mask")
+            if i < len(grounding):
+                g = grounding[i]
+                e.nearest_trained_name = g.nearest_name
+                e.nearest_trained_class = g.nearest_class
+                e.grounding_score = float(g.score)
+                e.well_grounded = bool(g.well_grounded)
+            entries.append(e)
+        return entries
 
     def _write_back(self, names: tuple[str, ...]) -> None:
         # Keeps `ros2 param get labels` truthful after a service change.
@@ -293,6 +323,10 @@ class LgsegNode(LifecycleNode):
             self.get_logger().warning(f"set_labels {shown!r}: {resp.message}")
         resp.class_map = [SrvVisionClass(class_id=i, class_name=n)
                           for i, n in enumerate(self._current_names())]
+        # Unconfigured, the set is only stored: no encoder has read it yet, so no grounding.
+        label_set = self._label_set if self._segmenter is not None else None
+        resp.labels = self._label_entries(self._cameras[0] if self._cameras else None, label_set)
+        resp.warnings = self._grounding_warnings(label_set) if label_set is not None else []
         return resp
 
     def _on_enable(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
@@ -368,7 +402,7 @@ class LgsegNode(LifecycleNode):
             net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
             score_threshold=cfg["score_threshold"],
             engine_cache_dir=cfg["engine_cache_dir"] or None, force_rebuild=cfg["force_rebuild"],
-            torch_threads="auto")
+            grounding_warn_below=cfg["grounding_warn_below"], torch_threads="auto")
 
     def _make_camera(self, key: str) -> _Camera:
         base = f"{key.strip('/')}/" if key else ""
@@ -386,6 +420,7 @@ class LgsegNode(LifecycleNode):
         for name in ("label_mask", "confidence", "color_mask", "overlay"):
             cam.pubs[name] = self.create_lifecycle_publisher(Image, f"{o}/{name}", OUTPUT_QOS)
         cam.pubs["label_info"] = self.create_lifecycle_publisher(LabelInfo, f"{o}/label_info", LABEL_INFO_QOS)
+        cam.pubs["label_set"] = self.create_lifecycle_publisher(LabelSetMsg, f"{o}/label_set", LABEL_INFO_QOS)
         cam.pubs["camera_info"] = self.create_lifecycle_publisher(CameraInfo, f"{o}/camera_info", OUTPUT_QOS)
         return cam
 
@@ -603,6 +638,10 @@ class LgsegNode(LifecycleNode):
         msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(label_set.names)]
         msg.threshold = float(self._segmenter.score_threshold) if self._segmenter else 0.0
         cam.pubs["label_info"].publish(msg)
+        report = LabelSetMsg(header=header, labels=self._label_entries(cam, label_set))
+        if self._segmenter is not None:
+            report.grounding_warn_below = float(self._segmenter.grounding.warn_below)
+        cam.pubs["label_set"].publish(report)
 
     def _reconcile_class_pubs(self, cam: _Camera, label_set) -> None:
         """Per-class topics follow the label set; a token kept across sets keeps its publisher

@@ -69,6 +69,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("score_threshold", 0.0, "double", CONFIGURE,
           "Pixels whose best softmax score is below this are published as unlabeled "
           "(255 / 65535). Also published as LabelInfo.threshold."),
+    Param("grounding_warn_below", 0.6, "double", CONFIGURE,
+          "A label whose text embedding is less similar than this (cosine) to every name the "
+          "checkpoint was trained on is reported as not well grounded: a warning in the log, "
+          "in the set_labels reply and well_grounded=false on ~/label_set."),
     Param("use_compressed", False, "bool", ACTIVATE,
           "Subscribe to sensor_msgs/CompressedImage on `<image topic>/compressed` instead of "
           "the raw image."),

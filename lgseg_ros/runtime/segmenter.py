@@ -23,6 +23,7 @@ from lgseg_ros.resources import package_path
 
 from . import preprocess as pp
 from .backends import create_backend, text_dim_of
+from .grounding import DEFAULT_WARN_BELOW, GroundingReporter, vocabulary_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class LabelSet:
     embeddings: np.ndarray          # [K, D] float32, read-only
     generation: int
     encoder: str = ""
+    # per label, what the model's training makes of the word (runtime/grounding.py)
+    grounding: tuple = ()
 
     def __len__(self) -> int:
         return len(self.names)
@@ -102,7 +105,8 @@ class Segmenter:
                  backend: str = "auto", device: str = "auto", precision: str = "fp32",
                  net_size=(384, 480), keep_aspect: bool = True, score_threshold: float = 0.0,
                  engine_cache_dir: str | None = None, force_rebuild: bool = False,
-                 text_encoder=None, torch_threads: int | str | None = None, **backend_opts) -> None:
+                 text_encoder=None, torch_threads: int | str | None = None,
+                 grounding_warn_below: float = DEFAULT_WARN_BELOW, **backend_opts) -> None:
         """torch_threads: an int sets torch's (process-wide) intra-op pool; "auto" sets 1
         when the frame path is not torch on CPU, so that label encoding (then torch's only
         work) does not fight the frame path's own thread pool for the cores; None leaves
@@ -115,9 +119,12 @@ class Segmenter:
         self.keep_aspect = bool(keep_aspect)
         self.score_threshold = float(score_threshold)
         from lgseg_ros.model import build_model, get_config, load_checkpoint
+        from lgseg_ros.model.checkpoint import read_checkpoint_metadata
 
+        meta: dict = {}
         if checkpoint:
             net, cfg = load_checkpoint(str(checkpoint))
+            meta = read_checkpoint_metadata(str(checkpoint))[1]
             if config and config != cfg.name:
                 log.warning("config %r ignored: checkpoint %s holds config %r", config, checkpoint, cfg.name)
             self.untrained = False
@@ -133,6 +140,9 @@ class Segmenter:
         self.checkpoint = str(checkpoint) if checkpoint else None
         self.text_dim = text_dim_of(cfg)
         self.text_encoder = self._make_text_encoder(text_encoder, cfg)
+        vocab, distractors = vocabulary_from_metadata(meta)
+        self.grounding = GroundingReporter(vocab, self.text_encoder, distractors,
+                                           warn_below=grounding_warn_below)
         self.backend = create_backend(backend, net, cfg, device=device, precision=precision,
                                       net_size=self.net_size, engine_cache_dir=engine_cache_dir,
                                       force_rebuild=force_rebuild, **backend_opts)
@@ -188,7 +198,8 @@ class Segmenter:
         emb = np.ascontiguousarray(emb.detach().cpu().numpy(), dtype=np.float32)
         emb.setflags(write=False)
         return LabelSet(names=names, embeddings=emb, generation=_next_generation(),
-                        encoder=self.text_encoder.name)
+                        encoder=self.text_encoder.name,
+                        grounding=self.grounding.report(names, emb))
 
     # -- frame path ---------------------------------------------------------------------
     def segment(self, rgb: np.ndarray, label_set: LabelSet) -> SegmentResult:

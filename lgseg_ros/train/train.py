@@ -346,6 +346,7 @@ def main(argv=None) -> int:
         # every name each class was trained under: grounding reports compare users' words
         # with these (runtime/grounding.py)
         "vocabulary": labels.vocabulary(),
+        "distractors": list(labels.distractors) if args.distractor_prob > 0 else [],
         "dataset": args.data, "train_split": args.train_split,
         "train_args": json.loads(json.dumps(vars(args), default=str)),
         "world_size": world, "total_iters": total,

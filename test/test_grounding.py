@@ -1,0 +1,123 @@
+"""Grounding report (what a word means to the model) and the training vocabulary it uses.
+
+Real MiniLM embeddings throughout: the thresholds are claims about that text space.
+"""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from lgseg_ros.runtime.grounding import ABSENT, GroundingReporter, vocabulary_from_metadata
+from lgseg_ros.train import vocabulary
+from lgseg_ros.train.openvocab import DISTRACTORS, HELDOUT_RENAMES, NEAR_MISS, LabelSampler
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from lgseg_ros.text import build_text_encoder
+
+    return build_text_encoder("minilm", cached=True)
+
+
+def _report(encoder, vocab, distractors, labels):
+    rep = GroundingReporter(vocab, encoder, distractors)
+    return rep.report(labels, encoder.encode(labels).numpy())
+
+
+def test_unseen_name_of_a_trained_class_is_grounded_and_unrelated_words_are_not(encoder):
+    vocab = {"car": ["automobile", "truck"], "road": ["street"], "tree": ["vegetation"]}
+    g = {x.label: x for x in _report(encoder, vocab, ["banana", "sofa"],
+                                     ["sedan", "automobile", "mailbox", "banana"])}
+    assert g["sedan"].nearest_class == "car" and g["sedan"].well_grounded
+    assert g["sedan"].warning() is None
+    assert g["automobile"].nearest_name == "automobile" and g["automobile"].score > 0.99
+    assert not g["mailbox"].well_grounded
+    assert "mailbox" in g["mailbox"].warning() and "no close trained concept" in g["mailbox"].warning()
+    # a distractor: trained to take no pixels, so the report says to expect an empty mask
+    assert g["banana"].nearest_class == ABSENT and not g["banana"].well_grounded
+    assert "empty mask" in g["banana"].warning()
+
+
+def test_report_follows_label_order_and_caps_long_labels_in_warnings(encoder):
+    labels = ["road", "x" * 5000, "car"]
+    out = _report(encoder, {"car": [], "road": []}, [], labels)
+    assert [x.label for x in out] == labels
+    assert [x.nearest_class for x in (out[0], out[2])] == ["road", "car"]
+    w = out[1].warning()
+    assert w is not None and len(w) < 300 and "5000 chars" in w
+
+
+def test_checkpoint_without_vocabulary_reports_unknown_without_warnings(encoder):
+    vocab, distractors = vocabulary_from_metadata({})
+    out = GroundingReporter(vocab, encoder, distractors).report(["car"], encoder.encode(["car"]).numpy())
+    assert math.isnan(out[0].score) and out[0].well_grounded and out[0].warning() is None
+    # older checkpoints record only their class names: those are the vocabulary
+    assert vocabulary_from_metadata({"labels": ["sky", "road"]})[0] == {"sky": ["sky"], "road": ["road"]}
+
+
+def test_segmenter_attaches_grounding_from_checkpoint_metadata(tmp_path: Path):
+    import torch
+
+    from lgseg_ros.model import build_model, get_config, save_checkpoint
+    from lgseg_ros.runtime import Segmenter
+
+    torch.manual_seed(0)
+    cfg = get_config("test-tiny")
+    ckpt = save_checkpoint(tmp_path / "v.safetensors", build_model(cfg), cfg,
+                           {"vocabulary": {"car": ["automobile"], "pedestrian": ["person"]},
+                            "distractors": ["banana"]})
+    seg = Segmenter(checkpoint=str(ckpt), backend="torch", device="cpu", net_size=(64, 96),
+                    grounding_warn_below=0.6)
+    ls = seg.prepare_labels(["human", "car", "banana"])
+    assert [g.label for g in ls.grounding] == ["human", "car", "banana"]
+    assert ls.grounding[0].nearest_class == "pedestrian" and ls.grounding[0].well_grounded
+    assert ls.grounding[2].nearest_class == ABSENT
+    with pytest.raises(ValueError, match="warn_below"):
+        GroundingReporter({}, seg.text_encoder, warn_below=1.5)
+
+
+# ---------------------------------------------------------------- the training vocabulary
+def test_heldout_and_near_miss_names_are_absent_from_everything_trained_on():
+    v = vocabulary.load()
+    trained = [n for names in v["classes"].values() for n in names] + v["distractors"]
+    for cls, held in v["heldout"].items():
+        assert cls in v["classes"]
+        clash = [t for t in trained if vocabulary.shares_word(t, held)]
+        assert not clash, f"held-out {held!r} shares a word with trained names {clash}"
+    for miss in v["near_miss"]:
+        assert miss not in trained
+    # a name two classes claim would teach nothing; distractors name no class
+    owners = {}
+    for cls, names in v["classes"].items():
+        for n in names:
+            owners.setdefault(n, set()).add(cls)
+    assert all(len(c) == 1 for c in owners.values())
+    assert not set(v["distractors"]) & set(owners)
+    assert HELDOUT_RENAMES == v["heldout"] and NEAR_MISS == tuple(v["near_miss"])
+
+
+@pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
+                    reason="WordNet (Debian wordnet-base) not installed: the shipped vocabulary "
+                           "file cannot be regenerated here")
+def test_shipped_vocabulary_is_what_wordnet_gives():
+    assert vocabulary.build() == vocabulary.load()
+
+
+def test_distractors_get_no_pixels_and_none_is_the_last_channel():
+    s = LabelSampler(list(vocabulary.load()["classes"]), subset_prob=0.5, synonym_prob=0.3,
+                     distractor_prob=1.0, max_distractors=5, rng=random.Random(3))
+    seen = 0
+    for _ in range(50):
+        b = s.sample()
+        k = len(b.names)
+        d_pos = [i for i, c in enumerate(b.classes) if c == -1]
+        assert 1 <= len(d_pos) <= 5
+        seen += len(d_pos)
+        assert all(b.names[i] in DISTRACTORS for i in d_pos)
+        targets = set(b.lut.tolist()) - {255}
+        assert not targets & set(d_pos), "a distractor channel received pixels"
+        assert targets <= set(range(k + 1)) and (k in targets or len(b.classes) - len(d_pos) == 11)
+    assert seen > 50

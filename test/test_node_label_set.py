@@ -1,0 +1,82 @@
+"""`~/label_set` and the SetLabels reply: each label's mask topic and grounding report,
+over real DDS on loopback with the real node and real MiniLM embeddings."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from sensor_msgs.msg import Image
+
+from lgseg_ros.msg import LabelSet
+from lgseg_ros.ros.node import LgsegNode
+from lgseg_ros.srv import SetLabels
+from test_node_support import (LATCHED, RosHarness, Recorder, node_params, topic_names,  # noqa: F401
+                               wait_until)
+
+NS = "/lgseg_report_node"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    import torch
+
+    from lgseg_ros.model import build_model, get_config, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = get_config("test-tiny")
+    ckpt = save_checkpoint(Path(tmp_path_factory.mktemp("ckpt")) / "vocab.safetensors",
+                           build_model(cfg), cfg,
+                           {"vocabulary": {"car": ["automobile", "truck"], "road": ["street"],
+                                           "pedestrian": ["person", "people"]},
+                            "distractors": ["banana", "sofa"]})
+    h = RosHarness()
+    try:
+        node = h.add(LgsegNode("lgseg_report_node", context=h.context,
+                               parameter_overrides=node_params(str(ckpt), labels=["road", "car"])))
+        assert node.lifecycle_state == "active"
+        client = h.client.create_client(SetLabels, f"{NS}/set_labels")
+        yield h, node, client
+    finally:
+        h.close()
+
+
+def test_reply_names_each_labels_mask_topic_and_grounding(env):
+    h, node, client = env
+    resp = h.call(client, SetLabels.Request(labels=["sedan", "road", "banana", "mailbox"]))
+    assert resp.success, resp.message
+    assert [(e.class_id, e.label) for e in resp.labels] == [(0, "sedan"), (1, "road"),
+                                                             (2, "banana"), (3, "mailbox")]
+    by = {e.label: e for e in resp.labels}
+    assert by["sedan"].nearest_trained_class == "car" and by["sedan"].well_grounded
+    assert by["road"].nearest_trained_name == "road" and by["road"].grounding_score > 0.99
+    assert by["banana"].nearest_trained_class == "" and not by["banana"].well_grounded
+    assert not by["mailbox"].well_grounded
+    assert [w.split("'")[1] for w in resp.warnings] == ["banana", "mailbox"]
+    # every mask topic in the reply is a topic the node really has
+    wait_until(lambda: all(e.mask_topic in topic_names(h.client) for e in resp.labels),
+               what="the per-class mask topics in the graph")
+    assert by["sedan"].mask_topic == f"{NS}/class/sedan/mask"
+
+
+def test_label_set_topic_is_latched_and_matches_the_set_in_force(env):
+    h, node, client = env
+    resp = h.call(client, SetLabels.Request(labels=["person", "road"]))
+    assert resp.success
+    rec = Recorder(h)  # a late subscriber: transient local must still deliver the set
+    rec.listen(f"{NS}/label_set", LabelSet, LATCHED)
+    msg = rec.wait_for(lambda: [m for m in rec.get(f"{NS}/label_set")
+                                if [e.label for e in m.labels] == ["person", "road"]],
+                       what="the latched label_set")[-1]
+    assert [e.class_id for e in msg.labels] == [0, 1]
+    assert msg.labels[0].nearest_trained_class == "pedestrian"
+    assert [e.mask_topic for e in msg.labels] == [e.mask_topic for e in resp.labels]
+    assert math.isclose(msg.grounding_warn_below, 0.6, abs_tol=1e-6)
+
+
+def test_refused_set_reports_the_set_still_in_force(env):
+    h, node, client = env
+    before = h.call(client, SetLabels.Request(labels=["car"]))
+    resp = h.call(client, SetLabels.Request(labels=["car", ""]))
+    assert not resp.success
+    assert [e.label for e in resp.labels] == ["car"] == [e.label for e in before.labels]
