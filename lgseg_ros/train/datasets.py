@@ -218,3 +218,59 @@ def build_dataset(spec: str, split: str, **kw) -> SegDataset:
         return load_camvid(root, split, **kw)
     raise FileNotFoundError(f"{spec!r} is neither 'camvid' nor a dataset folder "
                             f"(images/, labels/, classes.txt)")
+
+
+def relabelled(ds: SegDataset, class_names: Sequence[str]) -> SegDataset:
+    """The same pairs with class ids looked up by name in ``class_names`` (every class of
+    ``ds`` must be there): two datasets relabelled into one list can train together."""
+    remap = np.full(256, IGNORE, dtype=np.uint8)
+    for i, name in enumerate(ds.class_names):
+        remap[i] = list(class_names).index(name)
+    return SegDataset(ds.pairs, tuple(class_names), remap[ds.lut], ds.transform, ds.cache, ds.name)
+
+
+class MixedDataset(Dataset):
+    """Several datasets over one class list, drawn with fixed shares per sample
+    (``sample_weights`` for a WeightedRandomSampler): fine-tuning on a user's few dozen
+    images while replaying the original data, so that old classes are not forgotten."""
+
+    def __init__(self, parts: Sequence[SegDataset], shares: Sequence[float]):
+        if len(parts) != len(shares) or not parts:
+            raise ValueError("one share per dataset")
+        names = parts[0].class_names
+        if any(p.class_names != names for p in parts):
+            raise ValueError("relabel the datasets into one class list first (relabelled())")
+        if any(s < 0 for s in shares) or sum(shares) <= 0:
+            raise ValueError(f"shares must be >= 0 and not all 0, got {list(shares)}")
+        self.parts, self.shares, self.class_names = list(parts), list(shares), names
+        self.name = " + ".join(p.name for p in parts)
+        self._starts = np.cumsum([0] + [len(p) for p in parts])
+
+    @property
+    def transform(self):
+        return self.parts[0].transform
+
+    @transform.setter
+    def transform(self, value):
+        for p in self.parts:
+            p.transform = value
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _locate(self, i: int) -> tuple[SegDataset, int]:
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self.parts[k], i - int(self._starts[k])
+
+    def load(self, i: int):
+        part, j = self._locate(i)
+        return part.load(j)
+
+    def __getitem__(self, i: int):
+        part, j = self._locate(i)
+        return part[j]
+
+    def sample_weights(self) -> torch.Tensor:
+        total = sum(self.shares)
+        return torch.cat([torch.full((len(p),), s / total / max(len(p), 1), dtype=torch.float64)
+                          for p, s in zip(self.parts, self.shares)])

@@ -11,7 +11,15 @@ Reports (``metrics.json`` in --out, also printed):
   per class, their mean, and the ratio to the full-label-set IoU of the same classes;
 - ``renamed``: per rename mapping (a preset, "heldout" = names never used in training,
   "synonyms" = names label-name augmentation used, or ``old=new,...``), the mIoU with
-  those names given instead.
+  those names given instead;
+- ``probes``: words for things the classes do not cover (``near_miss``: street things
+  CamVid does not label, never trained on; ``unlabeled_words``: the words users tried
+  that returned nothing). For each word: the share of labelled pixels it takes when asked
+  alone (``alone_share``) and which classes those pixels are, and the share it takes when
+  added to the full label set (``added_share``). A model that keys on meaning gives a
+  near miss almost nothing;
+- ``grounding``: the grounding report (runtime/grounding.py) for every held-out name and
+  probe word: what the node would tell a user who asked for it.
 Figures: ``confusion.png`` (row-normalised) and ``predictions.png`` (image / GT / prediction).
 """
 from __future__ import annotations
@@ -44,6 +52,10 @@ def parse_args(argv):
                    help="'heldout', 'synonyms' or old=new,... (repeatable; default on "
                         "CamVid: heldout and synonyms)")
     p.add_argument("--no-subset", action="store_true", help="skip the subset-query metric")
+    p.add_argument("--probe", action="append", metavar="GROUP=WORD,WORD",
+                   help="probe words (repeatable); default on CamVid: the vocabulary's near "
+                        "misses and 'unlabeled_words=floor,ground,grass,wall,door'")
+    p.add_argument("--no-probes", action="store_true", help="skip the probe words")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="auto")
@@ -65,16 +77,26 @@ def predict(net, images, text, out_hw):
     return logits.argmax(1)
 
 
+UNLABELED_WORDS = ["floor", "ground", "grass", "wall", "door"]
+
+
 def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=True,
-             grid=4, workers=1, progress=True):
+             grid=4, workers=1, progress=True, probes=None):
     """Run every metric over ``dataset`` (which yields label-resolution targets)."""
     from torch.utils.data import DataLoader
 
     names = list(dataset.class_names)
     n = len(names)
     renames = renames or {}
-    all_names = names + [v for m in renames.values() for v in m.values()]
+    probes = probes or {}
+    probe_words = list(dict.fromkeys(w for ws in probes.values() for w in ws))
+    all_names = names + [v for m in renames.values() for v in m.values()] + probe_words
     table = EmbeddingTable(encoder, all_names)
+    probe_alone = {w: table([w]).to(device) for w in probe_words}
+    probe_added = {w: table(names + [w]).to(device) for w in probe_words}
+    alone_hits = {w: np.zeros(n, np.int64) for w in probe_words}   # GT class of pixels taken
+    added_taken = {w: 0 for w in probe_words}
+    labelled = 0
     full_text = table(names).to(device)
     rename_text = {k: table([m.get(c, c) for c in names]).to(device) for k, m in renames.items()}
     single_text = [table([c]).to(device) for c in names]
@@ -109,6 +131,12 @@ def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=T
         if subset:
             for c, text in enumerate(single_text):
                 binary[c].update(predict(net, images, text, hw).cpu() == 0, target, c)
+        valid = target < n
+        labelled += int(valid.sum())
+        for w in probe_words:
+            taken = (predict(net, images, probe_alone[w], hw).cpu() == 0) & valid
+            alone_hits[w] += np.bincount(target[taken].numpy().ravel(), minlength=n)[:n]
+            added_taken[w] += int(((predict(net, images, probe_added[w], hw).cpu() == n) & valid).sum())
 
     full = cm.summary(names)
     result = {"num_images": n_img, "num_classes": n, "classes": names, "full": full,
@@ -130,6 +158,19 @@ def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=T
             "per_class_fp_rate": {c: (b.fp / (b.fp + b.tn) if (b.fp + b.tn) else None)
                                   for c, b in zip(names, binary)},
         }
+    if probes:
+        result["probes"] = {}
+        for group, ws in probes.items():
+            result["probes"][group] = {}
+            for w in ws:
+                hits = alone_hits[w]
+                top = np.argsort(-hits)[:3]
+                result["probes"][group][w] = {
+                    "alone_share": float(hits.sum() / max(labelled, 1)),
+                    "alone_top_classes": {names[i]: float(hits[i] / max(hits.sum(), 1))
+                                          for i in top if hits[i] > 0},
+                    "added_share": float(added_taken[w] / max(labelled, 1)),
+                }
     if renames:
         result["renamed"] = {}
         for k, m in renames.items():
@@ -175,9 +216,25 @@ def main(argv=None) -> int:
                              f"{args.data} ({list(ds.class_names)})")
         renames[spec] = mapping
 
+    probes = {}
+    if not args.no_probes:
+        specs = args.probe
+        if specs is None and args.data == "camvid":
+            from .openvocab import NEAR_MISS
+            specs = [f"near_miss={','.join(NEAR_MISS)}",
+                     f"unlabeled_words={','.join(UNLABELED_WORDS)}"]
+        for spec in specs or []:
+            group, sep, words = spec.partition("=")
+            ws = [w.strip() for w in words.split(",") if w.strip()]
+            if not sep or not group.strip() or not ws:
+                raise SystemExit(f"--probe {spec!r}: expected GROUP=WORD,WORD")
+            probes[group.strip()] = ws
+
     result, cm, samples = evaluate(net, encoder, ds, device, args.batch_size, renames,
                                    subset=not args.no_subset, grid=args.grid,
-                                   workers=args.workers, progress=not args.no_progress)
+                                   workers=args.workers, progress=not args.no_progress,
+                                   probes=probes)
+    result["grounding"] = grounding_table(args.checkpoint, encoder, renames, probes)
     result = {"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
               "size": list(args.size) if args.size else "native", "device": str(device),
               "torch_threads": torch.get_num_threads(), **result}
@@ -188,6 +245,26 @@ def main(argv=None) -> int:
     print(format_summary(result))
     print(f"wrote {out / 'metrics.json'}, {out / 'confusion.png'}, {out / 'predictions.png'}")
     return 0
+
+
+def grounding_table(checkpoint, encoder, renames, probes) -> dict:
+    """What the node's grounding report says about each renamed label and probe word."""
+    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+    from lgseg_ros.runtime.grounding import GroundingReporter, vocabulary_from_metadata
+
+    vocab, distractors = vocabulary_from_metadata(read_checkpoint_metadata(str(checkpoint))[1])
+    rep = GroundingReporter(vocab, encoder, distractors)
+    groups = {f"renamed:{k}": list(m.values()) for k, m in renames.items()}
+    groups.update({f"probe:{k}": ws for k, ws in probes.items()})
+    out = {}
+    for group, words in groups.items():
+        if not words:
+            continue
+        grounding = rep.report(words, encoder.encode(words).numpy())
+        out[group] = {g.label: {"nearest": g.nearest_name, "class": g.nearest_class,
+                                "score": _f(g.score), "well_grounded": g.well_grounded}
+                      for g in grounding}
+    return out
 
 
 def format_summary(r) -> str:
@@ -203,6 +280,11 @@ def format_summary(r) -> str:
                      f"{100 * s['full_mean_iou_same_classes']:.2f} (ratio {s['ratio_to_full']:.3f})")
     for k, v in r.get("renamed", {}).items():
         lines.append(f"  renamed ({k}): mIoU {100 * v['miou']:.2f}")
+    for group, words in r.get("probes", {}).items():
+        lines.append(f"  probes ({group}), share of labelled pixels taken alone / added to "
+                     "the full set: " + ", ".join(
+                         f"{w} {100 * v['alone_share']:.1f}/{100 * v['added_share']:.1f}%"
+                         for w, v in words.items()))
     return "\n".join(lines)
 
 

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from .augment import TrainAugment
-from .datasets import CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, build_dataset
+from .datasets import (CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, MixedDataset, build_dataset,
+                       relabelled)
 from .losses import seg_loss
 from .openvocab import EmbeddingTable, LabelSampler
 
@@ -46,6 +47,11 @@ def parse_args(argv):
                    help="override a model config field (repeatable), e.g. --set fusion_blocks=2")
     p.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--data", default="camvid", help="'camvid' or a dataset folder")
+    p.add_argument("--replay", metavar="DATA",
+                   help="also train on this dataset ('camvid' or a folder), mixed into every "
+                        "epoch: fine-tune on your classes without forgetting the old ones")
+    p.add_argument("--replay-share", type=float, default=0.5,
+                   help="share of training samples drawn from --replay (default 0.5)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
     g = p.add_mutually_exclusive_group()
@@ -262,6 +268,16 @@ def main(argv=None) -> int:
     train_ds = build_dataset(args.data, args.train_split, cache=not args.no_cache)
     if args.limit_images:
         train_ds = train_ds.subset(args.limit_images)
+    if args.replay:
+        if not 0.0 < args.replay_share < 1.0:
+            raise SystemExit(f"--replay-share {args.replay_share}: must be in (0, 1)")
+        if world > 1:
+            raise SystemExit("--replay is single-process (fine-tuning runs on one device)")
+        old = build_dataset(args.replay, "train", cache=not args.no_cache)
+        # the user's classes first (their ids stay as in classes.txt), then the old ones
+        joint = tuple(dict.fromkeys([*train_ds.class_names, *old.class_names]))
+        train_ds = MixedDataset([relabelled(train_ds, joint), relabelled(old, joint)],
+                                [1.0 - args.replay_share, args.replay_share])
     train_ds.transform = TrainAugment(crop=tuple(args.crop), scale=tuple(args.scale),
                                       base_size=tuple(args.base_size) if args.base_size else None)
     class_names = train_ds.class_names
@@ -341,13 +357,24 @@ def main(argv=None) -> int:
         from torch.nn.parallel import DistributedDataParallel as DDP
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
 
+    vocab = labels.vocabulary()
+    distractors = list(labels.distractors) if args.distractor_prob > 0 else []
+    if args.init or args.resume:
+        # a fine-tuned model still knows what its starting point was trained on
+        from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+        from lgseg_ros.runtime.grounding import vocabulary_from_metadata
+        before = read_checkpoint_metadata(args.init or str(out / "last.safetensors"))[1]
+        old_vocab, old_distractors = vocabulary_from_metadata(before)
+        for c, names in old_vocab.items():
+            vocab[c] = list(dict.fromkeys([*vocab.get(c, [c]), *names]))
+        distractors = list(dict.fromkeys([*distractors, *old_distractors]))
     run_meta = {
         "labels": list(class_names),
         # every name each class was trained under: grounding reports compare users' words
         # with these (runtime/grounding.py)
-        "vocabulary": labels.vocabulary(),
-        "distractors": list(labels.distractors) if args.distractor_prob > 0 else [],
-        "dataset": args.data, "train_split": args.train_split,
+        "vocabulary": vocab,
+        "distractors": distractors,
+        "dataset": args.data, "train_split": args.train_split, "replay": args.replay,
         "train_args": json.loads(json.dumps(vars(args), default=str)),
         "world_size": world, "total_iters": total,
     }
@@ -369,14 +396,17 @@ def main(argv=None) -> int:
     from torch.utils.data.distributed import DistributedSampler
 
     def make_loader(epoch):
+        gen = torch.Generator().manual_seed(args.seed * 100003 + epoch * 31 + rank)
         if world > 1:
             ds_sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank,
                                             shuffle=True, seed=args.seed, drop_last=True)
             ds_sampler.set_epoch(epoch)
             kw = {"sampler": ds_sampler}
+        elif isinstance(train_ds, MixedDataset):
+            kw = {"sampler": torch.utils.data.WeightedRandomSampler(
+                train_ds.sample_weights(), len(train_ds), replacement=True, generator=gen)}
         else:
             kw = {"shuffle": True}
-        gen = torch.Generator().manual_seed(args.seed * 100003 + epoch * 31 + rank)
         return DataLoader(train_ds, batch_size=args.batch_size, drop_last=True,
                           num_workers=args.workers, generator=gen,
                           pin_memory=device.type == "cuda",
