@@ -75,6 +75,7 @@ def _good_answers(text_dim: int) -> dict:
                                                      else trt.TensorIOMode.OUTPUT),
         "ICudaEngine.get_tensor_dtype": lambda name: dtypes[name],
         "ICudaEngine.get_tensor_profile_shape": lambda name, i: [(k, text_dim) for k in K_PROFILE],
+        "ICudaEngine.get_tensor_shape": lambda name: (1, 3, *NET_SIZE),
         "IExecutionContext.get_tensor_shape": lambda name: (1, *NET_SIZE),
     }
 
@@ -111,6 +112,7 @@ FAILURES = {
     "confidence dtype HALF": {"ICudaEngine.get_tensor_dtype":
                               lambda name: trt.DataType.HALF if name == "confidence"
                               else tb.expected_dtypes(trt)[name]},
+    "image shape wrong": {"ICudaEngine.get_tensor_shape": lambda name: (1, 3, 32, 32)},
     "output shape wrong": {"IExecutionContext.get_tensor_shape": lambda name: (1, 8, 8)},
     "K profile wrong": {"ICudaEngine.get_tensor_profile_shape": lambda name, i: [(1, 4)] * 3},
 }

@@ -51,7 +51,8 @@ REQUIRED_FEATURES = (
     ("IOptimizationProfile", "set_shape"),
     ("Runtime", "deserialize_cuda_engine"),
     ("ICudaEngine", "create_execution_context"), ("ICudaEngine", "get_tensor_dtype"),
-    ("ICudaEngine", "get_tensor_mode"), ("ICudaEngine", "get_tensor_profile_shape"),
+    ("ICudaEngine", "get_tensor_mode"), ("ICudaEngine", "get_tensor_shape"),
+    ("ICudaEngine", "get_tensor_profile_shape"),
     ("IExecutionContext", "set_input_shape"), ("IExecutionContext", "set_tensor_address"),
     ("IExecutionContext", "get_tensor_shape"), ("IExecutionContext", "infer_shapes"),
     ("IExecutionContext", "execute_async_v3"),
@@ -141,6 +142,10 @@ def check_engine_io(trt, engine, net_size, text_dim: int, k_profile) -> None:
         got = engine.get_tensor_dtype(name)
         if got != want:
             raise RuntimeError(f"engine tensor {name!r} has dtype {got}, expected {want}")
+    h, w = (int(v) for v in net_size)
+    image = tuple(engine.get_tensor_shape("image"))
+    if image != (1, 3, h, w):
+        raise RuntimeError(f"engine image input is {image}, expected {(1, 3, h, w)}")
     d = int(text_dim)
     shapes = [tuple(s) for s in engine.get_tensor_profile_shape("text", 0)]
     want = [(int(k), d) for k in k_profile]
