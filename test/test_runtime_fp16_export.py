@@ -6,7 +6,6 @@ around the fp32 kernel, so every fp16 tensor (weights and each node's output) is
 rounded to fp16 as on a GPU, but the arithmetic inside one op may be fp32. TensorRT on a
 GPU can round differently; `make gpu-check` measures that engine against fp32 too.
 """
-import numpy as np
 import onnx
 import pytest
 import torch
