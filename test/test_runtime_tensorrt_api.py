@@ -175,6 +175,8 @@ def test_build_and_run_path_conforms_for_fp16_and_fp32(built):
         assert create["args"] == [1 << flag_bit]
         assert "IBuilderConfig.set_flag" not in names  # precision comes from the graph
         assert not any("platform_has" in c.get("get", "") for c in run["calls"])
+        parsed = next(c for c in calls if c["call"] == "OnnxParser.parse_from_file")
+        assert parsed["args"][0].endswith(f"{precision}.onnx")  # the graph carries the precision
         shape = next(c for c in calls if c["call"] == "IOptimizationProfile.set_shape")
         assert shape["args"] == ["text", [1, 384], [16, 384], [255, 384]]
         # Label changes: a new shape, a new address, shape inference, per K, no rebuild.
@@ -202,14 +204,16 @@ def test_real_builder_without_native_library_fails_with_a_reason(built):
     assert "could not create a builder" in result["real_builder"]
 
 
-def test_auto_falls_back_when_tensorrt_fails_to_build(tmp_path):
-    """`backend: auto` on a machine that reports CUDA and has TensorRT 11 installed, whose
+@pytest.mark.parametrize("label", ["10.3", "11.x-newest"])
+def test_auto_falls_back_when_tensorrt_fails_to_build(tmp_path, label):
+    """`backend: auto` on a machine that reports CUDA and has TensorRT installed (10.3 as on
+    JetPack 6, 11.x as from `pip install tensorrt`), whose
     build fails: auto logs the TensorRT failure, then torch on CUDA's, and serves frames
     from ONNX Runtime on CPU. Naming `tensorrt` explicitly raises with the reason.
 
     Stood in besides the native library: torch's answers to is_available / device name /
     capability (so that auto tries the GPU backends at all). Everything after is real."""
-    result = _probe("11.x-newest", "auto", str(tmp_path))
+    result = _probe(label, "auto", str(tmp_path))
     assert result["resolve_auto"] == "tensorrt"
     assert result["chosen"] == ["onnxruntime", "cpu"]
     attempts = {(a["backend"], a["device"]): a for a in result["attempts"]}
