@@ -21,3 +21,10 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build install log outputs
+
+# Every GPU path in one command: GPU tests, fp16-vs-fp32 agreement and `lgseg bench` at
+# 384x480 and 720x960 (batch throughput, ViT-L/R50 references) into outputs/gpu_check.json.
+# Without CUDA it writes a JSON saying so and exits 0.
+.PHONY: gpu-check
+gpu-check: setup
+	$(LOCAL_ROS) $(PY) -m lgseg_ros.runtime.gpu_check -o outputs/gpu_check.json $(GPU_CHECK_ARGS)

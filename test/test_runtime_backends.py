@@ -152,6 +152,31 @@ def test_auto_picks_onnxruntime_on_cpu(tiny, tmp_path):
         resolve_auto("cuda")
 
 
+def test_auto_logs_why_each_backend_was_skipped_or_failed(tiny, tmp_path, caplog):
+    """On this CPU machine: TensorRT and torch-on-CUDA are skipped with their reason; a CPU
+    backend that fails to start (here ONNX Runtime, given an invalid option) falls through
+    to eager torch instead of stopping the caller."""
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the GPU candidates are tried, not skipped")
+    net, cfg = tiny
+    caplog.set_level("INFO", logger="lgseg_ros.runtime.backends")
+    backend = create_backend("auto", net, cfg, net_size=SIZE, cache_dir=tmp_path,
+                             graph_optimization="no-such-level")
+    assert (backend.name, backend.device) == ("torch", "cpu")
+    steps = [(a["backend"], a["device"], "skipped" if "skipped" in a else "failed")
+             for a in backend.auto_attempts]
+    assert steps == [("tensorrt", "cuda", "skipped"), ("torch", "cuda", "skipped"),
+                     ("onnxruntime", "cpu", "failed")]
+    assert "no CUDA" in backend.auto_attempts[0]["skipped"]
+    assert "graph_optimization" in backend.auto_attempts[2]["failed"]
+    text = caplog.text
+    assert "tensorrt on cuda skipped" in text and "onnxruntime on cpu failed" in text
+    assert "backend auto -> torch on cpu" in text
+    check_parity(backend, net, ks=(3,), agreement=FP32_AGREEMENT, conf_atol=1e-4)
+    with pytest.raises(RuntimeError, match="no backend could start.*tensorrt on cuda"):
+        create_backend("auto", net, cfg, device="cuda")
+
+
 def test_realistic_model_parity_onnxruntime(tmp_path):
     """lite-minilm (the default model, EfficientNet-Lite0 backbone) at a modest size."""
     torch.manual_seed(0)

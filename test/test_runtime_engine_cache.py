@@ -31,11 +31,24 @@ def test_good_file_round_trips(tmp_path):
 @pytest.mark.parametrize("field,value", [
     ("onnx_sha256", "cd" * 32), ("trt_version", "10.10.0.1"), ("gpu_name", "NVIDIA A100"),
     ("compute_capability", (8, 0)), ("precision", "fp32"), ("input_shape", (1, 3, 480, 640)),
-    ("k_profile", (1, 16, 1024)), ("text_dim", 512)])
+    ("k_profile", (1, 16, 1024)), ("text_dim", 512), ("build_mode", "strongly-typed")])
 def test_stale_key_is_refused_and_names_the_difference(tmp_path, field, value):
     path = write_engine(tmp_path / "e.engine", make_key(), ENGINE)
     with pytest.raises(CacheMiss, match=f"stale engine.*{field}"):
         read_engine(path, make_key(**{field: value}))
+
+
+def test_engine_from_before_build_mode_is_rebuilt(tmp_path):
+    """Files written before the key recorded the build mode came from weakly typed builds
+    (fp16 by builder flag); a strongly typed key never accepts them."""
+    key = make_key(build_mode="strongly-typed")
+    old = {k: v for k, v in make_key().to_dict().items() if k != "build_mode"}
+    header = json.dumps({"key": old, "key_digest": "0" * 64, "engine_sha256": "0" * 64,
+                         "engine_size": len(ENGINE), "created": 0.0}).encode()
+    path = tmp_path / "old.engine"
+    path.write_bytes(struct.pack("<8sII", b"LGSEGTRT", 1, len(header)) + header + ENGINE)
+    with pytest.raises(CacheMiss, match="build_mode"):
+        read_engine(path, key)
 
 
 def test_truncated_engine_is_refused(tmp_path):

@@ -198,11 +198,21 @@ def bench_references(args, text_dim_of_ref: dict) -> list[dict]:
                     continue
                 image = np.random.default_rng(0).random((1, 3, *net_size), dtype=np.float32)
                 model = stats(time_calls(lambda: backend.infer(image), args.ref_iters, args.ref_warmup))
-                out.append({"model": name, "backend": "torch", "device": backend.device,
-                            "precision": backend.precision, "size": list(size),
-                            "net_size": list(net_size), "num_labels": k, "model_latency": model,
-                            "gflops": gflops(net, net_size, text) if args.flops else None,
-                            "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2)})
+                entry = {"model": name, "backend": "torch", "device": backend.device,
+                         "precision": backend.precision, "size": list(size),
+                         "net_size": list(net_size), "num_labels": k, "model_latency": model,
+                         "gflops": gflops(net, net_size, text) if args.flops else None,
+                         "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2)}
+                if backend.device == "cuda":
+                    # The same batched CUDA-graph measurement as ours, so the ratio compares
+                    # like with like; a reference too big for the GPU is reported, not fatal.
+                    try:
+                        entry["batch_throughput"] = cuda_batch_throughput(
+                            net, net_size, text, batch=args.batch, iters=max(5, args.ref_iters))
+                    except RuntimeError as exc:
+                        entry["batch_throughput"] = {"skipped": f"{type(exc).__name__}: {exc}"}
+                        torch.cuda.empty_cache()
+                out.append(entry)
                 print(f"[bench] ref {name:<18} {size[0]}x{size[1]} (net {net_size[0]}x{net_size[1]}) "
                       f"K={k}: p50 {model['p50_ms']:.1f} ms ({model['fps']:.2f} FPS)", file=sys.stderr)
         del backend, net
@@ -326,6 +336,24 @@ def ratios(ours: list[dict], refs: list[dict]) -> list[dict]:
     return out
 
 
+def batch_ratios(ours: list[dict], refs: list[dict]) -> list[dict]:
+    """Our batched frames/s over each reference's, same size, K and batch, same run."""
+    out = []
+    for ref in refs:
+        theirs = ref.get("batch_throughput") or {}
+        if "frames_per_s" not in theirs:
+            continue
+        for mine in ours:
+            if (mine.get("num_labels") == ref["num_labels"] and mine.get("batch") == theirs["batch"]
+                    and tuple(mine["size"]) == net_size_for(ref["size"])):
+                out.append({"reference": ref["model"], "size": ref["size"], "batch": mine["batch"],
+                            "num_labels": ref["num_labels"], "our_frames_per_s": mine["frames_per_s"],
+                            "reference_frames_per_s": theirs["frames_per_s"],
+                            "our_net_size": mine["size"], "reference_net_size": ref["net_size"],
+                            "ratio": round(mine["frames_per_s"] / theirs["frames_per_s"], 2)})
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lgseg bench", description=__doc__.splitlines()[0])
     p.add_argument("--config", default=None, help="model config (default lite-minilm; test-tiny with --smoke)")
@@ -430,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result["batch_throughput"].append(
                     cuda_batch_throughput(net, net_size_for(size), text, batch=args.batch,
                                           iters=max(10, args.iters)))
+        result["batch_ratios"] = batch_ratios(result["batch_throughput"], result["references"])
     else:
         result["batch_throughput"] = {"skipped": "no CUDA device: batch throughput is a GPU measurement"}
 

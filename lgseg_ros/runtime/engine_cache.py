@@ -51,6 +51,10 @@ class EngineKey:
 
     ``input_shape`` is the fixed image shape (1, 3, H, W); ``k_profile`` the (min, opt, max)
     number of labels the engine accepts and ``text_dim`` the embedding width D.
+    ``precision`` is the precision the engine was actually built in (for a strongly typed
+    build: the ONNX graph's, read from the file, not the one asked for) and ``build_mode``
+    how that precision came about ("strongly-typed"). Files written before build_mode
+    existed lack the field and are rebuilt: they were weakly typed builds.
     """
 
     onnx_sha256: str
@@ -61,6 +65,7 @@ class EngineKey:
     input_shape: tuple[int, ...]
     k_profile: tuple[int, int, int] = (1, 16, 255)
     text_dim: int = 0
+    build_mode: str = ""
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; normalise so equality survives a reload.

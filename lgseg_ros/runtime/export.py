@@ -2,7 +2,13 @@
 
 Inputs ``image [1,3,H,W]`` float32 in [0,1] (H, W fixed per export) and ``text [K,D]``
 (K dynamic); outputs ``ids [1,H,W]`` int32 (K = "none of these") and ``confidence [1,H,W]``
-float32. Opset 17 with plain ops that ONNX Runtime and TensorRT 10's parser both take.
+float32. Opset 17 with plain ops that ONNX Runtime and TensorRT 10/11's parser both take.
+
+``precision="fp16"`` exports a graph whose network body is fp16 (weights and activations)
+behind fp32 inputs and outputs, with the tail (upsample, softmax normalisation, argmax,
+confidence) in fp32. TensorRT 11 builds only strongly typed networks, where precision is
+whatever the graph says, so an fp16 engine has to come from a graph that is fp16 itself;
+TensorRT 10.3+ builds the same graph the same way.
 
 The TorchScript-based exporter is used by default: it emits opset 17 as asked, in well
 under a second, while the dynamo exporter (torch >= 2.9's default) emits opset 18 at the
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 OPSET = 17
 INPUT_NAMES = ("image", "text")
 OUTPUT_NAMES = ("ids", "confidence")
+# ONNX element types of the interface, the same for fp32 and fp16 graphs (1 FLOAT, 6 INT32).
+IO_DTYPES = {"image": 1, "text": 1, "ids": 6, "confidence": 1}
 # Ops that the TensorRT 10 ONNX parser supports (onnx-tensorrt docs/operators.md) and that a
 # model of this family plausibly produces. An op outside this list is not necessarily
 # unsupported; it is a reason to check by hand before shipping an engine.
@@ -46,17 +54,42 @@ MatMul Max MaxPool Min Mod Mul Neg Not Or Pad Pow PRelu Range Reciprocal ReduceL
 ReduceMean ReduceMin ReduceSum Relu Reshape Resize Shape Sigmoid Sign Sin Slice Softmax Split
 Sqrt Squeeze Sub Sum Tanh Tile TopK Transpose Unsqueeze Where
 """.split())
+# What an fp16 export must keep against the fp32 one (the issue's parity bounds).
+FP16_MIN_AGREEMENT = 0.99
+FP16_MAX_CONF_DIFF = 0.02
 # Exported labels: any K in 1..MAX_K; the upper bound only guides the dynamo exporter.
 MAX_K = 1024
 
 
+PRECISIONS = ("fp32", "fp16")
+
+
+class HalfBodyFramePath(nn.Module):
+    """FramePath with an fp16 network body: fp32 in, fp32 out.
+
+    The casts sit inside the graph so that callers (and TensorRT bindings) keep feeding
+    float32 and reading int32/float32; FramePath itself casts the logits back to fp32
+    before the upsample and softmax, which is the same split the CUDA torch backend runs.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.frame = FramePath(copy.deepcopy(_cpu_fp32(net)).half())
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.frame(image.half(), text.half())
+
+
 def export_onnx(net: nn.Module, path: str | os.PathLike, size: tuple[int, int], text_dim: int,
-                opset: int = OPSET, exporter: str = "torchscript", check: bool = True) -> Path:
+                opset: int = OPSET, exporter: str = "torchscript", check: bool = True,
+                precision: str = "fp32") -> Path:
     """Export FramePath(net) for a fixed (H, W) and dynamic K; returns the path."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = int(size[0]), int(size[1])
-    frame = FramePath(_cpu_fp32(net)).eval()
+    frame = (HalfBodyFramePath(net) if precision == "fp16" else FramePath(_cpu_fp32(net))).eval()
     image = torch.rand(1, 3, h, w)
     # K = 3 for tracing: not 1, so no broadcast-by-size-1 gets baked into the graph.
     text = torch.nn.functional.normalize(torch.randn(3, int(text_dim)), dim=-1)
@@ -79,9 +112,12 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, size: tuple[int, int], 
         else:
             raise ValueError(f"exporter must be 'torchscript' or 'dynamo', not {exporter!r}")
     os.replace(tmp, path)
-    log.info("exported %s (%dx%d, opset %d) in %.1f s", path, h, w, opset, time.perf_counter() - start)
+    log.info("exported %s (%dx%d, %s, opset %d) in %.1f s", path, h, w, precision, opset,
+             time.perf_counter() - start)
     if check:
-        check_onnx(path)
+        summary = check_onnx(path)
+        if summary["precision"] != precision:
+            raise ValueError(f"{path}: exported as {precision} but the graph is {summary['precision']}")
     return path
 
 
@@ -125,9 +161,38 @@ def check_onnx(path: str | os.PathLike) -> dict:
     text_dims = model.graph.input[1].type.tensor_type.shape.dim
     if not text_dims[0].dim_param:
         raise ValueError(f"{path}: K (text dim 0) is not dynamic")
+    io_types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+    if io_types != IO_DTYPES:
+        raise ValueError(f"{path}: input/output element types {io_types}, expected {IO_DTYPES} "
+                         "(an fp16 graph keeps fp32 inputs and outputs)")
     ops = sorted({n.op_type for n in model.graph.node})
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    return {"opset": opset, "ops": ops, "unvetted_ops": sorted(set(ops) - TRT10_SAFE_OPS)}
+    return {"opset": opset, "ops": ops, "unvetted_ops": sorted(set(ops) - TRT10_SAFE_OPS),
+            "precision": graph_precision(model)}
+
+
+def graph_precision(model) -> str:
+    """The graph's compute precision: fp16 if it holds fp16 weights or casts to fp16, else fp32.
+ 
+    With strongly typed TensorRT builds this is the precision the engine is built in."""
+    from onnx import TensorProto
+
+    if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    for node in model.graph.node:
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16
+                                          for a in node.attribute):
+            return "fp16"
+        if node.op_type == "Constant" and any(a.t.data_type == TensorProto.FLOAT16
+                                              for a in node.attribute if a.type == a.TENSOR):
+            return "fp16"
+    return "fp32"
+
+
+def onnx_precision(path: str | os.PathLike) -> str:
+    import onnx
+
+    return graph_precision(onnx.load(str(path), load_external_data=False))
 
 
 def onnx_io_shapes(path: str | os.PathLike) -> dict[str, list]:
@@ -168,27 +233,33 @@ def code_digest(net: nn.Module) -> str:
 
 
 def cached_export(net: nn.Module, size: tuple[int, int], text_dim: int,
-                  cache_dir: str | os.PathLike | None = None, opset: int = OPSET) -> Path:
-    """Export once per (weights, config, code, size, opset, torch version); later calls reuse
-    the file."""
+                  cache_dir: str | os.PathLike | None = None, opset: int = OPSET,
+                  precision: str = "fp32") -> Path:
+    """Export once per (weights, config, code, size, opset, precision, torch version); later
+    calls reuse the file."""
     from .engine_cache import default_cache_dir, mark_used, prune_cache
 
     base = Path(cache_dir) if cache_dir else default_cache_dir().parent / "onnx"
     cfg = getattr(net, "cfg", None)
-    key = json.dumps({"weights": weights_digest(net), "size": [int(s) for s in size],
-                      "config": cfg.to_json() if hasattr(cfg, "to_json") else repr(cfg),
-                      "code": code_digest(net), "text_dim": int(text_dim), "opset": opset,
-                      "torch": torch.__version__, "format": 1}, sort_keys=True)
-    name = f"lgseg_{int(size[0])}x{int(size[1])}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    fields = {"weights": weights_digest(net), "size": [int(s) for s in size],
+              "config": cfg.to_json() if hasattr(cfg, "to_json") else repr(cfg),
+              "code": code_digest(net), "text_dim": int(text_dim), "opset": opset,
+              "torch": torch.__version__, "format": 1}
+    if precision != "fp32":  # fp32 keys, and so the files already cached, stay as they were
+        fields["precision"] = precision
+    key = json.dumps(fields, sort_keys=True)
+    tag = "" if precision == "fp32" else f"_{precision}"
+    name = f"lgseg_{int(size[0])}x{int(size[1])}{tag}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     path = base / name
     if path.exists():
         try:
-            check_onnx(path)
+            if check_onnx(path)["precision"] != precision:
+                raise ValueError(f"graph is not {precision}")
             mark_used(path)
             return path
         except Exception as exc:  # a damaged file is re-exported, never served
             log.warning("re-exporting damaged cached ONNX %s: %s", path, exc)
-    exported = export_onnx(net, path, size, text_dim, opset=opset)
+    exported = export_onnx(net, path, size, text_dim, opset=opset, precision=precision)
     mark_used(exported)
     prune_cache(base, "lgseg_*.onnx", protect=exported)
     return exported
@@ -213,6 +284,37 @@ def verify_with_onnxruntime(path: str | os.PathLike, net: nn.Module, size: tuple
             "argmax_agreement": float(np.mean(ids == ref_ids.numpy())),
             "max_confidence_diff": float(np.max(np.abs(conf - ref_conf.numpy()))),
         }
+    return report
+
+
+def compare_onnx(candidate: str | os.PathLike, reference: str | os.PathLike,
+                 size: tuple[int, int], text_dim: int, ks: Sequence[int] = (1, 5, 40),
+                 seed: int = 0) -> dict:
+    """Two exports of one model (e.g. fp16 against fp32) in ONNX Runtime on CPU, same inputs:
+    per K, the share of pixels with the same id and the largest confidence difference.
+
+    ONNX Runtime's CPU provider has few fp16 kernels; for the rest it inserts casts around an
+    fp32 kernel, so every fp16 node output is still rounded to fp16 (weights, activations)
+    even where the arithmetic inside one op is fp32."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # the fp16 graph warns about every op it cannot constant-fold
+    cand = ort.InferenceSession(str(candidate), opts, providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(str(reference), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    report = {}
+    for k in ks:
+        image = rng.random((1, 3, *size), dtype=np.float32)
+        text = rng.standard_normal((int(k), int(text_dim))).astype(np.float32)
+        text /= np.linalg.norm(text, axis=1, keepdims=True)
+        feed = {"image": image, "text": text}
+        ids, conf = cand.run(list(OUTPUT_NAMES), feed)
+        ref_ids, ref_conf = ref.run(list(OUTPUT_NAMES), feed)
+        if ids.dtype != np.int32 or conf.dtype != np.float32:
+            raise ValueError(f"{candidate}: outputs are {ids.dtype}/{conf.dtype}, not int32/float32")
+        report[int(k)] = {"argmax_agreement": float(np.mean(ids == ref_ids)),
+                          "max_confidence_diff": float(np.max(np.abs(conf - ref_conf)))}
     return report
 
 
@@ -246,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="output .onnx path")
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp16: fp16 network body, fp32 inputs/outputs and tail (for TensorRT)")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -253,10 +357,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     net, cfg = _load_net(args.checkpoint, args.config)
     net.eval()
     d = text_dim_of(cfg)
-    path = export_onnx(net, args.output, tuple(args.size), d, opset=args.opset, exporter=args.exporter)
+    path = export_onnx(net, args.output, tuple(args.size), d, opset=args.opset,
+                       exporter=args.exporter, precision=args.precision)
     summary = check_onnx(path)
     result = {"output": str(path), "size": list(args.size), "text_dim": d, **summary}
-    if not args.no_verify:
+    if not args.no_verify and args.precision == "fp16":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = export_onnx(net, Path(tmp) / "fp32.onnx", tuple(args.size), d, opset=args.opset)
+            result["fp16_vs_fp32_onnxruntime"] = compare_onnx(path, ref, tuple(args.size), d)
+        worst = result["fp16_vs_fp32_onnxruntime"].values()
+        if (min(v["argmax_agreement"] for v in worst) < FP16_MIN_AGREEMENT
+                or max(v["max_confidence_diff"] for v in worst) > FP16_MAX_CONF_DIFF):
+            print(json.dumps(result, indent=2))
+            print("lgseg export: the fp16 graph drifts from fp32 beyond the parity bounds",
+                  file=sys.stderr)
+            return 1
+    elif not args.no_verify:
         result["onnxruntime_vs_torch"] = verify_with_onnxruntime(path, net, tuple(args.size), d)
         worst = min(v["argmax_agreement"] for v in result["onnxruntime_vs_torch"].values())
         if worst < 0.999:

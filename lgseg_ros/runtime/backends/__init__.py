@@ -64,26 +64,61 @@ def cuda_available() -> bool:
         return False
 
 
+def tensorrt_problem() -> str | None:
+    """Why the TensorRT backend cannot start here, or None if it may (it can still fail to
+    build: create_backend("auto") falls back then)."""
+    if not cuda_available():
+        return "torch sees no CUDA device"
+    from .tensorrt_backend import import_tensorrt
+
+    try:
+        import_tensorrt()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def tensorrt_available() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None and cuda_available()
+    return tensorrt_problem() is None
 
 
 def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def resolve_auto(device: str = "auto") -> str:
-    """tensorrt if importable with CUDA, else torch on CUDA, else the faster CPU backend."""
+def auto_candidates(device: str = "auto") -> list[tuple[str, str]]:
+    """(backend, device) pairs that "auto" tries, best first: TensorRT, torch on CUDA, then
+    the faster CPU backend with eager torch last."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
-    if device != "cpu" and cuda_available():
-        return "tensorrt" if tensorrt_available() else "torch"
-    if device == "cuda":
-        raise RuntimeError("device='cuda' requested but torch sees no CUDA device")
-    for name in CPU_PREFERENCE:
-        if name != "onnxruntime" or onnxruntime_available():
+    out = []
+    if device != "cpu":
+        out += [("tensorrt", "cuda"), ("torch", "cuda")]
+    if device != "cuda":
+        out += [(name, "cpu") for name in CPU_PREFERENCE]
+    return out
+
+
+def skip_reason(name: str, device: str) -> str | None:
+    """Why auto does not even try (name, device) here; None if it should try."""
+    if name == "tensorrt":
+        return tensorrt_problem()
+    if device == "cuda" and not cuda_available():
+        return "torch sees no CUDA device"
+    if name == "onnxruntime" and not onnxruntime_available():
+        return "onnxruntime is not installed"
+    return None
+
+
+def resolve_auto(device: str = "auto") -> str:
+    """The backend auto would try first here (the one it ends with if that one starts)."""
+    reasons = []
+    for name, dev in auto_candidates(device):
+        reason = skip_reason(name, dev)
+        if reason is None:
             return name
-    return "torch"
+        reasons.append(f"{name} on {dev}: {reason}")
+    raise RuntimeError(f"device={device!r}: no backend can run here ({'; '.join(reasons)})")
 
 
 def create_backend(name: str, net, cfg=None, **opts) -> Backend:
@@ -92,11 +127,39 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     Common options: device ("auto"/"cpu"/"cuda"), precision ("fp32"/"fp16"/"auto"),
     net_size (H, W) to prepare ahead of the first frame, cache_dir / engine_cache_dir,
     force_rebuild. Backend-specific ones are passed through.
+
+    "auto" tries each of auto_candidates() in turn, logging why one is skipped or failed,
+    so that a broken or partial TensorRT (or CUDA) install degrades the node to a slower
+    backend instead of stopping it. A backend named explicitly raises with its reason.
+    The attempts are kept on the backend as ``auto_attempts`` (for logs and diagnostics).
     """
     device = opts.pop("device", "auto")
-    if name == "auto":
-        name = resolve_auto(device)
-        log.info("backend auto -> %s", name)
+    if name != "auto":
+        return _create(name, net, cfg, device, opts)
+    attempts = []
+    for candidate, dev in auto_candidates(device):
+        reason = skip_reason(candidate, dev)
+        if reason is not None:
+            log.info("backend auto: %s on %s skipped: %s", candidate, dev, reason)
+            attempts.append({"backend": candidate, "device": dev, "skipped": reason})
+            continue
+        try:
+            backend = _create(candidate, net, cfg, dev, dict(opts))
+        except Exception as exc:  # any failure (build, driver, memory) -> next candidate
+            log.warning("backend auto: %s on %s failed, trying the next backend: %s: %s",
+                        candidate, dev, type(exc).__name__, exc)
+            attempts.append({"backend": candidate, "device": dev,
+                             "failed": f"{type(exc).__name__}: {exc}"})
+            continue
+        log.info("backend auto -> %s on %s", candidate, dev)
+        backend.auto_attempts = attempts
+        return backend
+    summary = "; ".join(f"{a['backend']} on {a['device']}: {a.get('skipped') or a.get('failed')}"
+                        for a in attempts)
+    raise RuntimeError(f"backend auto (device={device!r}): no backend could start ({summary})")
+
+
+def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
     if name == "torch":
         from .torch_backend import TorchBackend
 
