@@ -16,8 +16,8 @@ Reports (``metrics.json`` in --out, also printed):
   CamVid does not label, never trained on; ``unlabeled_words``: the words users tried
   that returned nothing). For each word: the share of labelled pixels it takes when asked
   alone (``alone_share``) and which classes those pixels are, and the share it takes when
-  added to the full label set (``added_share``). A model that keys on meaning gives a
-  near miss almost nothing;
+  added to the full label set (``added_share``), on every ``--probe-every``-th batch. A
+  model that keys on meaning gives a near miss almost nothing;
 - ``grounding``: the grounding report (runtime/grounding.py) for every held-out name and
   probe word: what the node would tell a user who asked for it.
 Figures: ``confusion.png`` (row-normalised) and ``predictions.png`` (image / GT / prediction).
@@ -56,6 +56,8 @@ def parse_args(argv):
                    help="probe words (repeatable); default on CamVid: the vocabulary's near "
                         "misses and 'unlabeled_words=floor,ground,grass,wall,door'")
     p.add_argument("--no-probes", action="store_true", help="skip the probe words")
+    p.add_argument("--probe-every", type=int, default=4, metavar="N",
+                   help="score probe words on every N-th batch (two passes per word per image)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="auto")
@@ -81,7 +83,7 @@ UNLABELED_WORDS = ["floor", "ground", "grass", "wall", "door"]
 
 
 def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=True,
-             grid=4, workers=1, progress=True, probes=None):
+             grid=4, workers=1, progress=True, probes=None, probe_every=1):
     """Run every metric over ``dataset`` (which yields label-resolution targets)."""
     from torch.utils.data import DataLoader
 
@@ -114,7 +116,7 @@ def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=T
         from tqdm import tqdm
         it = tqdm(loader, desc="eval", file=sys.stderr, dynamic_ncols=True)
     t0, t_full, n_img = time.perf_counter(), 0.0, 0
-    for images, target in it:
+    for batch_no, (images, target) in enumerate(it):
         images = images.to(device)
         hw = target.shape[-2:]
         ts = time.perf_counter()
@@ -131,6 +133,8 @@ def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=T
         if subset:
             for c, text in enumerate(single_text):
                 binary[c].update(predict(net, images, text, hw).cpu() == 0, target, c)
+        if batch_no % max(probe_every, 1):
+            continue
         valid = target < n
         labelled += int(valid.sum())
         for w in probe_words:
@@ -159,6 +163,7 @@ def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=T
                                   for c, b in zip(names, binary)},
         }
     if probes:
+        result["probes_scored"] = {"labelled_pixels": labelled, "every_nth_batch": probe_every}
         result["probes"] = {}
         for group, ws in probes.items():
             result["probes"][group] = {}
@@ -233,7 +238,7 @@ def main(argv=None) -> int:
     result, cm, samples = evaluate(net, encoder, ds, device, args.batch_size, renames,
                                    subset=not args.no_subset, grid=args.grid,
                                    workers=args.workers, progress=not args.no_progress,
-                                   probes=probes)
+                                   probes=probes, probe_every=args.probe_every)
     result["grounding"] = grounding_table(args.checkpoint, encoder, renames, probes)
     result = {"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
               "size": list(args.size) if args.size else "native", "device": str(device),
