@@ -20,6 +20,11 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
 * Outputs carry the input header unchanged and the input resolution, always.
 * Bad frames are logged (throttled per camera and reason) and skipped; the next good
   frame is served. Bad label sets are rejected with the reason; nothing changes.
+* Hostile input is a class, not a list: sizes are bounded before anything is allocated
+  (pixel limit before conversion, image headers before decoding, parameter ranges when
+  set), values a peer sent are repeated cut short in logs and replies, and no message or
+  request can end the process (the parameter services are answered here where rclpy's
+  raise; the executor spins past any callback that raises).
 * Spin it in ``RespinExecutor`` (``main`` does): single-threaded, because rclpy's
   MultiThreadedExecutor delayed callbacks by up to seconds, and proof against a race in
   rclpy that ends ``spin()`` when an entity is destroyed mid-wait, as label changes do
