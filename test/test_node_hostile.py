@@ -264,7 +264,7 @@ def test_huge_and_control_character_labels_are_refused_in_short_messages(env):
     assert [c.class_name for c in reply.class_map] == ["road", "car", "sky"]
     wait_until(lambda: proc.log_bytes() > log_before, timeout=5, what="the refusal in the log")
     time.sleep(0.3)
-    assert proc.log_bytes() - log_before < 4000, proc.text()[log_before:log_before + 2000]
+    assert proc.log_bytes() - log_before < 4000, proc.text_since(log_before)[:2000]
     for bad, code in (("a\tb", "U+0009"), ("traffic\nlight", "U+000A"), ("zero\u200bwidth", "U+200B")):
         reply = set_labels(h, ["road", bad])
         assert not reply.success and code in reply.message and "label 1" in reply.message, reply.message
@@ -412,7 +412,7 @@ def test_decode_bombs_are_refused_before_decoding(env):
         assert rise < 300, (name, rise)
     print(json.dumps({"decode_bombs": report}))
     # The reasons reach the log (throttled per reason: same-reason refusals are counted).
-    log = proc.text()[log_at:]
+    log = proc.text_since(log_at)
     for name, (_, words) in BOMBS.items():
         assert words in log, (name, words)
 
@@ -572,6 +572,20 @@ def test_fuzz_the_node_stays_alive_serves_and_stays_bounded(env, compressed):
     print(json.dumps({"fuzz": stats}))
     assert stats["batches"] >= 2, stats
     assert env[1].log_bytes() < 5_000_000, "the log grew by megabytes"
+
+
+def test_no_input_warning_names_the_shared_memory_cause(env):
+    """Item 6: the hint pointed only at qos_reliability. A camera with a publisher but no
+    frame arriving is the signature of frames lost above the shared-memory segment."""
+    h, proc, _, _ = env
+    use_mode(env, compressed=False)
+    serve_one(env)
+    log_at = proc.log_bytes()
+    wait_until(lambda: "shared-memory segment" in proc.text_since(log_at), timeout=20,
+               what="the no-input warning")
+    line = next(x for x in proc.text_since(log_at).splitlines() if "shared-memory segment" in x)
+    assert "fastdds_large_frames.xml" in line and "publishers)" in line, line
+    serve_one(env)
 
 
 def test_node_help_prints_and_exits():

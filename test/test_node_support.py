@@ -338,6 +338,11 @@ class NodeProcess:
         with self._lock:
             return self.output.decode("utf-8", "replace")
 
+    def text_since(self, offset: int) -> str:
+        """Output after byte ``offset`` (from log_bytes()); offsets count bytes, not characters."""
+        with self._lock:
+            return self.output[offset:].decode("utf-8", "replace")
+
     def log_bytes(self) -> int:
         with self._lock:
             return len(self.output)
