@@ -245,6 +245,21 @@ def test_checkpoint_errors_say_what_the_path_is(tmp_path):
             _check_checkpoint_path(path)
 
 
+def test_opencv_decoder_cap_is_in_force_in_the_node_process():
+    """Item 2, second line of defence: OpenCV's own allocation cap (read once, when cv2
+    loads) is set in a process that imports the node, whatever the header checks miss."""
+    code = ("import lgseg_ros.ros.node, cv2, numpy as np\n"
+            "from lgseg_ros.ros.params import MAX_IMAGE_PIXELS_CAP\n"
+            "ok, b = cv2.imencode('.png', np.zeros((6000, 6000), np.uint8))\n"
+            "assert 6000 * 6000 > MAX_IMAGE_PIXELS_CAP\n"
+            "try:\n    cv2.imdecode(b, cv2.IMREAD_GRAYSCALE)\nexcept cv2.error as e:\n"
+            "    print('refused', 'CV_IO_MAX_IMAGE_PIXELS' in str(e))\n")
+    env = dict(os.environ)
+    env.pop("OPENCV_IO_MAX_IMAGE_PIXELS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.stdout.strip() == "refused True", out.stdout + out.stderr
+
+
 def test_bad_start_values_stop_the_node_with_the_reason():
     """Item 3 at start-up: net_height 1000000 was accepted and configure took > 10 GB."""
     out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args", "-r", "__ns:=/bad_start",

@@ -17,8 +17,9 @@ import sys
 from dataclasses import dataclass
 
 # OpenCV's own cap on what a decoder may allocate, read once when cv2 is first loaded (so
-# only effective where this module loads it first, as in `lgseg node`): a second line of
-# defence behind the header checks below. 8K UHD fits (the largest max_image_pixels).
+# only effective where cv2 was not loaded before; the node sets it itself before its own
+# import of cv2): a second line of defence behind the header checks below. 8K UHD fits
+# (the largest max_image_pixels).
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
 
 import cv2  # noqa: E402

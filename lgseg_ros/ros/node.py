@@ -43,9 +43,14 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
-import numpy as np
-import rclpy
+# OpenCV reads its decoder cap once, when cv2 loads, so it is set before this process
+# imports cv2: a second line of defence behind the header checks of image_conversion.
+# The value is params.MAX_IMAGE_PIXELS_CAP (8K UHD), the largest max_image_pixels.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                  SetParametersResult)
