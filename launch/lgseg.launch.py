@@ -9,10 +9,15 @@ The node comes up active by itself (parameter autostart, default true); set it t
 the config file to drive the lifecycle from a lifecycle manager instead. camera_info is
 read from the image topic's sibling (`<camera_topic dir>/camera_info`), as image_transport
 does. Discovery range is the environment's: this file never forces localhost.
+Every process it starts loads config/fastdds_large_frames.xml (a larger Fast DDS shared-
+memory segment: without it frames above 512 KB are dropped between processes under best
+effort), unless FASTDDS_DEFAULT_PROFILES_FILE or FASTRTPS_DEFAULT_PROFILES_FILE is set.
 Checked without ROS by test/test_launch_config.py (parameters, topics, executables).
 """
+import os
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
@@ -45,6 +50,15 @@ def _nodes(context):
     ]
 
 
+def _dds_profile(context):
+    # Before the nodes: the variable is read when each process creates its participant.
+    # A profile the user chose wins.
+    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        return []
+    profile = PathJoinSubstitution([FindPackageShare("lgseg_ros"), "config", "fastdds_large_frames.xml"])
+    return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)]
+
+
 def generate_launch_description():
     share = FindPackageShare("lgseg_ros")
     return LaunchDescription([
@@ -61,5 +75,6 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz_config",
                               default_value=PathJoinSubstitution([share, "config", "lgseg.rviz"]),
                               description="RViz config: overlay on the camera view, label mask"),
+        OpaqueFunction(function=_dds_profile),
         OpaqueFunction(function=_nodes),
     ])

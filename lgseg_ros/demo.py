@@ -365,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"lgseg demo: {len(frames)} frames from {args.source}; label sets: {schedule}")
+    # Both processes publish frame-sized images (this one the frames, the node its overlay):
+    # without the larger shared-memory segment raw frames above 512 KB get lost between them.
+    from lgseg_ros.ros.dds import apply_large_frame_profile
+    apply_large_frame_profile()
     print(f"lgseg demo: starting the node (log: {out / 'node.log'})")
     node = start_node(args, schedule[0], out / "node.log")
     try:

@@ -8,6 +8,7 @@ import atexit
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,8 +28,13 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from lgseg_ros.ros.dds import apply_large_frame_profile
 from lgseg_ros.ros.executor import BackgroundSpin, RespinExecutor
 from lgseg_ros.ros.image_conversion import numpy_to_image
+
+# At import, i.e. at collection, before any test creates a participant (Fast DDS reads the
+# profile once per process), and inherited by the node processes the tests start.
+apply_large_frame_profile()
 
 CAMVID_VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid" / "val"
 FRAME_HW = (90, 120)      # small frames: the tests share two CPU cores
@@ -142,6 +148,9 @@ class RosHarness:
         """'' while the executor spins; else why it stopped (for failure messages)."""
         if self.spin.error:
             return f"the test executor died:\n{self.spin.error}"
+        if self.executor.callback_errors:  # spun past, but a test must still see it
+            return (f"{self.executor.callback_errors} callbacks raised; the last:\n"
+                    f"{self.executor.last_callback_error}")
         if not self.spin.alive and not self._closing:
             return "the test executor thread has ended"
         return ""
@@ -300,3 +309,77 @@ def topic_names(node: Node) -> set[str]:
 def mask_of(msg: Image) -> np.ndarray:
     dtype = np.uint8 if msg.encoding == "mono8" else (">u2" if msg.is_bigendian else "<u2")
     return np.frombuffer(msg.data, dtype).reshape(msg.height, msg.width)
+
+
+class NodeProcess:
+    """`lgseg node` as its own process (real DDS between it and the test), with its output
+    drained into memory all the time (a full pipe would block its logging) and its memory
+    readable from /proc."""
+
+    def __init__(self, ros_args: list[str], env: dict | None = None) -> None:
+        cmd = [sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args", *ros_args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env)
+        self.output = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
+            with self._lock:
+                self.output += chunk
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def text(self) -> str:
+        with self._lock:
+            return self.output.decode("utf-8", "replace")
+
+    def text_since(self, offset: int) -> str:
+        """Output after byte ``offset`` (from log_bytes()); offsets count bytes, not characters."""
+        with self._lock:
+            return self.output[offset:].decode("utf-8", "replace")
+
+    def log_bytes(self) -> int:
+        with self._lock:
+            return len(self.output)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _status_kb(self, key: str) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+        raise KeyError(key)
+
+    def rss_mb(self) -> float:
+        return self._status_kb("VmRSS:") / 1024
+
+    def peak_mb(self) -> float:
+        """Peak RSS since start or since the last reset_peak()."""
+        return self._status_kb("VmHWM:") / 1024
+
+    def reset_peak(self) -> None:
+        # Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+        with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            if self.wait(20) is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode

@@ -21,15 +21,21 @@ executor that happens on the executor's own thread, but a process that embeds th
 (tests, an application with its own threads) may destroy entities from anywhere. The
 destroyed entity has already left the node's lists, so the next wait set is built without
 it: catching the error and spinning on is the whole fix (as in ros2_ros_bt_py#238).
+
+Any other exception a callback raises is logged and spun past too: a request that makes
+some callback raise (rclpy's own parameter service raised ValueError on an unknown
+ParameterValue.type) must cost that request, not the process.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 
 from rclpy.exceptions import InvalidHandle
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor, ShutdownException,
+                             SingleThreadedExecutor)
 
 _log = logging.getLogger(__name__)
 
@@ -38,6 +44,8 @@ class _Respin:
     """Mixin: an InvalidHandle from one spin iteration is counted and spun past."""
 
     invalid_handle_respins = 0   # how often the race was hit (tests, diagnostics)
+    callback_errors = 0          # callbacks that raised and were spun past
+    last_callback_error = ""     # the last one's traceback (cut short)
 
     def _spin_once_impl(self, *args, **kwargs) -> None:
         try:
@@ -46,6 +54,15 @@ class _Respin:
             self.invalid_handle_respins += 1
             _log.debug("executor: an entity was destroyed while the wait set was built (%s); "
                        "spinning on", e)
+        except (ExternalShutdownException, ShutdownException):
+            raise
+        except Exception as e:
+            if not self.context.ok():
+                raise
+            self.callback_errors += 1
+            self.last_callback_error = traceback.format_exc()[-4000:]
+            _log.error("a callback raised %s: %.300s; spinning on\n%s", type(e).__name__, e,
+                       self.last_callback_error[-1500:])
 
 
 class RespinExecutor(_Respin, SingleThreadedExecutor):
@@ -99,12 +116,21 @@ class BackgroundSpin:
         return not self._thread.is_alive()
 
 
-def spin_until_shutdown(node) -> None:
-    """Spin `node` in RespinExecutor on this thread until Ctrl-C or context shutdown: the
-    `main` of every lgseg executable (the node, the benchmark's relay)."""
+def spin_until_shutdown(node, done=None, linger_s: float = 0.5) -> None:
+    """Spin `node` in RespinExecutor on this thread until Ctrl-C, context shutdown or
+    ``done()`` (checked after every callback): the `main` of every lgseg executable (the
+    node, the benchmark's relay). After ``done()``, spins ``linger_s`` longer so that the
+    reply to the request that ended it (a lifecycle shutdown) leaves the process."""
     executor = RespinExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        if done is None:
+            executor.spin()
+            return
+        while executor.context.ok() and not done():
+            executor.spin_once(timeout_sec=0.25)
+        end = time.monotonic() + linger_s
+        while executor.context.ok() and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -128,12 +128,19 @@ class CameraStats:
 
 
 class Throttle:
-    """Lets one message per key through every ``period`` seconds and counts the rest."""
+    """Lets one message per key through every ``period`` seconds and counts the rest.
 
-    def __init__(self, period: float = 5.0) -> None:
+    Keys come from what peers send (an encoding name, a size), so there may be any number
+    of them: at most ``max_keys`` are remembered, the oldest forgotten first, and a flood
+    of distinct keys is itself throttled (``flood_per_period`` new keys per period)."""
+
+    def __init__(self, period: float = 5.0, max_keys: int = 256, flood_per_period: int = 20) -> None:
         self.period = period
+        self.max_keys = max_keys
+        self.flood_per_period = flood_per_period
         self._last: dict[Hashable, float] = {}
         self._suppressed: dict[Hashable, int] = {}
+        self._new_at: deque = deque()
         self._lock = threading.Lock()
 
     def __call__(self, key: Hashable) -> int | None:
@@ -144,5 +151,16 @@ class Throttle:
             if last is not None and now - last < self.period:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
                 return None
+            if last is None:
+                while self._new_at and now - self._new_at[0] >= self.period:
+                    self._new_at.popleft()
+                if len(self._new_at) >= self.flood_per_period:
+                    return None
+                self._new_at.append(now)
+            self._last.pop(key, None)  # re-inserted last: dicts keep insertion order
             self._last[key] = now
+            while len(self._last) > self.max_keys:
+                old = next(iter(self._last))
+                del self._last[old]
+                self._suppressed.pop(old, None)
             return self._suppressed.pop(key, 0)

@@ -11,12 +11,21 @@ passes real ones, the tests too), which keeps it testable without a ROS graph.
 """
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
+# OpenCV's own cap on what a decoder may allocate, read once when cv2 is first loaded (so
+# only effective where cv2 was not loaded before; the node sets it itself before its own
+# import of cv2): a second line of defence behind the header checks below. 8K UHD fits
+# (the largest max_image_pixels).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lgseg_ros.labels import shown  # noqa: E402
 
 
 class ImageConversionError(ValueError):
@@ -84,9 +93,9 @@ def _check_header(msg, max_pixels: int | None) -> _Encoding:
     if enc is None:
         why = _NOT_A_PICTURE.get(msg.encoding)
         if why:
-            raise ImageConversionError(f"unsupported encoding {msg.encoding!r}: {why}; "
+            raise ImageConversionError(f"unsupported encoding {shown(msg.encoding)}: {why}; "
                                        f"supported: {', '.join(SUPPORTED_ENCODINGS)}")
-        raise ImageConversionError(f"unsupported encoding {msg.encoding!r}; "
+        raise ImageConversionError(f"unsupported encoding {shown(msg.encoding)}; "
                                    f"supported: {', '.join(SUPPORTED_ENCODINGS)}")
     h, w = int(msg.height), int(msg.width)
     if h <= 0 or w <= 0:
@@ -193,21 +202,76 @@ def compressed_size(data: bytes | memoryview) -> tuple[int, int] | None:
     return None
 
 
+# Formats OpenCV would decode but whose size this module does not read before decoding:
+# refused by name. Each once let a kilobyte-sized message claim a giant image (a 1 KB RLE
+# BMP of 30000x30000 cost 3-5 GB and 6-10 s; a 256 KB WebP of 12000x12000, 1.8 GB).
+_REFUSED_FORMATS = (
+    (b"BM", "BMP"),
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000 codestream"),
+    (b"#?RADIANCE", "Radiance HDR"), (b"#?RGBE", "Radiance HDR"),
+    (b"\x59\xa6\x6a\x95", "Sun raster"), (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"PF", "PFM"), (b"Pf", "PFM"),
+    (b"P1", "PBM"), (b"P2", "PGM"), (b"P3", "PPM"), (b"P4", "PBM"), (b"P5", "PGM"),
+    (b"P6", "PPM"), (b"P7", "PAM"),
+)
+ACCEPTED_COMPRESSED = ("jpeg", "png")
+
+
+def compressed_format(data: bytes | memoryview) -> str:
+    """'jpeg', 'png', or the name of what the bytes are (refused), from their magic bytes."""
+    head = bytes(data[:16])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp":
+        return "AVIF/HEIF" if head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1") else "ISO media"
+    for magic, name in _REFUSED_FORMATS:
+        if head.startswith(magic):
+            return name
+    return f"unrecognised data (first bytes {head[:8].hex(' ')})"
+
+
 def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
-    """HxWx3 uint8 RGB from a sensor_msgs/CompressedImage (jpeg, png, anything imdecode reads)."""
+    """HxWx3 uint8 RGB from a sensor_msgs/CompressedImage in JPEG or PNG.
+
+    The size is read from the JPEG SOF or PNG IHDR header and checked against max_pixels
+    before anything is decoded; every other format is refused by name, since OpenCV would
+    allocate whatever size its header claims.
+    """
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise ImageConversionError("empty CompressedImage")
+    fmt = compressed_format(data.data)
+    if fmt not in ACCEPTED_COMPRESSED:
+        raise ImageConversionError(
+            f"CompressedImage in {fmt} (format field {shown(msg.format)}, {data.size} bytes) "
+            "is not accepted: only JPEG and PNG, whose size is checked before decoding")
     size = compressed_size(data.data)
-    if size is not None:
-        if size[0] == 0 or size[1] == 0:
-            raise ImageConversionError(f"zero-size compressed image {size[0]}x{size[1]}")
-        check_pixel_limit(size[0], size[1], max_pixels)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if size is None:
+        raise ImageConversionError(
+            f"{fmt} CompressedImage of {data.size} bytes: no image size in its header "
+            "(truncated or corrupt); not decoded")
+    if size[0] == 0 or size[1] == 0:
+        raise ImageConversionError(f"zero-size compressed image {size[0]}x{size[1]}")
+    check_pixel_limit(size[0], size[1], max_pixels)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OPENCV_IO_MAX_IMAGE_PIXELS and friends raise
+        raise ImageConversionError(f"could not decode {fmt} CompressedImage: "
+                                   f"{shown(str(e).strip(), 120)}") from None
     if bgr is None or bgr.size == 0:
         raise ImageConversionError(
-            f"could not decode CompressedImage (format {msg.format!r}, {data.size} bytes)")
-    check_pixel_limit(bgr.shape[1], bgr.shape[0], max_pixels)
+            f"could not decode {fmt} CompressedImage (format field {shown(msg.format)}, "
+            f"{data.size} bytes)")
+    # Swapped sides are a JPEG whose EXIF orientation imdecode applied.
+    if (bgr.shape[1], bgr.shape[0]) not in (size, size[::-1]):
+        raise ImageConversionError(f"{fmt} decoded to {bgr.shape[1]}x{bgr.shape[0]}, its header "
+                                   f"said {size[0]}x{size[1]}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -20,6 +20,11 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
 * Outputs carry the input header unchanged and the input resolution, always.
 * Bad frames are logged (throttled per camera and reason) and skipped; the next good
   frame is served. Bad label sets are rejected with the reason; nothing changes.
+* Hostile input is a class, not a list: sizes are bounded before anything is allocated
+  (pixel limit before conversion, image headers before decoding, parameter ranges when
+  set), values a peer sent are repeated cut short in logs and replies, and no message or
+  request can end the process (the parameter services are answered here where rclpy's
+  raise; the executor spins past any callback that raises).
 * Spin it in ``RespinExecutor`` (``main`` does): single-threaded, because rclpy's
   MultiThreadedExecutor delayed callbacks by up to seconds, and proof against a race in
   rclpy that ends ``spin()`` when an entity is destroyed mid-wait, as label changes do
@@ -38,14 +43,22 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
-import numpy as np
-import rclpy
+# OpenCV reads its decoder cap once, when cv2 loads, so it is set before this process
+# imports cv2: a second line of defence behind the header checks of image_conversion.
+# The value is params.MAX_IMAGE_PIXELS_CAP (8K UHD), the largest max_image_pixels.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+                                 SetParametersResult)
+from rcl_interfaces.srv import SetParameters, SetParametersAtomically
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                               ParameterUninitializedException)
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
@@ -55,7 +68,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
 from lgseg_ros import viz
-from lgseg_ros.labels import LabelSetError, topic_tokens, validate_labels
+from lgseg_ros.labels import LabelSetError, shown, topic_tokens, validate_labels
 from lgseg_ros.ros import params as P
 from lgseg_ros.ros.executor import spin_until_shutdown
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
@@ -83,8 +96,11 @@ _PARAM_TYPES = {
     "double": ParameterType.PARAMETER_DOUBLE,
     "string_array": ParameterType.PARAMETER_STRING_ARRAY,
 }
+_TYPE_NAMES = {t.value: t.name.lower() for t in Parameter.Type}
 # How long an active node may see no frame before it says so (and why that may be).
 NO_INPUT_WARN_S = 5.0
+# A camera namespace: ROS name tokens (no leading digit), optionally absolute.
+_CAMERA_NAME = re.compile(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
 
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -96,6 +112,26 @@ LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 
 class ConfigError(ValueError):
     """A parameter value the node cannot run with; the message names the parameter."""
+
+
+def _check_checkpoint_path(path: str) -> None:
+    """Say what is wrong with a checkpoint path: missing, a directory, a device, unreadable."""
+    import stat
+
+    what = f"checkpoint={shown(path)}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{what} is a directory; give the .safetensors file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what} is not a regular file (a device, pipe or socket); "
+                          "give a .safetensors file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{what}: permission denied")
 
 
 @dataclass(eq=False)
@@ -132,7 +168,7 @@ class LgsegNode(LifecycleNode):
 
     def __init__(self, node_name: str = P.NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._declare_parameters()
+        self._guard_parameter_services()
         # Lock order: _labels_lock, then _frame_lock. The worker takes only _frame_lock.
         self._labels_lock = threading.RLock()
         self._frame_lock = threading.Lock()
@@ -149,6 +185,9 @@ class LgsegNode(LifecycleNode):
         self._status_timer = None
         self._status_pubs: list[Any] = []
         self._throttle = Throttle(5.0)
+        # After the state above: a refused start-up value raises here, and the context
+        # still destroys the half-built node at shutdown.
+        self._declare_parameters()
         self._dyn = self._read_dynamic()
         # Image callbacks only fill slots: never blocked by a service that waits for the
         # frame lock, nor by the status timer.
@@ -170,10 +209,96 @@ class LgsegNode(LifecycleNode):
             desc = ParameterDescriptor(
                 description=f"{p.description}{choices} (applies: {p.applies})",
                 type=_PARAM_TYPES[p.kind])
+            if p.limits and p.kind == "int":
+                desc.integer_range = [IntegerRange(from_value=p.limits[0], to_value=p.limits[1],
+                                                   step=p.limits[2] if len(p.limits) > 2 else 0)]
+            elif p.limits and p.kind == "double":
+                desc.floating_point_range = [FloatingPointRange(from_value=float(p.limits[0]),
+                                                                to_value=float(p.limits[1]))]
             # An empty string array cannot be declared with a value (rclpy would infer a
-            # byte array); declared by type, it reads as [] through _param().
+            # byte array): declared by type, then given an explicit empty value, because a
+            # parameter without a value is missing from GetParameters replies, and one such
+            # parameter empties the reply to a request for all of them (ros2 param dump,
+            # rqt_reconfigure).
             value = Parameter.Type.STRING_ARRAY if p.default is None else p.default
-            self.declare_parameter(p.name, value, desc)
+            declared = self.declare_parameter(p.name, value, desc)
+            if declared.type_ == Parameter.Type.NOT_SET:
+                self.set_parameters([Parameter(p.name, Parameter.Type.STRING_ARRAY, [])])
+            # Start-up values get the same checks as run-time ones (the ranges are already
+            # enforced by the descriptor): a bad value stops the node with the reason.
+            if p.name != "labels":
+                self._check_value(p.name, self._param(p.name))
+
+    def _guard_parameter_services(self) -> None:
+        """rclpy's parameter services raise out of the executor on a request they cannot
+        parse (a ParameterValue.type it does not know ends the process). Every request
+        gets a reply instead: the bad parameter is refused by name, the rest are served."""
+        for srv in self.services:
+            if srv.srv_type is SetParameters:
+                srv.callback = self._on_set_parameters_request
+            elif srv.srv_type is SetParametersAtomically:
+                srv.callback = self._on_set_parameters_atomically_request
+            elif srv.srv_type.__module__.startswith("rcl_interfaces"):
+                srv.callback = self._guarded_parameter_service(srv.srv_name, srv.callback)
+
+    def _guarded_parameter_service(self, name: str, callback):
+        def guarded(req, resp):
+            try:
+                return callback(req, resp)
+            except Exception as e:  # an empty reply; the node keeps serving
+                self.get_logger().warning(f"{name}: request refused: {shown(str(e), 200)}")
+                return resp
+        return guarded
+
+    def _parameter_from_msg(self, msg) -> tuple[Parameter | None, SetParametersResult | None]:
+        try:
+            return Parameter.from_parameter_msg(msg), None
+        except (ValueError, TypeError) as e:
+            reason = (f"parameter {shown(msg.name)}: unknown ParameterValue.type {msg.value.type}"
+                      if msg.value.type not in _TYPE_NAMES else f"parameter {shown(msg.name)}: {e}")
+            self.get_logger().warning(f"set_parameters refused: {reason}")
+            return None, SetParametersResult(successful=False, reason=reason)
+
+    def _set_one(self, params: list[Parameter]) -> SetParametersResult:
+        try:
+            return self.set_parameters_atomically(params)
+        except Exception as e:  # ParameterNotDeclaredException and anything rclpy adds
+            return SetParametersResult(successful=False, reason=shown(str(e), 300))
+
+    def _on_set_parameters_request(self, req, resp):
+        for msg in req.parameters:
+            param, refused = self._parameter_from_msg(msg)
+            resp.results.append(refused or self._set_one([param]))
+        return resp
+
+    def _on_set_parameters_atomically_request(self, req, resp):
+        params = []
+        for msg in req.parameters:
+            param, refused = self._parameter_from_msg(msg)
+            if refused is not None:
+                resp.result = refused
+                return resp
+            params.append(param)
+        resp.result = self._set_one(params)
+        return resp
+
+    def _apply_descriptor(self, parameter, descriptor=None, check_read_only=True):
+        # rclpy's own refusals name types by number on Python 3.11 ("expected '2' got '4'")
+        # and print the whole value; ours name the parameter, the types and the range.
+        result = super()._apply_descriptor(parameter, descriptor, check_read_only)
+        spec = P.PARAM_BY_NAME.get(parameter.name)
+        if result.successful or spec is None:
+            return result
+        if result.reason.startswith("Wrong parameter type"):  # rclpy tests this prefix
+            result.reason = (f"Wrong parameter type: {spec.name} takes {spec.kind}, got "
+                             f"{_TYPE_NAMES.get(parameter.type_.value, parameter.type_)} "
+                             f"{shown(parameter.value)}")
+        else:
+            try:
+                self._check_value(spec.name, parameter.value)
+            except ConfigError as e:
+                result.reason = str(e)
+        return result
 
     def _param(self, name: str) -> Any:
         try:
@@ -184,30 +309,37 @@ class LgsegNode(LifecycleNode):
 
     @staticmethod
     def _check_value(name: str, value: Any) -> None:
-        """Raise ConfigError for a value the node cannot use (the labels have their own path)."""
+        """Raise ConfigError for a value the node cannot use (the labels have their own path).
+        Messages name the parameter, the value (cut short) and what would be accepted."""
         spec = P.PARAM_BY_NAME.get(name)
         if spec is None:
             return
+        if isinstance(value, str) and len(value) > P.MAX_STRING_CHARS:
+            raise ConfigError(f"{name}={shown(value)}: longer than {P.MAX_STRING_CHARS} characters")
         if spec.choices and value not in spec.choices:
-            raise ConfigError(f"{name}={value!r}: choose one of {', '.join(spec.choices)}")
-        if name in ("net_height", "net_width") and (value <= 0 or value % 32):
-            raise ConfigError(f"{name}={value}: must be a positive multiple of 32")
-        if name == "qos_depth" and value < 1:
-            raise ConfigError(f"qos_depth={value}: must be at least 1")
-        if name == "max_image_pixels" and value < 0:
-            raise ConfigError(f"max_image_pixels={value}: must be >= 0 (0: no limit)")
-        if name in ("overlay_alpha", "score_threshold") and not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{name}={value}: must be within [0, 1]")
-        if name == "status_period" and value <= 0:
-            raise ConfigError(f"status_period={value}: must be positive")
+            raise ConfigError(f"{name}={shown(value)}: choose one of {', '.join(spec.choices)}")
+        if spec.limits and isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = spec.limits[:2]
+            step = spec.limits[2] if len(spec.limits) > 2 else 0
+            # `not lo <= v <= hi` also refuses NaN
+            if not lo <= value <= hi or (step and (value - lo) % step):
+                raise ConfigError(f"{name}={value}: out of range, accepted: {P.range_text(spec)}")
         if name == "device" and value not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device={value!r}: use auto, cpu or cuda (select a GPU with CUDA_VISIBLE_DEVICES)")
+            raise ConfigError(f"device={shown(value)}: use auto, cpu or cuda (select a GPU with "
+                              "CUDA_VISIBLE_DEVICES)")
         if name == "cameras":
+            if len(value) > P.MAX_CAMERAS:
+                raise ConfigError(f"cameras: {len(value)} namespaces, at most {P.MAX_CAMERAS}")
             keys = [str(c).strip("/") for c in value]
-            if any(not k for k in keys):
-                raise ConfigError("cameras: a camera namespace is empty")
+            for raw, key in zip(value, keys):
+                if not key:
+                    raise ConfigError(f"cameras: namespace {shown(raw)} is empty")
+                if not _CAMERA_NAME.fullmatch(str(raw)) or len(raw) > 200:
+                    raise ConfigError(
+                        f"cameras: {shown(raw)} is not a valid ROS namespace (letters, digits and "
+                        "_, separated by /, not starting with a digit)")
             if len(set(keys)) != len(keys):
-                raise ConfigError(f"cameras: duplicate namespace in {list(value)}")
+                raise ConfigError(f"cameras: duplicate namespace in {shown(list(value), 8)}")
 
     def _read_config(self) -> dict[str, Any]:
         cfg = {p.name: self._param(p.name) for p in P.PARAMETERS}
@@ -229,7 +361,7 @@ class LgsegNode(LifecycleNode):
         except (ConfigError, LabelSetError) as e:
             return SetParametersResult(successful=False, reason=str(e))
         except Exception as e:  # encoder failure: keep the old set, say why
-            return SetParametersResult(successful=False, reason=f"label encoding failed: {e}")
+            return SetParametersResult(successful=False, reason=f"label encoding failed: {shown(str(e), 300)}")
         for p in params:
             if p.name in self._dyn:
                 self._dyn[p.name] = p.value
@@ -269,7 +401,8 @@ class LgsegNode(LifecycleNode):
                     self._publish_label_info(cam, new, Header(stamp=stamp))
             if not from_parameter:
                 self._write_back(new.names)
-            self.get_logger().info(f"labels ({len(new.names)}): {', '.join(new.names)}")
+            more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
+            self.get_logger().info(f"labels ({len(new.names)}): {', '.join(new.names[:16])}{more}")
             for line in self._grounding_warnings(new):
                 self.get_logger().warning(line)
             return tuple(new.names)
@@ -310,17 +443,25 @@ class LgsegNode(LifecycleNode):
 
     def _on_set_labels(self, req: SetLabels.Request, resp: SetLabels.Response) -> SetLabels.Response:
         try:
+            if self.lifecycle_state == "finalized":
+                raise LabelSetError("the node is shut down (finalized); nothing will use a label set")
             names = self._set_labels(list(req.labels), from_parameter=False)
             resp.success = True
-            resp.message = f"{len(names)} labels in force"
+            if self._segmenter is None:
+                resp.message = (f"{len(names)} labels stored; the node is unconfigured, they "
+                                "take effect at the next configure")
+            else:
+                resp.message = f"{len(names)} labels in force"
         except LabelSetError as e:
             resp.success, resp.message = False, f"rejected, old set kept: {e}"
         except Exception as e:
-            resp.success, resp.message = False, f"label encoding failed, old set kept: {e}"
-            self.get_logger().error(f"set_labels: {e}\n{traceback.format_exc()}")
+            resp.success, resp.message = False, f"label encoding failed, old set kept: {shown(str(e), 300)}"
+            self.get_logger().error(f"set_labels: {shown(str(e), 300)}\n{traceback.format_exc()}")
         if not resp.success:
-            shown = list(req.labels[:8]) + ([f"... {len(req.labels)} in all"] if len(req.labels) > 8 else [])
-            self.get_logger().warning(f"set_labels {shown!r}: {resp.message}")
+            # At most 8 labels of SHOWN_CHARS each: a request of 8 labels of 1 MB once wrote 8 MB.
+            labels = [shown(x) for x in req.labels[:8]]
+            more = f" ... {len(req.labels)} in all" if len(req.labels) > 8 else ""
+            self.get_logger().warning(f"set_labels [{', '.join(labels)}{more}]: {resp.message}")
         resp.class_map = [SrvVisionClass(class_id=i, class_name=n)
                           for i, n in enumerate(self._current_names())]
         # Unconfigured, the set is only stored: no encoder has read it yet, so no grounding.
@@ -394,8 +535,8 @@ class LgsegNode(LifecycleNode):
                     "neither the source tree nor the installed package; set `checkpoint` to a "
                     "trained model (`lgseg train` writes one), or `model_config` to run a "
                     "config with untrained weights")
-        if checkpoint is not None and not os.path.isfile(checkpoint):
-            raise ConfigError(f"checkpoint={checkpoint!r}: no such file")
+        if checkpoint is not None:
+            _check_checkpoint_path(checkpoint)
         return Segmenter(
             checkpoint=checkpoint, config=cfg["model_config"] or None, backend=cfg["backend"],
             device=cfg["device"], precision=cfg["precision"],
@@ -574,7 +715,9 @@ class LgsegNode(LifecycleNode):
 
     def _log_throttled(self, cam: _Camera, what: str, err: Any, log) -> None:
         text = str(err)
-        suppressed = self._throttle((cam.key, what, re.sub(r"\d+", "N", text.split("\n")[0])))
+        if len(text) > 3000:  # a traceback's head and tail say enough
+            text = f"{text[:1000]}\n... ({len(text)} characters) ...\n{text[-2000:]}"
+        suppressed = self._throttle((cam.key, what, re.sub(r"\d+", "N", text.split("\n")[0][:160])))
         if suppressed is not None:
             more = f" ({suppressed} more like it since the last report)" if suppressed else ""
             log(f"{cam.image_topic}: {what}: {text}{more}")
@@ -691,7 +834,12 @@ class LgsegNode(LifecycleNode):
                                               else cam.image_topic)
                     self.get_logger().warning(
                         f"{st.message} ({n} publishers): check the remapping of `image`, and "
-                        "that qos_reliability matches the camera (best_effort accepts all)")
+                        "that qos_reliability matches the camera (best_effort accepts all). "
+                        "With publishers but no frames: frames larger than Fast DDS's shared-"
+                        "memory segment (512 KB by default; a 640x480 bgr8 frame is 900 KB) "
+                        "fall back to fragmented UDP, where best effort drops them; start "
+                        "the camera with FASTDDS_DEFAULT_PROFILES_FILE set to this package's "
+                        "config/fastdds_large_frames.xml (see README, Troubleshooting)")
             else:
                 cam.warned_no_input = False
                 bad = snap["frames_rejected"] + snap["frames_failed"] - cam.bad_at_last_status
@@ -728,9 +876,41 @@ class _RosLogHandler(logging.Handler):
             self._logger.info(text)
 
 
+def usage() -> str:
+    """`lgseg node --help`: how to start it, and every parameter with its range."""
+    lines = [
+        "usage: lgseg node [--ros-args -p NAME:=VALUE ... -r image:=/camera/image_raw ...]",
+        "       ros2 run lgseg_ros lgseg_node [--ros-args ...]",
+        "",
+        "The lgseg_ros lifecycle node: segments camera images into the classes named in the",
+        "`labels` parameter or ~/set_labels service. Comes up active unless autostart:=false.",
+        "Input: `image` (sensor_msgs/Image) or `image/compressed` (use_compressed:=true).",
+        "Outputs under ~/ (label_mask, confidence, color_mask, overlay, class/<label>/mask,",
+        "label_info, camera_info, status); services ~/set_labels, ~/enable.",
+        "",
+        "parameters (NAME: type, default [range] (applies: when)):",
+    ]
+    for p in P.PARAMETERS:
+        default = "[]" if p.default is None else p.default
+        rng = P.range_text(p)
+        lines.append(f"  {p.name}: {p.kind}, default {default}{f' [{rng}]' if rng else ''} "
+                     f"(applies: {p.applies})")
+    lines += ["", "Large raw frames: see README, Troubleshooting (Fast DDS profile "
+              f"config/fastdds_large_frames.xml, used when FASTDDS_DEFAULT_PROFILES_FILE is unset)."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`ros2 run lgseg_ros lgseg_node [--ros-args ...]` and `lgseg node [--ros-args ...]`."""
     args = sys.argv if argv is None else [P.NODE_NAME, *argv]
+    own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
+    if any(a in ("-h", "--help") for a in own):
+        print(usage())
+        return 0
+    # Before rclpy.init: Fast DDS reads its profile when the first participant is created.
+    # Our outputs (overlay, colour mask) are as large as the camera's frames.
+    from lgseg_ros.ros.dds import apply_large_frame_profile
+    apply_large_frame_profile()
     rclpy.init(args=args)
     node = None
     handler = None
@@ -739,13 +919,20 @@ def main(argv: list[str] | None = None) -> int:
         handler = _RosLogHandler(get_logger(P.NODE_NAME))
         lib_log.addHandler(handler)
         lib_log.setLevel(logging.INFO)
-        node = LgsegNode()
+        try:
+            node = LgsegNode()
+        except (ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
+            # A start-up value the node refuses: the reason, not a traceback.
+            get_logger(P.NODE_NAME).fatal(f"bad parameter: {shown(str(e), 400)}")
+            return 2
         if node.get_parameter("autostart").value and node.lifecycle_state != "active":
             node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
             return 1
         # One thread (rclpy's MultiThreadedExecutor delayed callbacks by up to seconds), and
         # one that survives entities destroyed mid-wait: see lgseg_ros/ros/executor.py.
-        spin_until_shutdown(node)
+        # The lifecycle's shutdown transition ends the process (exit 0), as a lifecycle
+        # manager expects; a finalized node has nothing left to serve.
+        spin_until_shutdown(node, done=lambda: node.lifecycle_state == "finalized")
         return 0
     finally:
         if node is not None:

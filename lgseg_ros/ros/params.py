@@ -17,6 +17,16 @@ DEFAULT_LABELS = list(CAMVID_CLASSES)
 # 2560x1600 fits; 4K UHD (8.3 MP) does not. Outputs are always at the input resolution,
 # so the limit bounds the cost of conversion and of four full-size outputs per frame.
 DEFAULT_MAX_IMAGE_PIXELS = 4_194_304
+# The most a user may allow: 8K UHD (7680x4320 = 33.2 MP) fits. Per frame the node holds
+# the message, an RGB copy, mask, confidence, colour mask and overlay (about 11 bytes a
+# pixel, ~370 MB at 8K), so "no limit" is not offered.
+MAX_IMAGE_PIXELS_CAP = 33_554_432
+# Network input: the frame path's memory grows with H*W (lite-minilm, ONNX Runtime:
+# 1.2 GB at 384x480); 1024x1024 is already far beyond what the model was trained at.
+NET_SIZE_RANGE = (32, 1024, 32)
+MAX_CAMERAS = 16
+# Paths and names; longer strings are refused unread rather than echoed or stat()ed.
+MAX_STRING_CHARS = 4096
 
 RELIABILITY = ("best_effort", "reliable")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -35,6 +45,10 @@ class Param:
     applies: str
     description: str
     choices: tuple = ()
+    # (min, max) or (min, max, step) for int and double parameters: checked whenever the
+    # value is set (start-up, `ros2 param set`), and announced in the descriptor so tools
+    # such as rqt_reconfigure show the range.
+    limits: tuple = ()
 
 
 PARAMETERS: tuple[Param, ...] = (
@@ -44,7 +58,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("cameras", None, "string_array", CONFIGURE,
           "Camera namespaces served by this one process and model, e.g. [front, rear]. "
           "Empty: one camera on `image`. Otherwise camera C reads `C/image` and publishes "
-          "under `~/C/`."),
+          "under `~/C/`. At most 16, each a valid ROS namespace."),
     Param("model_config", "", "string", CONFIGURE,
           "Model config name (lgseg_ros.model configs, e.g. lite-minilm, test-tiny). Empty: "
           "the config recorded in the checkpoint."),
@@ -62,17 +76,19 @@ PARAMETERS: tuple[Param, ...] = (
           "Directory of cached TensorRT engines. Empty: the library's default cache."),
     Param("force_rebuild", False, "bool", CONFIGURE,
           "Rebuild the TensorRT engine even when a valid cached one exists."),
-    Param("net_height", 384, "int", CONFIGURE, "Network input height in pixels."),
-    Param("net_width", 480, "int", CONFIGURE, "Network input width in pixels."),
+    Param("net_height", 384, "int", CONFIGURE, "Network input height in pixels.",
+          limits=NET_SIZE_RANGE),
+    Param("net_width", 480, "int", CONFIGURE, "Network input width in pixels.",
+          limits=NET_SIZE_RANGE),
     Param("keep_aspect", True, "bool", CONFIGURE,
           "Letterbox to the network size instead of stretching the image."),
     Param("score_threshold", 0.0, "double", CONFIGURE,
           "Pixels whose best softmax score is below this are published as unlabeled "
-          "(255 / 65535). Also published as LabelInfo.threshold."),
+          "(255 / 65535). Also published as LabelInfo.threshold.", limits=(0.0, 1.0)),
     Param("grounding_warn_below", 0.6, "double", CONFIGURE,
           "A label whose text embedding is less similar than this (cosine) to every name the "
           "checkpoint was trained on is reported as not well grounded: a warning in the log, "
-          "in the set_labels reply and well_grounded=false on ~/label_set."),
+          "in the set_labels reply and well_grounded=false on ~/label_set.", limits=(0.0, 1.0)),
     Param("use_compressed", False, "bool", ACTIVATE,
           "Subscribe to sensor_msgs/CompressedImage on `<image topic>/compressed` instead of "
           "the raw image."),
@@ -81,17 +97,19 @@ PARAMETERS: tuple[Param, ...] = (
           "reliable. Outputs are always reliable so every subscriber can connect.", RELIABILITY),
     Param("qos_depth", 1, "int", ACTIVATE,
           "Input queue depth. 1 keeps only the newest frame; the node never queues frames "
-          "behind the model either way."),
+          "behind the model either way.", limits=(1, 10)),
     Param("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "int", NOW,
           "Frames with more pixels are skipped with a logged reason (outputs are always at "
-          "the input resolution, so the node does not silently downscale). 0: no limit."),
+          "the input resolution, so the node does not silently downscale). At most "
+          "33554432 (8K UHD fits).", limits=(1, MAX_IMAGE_PIXELS_CAP)),
     Param("overlay_alpha", 0.5, "double", NOW,
-          "Weight of the colour mask in ~/overlay: 0 image only, 1 colours only."),
+          "Weight of the colour mask in ~/overlay: 0 image only, 1 colours only.",
+          limits=(0.0, 1.0)),
     Param("colormap", "hash", "string", NOW,
           "hash: a fixed colour per label name, the same across label sets and runs; "
           "palette: colours distinct within the set, by id.", COLORMAPS),
     Param("status_period", 1.0, "double", ACTIVATE,
-          "Seconds between ~/status and /diagnostics messages."),
+          "Seconds between ~/status and /diagnostics messages.", limits=(0.05, 3600.0)),
     Param("autostart", True, "bool", START,
           "Configure and activate at start-up. false: stay unconfigured for a lifecycle "
           "manager to drive (configure / activate through the lifecycle services)."),
@@ -127,14 +145,25 @@ NODE_NAME = "lgseg_node"
 EXECUTABLES = ("lgseg_node",)
 
 
+def range_text(p: Param) -> str:
+    """'32 to 1024, step 32' / 'one of a, b' / '' for the README and refusals."""
+    if p.limits:
+        step = f", step {p.limits[2]}" if len(p.limits) > 2 else ""
+        return f"{p.limits[0]} to {p.limits[1]}{step}"
+    if p.choices:
+        return "one of " + ", ".join(p.choices)
+    return ""
+
+
 def markdown_table() -> str:
     """The README's parameter table."""
-    rows = ["| parameter | type | default | applies | meaning |", "|---|---|---|---|---|"]
+    rows = ["| parameter | type | default | range | applies | meaning |", "|---|---|---|---|---|---|"]
     for p in PARAMETERS:
         default = "[]" if p.default is None else p.default
         if isinstance(default, list):
             default = "[" + ", ".join(default) + "]"
-        rows.append(f"| `{p.name}` | {p.kind} | `{default}` | {p.applies} | {p.description} |")
+        rows.append(f"| `{p.name}` | {p.kind} | `{default}` | {range_text(p)} | {p.applies} | "
+                    f"{p.description} |")
     return "\n".join(rows)
 
 

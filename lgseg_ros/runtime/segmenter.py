@@ -93,6 +93,16 @@ def _check_net_size(net_size) -> tuple[int, int]:
     return h, w
 
 
+def _trim_heap() -> None:
+    """Return freed heap pages to the system (glibc keeps them otherwise); no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _set_torch_threads(n: int) -> None:
     import torch
 
@@ -157,6 +167,7 @@ class Segmenter:
         self._loaded_generation: int | None = None
         self._geometry: dict[tuple[int, int], pp.Geometry] = {}
         self._buffer = np.zeros((1, 3, *self.net_size), np.float32)
+        self._peak_k = 0  # largest K run since memory was last released
 
     def _make_text_encoder(self, text_encoder, cfg):
         from lgseg_ros.text import CachedTextEncoder, build_text_encoder
@@ -209,9 +220,16 @@ class Segmenter:
                              f"{type(label_set).__name__}")
         with self._frame_lock:
             t0 = time.perf_counter()
+            release = False
             if label_set.generation != self._loaded_generation:
                 self.backend.set_labels(label_set.embeddings)
                 self._loaded_generation = label_set.generation
+                # A smaller set than one run before: let the backend give back what the big
+                # one needed (about 3 MB a label), or it stays until the process ends.
+                release = len(label_set) < self._peak_k and hasattr(self.backend, "release_memory")
+                if release:
+                    self.backend.release_memory()
+                self._peak_k = len(label_set) if release else max(self._peak_k, len(label_set))
             t1 = time.perf_counter()
             src = (rgb.shape[0], rgb.shape[1])
             geom = self._geometry.get(src)
@@ -220,6 +238,8 @@ class Segmenter:
             image = pp.preprocess(rgb, geom, out=self._buffer)
             t2 = time.perf_counter()
             ids, conf = self.backend.infer(image)
+            if release:
+                _trim_heap()
             t3 = time.perf_counter()
             out_ids, out_conf = self._postprocess(ids, conf, len(label_set), geom)
             t4 = time.perf_counter()
