@@ -91,11 +91,13 @@ def workspace(tmp_path_factory):
     assert listed.returncode == 0, listed.stderr
     t0 = time.monotonic()
     build = subprocess.run(
-        [colcon, "build", "--packages-select", "lgseg_ros", "--event-handlers", "console_cohesion+",
-         "--cmake-args", "-DBUILD_TESTING=OFF"],
+        [colcon, "build", "--packages-select", "lgseg_ros", "--cmake-args", "-DBUILD_TESTING=OFF"],
         cwd=ws, env=env, capture_output=True, text=True, timeout=1200)
     print(f"colcon build ({how}): {time.monotonic() - t0:.0f} s")
-    assert build.returncode == 0, f"colcon build failed:\n{build.stdout[-6000:]}\n{build.stderr[-3000:]}"
+    if build.returncode != 0:
+        log = ws / "log" / "latest_build" / "lgseg_ros" / "stdout_stderr.log"
+        detail = log.read_text()[-6000:] if log.is_file() else build.stdout[-6000:]
+        pytest.fail(f"colcon build failed:\n{detail}\n{build.stderr[-3000:]}")
     return ws, listed.stdout
 
 
