@@ -136,3 +136,10 @@ def test_readme_robot_section_runs_rosdep_then_pip_keeping_torch():
     assert rosdep_at < pip_at < section.index("colcon build")
     # pip is held to the torch already installed instead of replacing it.
     assert re.search(r"-c\s", section) and "torch" in section
+    # What test_colcon_install.py does: a clone in src/lgseg_ros, this colcon command, the
+    # install space sourced.
+    assert "git clone <this repository> lgseg_ros" in section and "mkdir -p ~/ros2_ws/src" in section
+    assert "colcon build --packages-select lgseg_ros\n" in section
+    assert "source install/setup.bash" in section
+    colcon_test = (REPO / "test" / "test_colcon_install.py").read_text()
+    assert '"build", "--packages-select", "lgseg_ros"' in colcon_test and "setup.bash" in colcon_test
