@@ -1,10 +1,11 @@
 """package.xml and requirements-robot.txt say, together, how every module the installed
 package imports reaches a robot, and rosdep is never asked for torch.
 
-rosdep cannot run here (its database is fetched from GitHub), so what each key resolves to
-is recorded below from ros/rosdistro's rosdep/*.yaml and kilted/distribution.yaml (commit
-8468e88, 2026-08-22); the test holds the package files to that table, and fails when code
-imports a third-party module that neither file provides.
+rosdep's database is fetched from GitHub, so CI cannot ask it. What each key resolves to is
+recorded below from ros/rosdistro (commit 8468e88), as Debian's rosdep 0.22.1 resolved them
+against a local copy of it with --os=ubuntu:noble --rosdistro=kilted; the test holds the
+package files to that table, and fails when code imports a third-party module that neither
+file provides.
 """
 from __future__ import annotations
 
