@@ -442,8 +442,8 @@ def human_summary(summary: dict, transport: str) -> str:
     """The few lines a person reads after a run; summary.json keeps the rest."""
     e2e, stages, counters = summary["end_to_end_ms"], summary["node_stage_ms_p50"], summary["node_counters"]
     kind = "JPEG CompressedImage" if transport == "compressed" else "raw Image"
-    lines = [f"lgseg demo: {summary['frames']} frames in {summary['wall_s']:.1f} s = {summary['fps']:.1f} FPS "
-             f"(lock-step, {kind}, the node as its own process)",
+    lines = [f"lgseg demo: {summary['frames']} frames in {summary['wall_s']:.1f} s = "
+             f"{summary['fps']:.1f} FPS (lock-step, {kind}, the node as its own process)",
              f"  publish -> label_mask received: p50 {e2e['p50']:.1f} ms, p95 {e2e['p95']:.1f} ms, "
              f"worst {max(e2e['per_frame']):.1f} ms"]
     if stages:
@@ -456,8 +456,8 @@ def human_summary(summary: dict, transport: str) -> str:
     if not summary["label_changes"]:
         lines.append(f"  one label set for the whole run: {_set_name(summary['label_sets'][0])}")
     if counters:
-        lines.append("  node counters: " + ", ".join(f"{k[len('frames_'):]} {int(v)}" for k, v in counters.items()
-                                                     if isinstance(v, float)))
+        lines.append("  node counters: " + ", ".join(
+            f"{k[len('frames_'):]} {int(v)}" for k, v in counters.items() if isinstance(v, float)))
     return "\n".join(lines)
 
 

@@ -42,7 +42,8 @@ def _ensure_colcon() -> str:
         pytest.skip("colcon is not installed and cannot be: apt-get needs root "
                     f"(install {' '.join(COLCON_APT)})")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "--no-install-recommends", *COLCON_APT]):
+    for cmd in ([apt, "update", "-qq"],
+                [apt, "install", "-y", "-qq", "--no-install-recommends", *COLCON_APT]):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             pytest.skip(f"could not install colcon with `{' '.join(cmd)}`: {proc.stderr[-800:]}")
@@ -176,7 +177,8 @@ def test_installed_node_answers_a_frame(workspace, tmp_path):
         end = time.monotonic() + 240
         while pub.get_subscription_count() == 0:
             assert proc.poll() is None, f"the installed node exited:\n{log_path.read_text()[-4000:]}"
-            assert time.monotonic() < end, f"the installed node never subscribed:\n{log_path.read_text()[-4000:]}"
+            assert time.monotonic() < end, \
+                f"the installed node never subscribed:\n{log_path.read_text()[-4000:]}"
             time.sleep(0.1)
         rec.wait_matched("/colcon_lgseg/label_mask")
         msg = numpy_to_image(frame, "rgb8", header())

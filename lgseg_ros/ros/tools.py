@@ -170,7 +170,8 @@ def label_info_main(argv: list[str] | None = None) -> int:
         def show(msg) -> None:
             got.append(msg)
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
-            where = f"frame_id {msg.header.frame_id!r}" if msg.header.frame_id else "node clock, before any frame"
+            where = (f"frame_id {msg.header.frame_id!r}" if msg.header.frame_id
+                     else "node clock, before any frame")
             _print_mapping(f"{topic} ({msg_type.__module__.split('.')[0]}), stamp {stamp} ({where}), "
                            f"threshold {msg.threshold:g}:",
                            [(c.class_id, c.class_name, "") for c in msg.class_map])
