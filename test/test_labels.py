@@ -1,8 +1,8 @@
 """The one label-set validation path (service, parameter, CLI all go through it)."""
 import pytest
 
-from lgseg_ros.labels import (MAX_LABEL_CHARS, LabelSetError, normalize_label, sanitize_topic_token,
-                              topic_tokens, unlabeled_value, validate_labels)
+from lgseg_ros.labels import (MAX_LABEL_CHARS, LabelSetError, normalize_label, unlabeled_value,
+                              validate_labels)
 
 
 def test_normalisation_collapses_case_space_and_underscores():
@@ -40,7 +40,4 @@ def test_unlabeled_value_switches_to_16_bit_above_254_labels():
     assert unlabeled_value(255) == 65535
 
 
-def test_topic_tokens_are_valid_and_unique():
-    tokens = topic_tokens(["traffic light", "traffic_light!", "3d box", "é"])
-    assert tokens == ["traffic_light", "traffic_light_2", "l_3d_box", "e"]
-    assert sanitize_topic_token("---") == "label"
+# Topic tokens: test_label_topics.py.

@@ -355,7 +355,8 @@ def batch_ratios(ours: list[dict], refs: list[dict]) -> list[dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lgseg bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lgseg bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="model config (default lite-minilm; test-tiny with --smoke)")
     p.add_argument("--checkpoint", default=None, help="trained checkpoint (speed does not depend on it)")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=None, metavar="HxW",
@@ -363,21 +364,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-labels", nargs="+", type=int, default=None, metavar="K", help="default 11")
     p.add_argument("--backends", default=None,
                    help="comma-separated: torch,onnxruntime,tensorrt,auto or all (default: those usable here)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to run (default auto: CUDA if available)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"),
+                   help="default auto: fp16 on CUDA and TensorRT, fp32 on the CPU")
     p.add_argument("--iters", type=int, default=None, help="timed iterations (default 50)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 10)")
     p.add_argument("--ref-iters", type=int, default=None, help="reference model iterations (default 5)")
     p.add_argument("--references", nargs="*", default=None, metavar="NAME",
                    help=f"reference models to time beside ours (default, or no names: all of {', '.join(REFERENCES)})")
     p.add_argument("--no-references", action="store_true", help="skip the reference models")
-    p.add_argument("--no-flops", dest="flops", action="store_false", default=True)
+    p.add_argument("--no-flops", dest="flops", action="store_false", default=True,
+                   help="skip counting GFLOPs of each model")
     p.add_argument("--label-k", type=int, default=10, help="labels for the label-path timing")
     p.add_argument("--ort-threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
     p.add_argument("--torch-threads", type=int, default=0,
                    help="torch intra-op threads for the torch backend, references and text encoder "
                         "(0 = torch's default)")
-    p.add_argument("--ort-opt", default="all", choices=("disable", "basic", "extended", "layout", "all"))
+    p.add_argument("--ort-opt", default="all", choices=("disable", "basic", "extended", "layout", "all"),
+                   help="ONNX Runtime graph optimisation level (default all)")
     p.add_argument("--batch", type=int, default=8, help="batch for the CUDA throughput run")
     p.add_argument("--smoke", action="store_true", help="tiny config, size and iterations (CI)")
     p.add_argument("-o", "--output", help="also write the JSON here")

@@ -1,0 +1,235 @@
+"""`lgseg labels`, `lgseg label-info`, `lgseg status`: the node's everyday ROS tools for a
+venv without the `ros2` CLI (ros2cli is not on PyPI).
+
+    lgseg labels set road car person      # = ros2 service call .../set_labels ...
+    lgseg labels get                      # = ros2 param get .../lgseg_node labels
+    lgseg label-info [--follow]           # = ros2 topic echo .../label_info (latched)
+    lgseg status [--follow]               # = ros2 topic echo .../status
+
+They are plain rclpy clients: they obey ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE
+like any node, and force neither. Exit status: 0 done, 1 refused by the node, 2 no answer.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Callable
+
+NODE = "/lgseg_node"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node", default=NODE, help=f"fully qualified node name (default {NODE})")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the node to answer (default 10)")
+
+
+def _camera_prefix(args) -> str:
+    node = "/" + args.node.strip("/")
+    return f"{node}/{args.camera.strip('/')}" if getattr(args, "camera", "") else node
+
+
+class _Client:
+    """One short-lived rclpy context and node, spun on this thread."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f"lgseg_cli_{int(time.time() * 1000) % 10**9}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def call(self, srv_type, name: str, request, timeout: float):
+        client = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            return None
+        future = client.call_async(request)
+        self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+        return future.result() if future.done() else None
+
+    def spin_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            if end is not None and time.monotonic() > end:
+                return False
+            self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+
+
+def _print_mapping(title: str, entries: list[tuple[int, str, str]]) -> None:
+    print(title)
+    for class_id, name, topic in entries:
+        print(f"  {class_id:>4}  {name}" + (f"    {topic}" if topic else ""))
+
+
+# -- labels --------------------------------------------------------------------------------
+def labels_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lgseg labels", description="Set or get the node's label set.")
+    sub = p.add_subparsers(dest="action", required=True)
+    ps = sub.add_parser("set", help="replace the label set (ids follow the order given)")
+    ps.add_argument("labels", nargs="+", help="labels, one argument each: quote multi-word ones "
+                                              "('traffic light')")
+    _common(ps)
+    pg = sub.add_parser("get", help="print the label set in force")
+    _common(pg)
+    args = p.parse_args(argv)
+    client = _Client()
+    try:
+        return _labels_set(client, args) if args.action == "set" else _labels_get(client, args)
+    finally:
+        client.close()
+
+
+def _labels_set(client: _Client, args) -> int:
+    from lgseg_ros.srv import SetLabels
+
+    name = f"/{args.node.strip('/')}/set_labels"
+    t0 = time.perf_counter()
+    resp = client.call(SetLabels, name, SetLabels.Request(labels=list(args.labels)), args.timeout)
+    if resp is None:
+        print(f"lgseg labels: no answer from {name} within {args.timeout:g} s "
+              "(is the node running, in this ROS_DOMAIN_ID?)", file=sys.stderr)
+        return 2
+    ms = (time.perf_counter() - t0) * 1e3
+    topics = {e.class_id: e.mask_topic for e in getattr(resp, "labels", [])}
+    entries = [(c.class_id, c.class_name, topics.get(c.class_id, "")) for c in resp.class_map]
+    if not resp.success:
+        print(f"lgseg labels: refused: {resp.message}", file=sys.stderr)
+        _print_mapping("still in force:", entries)
+        return 1
+    _print_mapping(f"{resp.message} ({ms:.0f} ms):", entries)
+    for warning in getattr(resp, "warnings", []):
+        print(f"warning: {warning}")
+    return 0
+
+
+def _labels_get(client: _Client, args) -> int:
+    from rcl_interfaces.srv import GetParameters
+
+    name = f"/{args.node.strip('/')}/get_parameters"
+    resp = client.call(GetParameters, name, GetParameters.Request(names=["labels"]), args.timeout)
+    if resp is None or not resp.values:
+        print(f"lgseg labels: no answer from {name} within {args.timeout:g} s", file=sys.stderr)
+        return 2
+    labels = list(resp.values[0].string_array_value)
+    _print_mapping(f"{len(labels)} labels:", [(i, n, "") for i, n in enumerate(labels)])
+    return 0
+
+
+# -- label-info ----------------------------------------------------------------------------
+def _label_info_types() -> list[Any]:
+    """Both LabelInfo types: the node publishes vision_msgs' where it is installed."""
+    types = []
+    try:
+        from vision_msgs.msg import LabelInfo as VisionLabelInfo
+        types.append(VisionLabelInfo)
+    except ImportError:
+        pass
+    from lgseg_ros.msg import LabelInfo
+    return types + [LabelInfo]
+
+
+def label_info_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="lgseg label-info",
+        description="Print the node's latched ~/label_info (id -> label, and which frame it "
+                    "starts at). It changes with every label change: --follow keeps printing.")
+    _common(p)
+    p.add_argument("--camera", default="", help="camera namespace of a multi-camera node")
+    p.add_argument("--follow", action="store_true", help="keep printing every new label_info")
+    args = p.parse_args(argv)
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    topic = f"{_camera_prefix(args)}/label_info"
+    client = _Client()
+    got: list[Any] = []
+    try:
+        # The type on the wire decides: ask the graph, else try ours.
+        end = time.monotonic() + args.timeout
+        wire = []
+        while not wire and time.monotonic() < end:
+            wire = [t for n, ts in client.node.get_topic_names_and_types() if n == topic for t in ts]
+            if not wire:
+                client.spin_until(lambda: False, 0.1)
+        msg_type = next((t for t in _label_info_types()
+                         if wire and f"{t.__module__.split('.')[0]}/msg/LabelInfo" == wire[0]),
+                        _label_info_types()[-1])
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+        def show(msg) -> None:
+            got.append(msg)
+            stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
+            where = (f"frame_id {msg.header.frame_id!r}" if msg.header.frame_id
+                     else "node clock, before any frame")
+            _print_mapping(f"{topic} ({msg_type.__module__.split('.')[0]}), stamp {stamp} ({where}), "
+                           f"threshold {msg.threshold:g}:",
+                           [(c.class_id, c.class_name, "") for c in msg.class_map])
+            sys.stdout.flush()
+
+        client.node.create_subscription(msg_type, topic, show, qos)
+        if not client.spin_until(lambda: bool(got), max(0.0, end - time.monotonic()) + 1.0):
+            print(f"lgseg label-info: nothing on {topic} within {args.timeout:g} s", file=sys.stderr)
+            return 2
+        if args.follow:
+            client.spin_until(lambda: False, None)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()
+
+
+# -- status --------------------------------------------------------------------------------
+STATUS_KEYS = ("frames_in", "frames_processed", "frames_dropped", "frames_rejected", "frames_failed",
+               "rate_hz", "total_ms_p50", "total_ms_p95", "model_ms_p50")
+
+
+def status_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lgseg status",
+                                description="Print the node's ~/status: per camera, frame counters, "
+                                            "rate and latency.")
+    _common(p)
+    p.add_argument("--follow", action="store_true", help="keep printing every status message")
+    p.add_argument("--all", action="store_true", help="print every key, not only the main ones")
+    args = p.parse_args(argv)
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    topic = f"/{args.node.strip('/')}/status"
+    levels = {DiagnosticStatus.OK: "OK", DiagnosticStatus.WARN: "WARN", DiagnosticStatus.ERROR: "ERROR",
+              DiagnosticStatus.STALE: "STALE"}
+    client = _Client()
+    got: list[Any] = []
+    try:
+        def show(msg) -> None:
+            got.append(msg)
+            for st in msg.status:
+                values = {kv.key: kv.value for kv in st.values}
+                keys = list(values) if args.all else [k for k in STATUS_KEYS if k in values]
+                level = levels.get(st.level if isinstance(st.level, int) else ord(st.level), st.level)
+                print(f"{st.name} [{level}] {st.message}")
+                print("  " + "  ".join(f"{k}={values[k]}" for k in keys))
+            sys.stdout.flush()
+
+        client.node.create_subscription(DiagnosticArray, topic, show, 10)
+        if not client.spin_until(lambda: bool(got), args.timeout):
+            print(f"lgseg status: nothing on {topic} within {args.timeout:g} s "
+                  "(is the node active, in this ROS_DOMAIN_ID?)", file=sys.stderr)
+            return 2
+        if args.follow:
+            client.spin_until(lambda: False, None)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()

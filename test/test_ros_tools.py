@@ -1,0 +1,99 @@
+"""`lgseg labels set|get`, `lgseg label-info`, `lgseg status` against a real node over DDS on
+loopback, each run as its own process the way a user runs it (what `ros2 service call`,
+`ros2 param get` and `ros2 topic echo` would do, which cannot run here: no ros2cli on PyPI).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sensor_msgs.msg import Image
+
+from lgseg_ros.ros.node import LgsegNode
+from test_node_support import (RELIABLE, RosHarness, camvid_frames, node_params, rgb_msg,  # noqa: F401
+                               tiny_checkpoint, wait_until)
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "lgseg_tools_node"
+NS = f"/{NAME}"
+
+
+@pytest.fixture(scope="module")
+def node(tiny_checkpoint):
+    h = RosHarness()
+    try:
+        n = h.add(LgsegNode(NAME, context=h.context, parameter_overrides=node_params(
+            tiny_checkpoint, labels=["road", "car"])))
+        assert n.lifecycle_state == "active"
+        yield h, n
+    finally:
+        h.close()
+
+
+def lgseg(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    # conftest.py put this session on loopback in its own ROS_DOMAIN_ID; the tool inherits it.
+    return subprocess.run([sys.executable, "-m", "lgseg_ros.cli", *args], cwd=REPO, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_labels_set_changes_the_set_and_prints_the_mapping(node):
+    _, n = node
+    proc = lgseg("labels", "set", "--node", NS, "sky", "traffic light", "🚗")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(n.get_parameter("labels").value) == ["sky", "traffic light", "🚗"]
+    lines = proc.stdout.splitlines()
+    assert "3 labels in force" in lines[0]
+    assert [ln.split(None, 1) for ln in lines[1:4]][0][:2] == ["0", "sky"]
+    assert "traffic light" in lines[2] and "🚗" in lines[3]
+    # Where the node reports each label's mask topic in the reply (SetLabels.labels), the
+    # tool prints it, and it is the topic the token rule gives.
+    from lgseg_ros.labels import topic_tokens
+    if "/class/" in proc.stdout:
+        for line, token in zip(lines[1:4], topic_tokens(["sky", "traffic light", "🚗"])):
+            assert line.rstrip().endswith(f"{NS}/class/{token}/mask"), line
+
+    got = lgseg("labels", "get", "--node", NS)
+    assert got.returncode == 0, got.stderr
+    assert [ln.split(None, 1)[1].strip() for ln in got.stdout.splitlines()[1:]] == \
+        ["sky", "traffic light", "🚗"]
+
+
+def test_labels_set_reports_a_refusal_and_exits_1(node):
+    _, n = node
+    before = list(n.get_parameter("labels").value)
+    proc = lgseg("labels", "set", "--node", NS, "car", "Car")
+    assert proc.returncode == 1
+    assert "refused" in proc.stderr and "duplicate" in proc.stderr
+    assert list(n.get_parameter("labels").value) == before
+
+
+def test_label_info_prints_the_latched_mapping(node):
+    _, n = node
+    assert lgseg("labels", "set", "--node", NS, "road", "sky").returncode == 0
+    proc = lgseg("label-info", "--node", NS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{NS}/label_info" in proc.stdout
+    rows = [ln.split(None, 1) for ln in proc.stdout.splitlines()[1:]]
+    assert rows == [["0", "road"], ["1", "sky"]]
+
+
+def test_status_prints_counters_of_a_streaming_node(node):
+    h, _ = node
+    pub = h.client.create_publisher(Image, "/image", RELIABLE)
+    wait_until(lambda: pub.get_subscription_count() > 0, what="the node's image subscription")
+    for frame in camvid_frames(3):
+        pub.publish(rgb_msg(frame))
+    proc = lgseg("status", "--node", NS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "frames_in=" in proc.stdout and "frames_processed=" in proc.stdout
+    assert f"{NS}: image" in proc.stdout
+
+
+def test_a_missing_node_is_reported_not_hung():
+    proc = lgseg("labels", "set", "--node", "/no_such_lgseg_node", "--timeout", "1", "road")
+    assert proc.returncode == 2 and "no answer" in proc.stderr
+    proc = lgseg("status", "--node", "/no_such_lgseg_node", "--timeout", "1")
+    assert proc.returncode == 2 and "nothing on" in proc.stderr
