@@ -21,8 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from sensor_msgs.msg import Image
+
+from apt_support import ensure_debian_packages
 
 from lgseg_ros.ros.image_conversion import numpy_to_image
 from test_node_support import Recorder, RosHarness, header, stamp_key
@@ -34,20 +35,8 @@ PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def _ensure_colcon() -> str:
-    found = shutil.which("colcon")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if os.geteuid() != 0 or apt is None:
-        pytest.skip("colcon is not installed and cannot be: apt-get needs root "
-                    f"(install {' '.join(COLCON_APT)})")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in ([apt, "update", "-qq"],
-                [apt, "install", "-y", "-qq", "--no-install-recommends", *COLCON_APT]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            pytest.skip(f"could not install colcon with `{' '.join(cmd)}`: {proc.stderr[-800:]}")
-    return shutil.which("colcon") or pytest.fail("apt-get installed colcon but it is not on PATH")
+    ensure_debian_packages(COLCON_APT, lambda: shutil.which("colcon") is not None, "colcon")
+    return shutil.which("colcon")
 
 
 def _clone(dest: Path) -> str:

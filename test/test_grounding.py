@@ -99,10 +99,12 @@ def test_heldout_and_near_miss_names_are_absent_from_everything_trained_on():
     assert HELDOUT_RENAMES == v["heldout"] and NEAR_MISS == tuple(v["near_miss"])
 
 
-@pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
-                    reason="WordNet (Debian wordnet-base) not installed: the shipped vocabulary "
-                           "file cannot be regenerated here")
 def test_shipped_vocabulary_is_what_wordnet_gives():
+    """The shipped file is exactly what `python -m lgseg_ros.train.vocabulary` builds."""
+    from apt_support import ensure_debian_packages
+
+    ensure_debian_packages(["wordnet-base"], Path("/usr/share/wordnet/data.noun").is_file,
+                           "WordNet (Debian wordnet-base)")
     assert vocabulary.build() == vocabulary.load()
 
 

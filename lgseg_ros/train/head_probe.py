@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, IGNORE, build_dataset
+from .datasets import CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, build_dataset
 from .losses import seg_loss
 from .metrics import ConfusionMatrix
 from .openvocab import HELDOUT_RENAMES, EmbeddingTable, LabelSampler
