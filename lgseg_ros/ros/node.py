@@ -896,7 +896,7 @@ def usage() -> str:
         lines.append(f"  {p.name}: {p.kind}, default {default}{f' [{rng}]' if rng else ''} "
                      f"(applies: {p.applies})")
     lines += ["", "Large raw frames: see README, Troubleshooting (Fast DDS profile "
-              f"config/fastdds_large_frames.xml, used when FASTDDS_DEFAULT_PROFILES_FILE is unset)."]
+              "config/fastdds_large_frames.xml, used when FASTDDS_DEFAULT_PROFILES_FILE is unset)."]
     return "\n".join(lines)
 
 
