@@ -79,6 +79,81 @@ def test_segmenter_attaches_grounding_from_checkpoint_metadata(tmp_path: Path):
         GroundingReporter({}, seg.text_encoder, warn_below=1.5)
 
 
+# ---------------------------------------------------------------- anchoring
+def _cos(a, b):
+    import numpy as np
+
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_anchor_moves_grounded_words_towards_their_trained_name_and_leaves_the_rest(encoder):
+    import numpy as np
+
+    vocab = {"car": ["automobile", "truck"], "road": ["street"], "tree": ["vegetation"]}
+    rep = GroundingReporter(vocab, encoder, ["banana"])
+    words = ["car", "sedan", "mailbox"]
+    raw = encoder.encode(words).numpy()
+    car = encoder.encode(["car"]).numpy()[0]
+    out = rep.anchor(raw, 0.5)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert _cos(out[0], raw[0]) > 0.9999                     # a trained name is its own anchor
+    assert _cos(out[1], car) > _cos(raw[1], car) + 0.1       # "sedan" moves towards "car"
+    assert 0.8 < _cos(out[1], raw[1]) < 0.99                 # ... and keeps part of itself
+    assert _cos(out[2], raw[2]) > 0.9999                     # below the line: untouched
+    assert np.array_equal(rep.anchor(raw, 0.0), raw)
+    assert _cos(rep.anchor(raw, 1.0)[1], car) > 0.9999      # weight 1: the trained name
+    with pytest.raises(ValueError, match="anchor"):
+        rep.anchor(raw, 1.5)
+    # without a recorded vocabulary there is nothing to anchor to
+    assert np.array_equal(GroundingReporter({}, encoder).anchor(raw, 0.5), raw)
+
+
+def test_segmenter_anchors_embeddings_and_reports_the_word_as_given(tmp_path: Path):
+    import numpy as np
+    import torch
+
+    from lgseg_ros.model import build_model, get_config, save_checkpoint
+    from lgseg_ros.runtime import Segmenter
+
+    torch.manual_seed(0)
+    cfg = get_config("test-tiny")
+    ckpt = save_checkpoint(tmp_path / "v.safetensors", build_model(cfg), cfg,
+                           {"vocabulary": {"car": ["automobile"], "pedestrian": ["person"]}})
+    kw = dict(checkpoint=str(ckpt), backend="torch", device="cpu", net_size=(64, 96))
+    anchored = Segmenter(**kw).prepare_labels(["human", "car"])
+    plain = Segmenter(**kw, label_anchor=0.0).prepare_labels(["human", "car"])
+    assert _cos(anchored.embeddings[1], plain.embeddings[1]) > 0.9999
+    assert _cos(anchored.embeddings[0], plain.embeddings[0]) < 0.99
+    assert [g.score for g in anchored.grounding] == [g.score for g in plain.grounding]
+    assert not anchored.embeddings.flags.writeable
+    with pytest.raises(ValueError, match="label_anchor"):
+        Segmenter(**kw, label_anchor=-0.1)
+
+
+def test_anchoring_lifts_heldout_names_on_the_shipped_model(tmp_path: Path):
+    """The measured effect, on the shipped model and real CamVid val frames: lgseg eval
+    scores the held-out names with and without anchoring (models/README.md has the full
+    split)."""
+    import json
+
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+    from lgseg_ros.train import evaluate
+
+    ckpt = default_checkpoint_path()
+    miou = {}
+    for w in (0.0, 0.5):
+        out = tmp_path / f"a{w}"
+        assert evaluate.main(["--checkpoint", str(ckpt), "--limit-images", "6", "--no-subset",
+                              "--no-probes", "--rename", "heldout", "--label-anchor", str(w),
+                              "--grid", "0", "--threads", "2", "--no-progress",
+                              "--out", str(out)]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["label_anchor"] == w
+        miou[w] = (m["full"]["miou"], m["renamed"]["heldout"]["miou"])
+    assert abs(miou[0.5][0] - miou[0.0][0]) < 0.005          # trained names: unchanged
+    assert miou[0.5][1] > miou[0.0][1] + 0.05, miou          # held-out names: lifted
+
+
 # ---------------------------------------------------------------- the training vocabulary
 def test_heldout_and_near_miss_names_are_absent_from_everything_trained_on():
     v = vocabulary.load()

@@ -72,6 +72,7 @@ def test_label_set_topic_is_latched_and_matches_the_set_in_force(env):
     assert msg.labels[0].nearest_trained_class == "pedestrian"
     assert [e.mask_topic for e in msg.labels] == [e.mask_topic for e in resp.labels]
     assert math.isclose(msg.grounding_warn_below, 0.6, abs_tol=1e-6)
+    assert math.isclose(msg.label_anchor, 0.5, abs_tol=1e-6)   # the node's default
 
 
 def test_refused_set_reports_the_set_still_in_force(env):

@@ -543,7 +543,8 @@ class LgsegNode(LifecycleNode):
             net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
             score_threshold=cfg["score_threshold"],
             engine_cache_dir=cfg["engine_cache_dir"] or None, force_rebuild=cfg["force_rebuild"],
-            grounding_warn_below=cfg["grounding_warn_below"], torch_threads="auto")
+            grounding_warn_below=cfg["grounding_warn_below"], label_anchor=cfg["label_anchor"],
+            torch_threads="auto")
 
     def _make_camera(self, key: str) -> _Camera:
         base = f"{key.strip('/')}/" if key else ""
@@ -784,6 +785,7 @@ class LgsegNode(LifecycleNode):
         report = LabelSetMsg(header=header, labels=self._label_entries(cam, label_set))
         if self._segmenter is not None:
             report.grounding_warn_below = float(self._segmenter.grounding.warn_below)
+            report.label_anchor = float(self._segmenter.label_anchor)
         cam.pubs["label_set"].publish(report)
 
     def _reconcile_class_pubs(self, cam: _Camera, label_set) -> None:

@@ -89,6 +89,12 @@ PARAMETERS: tuple[Param, ...] = (
           "A label whose text embedding is less similar than this (cosine) to every name the "
           "checkpoint was trained on is reported as not well grounded: a warning in the log, "
           "in the set_labels reply and well_grounded=false on ~/label_set.", limits=(0.0, 1.0)),
+    Param("label_anchor", 0.5, "double", CONFIGURE,
+          "A label at or above grounding_warn_below enters the model moved this share of the "
+          "way from its own text embedding towards its nearest trained name (0: the word as "
+          "it is; 1: the trained name). Unseen words for trained classes then work far "
+          "better (models/README.md); trained names and words below the line are unchanged.",
+          limits=(0.0, 1.0)),
     Param("use_compressed", False, "bool", ACTIVATE,
           "Subscribe to sensor_msgs/CompressedImage on `<image topic>/compressed` instead of "
           "the raw image."),

@@ -7,6 +7,15 @@ in its metadata (``vocabulary``: trained class -> names it was trained under; ol
 checkpoints record only ``labels``, the class names) and with the ``distractors`` it was
 trained to leave empty, and returns the nearest one with the cosine similarity.
 
+Anchoring (``anchor``): the image network reads the names it was trained on far better
+than their neighbours in the text space; measured on the shipped model, unseen names of
+trained classes ("clouds", "sedan", "walkway") got 38 val mIoU as they are and 52 when each
+embedding was moved half way towards its nearest trained name, with near-miss words (which
+lie below the line) unchanged. So a label at or above the grounding line is moved
+``weight`` of the way towards its nearest trained name (``label_anchor``, default 0.5); a
+trained name is its own nearest name and is unchanged, and a word below the line is left as
+it is, so that the model can still answer "none" for it.
+
 The score is a statement about the text space, not a promise about masks: with the
 default MiniLM encoder, names for trained classes that training never used scored
 0.65-0.92 ("sedan" -> "car" 0.69, "foliage" -> "vegetation" 0.74) and words for things
@@ -22,6 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 DEFAULT_WARN_BELOW = 0.6
+DEFAULT_ANCHOR = 0.5
 ABSENT = ""  # nearest_class of a distractor: a word trained to take no pixels
 
 
@@ -101,6 +111,21 @@ class GroundingReporter:
                                    dtype=np.float32)
         return self._emb
 
+    def anchor(self, embeddings: np.ndarray, weight: float = DEFAULT_ANCHOR) -> np.ndarray:
+        """[K, D] L2-normalised embeddings, each at or above the grounding line moved
+        ``weight`` of the way towards its nearest trained name and re-normalised."""
+        if not 0.0 <= float(weight) <= 1.0:
+            raise ValueError(f"label anchor weight must be in [0, 1], got {weight}")
+        emb = np.asarray(embeddings, np.float32)
+        if self.empty or weight == 0.0 or emb.shape[0] == 0:
+            return emb
+        vocab = self._vocab_embeddings()
+        sims = emb @ vocab.T
+        nearest = sims.argmax(1)
+        w = np.where(sims[np.arange(len(emb)), nearest] >= self.warn_below, float(weight), 0.0)
+        moved = (1.0 - w)[:, None] * emb + w[:, None] * vocab[nearest]
+        return (moved / np.linalg.norm(moved, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+
     def report(self, labels: Sequence[str], embeddings: np.ndarray) -> tuple[Grounding, ...]:
         """``embeddings`` [K, D], L2-normalised, from the same encoder as the vocabulary."""
         if self.empty:
@@ -113,3 +138,20 @@ class GroundingReporter:
             out.append(Grounding(lb, self._names[i], self._classes[i], score,
                                  self._classes[i] != ABSENT and score >= self.warn_below))
         return tuple(out)
+
+
+class AnchoredEncoder:
+    """A text encoder whose embeddings are anchored as the runtime anchors them (evaluation
+    uses it so that `lgseg eval` scores what the node would publish)."""
+
+    def __init__(self, encoder, reporter: GroundingReporter, weight: float = DEFAULT_ANCHOR):
+        self.encoder, self.reporter, self.weight = encoder, reporter, float(weight)
+        self.name = getattr(encoder, "name", "")
+        self.dim = getattr(encoder, "dim", None)
+
+    def encode(self, names: Sequence[str]):
+        import torch
+
+        emb = self.encoder.encode(list(names))
+        raw = emb.detach().cpu().float().numpy() if hasattr(emb, "detach") else np.asarray(emb)
+        return torch.from_numpy(np.ascontiguousarray(self.reporter.anchor(raw, self.weight)))

@@ -23,7 +23,8 @@ from lgseg_ros.resources import package_path
 
 from . import preprocess as pp
 from .backends import create_backend, text_dim_of
-from .grounding import DEFAULT_WARN_BELOW, GroundingReporter, vocabulary_from_metadata
+from .grounding import (DEFAULT_ANCHOR, DEFAULT_WARN_BELOW, GroundingReporter,
+                        vocabulary_from_metadata)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ class Segmenter:
                  net_size=(384, 480), keep_aspect: bool = True, score_threshold: float = 0.0,
                  engine_cache_dir: str | None = None, force_rebuild: bool = False,
                  text_encoder=None, torch_threads: int | str | None = None,
-                 grounding_warn_below: float = DEFAULT_WARN_BELOW, **backend_opts) -> None:
+                 grounding_warn_below: float = DEFAULT_WARN_BELOW,
+                 label_anchor: float = DEFAULT_ANCHOR, **backend_opts) -> None:
         """torch_threads: an int sets torch's (process-wide) intra-op pool; "auto" sets 1
         when the frame path is not torch on CPU, so that label encoding (then torch's only
         work) does not fight the frame path's own thread pool for the cores; None leaves
@@ -128,6 +130,9 @@ class Segmenter:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         self.keep_aspect = bool(keep_aspect)
         self.score_threshold = float(score_threshold)
+        if not 0.0 <= float(label_anchor) <= 1.0:
+            raise ValueError(f"label_anchor must be in [0, 1], got {label_anchor}")
+        self.label_anchor = float(label_anchor)
         from lgseg_ros.model import build_model, get_config, load_checkpoint
         from lgseg_ros.model.checkpoint import read_checkpoint_metadata
 
@@ -207,10 +212,11 @@ class Segmenter:
                                 f"classes; got {len(names)} labels")
         emb = self.text_encoder.encode(list(names))
         emb = np.ascontiguousarray(emb.detach().cpu().numpy(), dtype=np.float32)
+        grounding = self.grounding.report(names, emb)   # of the word as given
+        emb = np.ascontiguousarray(self.grounding.anchor(emb, self.label_anchor), np.float32)
         emb.setflags(write=False)
         return LabelSet(names=names, embeddings=emb, generation=_next_generation(),
-                        encoder=self.text_encoder.name,
-                        grounding=self.grounding.report(names, emb))
+                        encoder=self.text_encoder.name, grounding=grounding)
 
     # -- frame path ---------------------------------------------------------------------
     def segment(self, rgb: np.ndarray, label_set: LabelSet) -> SegmentResult:

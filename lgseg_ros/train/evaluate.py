@@ -18,6 +18,9 @@ Reports (``metrics.json`` in --out, also printed):
   alone (``alone_share``) and which classes those pixels are, and the share it takes when
   added to the full label set (``added_share``), on every ``--probe-every``-th batch. A
   model that keys on meaning gives a near miss almost nothing;
+- ``label_anchor``: every label is encoded as the node encodes it, anchored towards its
+  nearest trained name with this weight (``--label-anchor``, the node's default; 0 scores
+  the words as they are: runtime/grounding.py);
 - ``grounding``: the grounding report (runtime/grounding.py) for every held-out name and
   probe word: what the node would tell a user who asked for it.
 Figures: ``confusion.png`` (row-normalised) and ``predictions.png`` (image / GT / prediction).
@@ -38,6 +41,8 @@ from .augment import EvalResize
 from .datasets import build_dataset
 from .metrics import BinaryIoU, ConfusionMatrix
 from .openvocab import EmbeddingTable, parse_rename
+from lgseg_ros.runtime.grounding import (DEFAULT_ANCHOR, AnchoredEncoder, GroundingReporter,
+                                         vocabulary_from_metadata)
 
 
 def parse_args(argv):
@@ -58,6 +63,10 @@ def parse_args(argv):
     p.add_argument("--no-probes", action="store_true", help="skip the probe words")
     p.add_argument("--probe-every", type=int, default=4, metavar="N",
                    help="score probe words on every N-th batch (two passes per word per image)")
+    p.add_argument("--label-anchor", type=float, default=DEFAULT_ANCHOR, metavar="W",
+                   help="move each label's embedding this share of the way towards its "
+                        "nearest trained name when it is well grounded, as the node does "
+                        "(its label_anchor parameter); 0: the words as they are")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="auto")
@@ -204,6 +213,12 @@ def main(argv=None) -> int:
     net, cfg = load_checkpoint(args.checkpoint)
     net.to(device).eval()
     encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
+    if not 0.0 <= args.label_anchor <= 1.0:
+        raise SystemExit(f"--label-anchor must be in [0, 1], got {args.label_anchor}")
+    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+    vocab, distractors = vocabulary_from_metadata(read_checkpoint_metadata(str(args.checkpoint))[1])
+    reporter = GroundingReporter(vocab, encoder, distractors)
+    label_encoder = AnchoredEncoder(encoder, reporter, args.label_anchor)
 
     ds = build_dataset(args.data, args.split)
     if args.limit_images:
@@ -235,12 +250,13 @@ def main(argv=None) -> int:
                 raise SystemExit(f"--probe {spec!r}: expected GROUP=WORD,WORD")
             probes[group.strip()] = ws
 
-    result, cm, samples = evaluate(net, encoder, ds, device, args.batch_size, renames,
+    result, cm, samples = evaluate(net, label_encoder, ds, device, args.batch_size, renames,
                                    subset=not args.no_subset, grid=args.grid,
                                    workers=args.workers, progress=not args.no_progress,
                                    probes=probes, probe_every=args.probe_every)
-    result["grounding"] = grounding_table(args.checkpoint, encoder, renames, probes)
+    result["grounding"] = grounding_table(reporter, encoder, renames, probes)
     result = {"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
+              "label_anchor": args.label_anchor,
               "size": list(args.size) if args.size else "native", "device": str(device),
               "torch_threads": torch.get_num_threads(), **result}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -252,13 +268,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def grounding_table(checkpoint, encoder, renames, probes) -> dict:
+def grounding_table(rep, encoder, renames, probes) -> dict:
     """What the node's grounding report says about each renamed label and probe word."""
-    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
-    from lgseg_ros.runtime.grounding import GroundingReporter, vocabulary_from_metadata
-
-    vocab, distractors = vocabulary_from_metadata(read_checkpoint_metadata(str(checkpoint))[1])
-    rep = GroundingReporter(vocab, encoder, distractors)
     groups = {f"renamed:{k}": list(m.values()) for k, m in renames.items()}
     groups.update({f"probe:{k}": ws for k, ws in probes.items()})
     out = {}
@@ -274,7 +285,8 @@ def grounding_table(checkpoint, encoder, renames, probes) -> dict:
 
 def format_summary(r) -> str:
     f = r["full"]
-    lines = [f"{r['data']}/{r['split']} ({r['num_images']} images, size {r['size']}): "
+    lines = [f"{r['data']}/{r['split']} ({r['num_images']} images, size {r['size']}, "
+             f"label anchor {r.get('label_anchor', 0)}): "
              f"mIoU {100 * f['miou']:.2f}  pixel acc {100 * f['pixel_acc']:.2f}  "
              f"mean acc {100 * f['mean_acc']:.2f}"]
     lines.append("  per class: " + ", ".join(

@@ -54,6 +54,8 @@ def parse_args(argv):
     p.add_argument("--limit-images", type=int, help="first N train and val images (tests)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model config override applied to every head (e.g. gamma_init=0.1)")
+    p.add_argument("--eval-at", type=int, nargs="*", default=[], metavar="STEP",
+                   help="also score val at these steps (is the ranking settled before the end?)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="runs/head_probe")
     return p.parse_args(argv)
@@ -97,6 +99,7 @@ def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_l
     gen = torch.Generator().manual_seed(seed)
     n = train_lbl.shape[0]
     d = args.loss_downsample
+    early = {}
     t0 = time.perf_counter()
     for _ in range(args.iters):
         idx = torch.randint(0, n, (args.batch_size,), generator=gen)
@@ -110,23 +113,35 @@ def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_l
         loss.backward()
         opt.step()
         sched.step()
+        step = sched.last_epoch
+        if step in args.eval_at and step < args.iters:
+            head_mod.eval()
+            early[f"miou@{step}"] = score_val(head_mod, table, val_feats, val_lbl)["miou"]
+            head_mod.train()
     train_s = time.perf_counter() - t0
     head_mod.eval()
     result = {"head": head, "seed": seed, "iters": args.iters, "train_s": round(train_s, 1),
               "params_m": round(sum(p.numel() for p in head_mod.parameters()) / 1e6, 3)}
+    result.update(score_val(head_mod, table, val_feats, val_lbl))
+    result.update(early)
+    return result
+
+
+@torch.no_grad()
+def score_val(head_mod, table, val_feats, val_lbl) -> dict:
     names = list(CAMVID_CLASSES)
+    scores = {}
     for key, label_names in (("miou", names),
                              ("heldout_miou", [HELDOUT_RENAMES.get(c, c) for c in names])):
         cm = ConfusionMatrix(len(names))
         text = table(label_names)
-        with torch.no_grad():
-            for i in range(0, val_lbl.shape[0], 4):
-                logits = head_mod([f[i:i + 4].float() for f in val_feats], text)
-                pred = F.interpolate(logits, size=val_lbl.shape[-2:], mode="bilinear",
-                                     align_corners=False).argmax(1)
-                cm.update(pred, val_lbl[i:i + 4].long())
-        result[key] = float(cm.summary(names)["miou"])
-    return result
+        for i in range(0, val_lbl.shape[0], 4):
+            logits = head_mod([f[i:i + 4].float() for f in val_feats], text)
+            pred = F.interpolate(logits, size=val_lbl.shape[-2:], mode="bilinear",
+                                 align_corners=False).argmax(1)
+            cm.update(pred, val_lbl[i:i + 4].long())
+        scores[key] = float(cm.summary(names)["miou"])
+    return scores
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -134,8 +149,10 @@ def summarize(runs: list[dict]) -> dict:
     for head in dict.fromkeys(r["head"] for r in runs):
         rs = [r for r in runs if r["head"] == head]
         out[head] = {}
-        for key in ("miou", "heldout_miou"):
-            vals = [100 * r[key] for r in rs]
+        early = sorted({k for r in rs for k in r if k.startswith("miou@")},
+                       key=lambda k: int(k[5:]))
+        for key in ("miou", "heldout_miou", *early):
+            vals = [100 * r[key] for r in rs if key in r]
             out[head][key] = {"mean": round(statistics.mean(vals), 2),
                               "std": round(statistics.stdev(vals), 2) if len(vals) > 1 else None,
                               "runs": [round(v, 2) for v in vals]}
