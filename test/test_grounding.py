@@ -109,7 +109,6 @@ def test_anchor_moves_grounded_words_towards_their_trained_name_and_leaves_the_r
 
 
 def test_segmenter_anchors_embeddings_and_reports_the_word_as_given(tmp_path: Path):
-    import numpy as np
     import torch
 
     from lgseg_ros.model import build_model, get_config, save_checkpoint

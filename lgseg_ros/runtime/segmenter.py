@@ -134,12 +134,11 @@ class Segmenter:
             raise ValueError(f"label_anchor must be in [0, 1], got {label_anchor}")
         self.label_anchor = float(label_anchor)
         from lgseg_ros.model import build_model, get_config, load_checkpoint
-        from lgseg_ros.model.checkpoint import read_checkpoint_metadata
 
         meta: dict = {}
         if checkpoint:
             net, cfg = load_checkpoint(str(checkpoint))
-            meta = read_checkpoint_metadata(str(checkpoint))[1]
+            meta = getattr(net, "checkpoint_metadata", {}) or {}
             if config and config != cfg.name:
                 log.warning("config %r ignored: checkpoint %s holds config %r", config, checkpoint, cfg.name)
             self.untrained = False

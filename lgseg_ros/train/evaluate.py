@@ -215,8 +215,7 @@ def main(argv=None) -> int:
     encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
     if not 0.0 <= args.label_anchor <= 1.0:
         raise SystemExit(f"--label-anchor must be in [0, 1], got {args.label_anchor}")
-    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
-    vocab, distractors = vocabulary_from_metadata(read_checkpoint_metadata(str(args.checkpoint))[1])
+    vocab, distractors = vocabulary_from_metadata(getattr(net, "checkpoint_metadata", {}) or {})
     reporter = GroundingReporter(vocab, encoder, distractors)
     label_encoder = AnchoredEncoder(encoder, reporter, args.label_anchor)
 
