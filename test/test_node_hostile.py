@@ -210,6 +210,8 @@ def test_every_listed_parameter_is_readable_one_by_one_and_all_at_once(env):
     (raw_param("status_period", ParameterType.PARAMETER_DOUBLE, double_value=0.0), ["status_period=0.0", "0.05 to 3600"]),
     (raw_param("overlay_alpha", ParameterType.PARAMETER_DOUBLE, double_value=math.nan), ["overlay_alpha=nan", "0.0 to 1.0"]),
     (raw_param("score_threshold", ParameterType.PARAMETER_DOUBLE, double_value=-1.0), ["score_threshold=-1.0"]),
+    (raw_param("label_anchor", ParameterType.PARAMETER_DOUBLE, double_value=math.inf),
+     ["label_anchor=inf", "0.0 to 1.0"]),
     (raw_param("net_height", ParameterType.PARAMETER_STRING, string_value="abc"),
      ["net_height takes int, got string 'abc'"]),
     (raw_param("labels", ParameterType.PARAMETER_INTEGER, integer_value=3), ["labels takes string_array, got integer 3"]),
