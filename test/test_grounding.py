@@ -12,7 +12,8 @@ import pytest
 
 from lgseg_ros.runtime.grounding import ABSENT, GroundingReporter, vocabulary_from_metadata
 from lgseg_ros.train import vocabulary
-from lgseg_ros.train.openvocab import DISTRACTORS, HELDOUT_RENAMES, NEAR_MISS, LabelSampler
+from lgseg_ros.train.openvocab import (DEV_RENAMES, DISTRACTORS, HELDOUT_RENAMES, NEAR_MISS,
+                                      LabelSampler)
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,11 @@ def test_heldout_and_near_miss_names_are_absent_from_everything_trained_on():
         assert cls in v["classes"]
         clash = [t for t in trained if vocabulary.shares_word(t, held)]
         assert not clash, f"held-out {held!r} shares a word with trained names {clash}"
+    # the dev list (label_anchor was chosen on it) is unseen too and apart from held-out
+    assert set(DEV_RENAMES) == set(v["classes"])
+    for dev in DEV_RENAMES.values():
+        clash = [t for t in trained + list(v["heldout"].values()) if vocabulary.shares_word(t, dev)]
+        assert not clash, f"dev name {dev!r} shares a word with {clash}"
     for miss in v["near_miss"]:
         assert miss not in trained
     # a name two classes claim would teach nothing; distractors name no class

@@ -10,7 +10,8 @@ Reports (``metrics.json`` in --out, also printed):
   counts as c when the model answers c, anything else ("none") elsewhere is correct. IoU
   per class, their mean, and the ratio to the full-label-set IoU of the same classes;
 - ``renamed``: per rename mapping (a preset, "heldout" = names never used in training,
-  "synonyms" = names label-name augmentation used, or ``old=new,...``), the mIoU with
+  "dev" = a second unseen list, the one label_anchor was chosen on, "synonyms" = names
+  label-name augmentation used, or ``old=new,...``), the mIoU with
   those names given instead;
 - ``probes``: words for things the classes do not cover (``near_miss``: street things
   CamVid does not label, never trained on; ``unlabeled_words``: the words users tried
@@ -54,8 +55,8 @@ def parse_args(argv):
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="network input size (default: the images' own size)")
     p.add_argument("--rename", action="append",
-                   help="'heldout', 'synonyms' or old=new,... (repeatable; default on "
-                        "CamVid: heldout and synonyms)")
+                   help="'heldout', 'dev', 'synonyms' or old=new,... (repeatable; default on "
+                        "CamVid: all three presets)")
     p.add_argument("--no-subset", action="store_true", help="skip the subset-query metric")
     p.add_argument("--probe", action="append", metavar="GROUP=WORD,WORD",
                    help="probe words (repeatable); default on CamVid: the vocabulary's near "
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
     ds.transform = EvalResize(tuple(args.size) if args.size else None)
     specs = args.rename
     if specs is None:
-        specs = ["heldout", "synonyms"] if args.data == "camvid" else []
+        specs = ["heldout", "dev", "synonyms"] if args.data == "camvid" else []
     renames = {}
     for spec in specs:
         mapping = parse_rename(spec)
