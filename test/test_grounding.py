@@ -152,6 +152,12 @@ def test_anchoring_lifts_heldout_names_on_the_shipped_model(tmp_path: Path):
         miou[w] = (m["full"]["miou"], m["renamed"]["heldout"]["miou"])
     assert abs(miou[0.5][0] - miou[0.0][0]) < 0.005          # trained names: unchanged
     assert miou[0.5][1] > miou[0.0][1] + 0.05, miou          # held-out names: lifted
+    # the card's comparison table, from these two evaluations
+    from lgseg_ros.train.summarize import eval_table
+
+    rows = eval_table([tmp_path / "a0.0", tmp_path / "a0.5"]).splitlines()
+    assert "heldout names mIoU (ratio)" in rows[0] and len(rows) == 4
+    assert rows[3].startswith("| a0.5 | 0.5 | ") and f"{100 * miou[0.5][1]:.1f} (" in rows[3]
 
 
 # ---------------------------------------------------------------- the training vocabulary

@@ -1,6 +1,12 @@
-"""Markdown table of training runs from their eval outputs (for model cards / ablations).
+"""Markdown tables for model cards / ablations.
 
     python -m lgseg_ros.train.summarize runs/cpu_fusion runs/cpu_lseg runs/cpu_denseclip
+    python -m lgseg_ros.train.summarize --evals runs/eval_a0 runs/eval_a0.5   # lgseg eval outputs
+
+The first form reads training runs (args, log, ``eval_val``); ``--evals`` reads
+``lgseg eval --out`` folders and compares what changes between them at a glance: label
+anchor, mIoU, each renamed list's mIoU and its ratio to the mIoU, and the near-miss words'
+largest share of labelled pixels.
 """
 from __future__ import annotations
 
@@ -49,11 +55,41 @@ def table(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def eval_table(dirs: list[Path]) -> str:
+    ms = [(d, json.loads((d / "metrics.json").read_text())) for d in dirs]
+    renames = list(dict.fromkeys(k for _, m in ms for k in m.get("renamed", {})))
+    groups = list(dict.fromkeys(g for _, m in ms for g in m.get("probes", {})))
+    head = ["eval", "label anchor", "mIoU"]
+    head += [f"{k} names mIoU (ratio)" for k in renames]
+    head += [f"{g}: largest share alone / added" for g in groups]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for d, m in ms:
+        full = m["full"]["miou"]
+        cells = [d.name, str(m.get("label_anchor", 0.0)), _pct(full)]
+        for k in renames:
+            v = m.get("renamed", {}).get(k, {}).get("miou")
+            cells.append("n/a" if v is None else f"{100 * v:.1f} ({v / full:.2f})")
+        for g in groups:
+            words = m.get("probes", {}).get(g, {})
+            if not words:
+                cells.append("n/a")
+                continue
+            a = max(words, key=lambda w: words[w]["alone_share"])
+            b = max(words, key=lambda w: words[w]["added_share"])
+            cells.append(f"{100 * words[a]['alone_share']:.1f}% ({a}) / "
+                         f"{100 * words[b]['added_share']:.1f}% ({b})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         print(__doc__)
         return 2
+    if argv[0] == "--evals":
+        print(eval_table([Path(a) for a in argv[1:]]))
+        return 0
     print(table([Path(a) for a in argv]))
     return 0
 
