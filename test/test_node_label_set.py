@@ -81,3 +81,20 @@ def test_refused_set_reports_the_set_still_in_force(env):
     resp = h.call(client, SetLabels.Request(labels=["car", ""]))
     assert not resp.success
     assert [e.label for e in resp.labels] == ["car"] == [e.label for e in before.labels]
+
+
+def test_labels_tool_says_what_an_unseen_word_reads_as(env):
+    """`lgseg labels set` prints, for a word the checkpoint never trained on but close to a
+    trained name, the name it reads as (the node anchors it there); trained names print
+    nothing extra. The tool is its own process, like a user's shell."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "labels", "set", "--node", NS,
+                           "sedan", "road"], cwd=Path(__file__).resolve().parents[1],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "sedan  (reads as 'car' = car, 0.6" in lines[1], lines[1]
+    assert "reads as" not in lines[2] and lines[2].split()[:2] == ["1", "road"], lines[2]

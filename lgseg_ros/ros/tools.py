@@ -66,10 +66,21 @@ class _Client:
         self.rclpy.try_shutdown(context=self.context)
 
 
-def _print_mapping(title: str, entries: list[tuple[int, str, str]]) -> None:
+def _print_mapping(title: str, entries: list[tuple]) -> None:
+    """entries: (id, name, mask topic or "", and optionally what the model reads it as)."""
     print(title)
-    for class_id, name, topic in entries:
-        print(f"  {class_id:>4}  {name}" + (f"    {topic}" if topic else ""))
+    for class_id, name, topic, *reads in entries:
+        note = f"  (reads as {reads[0]})" if reads and reads[0] else ""
+        print(f"  {class_id:>4}  {name}{note}" + (f"    {topic}" if topic else ""))
+
+
+def _reads_as(entry) -> str:
+    """For a well-grounded word the checkpoint never trained on: its nearest trained name,
+    which the node anchors it towards (label_anchor)."""
+    near = getattr(entry, "nearest_trained_name", "")
+    if not near or near == entry.label or not getattr(entry, "well_grounded", False):
+        return ""
+    return f"'{near}' = {entry.nearest_trained_class}, {entry.grounding_score:.2f}"
 
 
 # -- labels --------------------------------------------------------------------------------
@@ -101,8 +112,11 @@ def _labels_set(client: _Client, args) -> int:
               "(is the node running, in this ROS_DOMAIN_ID?)", file=sys.stderr)
         return 2
     ms = (time.perf_counter() - t0) * 1e3
-    topics = {e.class_id: e.mask_topic for e in getattr(resp, "labels", [])}
-    entries = [(c.class_id, c.class_name, topics.get(c.class_id, "")) for c in resp.class_map]
+    reported = {e.class_id: e for e in getattr(resp, "labels", [])}
+    entries = [(c.class_id, c.class_name,
+                reported[c.class_id].mask_topic if c.class_id in reported else "",
+                _reads_as(reported[c.class_id]) if c.class_id in reported else "")
+               for c in resp.class_map]
     if not resp.success:
         print(f"lgseg labels: refused: {resp.message}", file=sys.stderr)
         _print_mapping("still in force:", entries)
