@@ -113,10 +113,10 @@ def _labels_set(client: _Client, args) -> int:
         return 2
     ms = (time.perf_counter() - t0) * 1e3
     reported = {e.class_id: e for e in getattr(resp, "labels", [])}
-    entries = [(c.class_id, c.class_name,
-                reported[c.class_id].mask_topic if c.class_id in reported else "",
-                _reads_as(reported[c.class_id]) if c.class_id in reported else "")
-               for c in resp.class_map]
+    entries = []
+    for c in resp.class_map:
+        e = reported.get(c.class_id)
+        entries.append((c.class_id, c.class_name, e.mask_topic if e else "", _reads_as(e) if e else ""))
     if not resp.success:
         print(f"lgseg labels: refused: {resp.message}", file=sys.stderr)
         _print_mapping("still in force:", entries)

@@ -211,8 +211,8 @@ class Segmenter:
                                 f"classes; got {len(names)} labels")
         emb = self.text_encoder.encode(list(names))
         emb = np.ascontiguousarray(emb.detach().cpu().numpy(), dtype=np.float32)
-        grounding = self.grounding.report(names, emb)   # of the word as given
-        emb = np.ascontiguousarray(self.grounding.anchor(emb, self.label_anchor), np.float32)
+        grounding, emb = self.grounding.ground(names, emb, self.label_anchor)
+        emb = np.ascontiguousarray(emb)
         emb.setflags(write=False)
         return LabelSet(names=names, embeddings=emb, generation=_next_generation(),
                         encoder=self.text_encoder.name, grounding=grounding)

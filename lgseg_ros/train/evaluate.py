@@ -38,12 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lgseg_ros.runtime.grounding import (DEFAULT_ANCHOR, AnchoredEncoder, GroundingReporter,
+                                         vocabulary_from_metadata)
+
 from .augment import EvalResize
 from .datasets import build_dataset
 from .metrics import BinaryIoU, ConfusionMatrix
 from .openvocab import EmbeddingTable, parse_rename
-from lgseg_ros.runtime.grounding import (DEFAULT_ANCHOR, AnchoredEncoder, GroundingReporter,
-                                         vocabulary_from_metadata)
 
 
 def parse_args(argv):
