@@ -17,3 +17,19 @@ def test_head_probe_trains_every_head_and_summarises_seeds(tmp_path, camvid_root
     # the bridge is what the fusion head adds: more parameters than the LSeg head
     params = {r["head"]: r["params_m"] for r in res["runs"]}
     assert params["fusion"] > params["denseclip"] > params["lseg"]
+
+
+def test_head_probe_text_noise_runs_each_value_and_reports_unseen_names(tmp_path, camvid_root):
+    assert head_probe.main(["--limit-images", "2", "--iters", "3", "--batch-size", "2",
+                            "--seeds", "0", "--heads", "lseg", "--text-noise", "0", "0.5",
+                            "--size", "96", "128", "--threads", "1",
+                            "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [r["text_noise"] for r in res["runs"]] == [0.0, 0.5]
+    assert set(res["summary"]) == {"lseg@0", "lseg@0.5"}
+    for r in res["runs"]:
+        for key in ("miou", "heldout_miou", "dev_miou", "near_miss_share"):
+            assert 0.0 <= r[key] <= 1.0
+    # same seed, same data: only the noise differs, and it changes what the head learns
+    assert res["runs"][0]["miou"] != res["runs"][1]["miou"] or \
+        res["runs"][0]["heldout_miou"] != res["runs"][1]["heldout_miou"]

@@ -12,7 +12,7 @@ from lgseg_ros.train.datasets import IGNORE, load_camvid, load_folder, read_clas
 from lgseg_ros.train.losses import seg_loss
 from lgseg_ros.train.metrics import BinaryIoU, ConfusionMatrix
 from lgseg_ros.train.openvocab import (HELDOUT_RENAMES, TRAIN_SYNONYMS, LabelSampler,
-                                       parse_rename)
+                                       jitter_text, parse_rename)
 
 
 # ---------------------------------------------------------------- metrics, by hand
@@ -175,6 +175,22 @@ def test_label_sampler_subsets_none_target_and_synonyms():
     assert all(b.lut[c] == IGNORE for c in set(range(11)) - set(b.classes))
     full = s2.full()
     assert full.names == names and full.classes == list(range(11))
+
+
+def test_text_noise_moves_each_label_by_the_asked_angle_and_keeps_its_norm():
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(64, 384, generator=g), dim=-1) * 2.0
+    assert jitter_text(text, 0.0) is text
+    for sigma in (0.5, 1.0):
+        moved = jitter_text(text, sigma, torch.Generator().manual_seed(1))
+        torch.testing.assert_close(moved.norm(dim=-1), text.norm(dim=-1))
+        cos = torch.nn.functional.cosine_similarity(moved, text, dim=-1)
+        # 384 dimensions: the cosine concentrates near 1 / sqrt(1 + sigma^2)
+        assert cos.mean().item() == pytest.approx(1 / math.sqrt(1 + sigma ** 2), abs=0.02)
+        assert cos.std().item() < 0.03
+    a = jitter_text(text, 0.5, torch.Generator().manual_seed(2))
+    b = jitter_text(text, 0.5, torch.Generator().manual_seed(3))
+    assert not torch.allclose(a, b)   # fresh noise per draw, not a fixed offset
 
 
 def test_heldout_renames_are_unseen_in_training():

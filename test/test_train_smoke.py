@@ -54,9 +54,9 @@ def test_train_loss_falls_and_writes_checkpoint(overfit_run):
 
 def test_resume_reproduces_uninterrupted_run(tmp_path, camvid_root):
     from lgseg_ros.model import load_checkpoint
-    # random label subsets and synonyms on: their RNG must be restored too
+    # random label subsets, synonyms and text noise on: their RNGs must be restored too
     args = COMMON + ["--iters", "6", "--lr", "5e-3", "--subset-prob", "0.5",
-                     "--synonym-prob", "0.5", "--no-eval"]
+                     "--synonym-prob", "0.5", "--text-noise", "0.5", "--no-eval"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train.main(args + ["--out", str(straight)]) == 0
     assert train.main(args + ["--out", str(split), "--stop-at", "3"]) == 0

@@ -19,6 +19,7 @@ mean and standard deviation over seeds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -33,7 +34,8 @@ import torch.nn.functional as F
 from .datasets import CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, build_dataset
 from .losses import seg_loss
 from .metrics import ConfusionMatrix
-from .openvocab import HELDOUT_RENAMES, EmbeddingTable, LabelSampler
+from .openvocab import (DEV_RENAMES, HELDOUT_RENAMES, NEAR_MISS, EmbeddingTable, LabelSampler,
+                        jitter_text)
 from .train import param_groups, lr_lambda
 
 HEAD_CONFIGS = {"fusion": "lite-minilm", "lseg": "lite-minilm-lseg",
@@ -56,6 +58,9 @@ def parse_args(argv):
                    help="model config override applied to every head (e.g. gamma_init=0.1)")
     p.add_argument("--eval-at", type=int, nargs="*", default=[], metavar="STEP",
                    help="also score val at these steps (is the ranking settled before the end?)")
+    p.add_argument("--text-noise", type=float, nargs="+", default=[0.0], metavar="SIGMA",
+                   help="label-embedding noise during training (train --text-noise); several "
+                        "values: each head/seed is trained once per value")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="runs/head_probe")
     return p.parse_args(argv)
@@ -81,7 +86,7 @@ def cache_features(backbone, net, ds, size, flip: bool):
 
 
 def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_lbl, encoder,
-            overrides) -> dict:
+            overrides, text_noise: float = 0.0) -> dict:
     from lgseg_ros.model import build_model, get_config
 
     from .train import apply_overrides, seed_everything
@@ -91,7 +96,8 @@ def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_l
     head_mod = net.head.train()
     sampler = LabelSampler(CAMVID_CLASSES, subset_prob=0.5, synonym_prob=0.3,
                            distractor_prob=0.5, rng=random.Random(seed * 1009))
-    table = EmbeddingTable(encoder, sampler.all_names() + list(HELDOUT_RENAMES.values()))
+    table = EmbeddingTable(encoder, sampler.all_names() + list(HELDOUT_RENAMES.values())
+                           + list(DEV_RENAMES.values()))
     weights = torch.tensor(CAMVID_MEDIAN_FREQ_WEIGHTS).sqrt()
     opt = torch.optim.AdamW(param_groups(head_mod, args.lr, 1.0, 1e-2), lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.iters, min(100, args.iters // 10),
@@ -107,7 +113,7 @@ def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_l
         ids = train_lbl[idx, ::d, ::d].long()
         batch = sampler.sample()
         target = batch.lut[ids]
-        logits = head_mod(feats, table(batch.names))
+        logits = head_mod(feats, jitter_text(table(batch.names), text_noise, gen))
         loss = seg_loss(logits, target, ids, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -120,7 +126,8 @@ def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_l
             head_mod.train()
     train_s = time.perf_counter() - t0
     head_mod.eval()
-    result = {"head": head, "seed": seed, "iters": args.iters, "train_s": round(train_s, 1),
+    result = {"head": head, "seed": seed, "text_noise": text_noise, "iters": args.iters,
+              "train_s": round(train_s, 1),
               "params_m": round(sum(p.numel() for p in head_mod.parameters()) / 1e6, 3)}
     result.update(score_val(head_mod, table, val_feats, val_lbl))
     result.update(early)
@@ -132,7 +139,8 @@ def score_val(head_mod, table, val_feats, val_lbl) -> dict:
     names = list(CAMVID_CLASSES)
     scores = {}
     for key, label_names in (("miou", names),
-                             ("heldout_miou", [HELDOUT_RENAMES.get(c, c) for c in names])):
+                             ("heldout_miou", [HELDOUT_RENAMES.get(c, c) for c in names]),
+                             ("dev_miou", [DEV_RENAMES.get(c, c) for c in names])):
         cm = ConfusionMatrix(len(names))
         text = table(label_names)
         for i in range(0, val_lbl.shape[0], 4):
@@ -141,18 +149,37 @@ def score_val(head_mod, table, val_feats, val_lbl) -> dict:
                                  align_corners=False).argmax(1)
             cm.update(pred, val_lbl[i:i + 4].long())
         scores[key] = float(cm.summary(names)["miou"])
+    # near misses (things CamVid does not label) added to the 11 names: the share of
+    # labelled pixels they take; a looser text space must not start painting them
+    text = table(names + list(NEAR_MISS))
+    taken = labelled = 0
+    for i in range(0, val_lbl.shape[0], 4):
+        logits = head_mod([f[i:i + 4].float() for f in val_feats], text)
+        pred = F.interpolate(logits, size=val_lbl.shape[-2:], mode="bilinear",
+                             align_corners=False).argmax(1)
+        valid = val_lbl[i:i + 4] < len(names)
+        taken += int(((pred >= len(names)) & (pred < len(names) + len(NEAR_MISS)) & valid).sum())
+        labelled += int(valid.sum())
+    scores["near_miss_share"] = taken / max(labelled, 1)
     return scores
 
 
 def summarize(runs: list[dict]) -> dict:
+    """Mean and spread over seeds per head (per "head@noise" where noise values differ)."""
+    def group(r):
+        noisy = len({x.get("text_noise", 0.0) for x in runs}) > 1
+        return f"{r['head']}@{r.get('text_noise', 0.0):g}" if noisy else r["head"]
+
     out = {}
-    for head in dict.fromkeys(r["head"] for r in runs):
-        rs = [r for r in runs if r["head"] == head]
+    for head in dict.fromkeys(group(r) for r in runs):
+        rs = [r for r in runs if group(r) == head]
         out[head] = {}
         early = sorted({k for r in rs for k in r if k.startswith("miou@")},
                        key=lambda k: int(k[5:]))
-        for key in ("miou", "heldout_miou", *early):
+        for key in ("miou", "heldout_miou", "dev_miou", "near_miss_share", *early):
             vals = [100 * r[key] for r in rs if key in r]
+            if not vals:
+                continue
             out[head][key] = {"mean": round(statistics.mean(vals), 2),
                               "std": round(statistics.stdev(vals), 2) if len(vals) > 1 else None,
                               "runs": [round(v, 2) for v in vals]}
@@ -180,14 +207,13 @@ def main(argv=None) -> int:
           f"{train_lbl.shape[0]} train maps, {val_lbl.shape[0]} val", flush=True)
     encoder = build_text_encoder("minilm", cached=True)
     runs = []
-    for seed in args.seeds:
-        for head in args.heads:
-            r = run_one(head, seed, args, train_feats, train_lbl, val_feats, val_lbl, encoder,
-                        args.set)
-            runs.append(r)
-            print(json.dumps(r), flush=True)
-            (out / "results.json").write_text(json.dumps(
-                {"args": vars(args), "runs": runs, "summary": summarize(runs)}, indent=2))
+    for seed, head, noise in itertools.product(args.seeds, args.heads, args.text_noise):
+        r = run_one(head, seed, args, train_feats, train_lbl, val_feats, val_lbl, encoder,
+                    args.set, noise)
+        runs.append(r)
+        print(json.dumps(r), flush=True)
+        (out / "results.json").write_text(json.dumps(
+            {"args": vars(args), "runs": runs, "summary": summarize(runs)}, indent=2))
     print(json.dumps(summarize(runs), indent=2))
     return 0
 

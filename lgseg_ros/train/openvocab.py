@@ -9,7 +9,10 @@
   head keys on the meaning of a label embedding, not on one string's exact vector;
 - distractor labels: words for things no street scene holds (WordNet food, furniture,
   instruments, ...) are added to a batch's label set; no pixel is theirs, so the model
-  learns that being handed a word is no reason to paint pixels with it.
+  learns that being handed a word is no reason to paint pixels with it;
+- text-embedding noise: each label's embedding is moved a random step away from the
+  encoder's vector (``jitter_text``), so the head learns that a neighbourhood of a name
+  means the class, not the one point a name happens to encode to.
 
 The held-out renaming in ``HELDOUT_RENAMES`` shares no name with ``TRAIN_SYNONYMS``, so
 the renamed-label metric it gives measures generalisation to unseen words.
@@ -145,6 +148,24 @@ class LabelSampler:
             if c >= 0:
                 lut[c] = pos
         return LabelBatch(names, [c if c >= 0 else -1 for c in classes], lut)
+
+
+def jitter_text(text: torch.Tensor, sigma: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rows of ``text`` moved by isotropic Gaussian noise of relative size ``sigma``.
+
+    The noise of a row has expected norm ``sigma`` times the row's norm, and the result is
+    rescaled to the row's norm (the text encoders give unit vectors; the head sees only
+    directions), so the cosine to the original is about ``1 / sqrt(1 + sigma**2)``:
+    0.89 at 0.5, 0.71 at 1.0. Unseen words sit 0.5-0.8 from their nearest trained name.
+    """
+    if sigma <= 0:
+        return text
+    norm = text.norm(dim=-1, keepdim=True)
+    noise = torch.randn(text.shape, generator=generator, dtype=text.dtype, device="cpu")
+    noise = noise.to(text.device) * (sigma * norm / text.shape[-1] ** 0.5)
+    moved = text + noise
+    return moved * (norm / moved.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
 
 class EmbeddingTable:
