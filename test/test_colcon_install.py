@@ -2,9 +2,10 @@
 fresh workspace, the install space checked file by file, then the *installed* node started
 from a sourced `install/setup.bash` and answering one camera frame with a mask.
 
-colcon is Debian's (`colcon`, python3-colcon-ros, python3-colcon-cmake); it is installed
-here with apt-get when missing and this runs as root. ament, rosidl and rclpy are the
-project venv's PyPI wheels (the venv is the ament prefix), standing in for /opt/ros.
+colcon is Debian's (`colcon`, python3-colcon-ros, python3-colcon-cmake and the extensions
+in COLCON_APT); it is installed here with apt-get when missing and this runs as root.
+ament, rosidl and rclpy are the project venv's PyPI wheels (the venv is the ament prefix),
+standing in for /opt/ros.
 What cannot run here: `ros2 run` / `ros2 launch` (ros2cli is not on PyPI), so the
 installed executable is started by its path in the install space, as `ros2 run` would.
 """
@@ -30,12 +31,33 @@ from test_node_support import Recorder, RosHarness, header, stamp_key
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
-COLCON_APT = ["colcon", "python3-colcon-ros", "python3-colcon-cmake"]
+# Debian's `colcon` only recommends its extensions, and apt-get here skips recommends: the
+# verbs and options this test (and a robot's workflow) uses come from these packages.
+COLCON_APT = ["colcon", "python3-colcon-ros", "python3-colcon-cmake",
+              "python3-colcon-package-information",   # `colcon list`
+              "python3-colcon-package-selection",     # `--packages-select`
+              "python3-colcon-parallel-executor", "python3-colcon-output",
+              "python3-colcon-bash",                  # install/setup.bash
+              "python3-colcon-library-path", "python3-colcon-defaults",
+              "python3-colcon-metadata"]
 PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def _colcon_complete() -> bool:
+    """colcon with the verbs and options used below (a bare colcon-core has neither)."""
+    colcon = shutil.which("colcon")
+    if colcon is None:
+        return False
+
+    def helps(verb):
+        return subprocess.run([colcon, verb, "--help"], capture_output=True, text=True,
+                              timeout=60)
+
+    return helps("list").returncode == 0 and "--packages-select" in helps("build").stdout
+
+
 def _ensure_colcon() -> str:
-    ensure_debian_packages(COLCON_APT, lambda: shutil.which("colcon") is not None, "colcon")
+    ensure_debian_packages(COLCON_APT, _colcon_complete, "colcon with its build extensions")
     return shutil.which("colcon")
 
 
