@@ -134,6 +134,14 @@ def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_l
     return result
 
 
+def _val_predictions(head_mod, text, val_feats, val_lbl, batch: int = 4):
+    """(predicted channel ids, labels) per batch of val maps, at label resolution."""
+    for i in range(0, val_lbl.shape[0], batch):
+        logits = head_mod([f[i:i + batch].float() for f in val_feats], text)
+        yield (F.interpolate(logits, size=val_lbl.shape[-2:], mode="bilinear",
+                             align_corners=False).argmax(1), val_lbl[i:i + batch].long())
+
+
 @torch.no_grad()
 def score_val(head_mod, table, val_feats, val_lbl) -> dict:
     names = list(CAMVID_CLASSES)
@@ -142,22 +150,15 @@ def score_val(head_mod, table, val_feats, val_lbl) -> dict:
                              ("heldout_miou", [HELDOUT_RENAMES.get(c, c) for c in names]),
                              ("dev_miou", [DEV_RENAMES.get(c, c) for c in names])):
         cm = ConfusionMatrix(len(names))
-        text = table(label_names)
-        for i in range(0, val_lbl.shape[0], 4):
-            logits = head_mod([f[i:i + 4].float() for f in val_feats], text)
-            pred = F.interpolate(logits, size=val_lbl.shape[-2:], mode="bilinear",
-                                 align_corners=False).argmax(1)
-            cm.update(pred, val_lbl[i:i + 4].long())
+        for pred, lbl in _val_predictions(head_mod, table(label_names), val_feats, val_lbl):
+            cm.update(pred, lbl)
         scores[key] = float(cm.summary(names)["miou"])
     # near misses (things CamVid does not label) added to the 11 names: the share of
     # labelled pixels they take; a looser text space must not start painting them
-    text = table(names + list(NEAR_MISS))
     taken = labelled = 0
-    for i in range(0, val_lbl.shape[0], 4):
-        logits = head_mod([f[i:i + 4].float() for f in val_feats], text)
-        pred = F.interpolate(logits, size=val_lbl.shape[-2:], mode="bilinear",
-                             align_corners=False).argmax(1)
-        valid = val_lbl[i:i + 4] < len(names)
+    for pred, lbl in _val_predictions(head_mod, table(names + list(NEAR_MISS)), val_feats,
+                                      val_lbl):
+        valid = lbl < len(names)
         taken += int(((pred >= len(names)) & (pred < len(names) + len(NEAR_MISS)) & valid).sum())
         labelled += int(valid.sum())
     scores["near_miss_share"] = taken / max(labelled, 1)
