@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .datasets import CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, build_dataset
+from .evaluate import predict
 from .losses import seg_loss
 from .metrics import ConfusionMatrix
 from .openvocab import (DEV_RENAMES, HELDOUT_RENAMES, NEAR_MISS, EmbeddingTable, LabelSampler,
@@ -137,9 +137,9 @@ def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_l
 def _val_predictions(head_mod, text, val_feats, val_lbl, batch: int = 4):
     """(predicted channel ids, labels) per batch of val maps, at label resolution."""
     for i in range(0, val_lbl.shape[0], batch):
-        logits = head_mod([f[i:i + batch].float() for f in val_feats], text)
-        yield (F.interpolate(logits, size=val_lbl.shape[-2:], mode="bilinear",
-                             align_corners=False).argmax(1), val_lbl[i:i + batch].long())
+        # the head takes feature maps where the network takes images: eval's predict serves
+        yield (predict(head_mod, [f[i:i + batch].float() for f in val_feats], text,
+                       val_lbl.shape[-2:]), val_lbl[i:i + batch].long())
 
 
 @torch.no_grad()
@@ -167,8 +167,9 @@ def score_val(head_mod, table, val_feats, val_lbl) -> dict:
 
 def summarize(runs: list[dict]) -> dict:
     """Mean and spread over seeds per head (per "head@noise" where noise values differ)."""
+    noisy = len({r.get("text_noise", 0.0) for r in runs}) > 1
+
     def group(r):
-        noisy = len({x.get("text_noise", 0.0) for x in runs}) > 1
         return f"{r['head']}@{r.get('text_noise', 0.0):g}" if noisy else r["head"]
 
     out = {}
