@@ -11,6 +11,8 @@ import sys
 COMMANDS = {
     "train": ("lgseg_ros.train.train", "train a model (CamVid or a folder dataset)"),
     "eval": ("lgseg_ros.train.evaluate", "evaluate a checkpoint: mIoU, subset and renamed-label queries"),
+    "pseudo-label": ("lgseg_ros.train.pseudo_label", "label a folder of images with a closed-set teacher (a folder dataset for train)"),
+    "agreement": ("lgseg_ros.train.agreement", "agreement with teacher labels on held-out images, words together and alone (JSON)"),
     "flops": ("lgseg_ros.model.flops", "parameters and GFLOPs of model variants"),
     "export": ("lgseg_ros.runtime.export", "export the frame path to ONNX"),
     "bench": ("lgseg_ros.runtime.bench", "benchmark backends and reference models (JSON)"),
