@@ -32,6 +32,7 @@ from .augment import TrainAugment
 from .datasets import (CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, MixedDataset, build_dataset,
                        relabelled)
 from .losses import seg_loss
+from .multisource import MultiSourceDataset, SourceBatchSampler, SourceSpec
 from .openvocab import EmbeddingTable, LabelSampler, jitter_text
 
 log = logging.getLogger("lgseg.train")
@@ -52,6 +53,12 @@ def parse_args(argv):
                         "epoch: fine-tune on your classes without forgetting the old ones")
     p.add_argument("--replay-share", type=float, default=0.5,
                    help="share of training samples drawn from --replay (default 0.5)")
+    p.add_argument("--source", action="append", metavar="DATA[:SHARE]",
+                   help="train on several label sources at once (repeatable; 'camvid' or a "
+                        "folder dataset, e.g. from lgseg pseudo-label), each batch from one "
+                        "source drawn by SHARE; classes are concepts merged by name, chains "
+                        "'parent > child' nest (train/multisource.py). --data then only "
+                        "names the evaluation data")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
     g = p.add_mutually_exclusive_group()
@@ -74,10 +81,17 @@ def parse_args(argv):
     p.add_argument("--schedule", choices=("poly", "cosine"), default="poly")
     p.add_argument("--warmup", type=int, help="linear warm-up steps (default 5%% of iters, <=500)")
     p.add_argument("--grad-clip", type=float, default=0.0, help="max grad norm (0: off)")
-    p.add_argument("--class-weights", choices=("none", "median-freq", "sqrt-median-freq"),
+    p.add_argument("--class-weights", choices=("none", "median-freq", "sqrt-median-freq",
+                                               "concept-freq"),
                    default="none",
                    help="median-freq: SegNet's CamVid weights; sqrt-median-freq: their square "
-                        "root, a milder push towards thin classes (CamVid only)")
+                        "root, a milder push towards thin classes (CamVid only); concept-freq "
+                        "(with --source): sqrt(median/frequency) per label chain, clipped to "
+                        "0.3..3, so indoor and rare street concepts are learnt")
+    p.add_argument("--full-prob", type=float, default=0.3,
+                   help="with --source: probability a batch asks every concept present "
+                        "(else a random subset), plus up to --max-absent absent ones")
+    p.add_argument("--max-absent", type=int, default=8)
     p.add_argument("--subset-prob", type=float, default=0.5,
                    help="probability a batch trains on a random subset of the labels")
     p.add_argument("--synonym-prob", type=float, default=0.2,
@@ -253,6 +267,37 @@ def _rng_state_from_list(state):
     return (version, tuple(internal), gauss)
 
 
+def multi_source_labels(args, train_ds, encoder, rng):
+    """The label sampler of a multi-source run: concepts with every name they are trained
+    under (CamVid's WordNet names, the concept table's, and an --init/--resume checkpoint's),
+    and the WordNet distractors that no concept name is close to."""
+    from .multisource import MultiSourceLabelSampler, build_vocabulary, filter_distractors
+    from .openvocab import DISTRACTORS, TRAIN_SYNONYMS
+
+    base = {c: list(v) for c, v in TRAIN_SYNONYMS.items()}
+    if args.init or args.resume:
+        from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+        from lgseg_ros.runtime.grounding import vocabulary_from_metadata
+        before = read_checkpoint_metadata(args.init or str(Path(args.out) / "last.safetensors"))[1]
+        for c, names in vocabulary_from_metadata(before)[0].items():
+            base[c] = list(dict.fromkeys([*base.get(c, []), *names]))
+    vocab = build_vocabulary(train_ds.space, base)
+    names = [n for ns in vocab.values() for n in ns]
+    table = EmbeddingTable(encoder, names)
+    distractors = filter_distractors(DISTRACTORS, table, names) \
+        if args.distractor_prob > 0 else []
+    sampler = MultiSourceLabelSampler(
+        train_ds.space, train_ds.askable, vocab, full_prob=args.full_prob,
+        max_absent=args.max_absent, synonym_prob=args.synonym_prob,
+        distractor_prob=args.distractor_prob, max_distractors=args.max_distractors,
+        distractors=distractors, rng=rng)
+    table(sampler.all_names())
+    sampler.table = table
+    log.info("%d concepts, %d names, %d distractors kept of %d", len(train_ds.space.concepts),
+             len(names), len(distractors), len(DISTRACTORS))
+    return sampler
+
+
 # ------------------------------------------------------------------ main
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -268,9 +313,19 @@ def main(argv=None) -> int:
     seed_everything(args.seed + rank)
 
     # ---------------- data
-    train_ds = build_dataset(args.data, args.train_split, cache=not args.no_cache)
-    if args.limit_images:
-        train_ds = train_ds.subset(args.limit_images)
+    multi = bool(args.source)
+    if multi:
+        if args.replay:
+            raise SystemExit("--replay and --source: give the replayed data as a --source")
+        if world > 1:
+            raise SystemExit("--source is single-process for now (one source per batch)")
+        train_ds = MultiSourceDataset([SourceSpec.parse(s) for s in args.source],
+                                      args.train_split, cache=not args.no_cache,
+                                      limit_images=args.limit_images)
+    else:
+        train_ds = build_dataset(args.data, args.train_split, cache=not args.no_cache)
+        if args.limit_images:
+            train_ds = train_ds.subset(args.limit_images)
     if args.replay:
         if not 0.0 < args.replay_share < 1.0:
             raise SystemExit(f"--replay-share {args.replay_share}: must be in (0, 1)")
@@ -292,7 +347,13 @@ def main(argv=None) -> int:
     warmup = args.warmup if args.warmup is not None else min(500, total // 20)
 
     weights = None
-    if args.class_weights != "none":
+    if args.class_weights == "concept-freq":
+        if not multi:
+            raise SystemExit("--class-weights concept-freq needs --source")
+        weights = train_ds.class_weights().to(device)
+        log.info("class weights per chain: %s", {n: round(float(w), 2) for n, w in
+                                                 zip(class_names, weights.tolist())})
+    elif args.class_weights != "none":
         if tuple(class_names) != CAMVID_CLASSES:
             raise SystemExit(f"--class-weights {args.class_weights} is CamVid's; "
                              "this dataset is not CamVid")
@@ -323,11 +384,16 @@ def main(argv=None) -> int:
 
     encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
     sampler_rng = random.Random(args.seed * 1009 + rank)
-    labels = LabelSampler(class_names, subset_prob=args.subset_prob,
-                          none_target=not args.no_none_target, synonym_prob=args.synonym_prob,
-                          distractor_prob=args.distractor_prob,
-                          max_distractors=args.max_distractors, rng=sampler_rng)
-    table = EmbeddingTable(encoder, labels.all_names())
+    if multi:
+        labels = multi_source_labels(args, train_ds, encoder, sampler_rng)
+        table = labels.table
+    else:
+        labels = LabelSampler(class_names, subset_prob=args.subset_prob,
+                              none_target=not args.no_none_target,
+                              synonym_prob=args.synonym_prob,
+                              distractor_prob=args.distractor_prob,
+                              max_distractors=args.max_distractors, rng=sampler_rng)
+        table = EmbeddingTable(encoder, labels.all_names())
 
     opt = torch.optim.AdamW(param_groups(net, args.lr, args.backbone_lr_mult, args.weight_decay),
                             lr=args.lr, weight_decay=args.weight_decay)
@@ -360,9 +426,12 @@ def main(argv=None) -> int:
         from torch.nn.parallel import DistributedDataParallel as DDP
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    vocab = labels.vocabulary()
+    vocab = labels.vocabulary() if not multi else dict(labels.vocabulary)
     distractors = list(labels.distractors) if args.distractor_prob > 0 else []
-    if args.init or args.resume:
+    if multi:
+        # concepts, not the sources' chains, are what a user can ask for
+        class_names = tuple(train_ds.space.concepts)
+    if (args.init or args.resume) and not multi:
         # a fine-tuned model still knows what its starting point was trained on
         from lgseg_ros.model.checkpoint import read_checkpoint_metadata
         from lgseg_ros.runtime.grounding import vocabulary_from_metadata
@@ -371,6 +440,8 @@ def main(argv=None) -> int:
         for c, names in old_vocab.items():
             vocab[c] = list(dict.fromkeys([*vocab.get(c, [c]), *names]))
         distractors = list(dict.fromkeys([*distractors, *old_distractors]))
+    if multi:
+        distractors = list(labels.distractors)  # already filtered against the concepts
     run_meta = {
         "labels": list(class_names),
         # every name each class was trained under: grounding reports compare users' words
@@ -378,6 +449,7 @@ def main(argv=None) -> int:
         "vocabulary": vocab,
         "distractors": distractors,
         "dataset": args.data, "train_split": args.train_split, "replay": args.replay,
+        "sources": [dataclasses.asdict(SourceSpec.parse(s)) for s in args.source or []],
         "train_args": json.loads(json.dumps(vars(args), default=str)),
         "world_size": world, "total_iters": total,
     }
@@ -387,7 +459,8 @@ def main(argv=None) -> int:
              "model_config": dataclasses.asdict(cfg), "total_iters": total, "warmup": warmup,
              "world_size": world, "device": str(device), "torch_threads": torch.get_num_threads(),
              "train_images": len(train_ds)}, indent=2, default=str))
-    log.info("data %s: %d train images, classes %s", args.data, len(train_ds), list(class_names))
+    log.info("data %s: %d train images, classes %s", train_ds.name if multi else args.data,
+             len(train_ds), list(class_names))
     log.info("model %s (%.2fM params) on %s x%d, %d iters (%.1f epochs), batch %d/process, "
              "crop %s, warmup %d, %s schedule, amp=%s", cfg.name if hasattr(cfg, "name") else args.config,
              sum(p.numel() for p in net.parameters()) / 1e6, device, world, total,
@@ -400,6 +473,11 @@ def main(argv=None) -> int:
 
     def make_loader(epoch):
         gen = torch.Generator().manual_seed(args.seed * 100003 + epoch * 31 + rank)
+        if multi:
+            return DataLoader(train_ds, num_workers=args.workers,
+                              pin_memory=device.type == "cuda", persistent_workers=False,
+                              batch_sampler=SourceBatchSampler(train_ds, args.batch_size,
+                                                               steps_per_epoch, gen))
         if world > 1:
             ds_sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank,
                                             shuffle=True, seed=args.seed, drop_last=True)
@@ -432,14 +510,19 @@ def main(argv=None) -> int:
     ema, t_last, n_last, t0 = None, time.perf_counter(), 0, time.perf_counter()
     clock["t0"] = t0
     while step < total:
-        for images, target_ids in make_loader(epoch):
+        for batch_items in make_loader(epoch):
+            images, target_ids = batch_items[0], batch_items[1]
             if budget_s is not None and elapsed_s() >= budget_s:
                 log.info("time budget of %.1f min spent at step %d of %d: finishing",
                          args.time_budget, step, total)
                 total = step
             if step >= total:
                 break
-            batch = labels.sample()
+            if multi:
+                batch = labels.sample(int(batch_items[2][0]),
+                                      torch.unique(target_ids).tolist())
+            else:
+                batch = labels.sample()
             # torch's global generator: --resume restores it, so the noise resumes too
             text = jitter_text(table(batch.names), args.text_noise).to(device, non_blocking=True)
             images = images.to(device, non_blocking=True)

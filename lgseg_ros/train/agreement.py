@@ -1,0 +1,185 @@
+r"""`lgseg agreement`: how well a checkpoint agrees with teacher labels on held-out images,
+for words asked together and alone (JSON; the model card's indoor and fine-street tables).
+
+    lgseg agreement --checkpoint models/lgseg_lite_minilm.safetensors \
+        --data runs/pl/indoor --split holdout \
+        --words wall,floor,ceiling,bed,window,cabinet,door,table,chair,sink,toilet,mirror \
+        --regions door --out runs/agreement_indoor.json
+
+The folder dataset (``lgseg pseudo-label``'s output) gives each pixel a concept chain or
+ignore. Every word in --words is asked together (and, with --alone, each alone), encoded
+and anchored as the node does. A labelled pixel whose chain holds none of the words is
+"other": predicting a word there is a false positive for it. IoU per word, their mean.
+
+``--regions WORD``: the teacher's connected regions of WORD (at least --min-region of the
+image) stand in for the boxes of a detection benchmark: a region counts as found when the
+model marks at least --found-share of it as WORD; with the pixel precision of WORD.
+``--context WORDS`` are asked with --words but not scored (e.g. the 11 CamVid names when
+the fine words are "added to" them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import concepts as C
+from .datasets import IGNORE, build_dataset
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="lgseg agreement", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="a folder dataset (lgseg pseudo-label)")
+    p.add_argument("--split", default="holdout")
+    p.add_argument("--words", required=True, help="comma-separated concepts to score")
+    p.add_argument("--context", default="", help="comma-separated words asked but not scored")
+    p.add_argument("--alone", action="store_true", help="also ask each word alone")
+    p.add_argument("--ask-as", default="", metavar="CONCEPT=WORD,...",
+                   help="ask these concepts by other words (unseen names), scored as the concept")
+    p.add_argument("--regions", action="append", default=[], help="region recall for WORD")
+    p.add_argument("--min-region", type=float, default=0.01)
+    p.add_argument("--found-share", type=float, default=0.25)
+    p.add_argument("--label-anchor", type=float, default=None,
+                   help="anchoring weight (default: the node's)")
+    p.add_argument("--long-side", type=int, default=480)
+    p.add_argument("--limit-images", type=int)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out")
+    return p.parse_args(argv)
+
+
+def _net_size(h, w, long_side):
+    s = long_side / max(h, w)
+    return max(32, round(h * s / 32) * 32), max(32, round(w * s / 32) * 32)
+
+
+@torch.no_grad()
+def _predict(net, rgb, text, long_side):
+    h, w = rgb.shape[:2]
+    nh, nw = _net_size(h, w, long_side)
+    x = torch.from_numpy(cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA))
+    x = x.permute(2, 0, 1)[None].float().div_(255)
+    logits = F.interpolate(net(x, text), size=(h, w), mode="bilinear", align_corners=False)
+    return logits.argmax(1)[0].numpy()
+
+
+def _targets(label, class_names, words):
+    """Per pixel: index of the finest word in its chain, len(words) = other, IGNORE."""
+    lut = np.full(256, IGNORE, np.int64)
+    for i, name in enumerate(class_names):
+        chain = C.chain(name)
+        lut[i] = next((words.index(c) for c in reversed(chain) if c in words), len(words))
+    return lut[label]
+
+
+class _IoU:
+    def __init__(self, n):
+        self.tp, self.fp, self.fn = np.zeros(n), np.zeros(n), np.zeros(n)
+
+    def update(self, pred, target, n):
+        keep = target != IGNORE
+        p, t = pred[keep], target[keep]
+        for c in range(n):
+            pc, tc = p == c, t == c
+            self.tp[c] += np.sum(pc & tc)
+            self.fp[c] += np.sum(pc & ~tc)
+            self.fn[c] += np.sum(~pc & tc)
+
+    def iou(self):
+        d = self.tp + self.fp + self.fn
+        return np.where(d > 0, self.tp / np.maximum(d, 1), np.nan)
+
+
+def main(argv=None) -> int:
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    from lgseg_ros.model import load_checkpoint
+    from lgseg_ros.runtime.grounding import (DEFAULT_ANCHOR, AnchoredEncoder, GroundingReporter,
+                                             vocabulary_from_metadata)
+    from lgseg_ros.text import build_text_encoder
+    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    words = [w.strip() for w in a.words.split(",") if w.strip()]
+    context = [w.strip() for w in a.context.split(",") if w.strip()]
+    ds = build_dataset(a.data, a.split)
+    if a.limit_images:
+        ds = ds.subset(a.limit_images)
+    net, cfg = load_checkpoint(a.checkpoint)
+    net.eval()
+    vocab, distractors = vocabulary_from_metadata(read_checkpoint_metadata(a.checkpoint)[1])
+    enc = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template)
+    anchor = DEFAULT_ANCHOR if a.label_anchor is None else a.label_anchor
+    enc = AnchoredEncoder(enc, GroundingReporter(vocab, enc, distractors), anchor)
+    n = len(words)
+    ask_as = dict(item.split("=", 1) for item in a.ask_as.split(",") if "=" in item)
+    asked = [ask_as.get(w, w) for w in words]
+    together = enc.encode(asked + context).float()
+    alone = [enc.encode([w]).float() for w in asked] if a.alone else []
+    m_together, m_alone = _IoU(n), _IoU(n)
+    regions = {w: {"regions": 0, "found": 0, "tp": 0, "pred": 0} for w in a.regions}
+    for i in range(len(ds)):
+        rgb, label = ds.load(i)
+        target = _targets(label, ds.class_names, words)
+        pred = _predict(net, rgb, together, a.long_side)
+        pred = np.where(pred < n, pred, n)             # context words and none: "not scored"
+        m_together.update(pred, target, n)
+        for j, text in enumerate(alone):
+            pj = _predict(net, rgb, text, a.long_side) == 0
+            t = np.where(target == IGNORE, IGNORE, (target == j).astype(np.int64))
+            m_alone.update(np.where(pj, j, n), np.where(t == IGNORE, IGNORE,
+                                                        np.where(t == 1, j, n)), n)
+        for w, r in regions.items():
+            if w not in words:
+                continue
+            c = words.index(w)
+            mask = (target == c).astype(np.uint8)
+            k, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            for lab in range(1, k):
+                if stats[lab, cv2.CC_STAT_AREA] < a.min_region * mask.size:
+                    continue
+                r["regions"] += 1
+                region = comp == lab
+                r["found"] += int(np.mean(pred[region] == c) >= a.found_share)
+            sel = target != IGNORE
+            r["tp"] += int(np.sum((pred == c) & (target == c) & sel))
+            r["pred"] += int(np.sum((pred == c) & sel))
+    iou = m_together.iou()
+    out = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "images": len(ds),
+           "label_anchor": anchor, "context": context, "asked_as": asked,
+           "together": {"per_word_iou": {w: _r(v) for w, v in zip(words, iou)},
+                        "mean_iou": _r(np.nanmean(iou))}}
+    if a.alone:
+        ia = m_alone.iou()
+        out["alone"] = {"per_word_iou": {w: _r(v) for w, v in zip(words, ia)},
+                        "mean_iou": _r(np.nanmean(ia))}
+    if regions:
+        out["regions"] = {w: {"regions": r["regions"],
+                              "found_share": _r(r["found"] / max(r["regions"], 1)),
+                              "pixel_precision": _r(r["tp"] / max(r["pred"], 1)),
+                              "found_means": f">= {a.found_share:.0%} of the region marked",
+                              "min_region": a.min_region}
+                          for w, r in regions.items()}
+    text = json.dumps(out, indent=2)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(text)
+    print(text)
+    return 0
+
+
+def _r(v):
+    v = float(v)
+    return None if np.isnan(v) else round(100 * v, 1) if v <= 1 else v
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Several label sources in one training run: nested targets, per-source label sets, and a
+two-source `lgseg train` smoke run (tiny config, real MiniLM, real images)."""
+import json
+import random
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lgseg_ros.train import train
+from lgseg_ros.train.datasets import IGNORE, load_camvid, read_label
+from lgseg_ros.train.multisource import (ConceptSpace, MultiSourceDataset,
+                                         MultiSourceLabelSampler, SourceSpec, build_vocabulary)
+
+
+def test_nested_targets_follow_what_was_asked():
+    space = ConceptSpace(["building", "building > window", "wall", "road"])
+    building, window, wall, road = (space.concepts.index(c)
+                                    for c in ("building", "window", "wall", "road"))
+    g_building, g_window, g_wall = 0, 1, 2
+    s = MultiSourceLabelSampler(space, [list(range(len(space.concepts)))], {})
+    both = s.target_lut([window, building])          # channels: window 0, building 1
+    assert both[g_window] == 0 and both[g_building] == 1 and both[g_wall] == 2  # 2 = none
+    only_building = s.target_lut([building])
+    assert only_building[g_window] == 0 and only_building[g_building] == 0
+    neither = s.target_lut([road, wall])
+    assert neither[g_window] == 2 and neither[g_building] == 2 and neither[g_wall] == 1
+    assert both[IGNORE] == IGNORE
+
+
+def test_label_sets_come_from_what_the_source_can_answer():
+    space = ConceptSpace(["sky", "car", "car > bus", "bed", "lamp"])
+    ids = {c: space.concepts.index(c) for c in space.concepts}
+    askable = [[ids["sky"], ids["car"], ids["bus"]], [ids["bed"], ids["lamp"], ids["sky"]]]
+    s = MultiSourceLabelSampler(space, askable, {"car": ["car", "automobile"]},
+                                rng=random.Random(0), synonym_prob=0.5,
+                                distractors=["banana", "violin"], distractor_prob=0.5)
+    seen_names = set()
+    for _ in range(200):
+        b = s.sample(0, [0, 2])  # chains present: sky, car > bus
+        asked = {c for c in b.classes if c >= 0}
+        assert asked <= set(askable[0])
+        assert asked & {ids["sky"], ids["car"], ids["bus"]}  # something present is asked
+        seen_names.update(b.names)
+    assert {"automobile", "banana"} <= seen_names and "lamp" not in seen_names
+
+
+def test_vocabulary_keeps_a_concept_name_for_its_own_concept():
+    space = ConceptSpace(["building", "building > wall", "car", "car > truck"])
+    vocab = build_vocabulary(space, {"building": ["building", "house", "wall"],
+                                     "car": ["car", "truck", "auto"]})
+    assert "wall" not in vocab["building"] and "house" in vocab["building"]
+    assert "truck" not in vocab["car"] and vocab["truck"][0] == "truck"
+
+
+def _write_folder(root, names, images_and_labels):
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+    for stem, (img, lbl) in images_and_labels.items():
+        (root / "images" / f"{stem}.png").symlink_to(img)
+        cv2.imwrite(str(root / "labels" / f"{stem}.png"), lbl)
+
+
+@pytest.fixture(scope="module")
+def two_sources(tmp_path_factory, camvid_root):
+    """Two folder datasets on real CamVid train frames: one with CamVid's 11 names and a
+    nested "building > window" chain, one with other names (a second labeller)."""
+    root = tmp_path_factory.mktemp("sources")
+    cam = load_camvid(camvid_root, "train")
+    street, other = {}, {}
+    for i in range(2):
+        img, lbl_path = cam.pairs[i]
+        lbl = read_label(lbl_path)
+        lbl[lbl == 11] = IGNORE                  # CamVid's void: id 11 is the chain here
+        fine = lbl.copy()
+        fine[:60][lbl[:60] == 1] = 11            # the top of each building: "window"
+        street[f"s{i}"] = (img, fine)
+        # a second source naming sky and road in its own words
+        other_lbl = np.full(lbl.shape, IGNORE, np.uint8)
+        other_lbl[lbl == 0], other_lbl[lbl == 3] = 0, 1
+        other[f"o{i}"] = (img, other_lbl)
+    from lgseg_ros.labels import CAMVID_CLASSES
+    _write_folder(root / "street", [*CAMVID_CLASSES, "building > window"], street)
+    _write_folder(root / "other", ["sky", "road"], other)
+    return root
+
+
+def test_sources_merge_into_one_chain_list(two_sources):
+    ds = MultiSourceDataset([SourceSpec.parse(f"{two_sources / 'street'}:3"),
+                             SourceSpec.parse(str(two_sources / "other"))], split="x")
+    assert ds.shares == [0.75, 0.25]
+    assert ds.class_names[:11][0] == "sky" and "building > window" in ds.class_names
+    # the second source's sky is the same chain id as the first's
+    _, lbl0, k0 = ds[0]
+    _, lbl2, k2 = ds[2]
+    assert (k0, k2) == (0, 1)
+    sky = ds.class_names.index("sky")
+    assert (lbl2 == sky).any() and set(torch.unique(lbl2).tolist()) <= {sky, 3, IGNORE}
+    w = ds.class_weights()
+    assert w.shape == (len(ds.class_names),) and torch.all(w > 0)
+
+
+def test_two_source_training_smoke(two_sources, tmp_path):
+    out = tmp_path / "run"
+    rc = train.main(["--config", "test-tiny", "--source", f"{two_sources / 'street'}:0.5",
+                     "--source", f"{two_sources / 'other'}:0.5", "--train-split", "x",
+                     "--iters", "4", "--batch-size", "2", "--crop", "72", "96",
+                     "--scale", "0.2", "0.2", "--workers", "0", "--no-progress",
+                     "--log-every", "1", "--threads", "1", "--class-weights", "concept-freq",
+                     "--distractor-prob", "0.5", "--out", str(out), "--no-eval"])
+    assert rc == 0
+    from lgseg_ros.model import read_checkpoint_metadata
+    _, meta = read_checkpoint_metadata(out / "final.safetensors")
+    assert "window" in meta["labels"] and "building > window" not in meta["labels"]
+    assert meta["vocabulary"]["window"][0] == "window"
+    assert len(meta["sources"]) == 2
+    losses = [json.loads(x)["loss"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+
+
+def test_agreement_scores_nested_words_as_training_targets_them():
+    from lgseg_ros.train.agreement import _targets
+    names = ["building", "building > window", "road"]
+    label = np.array([[0, 1, 2, IGNORE]], np.uint8)
+    assert _targets(label, names, ["window", "building"]).tolist() == [[1, 0, 2, IGNORE]]
+    assert _targets(label, names, ["building"]).tolist() == [[0, 0, 1, IGNORE]]
+    assert _targets(label, names, ["window"]).tolist() == [[1, 0, 1, IGNORE]]
+
+
+def test_agreement_command_on_the_smoke_checkpoint(two_sources, tmp_path):
+    from lgseg_ros.train import agreement
+    out = tmp_path / "run"
+    assert train.main(["--config", "test-tiny", "--source", str(two_sources / "street"),
+                       "--train-split", "x", "--iters", "1", "--batch-size", "1",
+                       "--crop", "72", "96", "--workers", "0", "--no-progress",
+                       "--threads", "1", "--out", str(out), "--no-eval"]) == 0
+    report = tmp_path / "agreement.json"
+    assert agreement.main(["--checkpoint", str(out / "final.safetensors"),
+                           "--data", str(two_sources / "street"), "--split", "x",
+                           "--words", "building,window,sky", "--alone", "--regions", "window",
+                           "--ask-as", "sky=heavens", "--long-side", "96",
+                           "--out", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["images"] == 2 and r["asked_as"] == ["building", "window", "heavens"]
+    for part in ("together", "alone"):
+        ious = [v for v in r[part]["per_word_iou"].values() if v is not None]
+        assert ious and all(0 <= v <= 100 for v in ious)
+    assert r["regions"]["window"]["regions"] >= 1
