@@ -90,17 +90,31 @@ def _cos(a, b):
 def test_anchor_moves_grounded_words_towards_their_trained_name_and_leaves_the_rest(encoder):
     import numpy as np
 
-    vocab = {"car": ["automobile", "truck"], "road": ["street"], "tree": ["vegetation"]}
+    vocab = {"car": ["automobile", "truck"], "road": ["street"], "tree": ["vegetation"],
+             "pedestrian": ["person"]}
     rep = GroundingReporter(vocab, encoder, ["banana"])
-    words = ["car", "sedan", "mailbox"]
+    words = ["car", "sedan", "bystander", "mango", "zqxj vbkw"]
     raw = encoder.encode(words).numpy()
     car = encoder.encode(["car"]).numpy()[0]
+    g = {x.label: x for x in rep.report(words, raw)}
     out = rep.anchor(raw, 0.5)
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert _cos(out[0], raw[0]) > 0.9999                     # a trained name is its own anchor
     assert _cos(out[1], car) > _cos(raw[1], car) + 0.1       # "sedan" moves towards "car"
     assert 0.8 < _cos(out[1], raw[1]) < 0.99                 # ... and keeps part of itself
-    assert _cos(out[2], raw[2]) > 0.9999                     # below the line: untouched
+    # below the warning line but nearest the right concept: read as that concept, with a
+    # warning that says so (it used to be left as it was, and got an empty mask)
+    person = encoder.encode(["person"]).numpy()[0]
+    assert g["bystander"].nearest_class == "pedestrian" and not g["bystander"].well_grounded
+    assert "read as 'pedestrian'" in g["bystander"].warning()
+    assert _cos(out[2], person) > _cos(raw[2], person) + 0.1
+    # nearest a distractor: moved towards the distractor (which training keeps empty)
+    banana = encoder.encode(["banana"]).numpy()[0]
+    assert g["mango"].nearest_class == ABSENT
+    assert _cos(out[3], banana) > _cos(raw[3], banana) + 0.05
+    # near nothing trained (below the floor): untouched
+    assert g["zqxj vbkw"].score < rep.anchor_floor
+    assert _cos(out[4], raw[4]) > 0.9999
     assert np.array_equal(rep.anchor(raw, 0.0), raw)
     assert _cos(rep.anchor(raw, 1.0)[1], car) > 0.9999      # weight 1: the trained name
     with pytest.raises(ValueError, match="anchor"):

@@ -11,10 +11,17 @@ Anchoring (``anchor``): the image network reads the names it was trained on far 
 than their neighbours in the text space; measured on the shipped model (models/README.md),
 unseen names of trained classes ("clouds", "sedan", "walkway") got 41.7 val mIoU as they
 are and 55.7 when each embedding was moved half way towards its nearest trained name, with
-near-miss words at most 0.6% of the pixels. So a label at or above the grounding line is moved
-``weight`` of the way towards its nearest trained name (``label_anchor``, default 0.5); a
-trained name is its own nearest name and is unchanged, and a word below the line is left as
-it is, so that the model can still answer "none" for it.
+near-miss words at most 0.6% of the pixels. So a label is moved ``weight`` of the way
+towards its nearest trained name (``label_anchor``, default 0.5); a trained name is its own
+nearest name and is unchanged.
+
+Between trained names: the network answers "none" for any vector it was not trained near,
+so a word whose nearest name is of the right concept but below the grounding line
+("bystander" -> "pedestrian" at 0.43) used to get nothing. Now every word at or above
+``anchor_floor`` (0.3) is read as its nearest trained name, whatever side of the line it
+falls: towards a class name it takes that class (the report says what it was read as and
+warns that the match is weak), towards a distractor (a word trained to take no pixels) it
+keeps an empty mask. Only words near nothing trained (below the floor) are left as they are.
 
 The score is a statement about the text space, not a promise about masks: with the
 default MiniLM encoder, names for trained classes that training never used scored
@@ -33,6 +40,8 @@ import numpy as np
 
 DEFAULT_WARN_BELOW = 0.6
 DEFAULT_ANCHOR = 0.5
+# Below this cosine to every trained name a word is near nothing the model knows: left as is.
+DEFAULT_ANCHOR_FLOOR = 0.3
 ABSENT = ""  # nearest_class of a distractor: a word trained to take no pixels
 
 
@@ -59,6 +68,9 @@ class Grounding:
                     "expect an empty mask")
         if self.well_grounded:
             return None
+        if self.score >= DEFAULT_ANCHOR_FLOOR:
+            return (f"'{label}': weak match, read as '{self.nearest_class}' (nearest "
+                    f"'{_cap(self.nearest_name, max_len)}', {self.score:.2f}): check the mask")
         return (f"'{label}': no close trained concept (nearest "
                 f"'{_cap(self.nearest_name, max_len)}' = {self.nearest_class}, "
                 f"{self.score:.2f}): expect an empty or wrong mask")
@@ -84,10 +96,14 @@ class GroundingReporter:
     """Encodes the trained vocabulary once (lazily: only a label change needs it)."""
 
     def __init__(self, vocabulary: Mapping[str, Sequence[str]], encoder,
-                 distractors: Sequence[str] = (), warn_below: float = DEFAULT_WARN_BELOW):
+                 distractors: Sequence[str] = (), warn_below: float = DEFAULT_WARN_BELOW,
+                 anchor_floor: float = DEFAULT_ANCHOR_FLOOR):
         if not 0.0 <= float(warn_below) <= 1.0:
             raise ValueError(f"grounding warn_below must be in [0, 1], got {warn_below}")
+        if not 0.0 <= float(anchor_floor) <= 1.0:
+            raise ValueError(f"grounding anchor_floor must be in [0, 1], got {anchor_floor}")
         self.warn_below = float(warn_below)
+        self.anchor_floor = float(anchor_floor)
         self.encoder = encoder
         self._names: list[str] = []
         self._classes: list[str] = []
@@ -132,13 +148,13 @@ class GroundingReporter:
                        for lb, i, sc in zip(labels, nearest.tolist(), score.tolist()))
         if weight == 0.0:
             return report, emb
-        w = np.where(score >= self.warn_below, float(weight), 0.0)[:, None]
+        w = np.where(score >= self.anchor_floor, float(weight), 0.0)[:, None]
         moved = (1.0 - w) * emb + w * self._vocab_embeddings()[nearest]
         moved /= np.linalg.norm(moved, axis=1, keepdims=True).clip(1e-12)
         return report, moved.astype(np.float32)
 
     def anchor(self, embeddings: np.ndarray, weight: float = DEFAULT_ANCHOR) -> np.ndarray:
-        """[K, D] L2-normalised embeddings, each at or above the grounding line moved
+        """[K, D] L2-normalised embeddings, each at or above ``anchor_floor`` moved
         ``weight`` of the way towards its nearest trained name and re-normalised."""
         return self.ground([""] * len(embeddings), embeddings, weight)[1]
 
