@@ -33,6 +33,10 @@ from lgseg_ros.viz import colorize, overlay
 DEFAULT_FRAMES = package_path("demo/frames")
 CAMVID_LABELS = list(CAMVID_CLASSES)
 DEFAULT_SCHEDULE = [CAMVID_LABELS, ["road", "car", "pedestrian"], ["sky"]]
+# The indoor sequence: TUM RGB-D freiburg3_cabinet frames, held out of training whole.
+DEFAULT_INDOOR_FRAMES = package_path("demo/frames_indoor")
+DEFAULT_INDOOR_SCHEDULE = [["floor", "wall", "door", "chair", "table", "person", "cabinet"],
+                           ["cabinet"], ["floor"]]
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 NODE_NAME = "lgseg_node"
 # The colour mask and overlay are rebuilt here from ~/label_mask with the node's own
@@ -55,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "classes, then road,car,pedestrian, then sky)")
     p.add_argument("--labels", default=None,
                    help="one label set for the whole run, ',' between labels (overrides --label-sets)")
+    p.add_argument("--indoor-source", default=str(DEFAULT_INDOOR_FRAMES or "demo/frames_indoor"),
+                   help="a second sequence streamed to the same node after the first (default: "
+                        "the shipped indoor frames); '' for none")
+    p.add_argument("--indoor-label-sets", default=None,
+                   help="label sets of the indoor sequence, as --label-sets (default: floor, "
+                        "wall, door, chair, table, person, cabinet; then cabinet; then floor)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
     p.add_argument("--checkpoint", default="", help="model checkpoint (default: the shipped model)")
     p.add_argument("--config", default="", help="model config name when no checkpoint is used")
@@ -73,8 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def label_schedule(args: argparse.Namespace) -> list[list[str]]:
-    if args.labels:
+def label_schedule(args: argparse.Namespace, indoor: bool = False) -> list[list[str]]:
+    if indoor:
+        sets = ([s.split(",") for s in args.indoor_label_sets.split(";") if s.strip()]
+                if args.indoor_label_sets else DEFAULT_INDOOR_SCHEDULE)
+    elif args.labels:
         sets = [args.labels.split(",")]
     elif args.label_sets:
         sets = [s.split(",") for s in args.label_sets.split(";") if s.strip()]
@@ -162,7 +175,11 @@ def stop_node(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], list[dict], float]:
+def run_stream(args, frames, schedule, out: Path, stamp_base: int = 1_000_000,
+               change_at_start: bool = False) -> tuple[list[FrameRecord], list[dict], float]:
+    """Streams ``frames`` lock-step, changing labels at evenly spaced frames (and at the
+    first frame too with ``change_at_start``: a second sequence to a node already
+    running); ``stamp_base`` keeps the stamps of two sequences apart."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -230,7 +247,7 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
         pending_change: dict | None = None
         t_stream = time.perf_counter()
         for i, rgb in enumerate(frames):
-            if i in starts[1:]:
+            if i in starts[1:] or (change_at_start and i == 0):
                 current = schedule[starts.index(i)]
                 t0 = time.perf_counter()
                 future = set_labels.call_async(SetLabels.Request(labels=current))
@@ -249,7 +266,7 @@ def run_stream(args, frames, schedule, out: Path) -> tuple[list[FrameRecord], li
             else:
                 msg = numpy_to_image(rgb, "rgb8")
             msg.header.frame_id = "camera"
-            msg.header.stamp.sec, msg.header.stamp.nanosec = 1_000_000 + i, 0
+            msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_base + i, 0
             key = (msg.header.stamp.sec, 0)
             sent = time.perf_counter()
             pub.publish(msg)
@@ -424,10 +441,21 @@ def main(argv: list[str] | None = None) -> int:
     # without the larger shared-memory segment raw frames above 512 KB get lost between them.
     from lgseg_ros.ros.dds import apply_large_frame_profile
     apply_large_frame_profile()
+    indoor = None
+    if args.indoor_source:
+        indoor_schedule = label_schedule(args, indoor=True)
+        indoor_frames = read_frames(args.indoor_source, args.max_frames)
+        indoor = (indoor_frames, indoor_schedule[: len(indoor_frames)])
+        print(f"lgseg demo: then {len(indoor_frames)} indoor frames from {args.indoor_source}; "
+              "label sets: " + "; then ".join(_set_name(lb) for lb in indoor[1]))
     print(f"lgseg demo: starting the node (log: {out / 'node.log'})")
     node = start_node(args, schedule[0], out / "node.log")
     try:
         records, changes, wall = run_stream(args, frames, schedule, out)
+        if indoor is not None:
+            in_records, in_changes, in_wall = run_stream(args, indoor[0], indoor[1], out,
+                                                         stamp_base=2_000_000,
+                                                         change_at_start=True)
     finally:
         stop_node(node)
     summary = summarize(records, changes, wall, schedule)
@@ -435,10 +463,18 @@ def main(argv: list[str] | None = None) -> int:
     write_gif(records, out / "overlay.gif")
     for rec in records[:: max(1, len(records) // 8)]:
         cv2.imwrite(str(out / f"label_mask_{rec.index:04d}.png"), rec.label_mask)
+    written = [out / "contact_sheet.png", out / "overlay.gif"]
+    if indoor is not None:
+        summary["indoor"] = summarize(in_records, in_changes, in_wall, indoor[1])
+        contact_sheet(in_records, indoor[0], out / "contact_sheet_indoor.png")
+        write_gif(in_records, out / "overlay_indoor.gif")
+        written += [out / "contact_sheet_indoor.png", out / "overlay_indoor.gif"]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(human_summary(summary, args.transport))
-    print(f"lgseg demo: wrote {out / 'contact_sheet.png'}, {out / 'overlay.gif'}, "
-          f"{out / 'summary.json'} (every number, per frame) and label_mask_*.png")
+    if indoor is not None:
+        print("lgseg demo, indoor sequence:\n" + human_summary(summary["indoor"], args.transport))
+    print(f"lgseg demo: wrote {', '.join(map(str, written))}, {out / 'summary.json'} (every "
+          "number, per frame) and label_mask_*.png")
     return 0
 
 

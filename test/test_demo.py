@@ -53,10 +53,25 @@ def test_demo_writes_its_outputs(demo_run):
     assert len(imageio.mimread(out / "overlay.gif")) == 6
     assert "contact_sheet.png" in stdout
     # A person reads a few lines; the numbers are in summary.json, not dumped on the console.
-    assert len(stdout.splitlines()) <= 12 and not any(ln.startswith(("{", "}")) for ln in stdout.splitlines())
+    assert len(stdout.splitlines()) <= 22 and not any(ln.startswith(("{", "}")) for ln in stdout.splitlines())
     assert "FPS" in stdout and "publish -> label_mask received" in stdout
-    assert stdout.count("acknowledged in") == len(SETS) - 1
+    # street: two changes; indoor: its first set at its first frame, then two more
+    assert stdout.count("acknowledged in") == len(SETS) - 1 + 3
     assert "node counters: in 6, processed 6" in stdout
+
+
+def test_demo_streams_the_indoor_sequence_to_the_same_node(demo_run):
+    from lgseg_ros.demo import DEFAULT_INDOOR_SCHEDULE
+    out, stdout, _ = demo_run
+    indoor = json.loads((out / "summary.json").read_text())["indoor"]
+    assert indoor["frames"] == 6
+    assert [c["labels"] for c in indoor["label_changes"]] == DEFAULT_INDOOR_SCHEDULE
+    assert indoor["label_changes"][0]["frame"] == 0
+    # the same node process: its counters go on from the street sequence
+    assert indoor["node_counters"]["frames_processed"] >= 12
+    sheet = cv2.imread(str(out / "contact_sheet_indoor.png"))
+    assert sheet is not None and sheet.shape[0] > 300
+    assert "indoor sequence" in stdout
 
 
 def test_masks_use_only_the_label_set_in_force(demo_run):

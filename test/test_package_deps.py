@@ -57,7 +57,7 @@ MODULES = {
     "onnxruntime": ("pip", "onnxruntime"), "open_clip": ("pip", "open_clip_torch"),
 }
 # Imported only by training/evaluation code, which a robot does not run.
-TRAINING_ONLY = {"skimage"}
+TRAINING_ONLY = {"skimage", "ai_edge_litert"}  # ai_edge_litert: teachers for lgseg pseudo-label
 
 
 def _package_xml() -> dict[str, set[str]]:
