@@ -34,6 +34,8 @@ PRECISIONS = ("auto", "fp32", "fp16")
 
 # When a change takes effect: "now" (between two frames), "activate" (next activation),
 # "configure" (next configure: cleanup + configure reloads the model), "start" (startup only).
+# "start" parameters are read-only once the node runs: those that choose the code and files
+# the node loads (checkpoint, model_config, engine_cache_dir) cannot be changed by a peer.
 NOW, ACTIVATE, CONFIGURE, START = "now", "activate", "configure", "start"
 
 
@@ -59,10 +61,10 @@ PARAMETERS: tuple[Param, ...] = (
           "Camera namespaces served by this one process and model, e.g. [front, rear]. "
           "Empty: one camera on `image`. Otherwise camera C reads `C/image` and publishes "
           "under `~/C/`. At most 16, each a valid ROS namespace."),
-    Param("model_config", "", "string", CONFIGURE,
+    Param("model_config", "", "string", START,
           "Model config name (lgseg_ros.model configs, e.g. lite-minilm, test-tiny). Empty: "
           "the config recorded in the checkpoint."),
-    Param("checkpoint", "", "string", CONFIGURE,
+    Param("checkpoint", "", "string", START,
           "Path to a .safetensors checkpoint. Empty: the shipped default checkpoint "
           "(Segmenter's default_checkpoint_path()), unless model_config alone names a "
           "config to build with untrained weights."),
@@ -72,8 +74,10 @@ PARAMETERS: tuple[Param, ...] = (
           "auto, cpu or cuda (the first visible GPU; pick another with CUDA_VISIBLE_DEVICES)."),
     Param("precision", "auto", "string", CONFIGURE,
           "auto (fp16 on CUDA and TensorRT, fp32 on CPU), fp32 or fp16.", PRECISIONS),
-    Param("engine_cache_dir", "", "string", CONFIGURE,
-          "Directory of cached TensorRT engines. Empty: the library's default cache."),
+    Param("engine_cache_dir", "", "string", START,
+          "Directory of cached ONNX exports and TensorRT engines. Empty: the library's default "
+          "cache. Must exist and be writable by this user only; what is read from it is "
+          "checked against the checkpoint before it is served."),
     Param("force_rebuild", False, "bool", CONFIGURE,
           "Rebuild the TensorRT engine even when a valid cached one exists."),
     Param("net_height", 384, "int", CONFIGURE, "Network input height in pixels.",
