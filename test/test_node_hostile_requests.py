@@ -35,7 +35,7 @@ from std_srvs.srv import SetBool
 from lgseg_ros.ros.dds import PROFILE_VARS
 from lgseg_ros.srv import SetLabels
 from test_node_support import (NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness,  # noqa: F401
-                               camvid_frames, header, rgb_msg, stamp_key, tiny_checkpoint, wait_until)
+                               camvid_frames, rgb_msg, stamp_key, tiny_checkpoint, wait_until)
 
 NS = "/hostile3"
 NODE = f"{NS}/lgseg_node"

@@ -3,7 +3,10 @@ mask, overlay, confidence and the id -> label mapping out; target classes change
 
 Thin over the ROS-free core: ``Segmenter`` does the model work, ``image_conversion`` the
 message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots and stats.
-What is here is the ROS wiring and the rules that make the outputs trustworthy:
+Beside it: ``outputs`` (what is published), ``param_guard`` (the bounded parameter
+services), ``frame_checks`` (header checks), ``label_worker`` (label encoding off the
+executor), ``node_main`` (the process: signals, exit codes). What is here is the ROS
+wiring and the rules that make the outputs trustworthy:
 
 * Latest frame only. The subscription callback stores the newest message in its camera's
   slot (a replaced frame counts as dropped) and returns; one worker thread processes the
@@ -11,9 +14,9 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
 * One worker for all cameras, one model. The backend runs one frame at a time anyway, so
   more threads would only contend for it; the worker serves the frame that has waited
   longest, so cameras share the model fairly.
-* Atomic label changes. The service (or parameter) encodes the new labels first, off the
-  frame path, then swaps the current LabelSet under the frame lock, i.e. strictly between
-  two frames. The worker reads the LabelSet once per frame, so no output of a frame mixes
+* Atomic label changes. The service (or parameter) encodes the new labels first, on the
+  label worker (off the frame path and off the executor, so no request holds the node),
+  then swaps the current LabelSet under the frame lock, i.e. strictly between two frames. The worker reads the LabelSet once per frame, so no output of a frame mixes
   two sets. label_info is republished at once with the node clock, and again with the
   header of the first frame processed under the new set (see msg/LabelInfo.msg), before
   that frame's masks.
@@ -22,9 +25,11 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
   frame is served. Bad label sets are rejected with the reason; nothing changes.
 * Hostile input is a class, not a list: sizes are bounded before anything is allocated
   (pixel limit before conversion, image headers before decoding, parameter ranges when
-  set), values a peer sent are repeated cut short in logs and replies, and no message or
-  request can end the process (the parameter services are answered here where rclpy's
-  raise; the executor spins past any callback that raises).
+  set, request entry and name counts, header.frame_id length), values a peer sent are
+  repeated cut short in logs and replies, and no message or request can end the process
+  (the parameter services are answered here where rclpy's raise; the executor spins past
+  any callback that raises). What the node loads (checkpoint, model_config,
+  engine_cache_dir) is chosen at start-up only.
 * Spin it in ``RespinExecutor`` (``main`` does): single-threaded, because rclpy's
   MultiThreadedExecutor delayed callbacks by up to seconds, and proof against a race in
   rclpy that ends ``spin()`` when an entity is destroyed mid-wait, as label changes do
@@ -33,10 +38,8 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -49,34 +52,27 @@ from typing import Any
 # The value is params.MAX_IMAGE_PIXELS_CAP (8K UHD), the largest max_image_pixels.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
 
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                  SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
-                               ParameterUninitializedException)
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
 from lgseg_ros.labels import LabelSetError, shown, validate_labels
 from lgseg_ros.ros import params as P
-from lgseg_ros.ros.executor import spin_until_shutdown
 from lgseg_ros.ros.frame_checks import StampWatch, check_frame
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
 from lgseg_ros.ros.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
 from lgseg_ros.ros.label_worker import LabelWorker, LabelWorkerBusy
 from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, LabelInfo,  # noqa: F401
-                                   LabelSetMsg, OutputsMixin)
+                                   LabelSetMsg, OutputsMixin)  # LABEL_INFO_TYPE, LabelInfo: re-exported
 from lgseg_ros.ros.param_guard import ParameterGuardMixin
 from lgseg_ros.srv import SetLabels
 from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response uses ours
@@ -771,124 +767,11 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
 
 
 
-class _RosLogHandler(logging.Handler):
-    """Routes the library's Python logging (model load, engine builds) into the ROS log."""
-
-    def __init__(self, logger) -> None:
-        super().__init__()
-        self._logger = logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = f"[{record.name}] {record.getMessage()}"
-        if record.levelno >= logging.ERROR:
-            self._logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self._logger.warning(text)
-        else:
-            self._logger.info(text)
-
-
-def usage() -> str:
-    """`lgseg node --help`: how to start it, and every parameter with its range."""
-    lines = [
-        "usage: lgseg node [--ros-args -p NAME:=VALUE ... -r image:=/camera/image_raw ...]",
-        "       ros2 run lgseg_ros lgseg_node [--ros-args ...]",
-        "",
-        "The lgseg_ros lifecycle node: segments camera images into the classes named in the",
-        "`labels` parameter or ~/set_labels service. Comes up active unless autostart:=false.",
-        "Input: `image` (sensor_msgs/Image) or `image/compressed` (use_compressed:=true).",
-        "Outputs under ~/ (label_mask, confidence, color_mask, overlay, class/<label>/mask,",
-        "label_info, camera_info, status); services ~/set_labels, ~/enable.",
-        "",
-        "parameters (NAME: type, default [range] (applies: when)):",
-    ]
-    for p in P.PARAMETERS:
-        default = "[]" if p.default is None else p.default
-        rng = P.range_text(p)
-        lines.append(f"  {p.name}: {p.kind}, default {default}{f' [{rng}]' if rng else ''} "
-                     f"(applies: {p.applies})")
-    lines += ["", "Large raw frames: see README, Troubleshooting (Fast DDS profile "
-              "config/fastdds_large_frames.xml, used when FASTDDS_DEFAULT_PROFILES_FILE is unset)."]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`ros2 run lgseg_ros lgseg_node [--ros-args ...]` and `lgseg node [--ros-args ...]`."""
-    args = sys.argv if argv is None else [P.NODE_NAME, *argv]
-    own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
-    if any(a in ("-h", "--help") for a in own):
-        print(usage())
-        return 0
-    # Before rclpy.init: Fast DDS reads its profile when the first participant is created.
-    # Our outputs (overlay, colour mask) are as large as the camera's frames.
-    from lgseg_ros.ros.dds import apply_large_frame_profile
-    apply_large_frame_profile()
-    # Our own SIGINT / SIGTERM handlers instead of rclpy's: a stop asked for while the node
-    # configures (model load, export: seconds) ends start-up at once, with a line and exit
-    # 0, not "did not reach active" and exit 1 after the load, or a KeyboardInterrupt
-    # traceback (issue 20, item 10).
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
-    node = None
-    handler = None
-    try:
-        lib_log = logging.getLogger("lgseg_ros")
-        handler = _RosLogHandler(get_logger(P.NODE_NAME))
-        lib_log.addHandler(handler)
-        lib_log.setLevel(logging.INFO)
-        try:
-            node = LgsegNode()
-        except (ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
-            # A start-up value the node refuses: the reason, not a traceback.
-            get_logger(P.NODE_NAME).fatal(f"bad parameter: {shown(str(e), 400)}")
-            return 2
-        except RCLError as e:
-            line = security_unavailable_line(e)
-            if line is None:
-                raise
-            get_logger(P.NODE_NAME).fatal(line)
-            return 2
-        if node.get_parameter("autostart").value and node.lifecycle_state != "active":
-            node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
-            return 1
-        # One thread (rclpy's MultiThreadedExecutor delayed callbacks by up to seconds), and
-        # one that survives entities destroyed mid-wait: see lgseg_ros/ros/executor.py.
-        # The lifecycle's shutdown transition ends the process (exit 0), as a lifecycle
-        # manager expects; a finalized node has nothing left to serve.
-        spin_until_shutdown(node, done=lambda: node.lifecycle_state == "finalized")
-        return 0
-    except StopRequested as e:
-        get_logger(P.NODE_NAME).info(f"stopped by {e.args[0]}" + ("" if node is not None else
-                                                                    " during start-up"))
-        return 0
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-        if node is not None:
-            node.destroy_node()
-        if handler is not None:
-            logging.getLogger("lgseg_ros").removeHandler(handler)
-        rclpy.try_shutdown()
+    """`ros2 run lgseg_ros lgseg_node` and `lgseg node`: see node_main.py (signals, exit codes)."""
+    from lgseg_ros.ros.node_main import main as run
 
-
-class StopRequested(KeyboardInterrupt):
-    """SIGINT or SIGTERM; a KeyboardInterrupt, so spin_until_shutdown ends on it too."""
-
-
-def _stop_requested(signum, frame) -> None:
-    raise StopRequested(signal.Signals(signum).name)
-
-
-def security_unavailable_line(error: Exception) -> str | None:
-    """The one line for a node that cannot start because ROS_SECURITY_ENABLE asks for SROS2
-    and this Fast DDS has no security plugins (the PyPI wheels have none); None otherwise."""
-    if os.environ.get("ROS_SECURITY_ENABLE", "").lower() != "true" or "security" not in str(error).lower():
-        return None
-    return ("ROS_SECURITY_ENABLE=true, but this Fast DDS was built without the security plugins "
-            "(the PyPI ROS 2 wheels have none), so the node cannot join a secured graph. Run it "
-            "with an apt or source ROS 2 install (Fast DDS built with -DSECURITY=ON) and a "
-            "keystore holding this node's enclave (README, Security), or unset "
-            "ROS_SECURITY_ENABLE to run unsecured")
+    return run(argv)
 
 
 if __name__ == "__main__":
