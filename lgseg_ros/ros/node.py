@@ -558,8 +558,9 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         return SUCCESS
 
     def _subscribe(self) -> None:
-        reliability = (ReliabilityPolicy.RELIABLE if self._param("qos_reliability") == "reliable"
-                       else ReliabilityPolicy.BEST_EFFORT)
+        reliability = {"reliable": ReliabilityPolicy.RELIABLE,
+                       "best_available": ReliabilityPolicy.BEST_AVAILABLE}.get(
+                           self._param("qos_reliability"), ReliabilityPolicy.BEST_EFFORT)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._param("qos_depth")),
                          reliability=reliability, durability=DurabilityPolicy.VOLATILE)
         compressed = bool(self._param("use_compressed"))

@@ -28,7 +28,7 @@ MAX_CAMERAS = 16
 # Paths and names; longer strings are refused unread rather than echoed or stat()ed.
 MAX_STRING_CHARS = 4096
 
-RELIABILITY = ("best_effort", "reliable")
+RELIABILITY = ("best_effort", "reliable", "best_available")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")
 
@@ -103,8 +103,10 @@ PARAMETERS: tuple[Param, ...] = (
           "Subscribe to sensor_msgs/CompressedImage on `<image topic>/compressed` instead of "
           "the raw image."),
     Param("qos_reliability", "best_effort", "string", ACTIVATE,
-          "Input (image, camera_info) reliability: best_effort (accepts every publisher) or "
-          "reliable. Outputs are always reliable so every subscriber can connect.", RELIABILITY),
+          "Input (image, camera_info) reliability: best_effort (accepts every publisher), "
+          "reliable, or best_available (reliable with a reliable camera, best effort with a "
+          "best-effort one; README, Troubleshooting, has the measurements). Outputs are always "
+          "reliable so every subscriber can connect.", RELIABILITY),
     Param("qos_depth", 1, "int", ACTIVATE,
           "Input queue depth. 1 keeps only the newest frame; the node never queues frames "
           "behind the model either way.", limits=(1, 10)),
