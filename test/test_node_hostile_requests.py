@@ -366,7 +366,7 @@ def test_incompatible_qos_warnings_are_throttled(env):
         print(json.dumps({"incompatible_qos_lines": len(lines)}))
         assert 1 <= len(lines) <= 3, lines
     finally:
-        value.string_value = "best_effort"
+        value.string_value = "best_available"  # the default
         assert call(h, SetParameters, "set_parameters", SetParameters.Request(
             parameters=[ParameterMsg(name="qos_reliability", value=value)])).results[0].successful
         _reactivate(h)
