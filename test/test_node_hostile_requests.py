@@ -34,8 +34,8 @@ from std_srvs.srv import SetBool
 
 from lgseg_ros.ros.dds import PROFILE_VARS
 from lgseg_ros.srv import SetLabels
-from test_node_support import (NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness,  # noqa: F401
-                               camvid_frames, rgb_msg, stamp_key, tiny_checkpoint, wait_until)
+from test_node_support import NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness, camvid_frames, rgb_msg
+from test_node_support import stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (a fixture)
 
 NS = "/hostile3"
 NODE = f"{NS}/lgseg_node"
@@ -494,3 +494,60 @@ def test_security_without_plugins_is_one_clear_line(tmp_path):
     fatal = [ln for ln in text.splitlines() if "FATAL" in ln]
     assert len(fatal) == 1 and "without the security plugins" in fatal[0], text
     assert "apt or source ROS 2" in fatal[0] and "ROS_SECURITY_ENABLE" in fatal[0], fatal
+
+
+def _start_and_wait(args: list[str], timeout: float = 180) -> tuple[int | None, str, float]:
+    """Start `lgseg node` with autostart; (exit code, output, peak RSS MB) once it exits."""
+    proc = NodeProcess(["-r", "__ns:=/hostile3_start", *args], env=node_env())
+    peak = 0.0
+    end = time.monotonic() + timeout
+    while proc.alive() and time.monotonic() < end:
+        try:
+            peak = max(peak, proc.peak_mb())
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.05)
+    rc = proc.wait(5)
+    proc.stop()
+    return rc, proc.text(), peak
+
+
+def test_a_checkpoint_header_bomb_is_refused_at_configure(tmp_path):
+    """Item 6, through the node: a 640-byte checkpoint describing a huge network raised
+    peak RSS by 2.7 GB before it was refused. Now configure fails on the header, naming the
+    field, and the process stays small: importing torch and the model code alone peaks
+    near 0.9 GB here, the refusal adds nothing measurable (the old build added 2.7 GB)."""
+    import struct
+
+    from lgseg_ros.model import get_config
+    from lgseg_ros.model.checkpoint import FORMAT
+
+    cfg = {**get_config("lite-minilm").to_dict(), "dim": 65536, "heads": 4}
+    meta = {"format": FORMAT, "format_version": "1", "config": json.dumps(cfg), "extra": "{}"}
+    head = json.dumps({"__metadata__": meta}).encode()
+    bomb = tmp_path / "bomb.safetensors"
+    bomb.write_bytes(struct.pack("<Q", len(head)) + head)
+    rc, text, peak = _start_and_wait(["-p", f"checkpoint:={bomb}", "-p", "backend:=torch", "-p", "device:=cpu"])
+    print(json.dumps({"checkpoint_bomb": {"exit": rc, "peak_rss_mb": round(peak, 1), "file_bytes": bomb.stat().st_size}}))
+    assert rc == 1, text[-3000:]
+    assert "dim=65536" in text and "Traceback" not in text, text[-3000:]
+    assert peak < 1500, peak
+
+
+def test_cache_directory_errors_name_the_parameter(tmp_path, tiny_checkpoint):
+    """Item 12: a file given as the cache directory said only "File exists", and the node
+    created any directory a peer named. Now the cache directory must exist, be a directory
+    and be private; the refusal names engine_cache_dir and the path."""
+    afile = tmp_path / "not_a_dir"
+    afile.write_text("x")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    for path, words in ((afile, "is not a directory"), (tmp_path / "missing" / "deeper", "no such directory"),
+                        (shared, "writable by group or others")):
+        rc, text, _ = _start_and_wait(["-p", f"checkpoint:={tiny_checkpoint}", "-p", "backend:=onnxruntime",
+                                       "-p", "device:=cpu", "-p", f"engine_cache_dir:={path}"])
+        assert rc == 1, text[-3000:]
+        line = next((ln for ln in text.splitlines() if "configure failed" in ln), "")
+        assert f"engine_cache_dir={path}" in line and words in line, text[-3000:]
+    assert not (tmp_path / "missing").exists()
