@@ -35,7 +35,7 @@ from std_srvs.srv import SetBool
 from lgseg_ros.ros.dds import PROFILE_VARS
 from lgseg_ros.srv import SetLabels
 from test_node_support import NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness, camvid_frames, rgb_msg
-from test_node_support import stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (a fixture)
+from test_node_support import reference_segmenter, stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (fixtures)
 
 NS = "/hostile3"
 NODE = f"{NS}/lgseg_node"
@@ -366,7 +366,7 @@ def test_incompatible_qos_warnings_are_throttled(env):
         print(json.dumps({"incompatible_qos_lines": len(lines)}))
         assert 1 <= len(lines) <= 3, lines
     finally:
-        value.string_value = "best_available"  # the default
+        value.string_value = "best_effort"  # the default
         assert call(h, SetParameters, "set_parameters", SetParameters.Request(
             parameters=[ParameterMsg(name="qos_reliability", value=value)])).results[0].successful
         _reactivate(h)
@@ -551,3 +551,56 @@ def test_cache_directory_errors_name_the_parameter(tmp_path, tiny_checkpoint):
         line = next((ln for ln in text.splitlines() if "configure failed" in ln), "")
         assert f"engine_cache_dir={path}" in line and words in line, text[-3000:]
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint, reference_segmenter):
+    """Item 5, through the node: a graph with the expected file name in the cache directory
+    was served as the model ("none" everywhere) while the log named the trusted checkpoint.
+    Now the cached file is run against the checkpoint's network first; a foreign one is
+    re-exported, and the masks are the checkpoint's."""
+    import torch
+
+    from lgseg_ros.model import build_model, load_checkpoint
+    from lgseg_ros.runtime import export as ex
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    ns = "/hostile3_onnx"
+    args = ["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam", "-p", f"checkpoint:={tiny_checkpoint}",
+            "-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+            "-p", f"net_width:={NET_HW[1]}", "-p", f"engine_cache_dir:={cache}", "-p", "labels:=[road, car, sky]"]
+    first = NodeProcess(args, env=node_env())
+    try:
+        wait_until(lambda: "] active" in first.text() or not first.alive(), timeout=180, what="first start")
+    finally:
+        first.stop()
+    (exported,) = list(cache.glob("lgseg_*.onnx"))
+    net, cfg = load_checkpoint(tiny_checkpoint)
+    other = build_model(cfg, load_weights=False).eval()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    ex.export_onnx(other, exported, NET_HW, cfg.text_dim)  # well formed, right name, wrong model
+    planted = exported.read_bytes()
+
+    proc = NodeProcess(args, env=node_env())
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen(f"{ns}/lgseg_node/label_mask")
+        pub = h.client.create_publisher(Image, f"{ns}/cam", RELIABLE)
+        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=180, what="second start")
+        assert proc.alive(), proc.text()[-3000:]
+        assert "does not reproduce the checkpoint's outputs" in proc.text(), proc.text()[-3000:]
+        assert exported.read_bytes() != planted
+        rec.wait_matched(f"{ns}/lgseg_node/label_mask", timeout=30)
+        frame = camvid_frames(1)[0]
+        msg = rgb_msg(frame)
+        pub.publish(msg)
+        out = rec.wait_stamp(f"{ns}/lgseg_node/label_mask", stamp_key(msg.header), timeout=30)
+        got = np.frombuffer(out.data, np.uint8).reshape(out.height, out.width)
+        want = reference_segmenter.segment(frame, reference_segmenter.prepare_labels(["road", "car", "sky"])).ids
+        assert float(np.mean(got == want)) > 0.99
+    finally:
+        h.close()
+        proc.stop()

@@ -586,7 +586,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         self.get_logger().warning(
             f"a publisher on {topic} has QoS incompatible with this node's subscription "
             f"(policy {info.last_policy_kind}); with qos_reliability=reliable a best-effort "
-            f"camera cannot connect: set qos_reliability to best_available{more}")
+            f"camera cannot connect: set qos_reliability to best_effort{more}")
 
     def _unsubscribe(self) -> None:
         for cam in self._cameras:
@@ -743,7 +743,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                                               else cam.image_topic)
                     self.get_logger().warning(
                         f"{st.message} ({n} publishers): check the remapping of `image`, and "
-                        "that qos_reliability matches the camera (best_available and best_effort accept all). "
+                        "that qos_reliability matches the camera (best_effort accepts all). "
                         "With publishers but no frames: frames larger than Fast DDS's shared-"
                         "memory segment (512 KB by default; a 640x480 bgr8 frame is 900 KB) "
                         "fall back to fragmented UDP, where best effort drops them; start "

@@ -102,12 +102,13 @@ PARAMETERS: tuple[Param, ...] = (
     Param("use_compressed", False, "bool", ACTIVATE,
           "Subscribe to sensor_msgs/CompressedImage on `<image topic>/compressed` instead of "
           "the raw image."),
-    Param("qos_reliability", "best_available", "string", ACTIVATE,
-          "Input (image, camera_info) reliability: best_available (reliable with a reliable "
-          "camera, best effort with a best-effort one: accepts every publisher, and large "
-          "frames from a reliable camera arrive even without the Fast DDS profile; README, "
-          "Troubleshooting), best_effort (accepts every publisher) or reliable. Outputs are "
-          "always reliable so every subscriber can connect.", RELIABILITY),
+    Param("qos_reliability", "best_effort", "string", ACTIVATE,
+          "Input (image, camera_info) reliability: best_effort (accepts every publisher), "
+          "reliable, or best_available (decided at activate from the publishers present then: "
+          "reliable if all are, so large frames from a reliable camera arrive even without the "
+          "Fast DDS profile, but a best-effort camera started later cannot connect; README, "
+          "Troubleshooting). Outputs are always reliable so every subscriber can connect.",
+          RELIABILITY),
     Param("qos_depth", 1, "int", ACTIVATE,
           "Input queue depth. 1 keeps only the newest frame; the node never queues frames "
           "behind the model either way.", limits=(1, 10)),
