@@ -571,7 +571,7 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
             "-p", f"net_width:={NET_HW[1]}", "-p", f"engine_cache_dir:={cache}", "-p", "labels:=[road, car, sky]"]
     first = NodeProcess(args, env=node_env())
     try:
-        wait_until(lambda: "] active" in first.text() or not first.alive(), timeout=180, what="first start")
+        wait_until(lambda: "]: active" in first.text() or not first.alive(), timeout=180, what="first start")
     finally:
         first.stop()
     (exported,) = list(cache.glob("lgseg_*.onnx"))

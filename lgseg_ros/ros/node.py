@@ -65,7 +65,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
-from lgseg_ros.labels import LabelSetError, shown, validate_labels
+from lgseg_ros.labels import LabelSetError, shown, topic_tokens, validate_labels
 from lgseg_ros.ros import params as P
 from lgseg_ros.ros.frame_checks import StampWatch, check_frame
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
@@ -337,12 +337,18 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 new = prepared[1]  # encoded on the label worker
             else:  # a set from inside the process (tests, an embedding application)
                 new = self._segmenter.prepare_labels(names)  # the slow part, before the swap
+            tokens = topic_tokens(new.names)
+            for cam in self._cameras:  # the slow DDS part, before the frame lock
+                self._create_class_pubs(cam, tokens)
+            stale = []
             with self._frame_lock:
                 self._label_set = new
                 stamp = self.get_clock().now().to_msg()
                 for cam in self._cameras:
-                    self._reconcile_class_pubs(cam, new)
+                    stale += self._reconcile_class_pubs(cam, new, destroy=False)
                     self._publish_label_info(cam, new, Header(stamp=stamp))
+            for pub in stale:
+                self.destroy_lifecycle_publisher(pub)
             if not from_parameter:
                 self._write_back(new.names)
             more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
