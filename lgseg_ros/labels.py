@@ -48,11 +48,36 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit + 20 else f"{text[:limit]}... ({len(text)} characters)"
 
 
+# Variation selectors choose a glyph style ('car' + U+FE0F); they carry no meaning for the text
+# encoder and only made look-alike duplicates, so they are dropped.
+_VARIATION_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# Letters of other scripts drawn like Latin ones (from Unicode's confusables.txt, the ones
+# that look identical in common fonts): 'car' and Cyrillic 'саr' are one label to a reader,
+# two to the model. Used only to refuse such duplicates, never to rename a label.
+_CONFUSABLES = str.maketrans({
+    # Cyrillic
+    "а": "a", "с": "c", "ԁ": "d", "е": "e", "һ": "h", "і": "i", "ј": "j", "ӏ": "l", "о": "o",
+    "р": "p", "ԛ": "q", "ѕ": "s", "ս": "u", "ѵ": "v", "ԝ": "w", "х": "x", "у": "y", "ё": "ë",
+    "ї": "ï", "ɡ": "g",
+    # Greek
+    "α": "a", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "υ": "u", "χ": "x", "γ": "y",
+    # Latin look-alikes
+    "ı": "i", "ℓ": "l",
+})
+
+
 def normalize_label(name: str) -> str:
-    """Case-fold, NFKC-normalise and collapse whitespace: 'Traffic  Light' -> 'traffic light'."""
-    text = unicodedata.normalize("NFKC", name)
+    """Case-fold, NFKC-normalise, drop variation selectors and collapse whitespace:
+    'Traffic  Light' -> 'traffic light'."""
+    text = _VARIATION_SELECTORS.sub("", unicodedata.normalize("NFKC", name))
     text = " ".join(text.replace("_", " ").split())
     return text.casefold()
+
+
+def label_skeleton(name: str) -> str:
+    """What a normalised label looks like: look-alike letters of other scripts mapped to
+    Latin ones. Two labels with one skeleton are refused as duplicates."""
+    return name.translate(_CONFUSABLES)
 
 
 def validate_labels(labels: Iterable[object], max_labels: int = MAX_LABELS) -> tuple[str, ...]:
@@ -73,6 +98,7 @@ def validate_labels(labels: Iterable[object], max_labels: int = MAX_LABELS) -> t
         raise LabelSetError(f"{count} labels is more than the maximum of {max_labels}")
     out: list[str] = []
     seen: dict[str, int] = {}
+    skeletons: dict[str, int] = {}
     for i, raw in enumerate(items):
         if not isinstance(raw, str):
             raise LabelSetError(f"label {i} is {type(raw).__name__} {shown(raw)}, not a string")
@@ -95,7 +121,15 @@ def validate_labels(labels: Iterable[object], max_labels: int = MAX_LABELS) -> t
         if name in seen:
             raise LabelSetError(
                 f"duplicate label {name!r} at positions {seen[name]} and {i} (after normalisation)")
+        skeleton = label_skeleton(name)
+        if skeleton in skeletons and name != out[skeletons[skeleton]]:
+            j = skeletons[skeleton]
+            odd = next((c for a, c in zip(out[j], name) if a != c), "")
+            code = f" (U+{ord(odd):04X} looks like a Latin letter)" if odd else ""
+            raise LabelSetError(f"label {i} {shown(name)} looks the same as label {j} "
+                                f"{shown(out[j])}{code}; give one of them")
         seen[name] = i
+        skeletons.setdefault(skeleton, i)
         out.append(name)
     return tuple(out)
 
@@ -120,28 +154,33 @@ def sanitize_topic_token(name: str) -> str:
     distinct topics (without the hash 'café' and 'cafe', or every emoji, would collide and
     be told apart only by their position in the set).
     """
-    text = normalize_label(name)
-    if _PLAIN_LABEL.fullmatch(text):
+    return _token(normalize_label(name), 4)
+
+
+def _token(text: str, digest_bytes: int) -> str:
+    # A plain label that itself ends in 8 hex digits ('cafe 2d03c5d6') is hashed too:
+    # otherwise it would take the topic of the hashed label it looks like ('café').
+    if _PLAIN_LABEL.fullmatch(text) and not _HASH_TAIL.search(text):
         return text.replace(" ", "_")
     decomposed = unicodedata.normalize("NFKD", text)
     ascii_part = "".join(c for c in decomposed if c.isascii())
     slug = re.sub(r"[^0-9a-z]+", "_", ascii_part).strip("_") or "label"
     if slug[0].isdigit():
         slug = "l_" + slug
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=4).hexdigest()
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=digest_bytes).hexdigest()
     return f"{slug}_{digest}"
 
 
+_HASH_TAIL = re.compile(r" [0-9a-f]{8}(?: [0-9a-f]{8})?$")
+
+
 def topic_tokens(labels: Sequence[str]) -> list[str]:
-    """Tokens in label order; unique for any valid (deduplicated) set. The numbered suffix
-    is a guard for a hash collision between two labels, which no real set has shown."""
-    tokens: list[str] = []
-    used: set[str] = set()
-    for name in labels:
-        base = sanitize_topic_token(name)
-        token, n = base, 2
-        while token in used:
-            token, n = f"{base}_{n}", n + 1
-        used.add(token)
-        tokens.append(token)
-    return tokens
+    """Tokens in label order; unique for any valid (deduplicated) set, and each a function of
+    its label and the set, never of the order: labels whose tokens would collide (a 32-bit
+    hash collision, which no real set has shown) all get 16 hex digits instead of 8."""
+    texts = [normalize_label(name) for name in labels]
+    tokens = [_token(t, 4) for t in texts]
+    counts: dict[str, int] = {}
+    for token in tokens:
+        counts[token] = counts.get(token, 0) + 1
+    return [_token(t, 8) if counts[tok] > 1 else tok for t, tok in zip(texts, tokens)]

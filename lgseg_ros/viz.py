@@ -99,6 +99,15 @@ def colorize(ids: np.ndarray, label_set_names: Sequence[str], colormap: str = "h
     return np.take(lut, ids, axis=0, mode="clip")
 
 
+def equal_mask(ids: np.ndarray, value: int) -> np.ndarray:
+    """uint8 mask, 255 where ``ids == value``. cv2.compare in one native pass, except for a
+    1x1 array, which OpenCV takes for a scalar and refuses (a 1x1 frame lost its overlay and
+    class masks to that)."""
+    if ids.size == 1:
+        return np.where(ids == value, np.uint8(255), np.uint8(0)).astype(np.uint8)
+    return cv2.compare(ids, value, cv2.CMP_EQ)
+
+
 def overlay(rgb: np.ndarray, color: np.ndarray, alpha: float = 0.5,
             ids: np.ndarray | None = None, num_labels: int | None = None) -> np.ndarray:
     """Blend ``color`` over ``rgb`` with weight ``alpha`` (0: image only, 1: colours only).
@@ -111,6 +120,6 @@ def overlay(rgb: np.ndarray, color: np.ndarray, alpha: float = 0.5,
     alpha = float(min(max(alpha, 0.0), 1.0))
     out = cv2.addWeighted(np.ascontiguousarray(rgb), 1.0 - alpha, color, alpha, 0.0)
     if ids is not None and num_labels is not None:
-        unlabeled = cv2.compare(ids, unlabeled_value(num_labels), cv2.CMP_EQ)
+        unlabeled = equal_mask(ids, unlabeled_value(num_labels))
         cv2.copyTo(np.ascontiguousarray(rgb), unlabeled, out)
     return out

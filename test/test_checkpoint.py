@@ -134,3 +134,93 @@ def test_missing_and_foreign_files_fail_clearly(tmp_path):
               metadata={"format": FORMAT, "format_version": "1", "config": "{not json"})
     with pytest.raises(CheckpointError, match="config is invalid"):
         load_checkpoint(garbage)
+
+
+# --- issue 20: files that change under the loader, and headers that describe too much -----
+
+_RACE = r"""
+import json, os, sys, threading, time
+from lgseg_ros.model import CheckpointError, load_checkpoint
+path, good = sys.argv[1], open(sys.argv[2], "rb").read()
+stop = threading.Event()
+def overwrite():  # what `cp new.safetensors model.safetensors` does: truncate, then write
+    while not stop.is_set():
+        with open(path, "r+b") as f:
+            f.truncate(len(good) // 3)
+            time.sleep(0.002)
+            f.truncate(0)
+            for i in range(0, len(good), 1 << 20):
+                f.seek(i); f.write(good[i:i + (1 << 20)]); f.flush()
+threading.Thread(target=overwrite, daemon=True).start()
+counts = {"loaded": 0, "refused": 0}
+for _ in range(int(sys.argv[3])):
+    try:
+        load_checkpoint(path)
+        counts["loaded"] += 1
+    except CheckpointError:
+        counts["refused"] += 1
+stop.set()
+print(json.dumps(counts))
+"""
+
+
+def test_checkpoint_overwritten_while_loading_is_refused_not_a_crash(tmp_path):
+    """Issue 20 item 1: a checkpoint truncated or overwritten while it was read from a memory
+    map ended the process with SIGBUS, no log line. Now every load either succeeds or fails
+    with CheckpointError, in a process that lives; run in a child so that a SIGBUS is an exit
+    code here, not the end of the test run. (With the old mmap reader this child died with
+    -7 within the first few loads; the shipped 17.5 MB model gives the race a wide window.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "lgseg_lite_minilm.safetensors"
+    if not shipped.is_file():
+        pytest.skip("shipped checkpoint not present")
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(shipped.read_bytes())
+    out = subprocess.run([sys.executable, "-c", _RACE, str(target), str(shipped), "25"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"exit {out.returncode}\n{out.stderr[-3000:]}"
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counts["loaded"] + counts["refused"] == 25 and counts["refused"] > 0, counts
+
+
+def _bomb(path, tensors: dict, config: dict, data: bytes = b"") -> None:
+    meta = {"format": FORMAT, "format_version": "1", "config": json.dumps(config), "extra": "{}"}
+    head = json.dumps({"__metadata__": meta, **tensors}).encode()
+    import struct
+
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + data)
+
+
+def test_header_bombs_are_refused_before_allocating(tmp_path):
+    """Issue 20 item 6: 640 bytes describing a huge network raised peak RSS by 2.7 GB while
+    it was built; a 0.7 MB sparse file describing 1.5 GB of weights was loaded. Now the
+    header is checked against the file, the size cap and a build on the meta device first."""
+    import resource
+
+    cfg = get_config("test-tiny").to_dict()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    huge = tmp_path / "huge_config.safetensors"
+    _bomb(huge, {}, {**cfg, "dim": 65536, "heads": 4})
+    with pytest.raises(CheckpointError, match="dim=65536"):
+        load_checkpoint(huge)
+    big = tmp_path / "big_but_in_bounds.safetensors"  # within bounds, wrong tensors
+    _bomb(big, {}, {**cfg, "dim": 4096, "fusion_blocks": 32})
+    with pytest.raises(CheckpointError, match="missing tensors"):
+        load_checkpoint(big)
+    sparse = tmp_path / "sparse.safetensors"
+    n = 1_500_000_000 // 4
+    _bomb(sparse, {"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}, cfg)
+    with open(sparse, "r+b") as f:
+        f.truncate(f.seek(0, 2) + 4 * n)  # sparse: no disk, but the sizes agree
+    with pytest.raises(CheckpointError, match="more than the 256 MB accepted"):
+        load_checkpoint(sparse)
+    lying = tmp_path / "lying_offsets.safetensors"
+    _bomb(lying, {"w": {"dtype": "F32", "shape": [10**9], "data_offsets": [0, 8]}}, cfg, bytes(8))
+    with pytest.raises(CheckpointError, match="claims 4000000000 bytes"):
+        load_checkpoint(lying)
+    # ru_maxrss is in KB: the process's peak grew by far less than the sizes described.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 300 * 1024

@@ -45,3 +45,17 @@ def test_tokens_are_stable_across_runs():
     # Fixed hash (blake2b), not Python's salted hash(): these literals hold in every process.
     assert sanitize_topic_token("🚗") == "label_f82b790b"
     assert sanitize_topic_token("café") == "cafe_2d03c5d6"
+
+
+def test_topic_tokens_do_not_depend_on_label_order():
+    """Issue 20 item 14: the plain label 'cafe 2d03c5d6' took the topic of 'café' (whose
+    hashed token is cafe_2d03c5d6) when it came first."""
+    import itertools
+
+    labels = ["café", "cafe 2d03c5d6", "cafe", "road"]
+    tokens = {}
+    for order in itertools.permutations(labels):
+        for name, token in zip(order, topic_tokens(list(order))):
+            assert tokens.setdefault(name, token) == token, (order, name, token)
+    assert tokens["café"] == "cafe_2d03c5d6" and tokens["road"] == "road"
+    assert len(set(tokens.values())) == len(labels)

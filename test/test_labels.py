@@ -41,3 +41,17 @@ def test_unlabeled_value_switches_to_16_bit_above_254_labels():
 
 
 # Topic tokens: test_label_topics.py.
+
+
+def test_look_alike_labels_are_refused_as_duplicates():
+    """Issue 20 item 14: 'car' and Cyrillic 'саr', or 'car' plus U+FE0F, were two labels."""
+    import pytest
+
+    from lgseg_ros.labels import LabelSetError, validate_labels
+
+    with pytest.raises(LabelSetError, match=r"label 1 'саr' looks the same as label 0 'car' \(U\+0441"):
+        validate_labels(["car", "саr"])
+    with pytest.raises(LabelSetError, match="duplicate label 'car'"):
+        validate_labels(["car", "car\ufe0f"])
+    assert validate_labels(["саr"]) == ("саr",)  # alone, a Cyrillic word is a label like any
+    assert validate_labels(["café", "cafe"]) == ("café", "cafe")  # different letters, kept apart

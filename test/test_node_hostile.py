@@ -220,8 +220,10 @@ def test_every_listed_parameter_is_readable_one_by_one_and_all_at_once(env):
     (raw_param("cameras", ParameterType.PARAMETER_STRING_ARRAY, string_array_value=["a b"]), ["'a b'"]),
     (raw_param("cameras", ParameterType.PARAMETER_STRING_ARRAY, string_array_value=[f"c{i}" for i in range(17)]),
      ["at most 16"]),
+    (raw_param("device", ParameterType.PARAMETER_STRING, string_value="x" * 100_000),
+     ["device=", "(100000 characters)", "longer than 4096"]),
     (raw_param("checkpoint", ParameterType.PARAMETER_STRING, string_value="x" * 100_000),
-     ["checkpoint=", "(100000 characters)", "longer than 4096"]),
+     ["checkpoint is read-only"]),
     (raw_param("backend", ParameterType.PARAMETER_STRING, string_value="gpu"), ["backend='gpu'", "auto, torch"]),
 ])
 def test_bad_parameter_values_are_refused_with_name_value_and_range(env, param, words):

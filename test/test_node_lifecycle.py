@@ -86,11 +86,14 @@ def test_lifecycle_there_and_back(env, reference_segmenter, tiny_checkpoint):
     resp = h.call(set_client, SetLabels.Request(labels=["car", "car"]))
     assert not resp.success and [c.class_name for c in resp.class_map] == ["road", "car"]
 
+    # What the node loads is chosen at start-up only (issue 20, security): refused by name.
+    result = node.set_parameters([Parameter("checkpoint", value="/nonexistent/model.safetensors")])[0]
+    assert not result.successful and "checkpoint is read-only" in result.reason, result.reason
     # A configure that cannot succeed says why and leaves the node unconfigured.
-    node.set_parameters([Parameter("checkpoint", value="/nonexistent/model.safetensors")])
+    node.set_parameters([Parameter("backend", value="tensorrt")])
     assert not transition(h, Transition.TRANSITION_CONFIGURE)
     assert state(h) == "unconfigured"
-    node.set_parameters([Parameter("checkpoint", value=tiny_checkpoint)])
+    node.set_parameters([Parameter("backend", value="torch")])
 
     assert transition(h, Transition.TRANSITION_CONFIGURE)
     assert state(h) == "inactive"

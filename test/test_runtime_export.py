@@ -122,3 +122,48 @@ def test_cli_export_from_checkpoint(tiny, tmp_path, capsys):
     # The export carries the checkpoint's weights: it agrees with the checkpointed net.
     report = ex.verify_with_onnxruntime(out, net, (32, 32), cfg.text_dim, ks=(4,))
     assert report[4]["argmax_agreement"] >= 0.999
+
+
+def test_a_planted_graph_under_the_cached_name_is_not_served(tiny, tmp_path, caplog):
+    """Issue 20 item 5: a valid ONNX graph put under the predictable cache name passed the
+    cache check and was served as the model. A cached export is now run against its source
+    network before it is served; a foreign one is replaced by a fresh export."""
+    import logging
+
+    net, cfg = tiny
+    path = ex.cached_export(net, SIZE, cfg.text_dim, cache_dir=tmp_path)
+    other = build_model(cfg).eval()  # same architecture, other weights: a well-formed plant
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    ex.export_onnx(other, path, SIZE, cfg.text_dim)
+    planted = path.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="lgseg_ros.runtime.export"):
+        served = ex.cached_export(net, SIZE, cfg.text_dim, cache_dir=tmp_path)
+    assert served == path and served.read_bytes() != planted
+    assert "does not reproduce the checkpoint's outputs" in caplog.text
+    report = ex.verify_with_onnxruntime(served, net, SIZE, cfg.text_dim, ks=(3,))
+    assert report[3]["argmax_agreement"] == 1.0
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cache_directory_others_can_write_is_refused(tmp_path):
+    """Issue 20 items 5 and 12: any peer could name the cache directory; the node created it
+    and loaded what was in it. A cache directory must exist and be private to this user."""
+    import os
+
+    from lgseg_ros.runtime.engine_cache import check_private_dir
+
+    with pytest.raises(ValueError, match="engine_cache_dir=.*no such directory"):
+        check_private_dir(tmp_path / "missing")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(ValueError, match="writable by group or others.*777"):
+        check_private_dir(shared)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        check_private_dir(afile)
+    os.chmod(shared, 0o700)
+    assert check_private_dir(shared) == shared

@@ -16,7 +16,9 @@ from lgseg_ros.model.configs import ModelConfig
 
 FORMAT = "lgseg-checkpoint"
 FORMAT_VERSION = 1
-_MAX_HEADER = 100 * 1024 * 1024
+# The shipped checkpoint's header is 58 KB (516 tensors plus the config); 16 MB is far beyond
+# any real one and bounds what a corrupt length field can make us read.
+_MAX_HEADER = 16 * 1024 * 1024
 
 
 class CheckpointError(RuntimeError):
@@ -42,44 +44,103 @@ def save_checkpoint(path: str | os.PathLike, net: nn.Module, cfg: ModelConfig,
     return path
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    """Check the file is a complete safetensors file and return its header."""
+# safetensors dtype -> bytes per element; anything else is refused before allocation.
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                "U8": 1, "BOOL": 1}
+
+
+def max_checkpoint_bytes() -> int:
+    """The largest tensor payload a checkpoint may describe: $LGSEG_MAX_CHECKPOINT_MB, else
+    256 MB (the shipped model is 17.5 MB; every shipped config is under 18 MB)."""
+    try:
+        return max(1, int(os.environ.get("LGSEG_MAX_CHECKPOINT_MB", "256"))) << 20
+    except ValueError:
+        return 256 << 20
+
+
+def _header_from(f, path: Path, size: int) -> tuple[dict[str, Any], int]:
+    """Read and check the header from the open file ``f`` of ``size`` bytes. Every entry's
+    dtype, shape and offsets must agree, the entries must tile the data exactly, and the
+    data must be the rest of the file and no larger than max_checkpoint_bytes(): a few
+    hundred bytes describing gigabytes are refused here, before anything is allocated."""
+    head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path} is a pickle (torch.save) file, not a safetensors checkpoint; refusing "
+            "to unpickle it. Re-save it with lgseg_ros.model.save_checkpoint")
+    if len(head) < 8:
+        raise CheckpointError(f"{path} is truncated or empty ({size} bytes)")
+    (n,) = struct.unpack("<Q", head)
+    if n > _MAX_HEADER or 8 + n > size:
+        raise CheckpointError(f"{path} is truncated or not a safetensors file (header claims "
+                              f"{n} bytes, file has {size}; at most {_MAX_HEADER} accepted)")
+    raw = f.read(n)
+    if len(raw) != n:
+        raise CheckpointError(f"{path} is truncated: it shrank while being read")
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is not a safetensors file (unreadable header)") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a safetensors file (header is not a JSON object)")
+    spans = []
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            width = _DTYPE_BYTES[t["dtype"]]
+            shape = [int(d) for d in t["shape"]]
+            lo, hi = (int(o) for o in t["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: tensor {name[:80]!r} has an unreadable or unsupported "
+                                  "entry (dtype, shape, data_offsets)") from None
+        numel = 1
+        for d in shape:
+            if d < 0:
+                raise CheckpointError(f"{path}: tensor {name[:80]!r} has a negative dimension")
+            numel *= d
+        if lo < 0 or hi - lo != numel * width:
+            raise CheckpointError(f"{path}: tensor {name[:80]!r} claims {numel * width} bytes but "
+                                  f"its offsets span {hi - lo}")
+        spans.append((lo, hi))
+    spans.sort()
+    end = 0
+    for lo, hi in spans:
+        if lo != end:
+            raise CheckpointError(f"{path} is corrupt: tensor data overlaps or leaves gaps")
+        end = hi
+    if 8 + n + end != size:
+        raise CheckpointError(f"{path} is truncated or corrupt: its header describes "
+                              f"{8 + n + end} bytes, the file has {size}")
+    if end > max_checkpoint_bytes():
+        raise CheckpointError(f"{path} describes {end >> 20} MB of tensors, more than the "
+                              f"{max_checkpoint_bytes() >> 20} MB accepted (LGSEG_MAX_CHECKPOINT_MB)")
+    return header, n
+
+
+def _open_checkpoint(path: Path):
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise CheckpointError(
-                f"{path} is a pickle (torch.save) file, not a safetensors checkpoint; refusing "
-                "to unpickle it. Re-save it with lgseg_ros.model.save_checkpoint")
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is truncated or empty ({size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER or 8 + n > size:
-            raise CheckpointError(f"{path} is truncated or not a safetensors file (header claims "
-                                  f"{n} bytes, file has {size})")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError as exc:
-            raise CheckpointError(f"{path} is not a safetensors file (unreadable header)") from exc
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
-        raise CheckpointError(f"{path} is truncated or corrupt: its header describes "
-                              f"{8 + n + end} bytes, the file has {size}")
-    return header
+    return path.open("rb")
 
 
-def read_checkpoint_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any]]:
-    """The config and extra metadata of a checkpoint, without loading its tensors."""
-    path = Path(path)
-    meta = _read_header(path).get("__metadata__") or {}
-    if meta.get("format") != FORMAT:
+def _read_header(path: Path) -> dict[str, Any]:
+    """Check the file is a complete safetensors file and return its header."""
+    with _open_checkpoint(path) as f:
+        return _header_from(f, path, os.fstat(f.fileno()).st_size)[0]
+
+
+def _metadata_of(header: dict[str, Any], path: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not an lgseg checkpoint "
                               "(no lgseg metadata); save with lgseg_ros.model.save_checkpoint")
-    version = int(meta.get("format_version", "0"))
+    try:
+        version = int(meta.get("format_version", "0"))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: unreadable format_version") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {version}; this lgseg_ros reads "
                               f"up to {FORMAT_VERSION}. Upgrade lgseg_ros")
@@ -89,6 +150,45 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: the recorded model config is invalid: {exc}") from exc
     return cfg, extra
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any]]:
+    """The config and extra metadata of a checkpoint, without loading its tensors."""
+    path = Path(path)
+    return _metadata_of(_read_header(path), path)
+
+
+# What a recorded config may ask for before anything is built from it: each far above every
+# shipped config (dim 128, 2 blocks), so that a few hundred bytes of JSON cannot make
+# building the network itself take gigabytes or minutes.
+_CONFIG_BOUNDS = {"dim": 4096, "text_dim": 8192, "fusion_blocks": 32, "heads": 256,
+                  "mlp_ratio": 32.0, "num_classes": 65535}
+
+
+def _check_config_bounds(cfg: ModelConfig, path: Path) -> None:
+    for name, bound in _CONFIG_BOUNDS.items():
+        value = getattr(cfg, name)
+        if not 0 <= value <= bound:
+            raise CheckpointError(f"{path}: recorded config has {name}={value}, outside 0 to {bound}")
+
+
+def _expected_tensors(cfg: ModelConfig, path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of the network ``cfg`` describes, from a build on the meta
+    device: no memory is allocated for its weights."""
+    from lgseg_ros.model.net import build_model
+
+    _check_config_bounds(cfg, path)
+    try:
+        with torch.device("meta"):
+            net = build_model(cfg, load_weights=False)
+    except Exception as exc:  # noqa: BLE001 - re-raised with context
+        raise CheckpointError(f"{path}: cannot build the recorded model {cfg.name!r}: {exc}") from exc
+    return {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
+
+
+_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                 "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+                 "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def _config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
@@ -101,41 +201,64 @@ def load_checkpoint(path: str | os.PathLike, expected: ModelConfig | None = None
     """Rebuild the network from a checkpoint: ``net, cfg = load_checkpoint(path)``.
 
     ``expected``: fail unless the recorded config matches it (a node configured for one
-    model must not silently run another). The network comes back in eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    model must not silently run another). The network comes back in eval mode.
 
+    The file is read, never memory-mapped: a checkpoint truncated or overwritten while it
+    loads (a `cp` of a new model over the old one) made a mapped read end the process with
+    SIGBUS; a read just comes back short, and the load fails with the reason. Everything
+    is read from one open file, and its header is checked against the size of the file,
+    against max_checkpoint_bytes() and against the network the recorded config describes
+    before the tensor data is read at all."""
     from lgseg_ros.model.net import build_model
 
     path = Path(path)
-    cfg, extra = read_checkpoint_metadata(path)
-    if expected is not None:
-        diff = _config_diff(expected, cfg)
-        if diff:
-            raise CheckpointError(f"{path} holds a different model than expected: " + "; ".join(diff))
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} is corrupt: {exc}") from exc
+    with _open_checkpoint(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        header, n = _header_from(f, path, size)
+        cfg, extra = _metadata_of(header, path)
+        if expected is not None:
+            diff = _config_diff(expected, cfg)
+            if diff:
+                raise CheckpointError(f"{path} holds a different model than expected: " + "; ".join(diff))
+        own = _expected_tensors(cfg, path)
+        found = {k: tuple(int(d) for d in t["shape"]) for k, t in header.items() if k != "__metadata__"}
+        missing = sorted(set(own) - set(found))
+        unexpected = sorted(set(found) - set(own))
+        shapes = [f"{k} {found[k]} vs {own[k][0]}" for k in own if k in found and found[k] != own[k][0]]
+        if missing or unexpected or shapes:
+            parts = []
+            if shapes:
+                parts.append(f"{len(shapes)} shape mismatches (file vs config), e.g. {shapes[:2]}")
+            if missing:
+                parts.append(f"{len(missing)} missing tensors, e.g. {missing[:3]}")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected tensors, e.g. {[u[:80] for u in unexpected[:3]]}")
+            raise CheckpointError(f"{path}: tensors do not match the recorded config "
+                                  f"{cfg.name!r}: " + "; ".join(parts))
+        data = bytearray(size - 8 - n)
+        got = f.readinto(data)
+        if got != len(data) or f.read(1):
+            raise CheckpointError(f"{path} is truncated or was replaced while loading "
+                                  f"({got} of {len(data)} data bytes read)")
+    state = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        lo, hi = t["data_offsets"]
+        dtype = _TORCH_DTYPES[t["dtype"]]
+        shape = found[name]
+        if hi == lo:
+            state[name] = torch.empty(shape, dtype=dtype)
+        else:
+            state[name] = torch.frombuffer(data, dtype=dtype, count=(hi - lo) // _DTYPE_BYTES[t["dtype"]],
+                                           offset=lo).reshape(shape)
     try:
         net = build_model(cfg, load_weights=False)
     except Exception as exc:  # noqa: BLE001 - re-raised with context
         raise CheckpointError(f"{path}: cannot build the recorded model {cfg.name!r}: {exc}") from exc
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (file vs config), e.g. {shapes[:2]}")
-        if missing:
-            parts.append(f"{len(missing)} missing tensors, e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}")
-        raise CheckpointError(f"{path}: tensors do not match the recorded config "
-                              f"{cfg.name!r}: " + "; ".join(parts))
-    net.load_state_dict(state, strict=True)
+    try:
+        net.load_state_dict(state, strict=True)  # copies: `data` is freed with `state`
+    except RuntimeError as exc:  # a dtype load_state_dict cannot cast
+        raise CheckpointError(f"{path}: tensors do not load into {cfg.name!r}: {str(exc)[:300]}") from exc
     net.checkpoint_metadata = extra
     return net.to(device).eval(), cfg

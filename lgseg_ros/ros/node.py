@@ -3,7 +3,10 @@ mask, overlay, confidence and the id -> label mapping out; target classes change
 
 Thin over the ROS-free core: ``Segmenter`` does the model work, ``image_conversion`` the
 message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots and stats.
-What is here is the ROS wiring and the rules that make the outputs trustworthy:
+Beside it: ``outputs`` (what is published), ``param_guard`` (the bounded parameter
+services), ``frame_checks`` (header checks), ``label_worker`` (label encoding off the
+executor), ``node_main`` (the process: signals, exit codes). What is here is the ROS
+wiring and the rules that make the outputs trustworthy:
 
 * Latest frame only. The subscription callback stores the newest message in its camera's
   slot (a replaced frame counts as dropped) and returns; one worker thread processes the
@@ -11,9 +14,9 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
 * One worker for all cameras, one model. The backend runs one frame at a time anyway, so
   more threads would only contend for it; the worker serves the frame that has waited
   longest, so cameras share the model fairly.
-* Atomic label changes. The service (or parameter) encodes the new labels first, off the
-  frame path, then swaps the current LabelSet under the frame lock, i.e. strictly between
-  two frames. The worker reads the LabelSet once per frame, so no output of a frame mixes
+* Atomic label changes. The service (or parameter) encodes the new labels first, on the
+  label worker (off the frame path and off the executor, so no request holds the node),
+  then swaps the current LabelSet under the frame lock, i.e. strictly between two frames. The worker reads the LabelSet once per frame, so no output of a frame mixes
   two sets. label_info is republished at once with the node clock, and again with the
   header of the first frame processed under the new set (see msg/LabelInfo.msg), before
   that frame's masks.
@@ -22,9 +25,11 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
   frame is served. Bad label sets are rejected with the reason; nothing changes.
 * Hostile input is a class, not a list: sizes are bounded before anything is allocated
   (pixel limit before conversion, image headers before decoding, parameter ranges when
-  set), values a peer sent are repeated cut short in logs and replies, and no message or
-  request can end the process (the parameter services are answered here where rclpy's
-  raise; the executor spins past any callback that raises).
+  set, request entry and name counts, header.frame_id length), values a peer sent are
+  repeated cut short in logs and replies, and no message or request can end the process
+  (the parameter services are answered here where rclpy's raise; the executor spins past
+  any callback that raises). What the node loads (checkpoint, model_config,
+  engine_cache_dir) is chosen at start-up only.
 * Spin it in ``RespinExecutor`` (``main`` does): single-threaded, because rclpy's
   MultiThreadedExecutor delayed callbacks by up to seconds, and proof against a race in
   rclpy that ends ``spin()`` when an entity is destroyed mid-wait, as label changes do
@@ -33,7 +38,6 @@ What is here is the ROS wiring and the rules that make the outputs trustworthy:
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import re
 import sys
@@ -48,42 +52,29 @@ from typing import Any
 # The value is params.MAX_IMAGE_PIXELS_CAP (8K UHD), the largest max_image_pixels.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                  SetParametersResult)
-from rcl_interfaces.srv import SetParameters, SetParametersAtomically
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
-                               ParameterUninitializedException)
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
-from lgseg_ros import viz
 from lgseg_ros.labels import LabelSetError, shown, topic_tokens, validate_labels
 from lgseg_ros.ros import params as P
-from lgseg_ros.ros.executor import spin_until_shutdown
+from lgseg_ros.ros.frame_checks import StampWatch, check_frame
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
-from lgseg_ros.ros.image_conversion import (ImageConversionError, compressed_to_rgb, image_to_rgb,
-                                            numpy_to_image)
+from lgseg_ros.ros.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
+from lgseg_ros.ros.label_worker import LabelWorker, LabelWorkerBusy
+from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, LabelInfo,  # noqa: F401
+                                   LabelSetMsg, OutputsMixin)  # LABEL_INFO_TYPE, LabelInfo: re-exported
+from lgseg_ros.ros.param_guard import ParameterGuardMixin
 from lgseg_ros.srv import SetLabels
-
-try:  # the standard type where it exists; field-for-field the same as ours
-    from vision_msgs.msg import LabelInfo, VisionClass
-    LABEL_INFO_TYPE = "vision_msgs/msg/LabelInfo"
-except ImportError:
-    from lgseg_ros.msg import LabelInfo, VisionClass
-    LABEL_INFO_TYPE = "lgseg_ros/msg/LabelInfo"
-from lgseg_ros.msg import LabelEntry
-from lgseg_ros.msg import LabelSet as LabelSetMsg
 from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response uses ours
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -101,14 +92,6 @@ _TYPE_NAMES = {t.value: t.name.lower() for t in Parameter.Type}
 NO_INPUT_WARN_S = 5.0
 # A camera namespace: ROS name tokens (no leading digit), optionally absolute.
 _CAMERA_NAME = re.compile(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
-
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-# Latched: a consumer that starts later still learns what the ids mean.
-LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                            reliability=ReliabilityPolicy.RELIABLE,
-                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
 
 class ConfigError(ValueError):
     """A parameter value the node cannot run with; the message names the parameter."""
@@ -163,7 +146,7 @@ def _camera_prefix(key: str) -> str:
     return "~/" + key.strip("/") if key else "~"
 
 
-class LgsegNode(LifecycleNode):
+class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
     """The lifecycle node; see the module docstring for the rules it keeps."""
 
     def __init__(self, node_name: str = P.NODE_NAME, **kwargs: Any) -> None:
@@ -185,6 +168,11 @@ class LgsegNode(LifecycleNode):
         self._status_timer = None
         self._status_pubs: list[Any] = []
         self._throttle = Throttle(5.0)
+        # The slow half of a label change (encoding) runs here, off the executor thread;
+        # _prepared carries its result to the synchronous swap (see _set_labels).
+        self._label_worker = LabelWorker()
+        self._prepared = None
+        self._stamps: dict[str, StampWatch] = {}
         # After the state above: a refused start-up value raises here, and the context
         # still destroys the half-built node at shutdown.
         self._declare_parameters()
@@ -194,8 +182,9 @@ class LgsegNode(LifecycleNode):
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        # Reentrant: a set_labels request awaiting its encoding holds back nothing else.
         self.create_service(SetLabels, "~/set_labels", self._on_set_labels,
-                            callback_group=self._service_group)
+                            callback_group=ReentrantCallbackGroup())
         self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._service_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.get_parameter("autostart").value:
@@ -208,7 +197,7 @@ class LgsegNode(LifecycleNode):
             choices = f" One of: {', '.join(p.choices)}." if p.choices else ""
             desc = ParameterDescriptor(
                 description=f"{p.description}{choices} (applies: {p.applies})",
-                type=_PARAM_TYPES[p.kind])
+                type=_PARAM_TYPES[p.kind], read_only=p.applies == P.START)
             if p.limits and p.kind == "int":
                 desc.integer_range = [IntegerRange(from_value=p.limits[0], to_value=p.limits[1],
                                                    step=p.limits[2] if len(p.limits) > 2 else 0)]
@@ -229,59 +218,6 @@ class LgsegNode(LifecycleNode):
             if p.name != "labels":
                 self._check_value(p.name, self._param(p.name))
 
-    def _guard_parameter_services(self) -> None:
-        """rclpy's parameter services raise out of the executor on a request they cannot
-        parse (a ParameterValue.type it does not know ends the process). Every request
-        gets a reply instead: the bad parameter is refused by name, the rest are served."""
-        for srv in self.services:
-            if srv.srv_type is SetParameters:
-                srv.callback = self._on_set_parameters_request
-            elif srv.srv_type is SetParametersAtomically:
-                srv.callback = self._on_set_parameters_atomically_request
-            elif srv.srv_type.__module__.startswith("rcl_interfaces"):
-                srv.callback = self._guarded_parameter_service(srv.srv_name, srv.callback)
-
-    def _guarded_parameter_service(self, name: str, callback):
-        def guarded(req, resp):
-            try:
-                return callback(req, resp)
-            except Exception as e:  # an empty reply; the node keeps serving
-                self.get_logger().warning(f"{name}: request refused: {shown(str(e), 200)}")
-                return resp
-        return guarded
-
-    def _parameter_from_msg(self, msg) -> tuple[Parameter | None, SetParametersResult | None]:
-        try:
-            return Parameter.from_parameter_msg(msg), None
-        except (ValueError, TypeError) as e:
-            reason = (f"parameter {shown(msg.name)}: unknown ParameterValue.type {msg.value.type}"
-                      if msg.value.type not in _TYPE_NAMES else f"parameter {shown(msg.name)}: {e}")
-            self.get_logger().warning(f"set_parameters refused: {reason}")
-            return None, SetParametersResult(successful=False, reason=reason)
-
-    def _set_one(self, params: list[Parameter]) -> SetParametersResult:
-        try:
-            return self.set_parameters_atomically(params)
-        except Exception as e:  # ParameterNotDeclaredException and anything rclpy adds
-            return SetParametersResult(successful=False, reason=shown(str(e), 300))
-
-    def _on_set_parameters_request(self, req, resp):
-        for msg in req.parameters:
-            param, refused = self._parameter_from_msg(msg)
-            resp.results.append(refused or self._set_one([param]))
-        return resp
-
-    def _on_set_parameters_atomically_request(self, req, resp):
-        params = []
-        for msg in req.parameters:
-            param, refused = self._parameter_from_msg(msg)
-            if refused is not None:
-                resp.result = refused
-                return resp
-            params.append(param)
-        resp.result = self._set_one(params)
-        return resp
-
     def _apply_descriptor(self, parameter, descriptor=None, check_read_only=True):
         # rclpy's own refusals name types by number on Python 3.11 ("expected '2' got '4'")
         # and print the whole value; ours name the parameter, the types and the range.
@@ -289,7 +225,10 @@ class LgsegNode(LifecycleNode):
         spec = P.PARAM_BY_NAME.get(parameter.name)
         if result.successful or spec is None:
             return result
-        if result.reason.startswith("Wrong parameter type"):  # rclpy tests this prefix
+        if result.reason.startswith("Trying to set a read-only parameter"):
+            result.reason = (f"{spec.name} is read-only once the node runs (it chooses what the "
+                             f"node loads); give it at start-up: -p {spec.name}:=VALUE")
+        elif result.reason.startswith("Wrong parameter type"):  # rclpy tests this prefix
             result.reason = (f"Wrong parameter type: {spec.name} takes {spec.kind}, got "
                              f"{_TYPE_NAMES.get(parameter.type_.value, parameter.type_)} "
                              f"{shown(parameter.value)}")
@@ -392,13 +331,24 @@ class LgsegNode(LifecycleNode):
                 return names
             if names == tuple(self._label_set.names):
                 return names
-            new = self._segmenter.prepare_labels(names)  # the slow part, before the swap
+            prepared, self._prepared = self._prepared, None
+            if (prepared is not None and prepared[0] is self._segmenter
+                    and tuple(prepared[1].names) == names):
+                new = prepared[1]  # encoded on the label worker
+            else:  # a set from inside the process (tests, an embedding application)
+                new = self._segmenter.prepare_labels(names)  # the slow part, before the swap
+            tokens = topic_tokens(new.names)
+            for cam in self._cameras:  # the slow DDS part, before the frame lock
+                self._create_class_pubs(cam, tokens)
+            stale = []
             with self._frame_lock:
                 self._label_set = new
                 stamp = self.get_clock().now().to_msg()
                 for cam in self._cameras:
-                    self._reconcile_class_pubs(cam, new)
+                    stale += self._reconcile_class_pubs(cam, new, destroy=False)
                     self._publish_label_info(cam, new, Header(stamp=stamp))
+            for pub in stale:
+                self.destroy_lifecycle_publisher(pub)
             if not from_parameter:
                 self._write_back(new.names)
             more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
@@ -414,25 +364,6 @@ class LgsegNode(LifecycleNode):
             lines = lines[:limit] + [f"... and {len(lines) - limit} more weakly grounded labels"]
         return lines
 
-    def _label_entries(self, cam: _Camera | None, label_set) -> list[LabelEntry]:
-        """One entry per id: mask topic (of ``cam``) and what training makes of the word."""
-        names = tuple(label_set.names) if label_set is not None else self._current_names()
-        grounding = getattr(label_set, "grounding", ()) or ()
-        tokens = topic_tokens(names)
-        entries = []
-        for i, name in enumerate(names):
-            e = LabelEntry(class_id=i, label=name, grounding_score=float("nan"), well_grounded=True)
-            if cam is not None:
-                e.mask_topic = self.resolve_topic_name(f"{cam.out}/class/{tokens[i]}/mask")
-            if i < len(grounding):
-                g = grounding[i]
-                e.nearest_trained_name = g.nearest_name
-                e.nearest_trained_class = g.nearest_class
-                e.grounding_score = float(g.score)
-                e.well_grounded = bool(g.well_grounded)
-            entries.append(e)
-        return entries
-
     def _write_back(self, names: tuple[str, ...]) -> None:
         # Keeps `ros2 param get labels` truthful after a service change.
         self._syncing_labels = True
@@ -441,10 +372,30 @@ class LgsegNode(LifecycleNode):
         finally:
             self._syncing_labels = False
 
-    def _on_set_labels(self, req: SetLabels.Request, resp: SetLabels.Response) -> SetLabels.Response:
+    async def _prepare_labels_off_executor(self, labels: Any) -> None:
+        """Validate ``labels`` here and encode them on the label worker, awaiting the result
+        without holding the executor; the synchronous _set_labels that follows (on the
+        executor thread, before anything else runs) finds them in _prepared and only swaps.
+        Raises LabelSetError (bad set, worker busy, node reconfigured meanwhile)."""
+        names = validate_labels(list(labels) if isinstance(labels, (list, tuple)) else labels)
+        segmenter = self._segmenter
+        if segmenter is None or (self._label_set is not None and names == tuple(self._label_set.names)):
+            return
+        try:
+            future = self._label_worker.submit(lambda: segmenter.prepare_labels(names),
+                                               executor=self.executor)
+        except LabelWorkerBusy as e:
+            raise LabelSetError(str(e)) from None
+        new = await future
+        if self._segmenter is not segmenter:
+            raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
+        self._prepared = (segmenter, new)
+
+    async def _on_set_labels(self, req: SetLabels.Request, resp: SetLabels.Response) -> SetLabels.Response:
         try:
             if self.lifecycle_state == "finalized":
                 raise LabelSetError("the node is shut down (finalized); nothing will use a label set")
+            await self._prepare_labels_off_executor(list(req.labels))
             names = self._set_labels(list(req.labels), from_parameter=False)
             resp.success = True
             if self._segmenter is None:
@@ -456,12 +407,12 @@ class LgsegNode(LifecycleNode):
             resp.success, resp.message = False, f"rejected, old set kept: {e}"
         except Exception as e:
             resp.success, resp.message = False, f"label encoding failed, old set kept: {shown(str(e), 300)}"
-            self.get_logger().error(f"set_labels: {shown(str(e), 300)}\n{traceback.format_exc()}")
+            self.get_logger().error(f"set_labels: {shown(str(e), 300)}\n{traceback.format_exc()[-2000:]}")
         if not resp.success:
             # At most 8 labels of SHOWN_CHARS each: a request of 8 labels of 1 MB once wrote 8 MB.
             labels = [shown(x) for x in req.labels[:8]]
             more = f" ... {len(req.labels)} in all" if len(req.labels) > 8 else ""
-            self.get_logger().warning(f"set_labels [{', '.join(labels)}{more}]: {resp.message}")
+            self.get_logger().warning(f"set_labels [{', '.join(labels)}{more}]: {shown(resp.message, 400)}")
         resp.class_map = [SrvVisionClass(class_id=i, class_name=n)
                           for i, n in enumerate(self._current_names())]
         # Unconfigured, the set is only stored: no encoder has read it yet, so no grounding.
@@ -537,14 +488,25 @@ class LgsegNode(LifecycleNode):
                     "config with untrained weights")
         if checkpoint is not None:
             _check_checkpoint_path(checkpoint)
-        return Segmenter(
-            checkpoint=checkpoint, config=cfg["model_config"] or None, backend=cfg["backend"],
-            device=cfg["device"], precision=cfg["precision"],
-            net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
-            score_threshold=cfg["score_threshold"],
-            engine_cache_dir=cfg["engine_cache_dir"] or None, force_rebuild=cfg["force_rebuild"],
-            grounding_warn_below=cfg["grounding_warn_below"], label_anchor=cfg["label_anchor"],
-            torch_threads="auto")
+        cache_dir = cfg["engine_cache_dir"] or None
+        if cache_dir is not None:
+            from lgseg_ros.runtime.engine_cache import check_private_dir
+            check_private_dir(cache_dir)
+        try:
+            return Segmenter(
+                checkpoint=checkpoint, config=cfg["model_config"] or None, backend=cfg["backend"],
+                device=cfg["device"], precision=cfg["precision"],
+                net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
+                score_threshold=cfg["score_threshold"],
+                engine_cache_dir=cache_dir, force_rebuild=cfg["force_rebuild"],
+                grounding_warn_below=cfg["grounding_warn_below"], label_anchor=cfg["label_anchor"],
+                torch_threads="auto")
+        except OSError as e:
+            # "[Errno 28] No space left on device" alone named neither the parameter nor the
+            # file; the cache is the one place configure writes.
+            where = f" ({shown(e.filename, 200)})" if e.filename else ""
+            what = f"engine_cache_dir={shown(cache_dir, 200)}" if cache_dir else "the export cache"
+            raise ConfigError(f"{what}: {e.strerror or e}{where}") from None
 
     def _make_camera(self, key: str) -> _Camera:
         base = f"{key.strip('/')}/" if key else ""
@@ -602,8 +564,9 @@ class LgsegNode(LifecycleNode):
         return SUCCESS
 
     def _subscribe(self) -> None:
-        reliability = (ReliabilityPolicy.RELIABLE if self._param("qos_reliability") == "reliable"
-                       else ReliabilityPolicy.BEST_EFFORT)
+        reliability = {"reliable": ReliabilityPolicy.RELIABLE,
+                       "best_available": ReliabilityPolicy.BEST_AVAILABLE}.get(
+                           self._param("qos_reliability"), ReliabilityPolicy.BEST_EFFORT)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._param("qos_depth")),
                          reliability=reliability, durability=DurabilityPolicy.VOLATILE)
         compressed = bool(self._param("use_compressed"))
@@ -620,11 +583,16 @@ class LgsegNode(LifecycleNode):
                 callback_group=self._input_group))
 
     def _on_incompatible_qos(self, topic: str, info) -> None:
-        # The most common "no output" report of camera nodes: say what to change.
+        # The most common "no output" report of camera nodes: say what to change. Throttled
+        # per topic: 200 best-effort publishers coming and going wrote 200 lines (57 KB).
+        suppressed = self._throttle(("incompatible_qos", topic))
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
         self.get_logger().warning(
             f"a publisher on {topic} has QoS incompatible with this node's subscription "
             f"(policy {info.last_policy_kind}); with qos_reliability=reliable a best-effort "
-            f"camera cannot connect: set qos_reliability to best_effort")
+            f"camera cannot connect: set qos_reliability to best_effort{more}")
 
     def _unsubscribe(self) -> None:
         for cam in self._cameras:
@@ -687,6 +655,7 @@ class LgsegNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         self._go_inactive()
+        self._label_worker.close()
         super().destroy_node()
 
     # -- frame path -------------------------------------------------------------------------
@@ -694,6 +663,12 @@ class LgsegNode(LifecycleNode):
         cam.stats.count("frames_in")
         cam.last_frame_at = time.monotonic()
         if not self._enabled or not self._active:
+            return
+        try:  # header checks first: a refused frame is not even held in the slot
+            check_frame(msg)
+        except ImageConversionError as e:
+            cam.stats.count("frames_rejected")
+            self._log_throttled(cam, "skipped frame", e, self.get_logger().warning)
             return
         if self._slots.put(Pending(cam, msg, time.perf_counter(), compressed)):
             cam.stats.count("frames_dropped")
@@ -730,6 +705,9 @@ class LgsegNode(LifecycleNode):
         rgb = (compressed_to_rgb(msg, max_pixels) if item.compressed
                else image_to_rgb(msg, max_pixels))
         t1 = time.perf_counter()
+        stamp_warning = self._stamps.setdefault(cam.key, StampWatch()).check(msg.header)
+        if stamp_warning:
+            self._log_throttled(cam, "stamp", stamp_warning, self.get_logger().warning)
         with self._frame_lock:
             if self._stop.is_set() or self._segmenter is None:
                 return
@@ -742,71 +720,6 @@ class LgsegNode(LifecycleNode):
                    "total": t3 - item.received}
         timings.update(result.timings)
         cam.stats.add_frame(timings)
-
-    def _publish_outputs(self, cam: _Camera, header: Header, rgb: np.ndarray, result) -> None:
-        ls = result.label_set
-        names = ls.names
-        ids = result.ids
-        if not header.frame_id and not cam.warned_frame_id:
-            cam.warned_frame_id = True
-            self.get_logger().warning(
-                f"{cam.image_topic}: frames have an empty frame_id; outputs copy the header, "
-                "and RViz's Camera display needs a frame_id that exists in TF")
-        if cam.info_set is not ls:
-            cam.info_set, cam.info_header = ls, header
-            self._publish_label_info(cam, ls, header)
-        pubs = cam.pubs
-        pubs["label_mask"].publish(
-            numpy_to_image(ids, "mono8" if ids.dtype == np.uint8 else "16UC1", header))
-        if pubs["confidence"].get_subscription_count():
-            pubs["confidence"].publish(numpy_to_image(result.confidence, "mono8", header))
-        want_color = pubs["color_mask"].get_subscription_count() > 0
-        want_overlay = pubs["overlay"].get_subscription_count() > 0
-        if want_color or want_overlay:
-            color = viz.colorize(ids, names, self._dyn["colormap"])
-            if want_color:
-                pubs["color_mask"].publish(numpy_to_image(color, "rgb8", header))
-            if want_overlay:
-                blended = viz.overlay(rgb, color, float(self._dyn["overlay_alpha"]), ids=ids,
-                                      num_labels=len(names))
-                pubs["overlay"].publish(numpy_to_image(blended, "rgb8", header))
-        if cam.class_set is ls:
-            for class_id, token in enumerate(cam.class_order):
-                pub = cam.class_pubs[token]
-                if pub.get_subscription_count():
-                    pub.publish(numpy_to_image(cv2.compare(ids, class_id, cv2.CMP_EQ), "mono8", header))
-
-    def _publish_label_info(self, cam: _Camera, label_set, header: Header) -> None:
-        msg = LabelInfo()
-        msg.header = header
-        msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(label_set.names)]
-        msg.threshold = float(self._segmenter.score_threshold) if self._segmenter else 0.0
-        cam.pubs["label_info"].publish(msg)
-        report = LabelSetMsg(header=header, labels=self._label_entries(cam, label_set))
-        if self._segmenter is not None:
-            report.grounding_warn_below = float(self._segmenter.grounding.warn_below)
-            report.label_anchor = float(self._segmenter.label_anchor)
-        cam.pubs["label_set"].publish(report)
-
-    def _reconcile_class_pubs(self, cam: _Camera, label_set) -> None:
-        """Per-class topics follow the label set; a token kept across sets keeps its publisher
-        (and its subscribers). Called under the frame lock or before the worker runs."""
-        tokens = topic_tokens(label_set.names)
-        keep = set(tokens)
-        for token in [t for t in cam.class_pubs if t not in keep]:
-            self.destroy_lifecycle_publisher(cam.class_pubs.pop(token))
-        for token in tokens:
-            if token not in cam.class_pubs:
-                # A group of its own: rclpy's callback groups keep a weakref to every event
-                # handler ever added and never drop it, so with the node's default group each
-                # label change leaked ~3 KB (measured over 1000 changes). This group goes
-                # with its publisher.
-                pub = self.create_lifecycle_publisher(Image, f"{cam.out}/class/{token}/mask", OUTPUT_QOS,
-                                                      callback_group=MutuallyExclusiveCallbackGroup())
-                if self._active:
-                    pub.on_activate(None)
-                cam.class_pubs[token] = pub
-        cam.class_order, cam.class_set = tokens, label_set
 
     # -- status -----------------------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, float | int]]:
@@ -861,87 +774,11 @@ class LgsegNode(LifecycleNode):
 
 
 
-class _RosLogHandler(logging.Handler):
-    """Routes the library's Python logging (model load, engine builds) into the ROS log."""
-
-    def __init__(self, logger) -> None:
-        super().__init__()
-        self._logger = logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = f"[{record.name}] {record.getMessage()}"
-        if record.levelno >= logging.ERROR:
-            self._logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self._logger.warning(text)
-        else:
-            self._logger.info(text)
-
-
-def usage() -> str:
-    """`lgseg node --help`: how to start it, and every parameter with its range."""
-    lines = [
-        "usage: lgseg node [--ros-args -p NAME:=VALUE ... -r image:=/camera/image_raw ...]",
-        "       ros2 run lgseg_ros lgseg_node [--ros-args ...]",
-        "",
-        "The lgseg_ros lifecycle node: segments camera images into the classes named in the",
-        "`labels` parameter or ~/set_labels service. Comes up active unless autostart:=false.",
-        "Input: `image` (sensor_msgs/Image) or `image/compressed` (use_compressed:=true).",
-        "Outputs under ~/ (label_mask, confidence, color_mask, overlay, class/<label>/mask,",
-        "label_info, camera_info, status); services ~/set_labels, ~/enable.",
-        "",
-        "parameters (NAME: type, default [range] (applies: when)):",
-    ]
-    for p in P.PARAMETERS:
-        default = "[]" if p.default is None else p.default
-        rng = P.range_text(p)
-        lines.append(f"  {p.name}: {p.kind}, default {default}{f' [{rng}]' if rng else ''} "
-                     f"(applies: {p.applies})")
-    lines += ["", "Large raw frames: see README, Troubleshooting (Fast DDS profile "
-              "config/fastdds_large_frames.xml, used when FASTDDS_DEFAULT_PROFILES_FILE is unset)."]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`ros2 run lgseg_ros lgseg_node [--ros-args ...]` and `lgseg node [--ros-args ...]`."""
-    args = sys.argv if argv is None else [P.NODE_NAME, *argv]
-    own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
-    if any(a in ("-h", "--help") for a in own):
-        print(usage())
-        return 0
-    # Before rclpy.init: Fast DDS reads its profile when the first participant is created.
-    # Our outputs (overlay, colour mask) are as large as the camera's frames.
-    from lgseg_ros.ros.dds import apply_large_frame_profile
-    apply_large_frame_profile()
-    rclpy.init(args=args)
-    node = None
-    handler = None
-    try:
-        lib_log = logging.getLogger("lgseg_ros")
-        handler = _RosLogHandler(get_logger(P.NODE_NAME))
-        lib_log.addHandler(handler)
-        lib_log.setLevel(logging.INFO)
-        try:
-            node = LgsegNode()
-        except (ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
-            # A start-up value the node refuses: the reason, not a traceback.
-            get_logger(P.NODE_NAME).fatal(f"bad parameter: {shown(str(e), 400)}")
-            return 2
-        if node.get_parameter("autostart").value and node.lifecycle_state != "active":
-            node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
-            return 1
-        # One thread (rclpy's MultiThreadedExecutor delayed callbacks by up to seconds), and
-        # one that survives entities destroyed mid-wait: see lgseg_ros/ros/executor.py.
-        # The lifecycle's shutdown transition ends the process (exit 0), as a lifecycle
-        # manager expects; a finalized node has nothing left to serve.
-        spin_until_shutdown(node, done=lambda: node.lifecycle_state == "finalized")
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if handler is not None:
-            logging.getLogger("lgseg_ros").removeHandler(handler)
-        rclpy.try_shutdown()
+    """`ros2 run lgseg_ros lgseg_node` and `lgseg node`: see node_main.py (signals, exit codes)."""
+    from lgseg_ros.ros.node_main import main as run
+
+    return run(argv)
 
 
 if __name__ == "__main__":

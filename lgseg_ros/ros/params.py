@@ -28,12 +28,14 @@ MAX_CAMERAS = 16
 # Paths and names; longer strings are refused unread rather than echoed or stat()ed.
 MAX_STRING_CHARS = 4096
 
-RELIABILITY = ("best_effort", "reliable")
+RELIABILITY = ("best_effort", "reliable", "best_available")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")
 
 # When a change takes effect: "now" (between two frames), "activate" (next activation),
 # "configure" (next configure: cleanup + configure reloads the model), "start" (startup only).
+# "start" parameters are read-only once the node runs: those that choose the code and files
+# the node loads (checkpoint, model_config, engine_cache_dir) cannot be changed by a peer.
 NOW, ACTIVATE, CONFIGURE, START = "now", "activate", "configure", "start"
 
 
@@ -59,10 +61,10 @@ PARAMETERS: tuple[Param, ...] = (
           "Camera namespaces served by this one process and model, e.g. [front, rear]. "
           "Empty: one camera on `image`. Otherwise camera C reads `C/image` and publishes "
           "under `~/C/`. At most 16, each a valid ROS namespace."),
-    Param("model_config", "", "string", CONFIGURE,
+    Param("model_config", "", "string", START,
           "Model config name (lgseg_ros.model configs, e.g. lite-minilm, test-tiny). Empty: "
           "the config recorded in the checkpoint."),
-    Param("checkpoint", "", "string", CONFIGURE,
+    Param("checkpoint", "", "string", START,
           "Path to a .safetensors checkpoint. Empty: the shipped default checkpoint "
           "(Segmenter's default_checkpoint_path()), unless model_config alone names a "
           "config to build with untrained weights."),
@@ -72,8 +74,10 @@ PARAMETERS: tuple[Param, ...] = (
           "auto, cpu or cuda (the first visible GPU; pick another with CUDA_VISIBLE_DEVICES)."),
     Param("precision", "auto", "string", CONFIGURE,
           "auto (fp16 on CUDA and TensorRT, fp32 on CPU), fp32 or fp16.", PRECISIONS),
-    Param("engine_cache_dir", "", "string", CONFIGURE,
-          "Directory of cached TensorRT engines. Empty: the library's default cache."),
+    Param("engine_cache_dir", "", "string", START,
+          "Directory of cached ONNX exports and TensorRT engines. Empty: the library's default "
+          "cache. Must exist and be writable by this user only; what is read from it is "
+          "checked against the checkpoint before it is served."),
     Param("force_rebuild", False, "bool", CONFIGURE,
           "Rebuild the TensorRT engine even when a valid cached one exists."),
     Param("net_height", 384, "int", CONFIGURE, "Network input height in pixels.",
@@ -99,8 +103,12 @@ PARAMETERS: tuple[Param, ...] = (
           "Subscribe to sensor_msgs/CompressedImage on `<image topic>/compressed` instead of "
           "the raw image."),
     Param("qos_reliability", "best_effort", "string", ACTIVATE,
-          "Input (image, camera_info) reliability: best_effort (accepts every publisher) or "
-          "reliable. Outputs are always reliable so every subscriber can connect.", RELIABILITY),
+          "Input (image, camera_info) reliability: best_effort (accepts every publisher), "
+          "reliable, or best_available (decided at activate from the publishers present then: "
+          "reliable if all are, so large frames from a reliable camera arrive even without the "
+          "Fast DDS profile, but a best-effort camera started later cannot connect; README, "
+          "Troubleshooting). Outputs are always reliable so every subscriber can connect.",
+          RELIABILITY),
     Param("qos_depth", 1, "int", ACTIVATE,
           "Input queue depth. 1 keeps only the newest frame; the node never queues frames "
           "behind the model either way.", limits=(1, 10)),

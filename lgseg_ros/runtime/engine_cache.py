@@ -285,3 +285,35 @@ def default_cache_dir() -> Path:
     base = os.environ.get("LGSEG_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lgseg_ros")
     return Path(base) / "engines"
+
+
+def check_private_dir(path: str | os.PathLike, what: str = "engine_cache_dir") -> Path:
+    """Refuse a cache directory that others could write to (or that does not exist).
+
+    Whatever is in the directory is loaded as model code (an ONNX graph, a TensorRT
+    engine): a directory that another user or process can write lets them choose what the
+    node runs. It must exist (the node creates no directory a parameter names), be a
+    directory owned by this user, and not be writable by group or others. Raises
+    ValueError naming ``what`` and the path."""
+    import stat
+
+    path = Path(path)
+    shown_path = str(path) if len(str(path)) <= 200 else str(path)[:200] + "..."
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ValueError(f"{what}={shown_path}: no such directory; create it (mode 700) first") from None
+    except OSError as e:
+        raise ValueError(f"{what}={shown_path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{what}={shown_path} is not a directory")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise ValueError(f"{what}={shown_path} belongs to user {st.st_uid}, not to this user "
+                         f"({os.getuid()}); a cache another user controls decides what the node runs")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ValueError(f"{what}={shown_path} is writable by group or others (mode "
+                         f"{stat.S_IMODE(st.st_mode):o}); a file planted there would be loaded "
+                         "as the model: chmod go-w it")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}={shown_path}: this user cannot write to it")
+    return path

@@ -95,6 +95,21 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, size: tuple[int, int], 
     text = torch.nn.functional.normalize(torch.randn(3, int(text_dim)), dim=-1)
     start = time.perf_counter()
     tmp = path.with_name(path.name + ".tmp")
+    try:
+        _export_to(frame, image, text, tmp, exporter, opset)
+        os.replace(tmp, path)
+    finally:  # a full disk or a failed trace leaves no partial .onnx.tmp behind
+        tmp.unlink(missing_ok=True)
+    log.info("exported %s (%dx%d, %s, opset %d) in %.1f s", path, h, w, precision, opset,
+             time.perf_counter() - start)
+    if check:
+        summary = check_onnx(path)
+        if summary["precision"] != precision:
+            raise ValueError(f"{path}: exported as {precision} but the graph is {summary['precision']}")
+    return path
+
+
+def _export_to(frame, image, text, tmp: Path, exporter: str, opset: int) -> None:
     with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_disabled():
         # The TorchScript exporter's deprecation and tracer warnings say nothing actionable here.
         warnings.simplefilter("ignore")
@@ -111,14 +126,6 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, size: tuple[int, int], 
                               external_data=False)
         else:
             raise ValueError(f"exporter must be 'torchscript' or 'dynamo', not {exporter!r}")
-    os.replace(tmp, path)
-    log.info("exported %s (%dx%d, %s, opset %d) in %.1f s", path, h, w, precision, opset,
-             time.perf_counter() - start)
-    if check:
-        summary = check_onnx(path)
-        if summary["precision"] != precision:
-            raise ValueError(f"{path}: exported as {precision} but the graph is {summary['precision']}")
-    return path
 
 
 def _cpu_fp32(net: nn.Module) -> nn.Module:
@@ -255,14 +262,40 @@ def cached_export(net: nn.Module, size: tuple[int, int], text_dim: int,
         try:
             if check_onnx(path)["precision"] != precision:
                 raise ValueError(f"graph is not {precision}")
+            verify_cached_onnx(path, net, size, text_dim, precision)
             mark_used(path)
             return path
-        except Exception as exc:  # a damaged file is re-exported, never served
-            log.warning("re-exporting damaged cached ONNX %s: %s", path, exc)
+        except Exception as exc:  # a damaged or foreign file is re-exported, never served
+            log.warning("re-exporting cached ONNX %s: %s", path, exc)
     exported = export_onnx(net, path, size, text_dim, opset=opset, precision=precision)
     mark_used(exported)
     prune_cache(base, "lgseg_*.onnx", protect=exported)
     return exported
+
+
+# A cached export must reproduce its source on a probe before it is served. fp32 exports
+# agree with eager torch to rounding (argmax 1.0, confidence < 1e-5 here); fp16 ones to
+# ~99.5% of pixels. A planted graph (413 bytes, "none" everywhere) or one built from other
+# weights is far off either way.
+_PROBE_AGREEMENT = {"fp32": 0.995, "fp16": 0.95}
+_PROBE_CONF_DIFF = {"fp32": 1e-3, "fp16": 0.05}
+
+
+def verify_cached_onnx(path: str | os.PathLike, net: nn.Module, size: tuple[int, int], text_dim: int,
+                       precision: str = "fp32") -> None:
+    """Raise ValueError unless the ONNX file at ``path`` computes what ``net`` computes.
+
+    The file name is a digest of the weights, code and settings, but anyone who can write
+    the cache directory can put any graph under that name, and a checksum beside it would
+    prove nothing. So the file is checked against its source itself: ONNX Runtime runs it
+    on a fixed probe (K=3), eager torch runs the network, and the outputs must agree
+    (issue 20, item 5). Costs one forward pass of each at configure."""
+    report = verify_with_onnxruntime(path, net, size, text_dim, ks=(3,), seed=20)[3]
+    if (report["argmax_agreement"] < _PROBE_AGREEMENT.get(precision, 0.95)
+            or not report["max_confidence_diff"] <= _PROBE_CONF_DIFF.get(precision, 0.05)):
+        raise ValueError(f"it does not reproduce the checkpoint's outputs (argmax agreement "
+                         f"{report['argmax_agreement']:.3f}, largest confidence difference "
+                         f"{report['max_confidence_diff']:.3g}): foreign or corrupt")
 
 
 def verify_with_onnxruntime(path: str | os.PathLike, net: nn.Module, size: tuple[int, int],

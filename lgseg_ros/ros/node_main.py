@@ -1,0 +1,145 @@
+"""The node's process: `lgseg node` / `ros2 run lgseg_ros lgseg_node`.
+
+Start-up and ending, kept apart from the node itself: the Fast DDS profile before
+rclpy.init, the library's logging into the ROS log, refusals of start-up values as one
+line (exit 2), SIGINT / SIGTERM handled by the node (a stop during start-up: one line, exit
+0), a lifecycle shutdown ending the process (exit 0), and one clear line when SROS2 is asked
+for but this Fast DDS cannot provide it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import rclpy
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.logging import get_logger
+from rclpy.signals import SignalHandlerOptions
+
+from lgseg_ros.labels import shown
+from lgseg_ros.ros import params as P
+from lgseg_ros.ros.executor import spin_until_shutdown
+from lgseg_ros.ros.node import ConfigError, LgsegNode
+
+
+class _RosLogHandler(logging.Handler):
+    """Routes the library's Python logging (model load, engine builds) into the ROS log."""
+
+    def __init__(self, logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"[{record.name}] {record.getMessage()}"
+        if record.levelno >= logging.ERROR:
+            self._logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(text)
+        else:
+            self._logger.info(text)
+
+
+def usage() -> str:
+    """`lgseg node --help`: how to start it, and every parameter with its range."""
+    lines = [
+        "usage: lgseg node [--ros-args -p NAME:=VALUE ... -r image:=/camera/image_raw ...]",
+        "       ros2 run lgseg_ros lgseg_node [--ros-args ...]",
+        "",
+        "The lgseg_ros lifecycle node: segments camera images into the classes named in the",
+        "`labels` parameter or ~/set_labels service. Comes up active unless autostart:=false.",
+        "Input: `image` (sensor_msgs/Image) or `image/compressed` (use_compressed:=true).",
+        "Outputs under ~/ (label_mask, confidence, color_mask, overlay, class/<label>/mask,",
+        "label_info, camera_info, status); services ~/set_labels, ~/enable.",
+        "",
+        "parameters (NAME: type, default [range] (applies: when)):",
+    ]
+    for p in P.PARAMETERS:
+        default = "[]" if p.default is None else p.default
+        rng = P.range_text(p)
+        lines.append(f"  {p.name}: {p.kind}, default {default}{f' [{rng}]' if rng else ''} "
+                     f"(applies: {p.applies})")
+    lines += ["", "Large raw frames: see README, Troubleshooting (Fast DDS profile "
+              "config/fastdds_large_frames.xml, used when FASTDDS_DEFAULT_PROFILES_FILE is unset)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ros2 run lgseg_ros lgseg_node [--ros-args ...]` and `lgseg node [--ros-args ...]`."""
+    args = sys.argv if argv is None else [P.NODE_NAME, *argv]
+    own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
+    if any(a in ("-h", "--help") for a in own):
+        print(usage())
+        return 0
+    # Before rclpy.init: Fast DDS reads its profile when the first participant is created.
+    # Our outputs (overlay, colour mask) are as large as the camera's frames.
+    from lgseg_ros.ros.dds import apply_large_frame_profile
+    apply_large_frame_profile()
+    # Our own SIGINT / SIGTERM handlers instead of rclpy's: a stop asked for while the node
+    # configures (model load, export: seconds) ends start-up at once, with a line and exit
+    # 0, not "did not reach active" and exit 1 after the load, or a KeyboardInterrupt
+    # traceback (issue 20, item 10).
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+    node = None
+    handler = None
+    try:
+        lib_log = logging.getLogger("lgseg_ros")
+        handler = _RosLogHandler(get_logger(P.NODE_NAME))
+        lib_log.addHandler(handler)
+        lib_log.setLevel(logging.INFO)
+        try:
+            node = LgsegNode()
+        except (ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
+            # A start-up value the node refuses: the reason, not a traceback.
+            get_logger(P.NODE_NAME).fatal(f"bad parameter: {shown(str(e), 400)}")
+            return 2
+        except RCLError as e:
+            line = security_unavailable_line(e)
+            if line is None:
+                raise
+            get_logger(P.NODE_NAME).fatal(line)
+            return 2
+        if node.get_parameter("autostart").value and node.lifecycle_state != "active":
+            node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
+            return 1
+        # One thread (rclpy's MultiThreadedExecutor delayed callbacks by up to seconds), and
+        # one that survives entities destroyed mid-wait: see lgseg_ros/ros/executor.py.
+        # The lifecycle's shutdown transition ends the process (exit 0), as a lifecycle
+        # manager expects; a finalized node has nothing left to serve.
+        spin_until_shutdown(node, done=lambda: node.lifecycle_state == "finalized")
+        return 0
+    except StopRequested as e:
+        get_logger(P.NODE_NAME).info(f"stopped by {e.args[0]}" + ("" if node is not None else
+                                                                    " during start-up"))
+        return 0
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if node is not None:
+            node.destroy_node()
+        if handler is not None:
+            logging.getLogger("lgseg_ros").removeHandler(handler)
+        rclpy.try_shutdown()
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGINT or SIGTERM; a KeyboardInterrupt, so spin_until_shutdown ends on it too."""
+
+
+def _stop_requested(signum, frame) -> None:
+    raise StopRequested(signal.Signals(signum).name)
+
+
+def security_unavailable_line(error: Exception) -> str | None:
+    """The one line for a node that cannot start because ROS_SECURITY_ENABLE asks for SROS2
+    and this Fast DDS has no security plugins (the PyPI wheels have none); None otherwise."""
+    if os.environ.get("ROS_SECURITY_ENABLE", "").lower() != "true" or "security" not in str(error).lower():
+        return None
+    return ("ROS_SECURITY_ENABLE=true, but this Fast DDS was built without the security plugins "
+            "(the PyPI ROS 2 wheels have none), so the node cannot join a secured graph. Run it "
+            "with an apt or source ROS 2 install (Fast DDS built with -DSECURITY=ON) and a "
+            "keystore holding this node's enclave (README, Security), or unset "
+            "ROS_SECURITY_ENABLE to run unsecured")

@@ -1,0 +1,134 @@
+"""What the node publishes per frame and per label set: masks, overlay, label_info, label_set.
+
+A mixin of LgsegNode (it uses the node's publishers, segmenter and parameters). The rules:
+outputs carry the input header unchanged and the input resolution; a new label set is
+announced on label_info / label_set before the first masks made with it; per-class topics
+follow the label set, and a token kept across sets keeps its publisher (and subscribers).
+Optional outputs (confidence, colour mask, overlay, class masks) are only computed for
+topics that have subscribers.
+"""
+from __future__ import annotations
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from lgseg_ros import viz
+from lgseg_ros.labels import topic_tokens
+from lgseg_ros.ros.image_conversion import numpy_to_image
+
+try:  # the standard type where it exists; field-for-field the same as ours
+    from vision_msgs.msg import LabelInfo, VisionClass
+    LABEL_INFO_TYPE = "vision_msgs/msg/LabelInfo"
+except ImportError:
+    from lgseg_ros.msg import LabelInfo, VisionClass
+    LABEL_INFO_TYPE = "lgseg_ros/msg/LabelInfo"
+from lgseg_ros.msg import LabelEntry
+from lgseg_ros.msg import LabelSet as LabelSetMsg
+
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# Latched: a consumer that starts later still learns what the ids mean.
+LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                            reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class OutputsMixin:
+    def _publish_outputs(self, cam, header: Header, rgb: np.ndarray, result) -> None:
+        ls = result.label_set
+        names = ls.names
+        ids = result.ids
+        if not header.frame_id and not cam.warned_frame_id:
+            cam.warned_frame_id = True
+            self.get_logger().warning(
+                f"{cam.image_topic}: frames have an empty frame_id; outputs copy the header, "
+                "and RViz's Camera display needs a frame_id that exists in TF")
+        if cam.info_set is not ls:
+            cam.info_set, cam.info_header = ls, header
+            self._publish_label_info(cam, ls, header)
+        pubs = cam.pubs
+        pubs["label_mask"].publish(
+            numpy_to_image(ids, "mono8" if ids.dtype == np.uint8 else "16UC1", header))
+        if pubs["confidence"].get_subscription_count():
+            pubs["confidence"].publish(numpy_to_image(result.confidence, "mono8", header))
+        want_color = pubs["color_mask"].get_subscription_count() > 0
+        want_overlay = pubs["overlay"].get_subscription_count() > 0
+        if want_color or want_overlay:
+            color = viz.colorize(ids, names, self._dyn["colormap"])
+            if want_color:
+                pubs["color_mask"].publish(numpy_to_image(color, "rgb8", header))
+            if want_overlay:
+                blended = viz.overlay(rgb, color, float(self._dyn["overlay_alpha"]), ids=ids,
+                                      num_labels=len(names))
+                pubs["overlay"].publish(numpy_to_image(blended, "rgb8", header))
+        if cam.class_set is ls:
+            for class_id, token in enumerate(cam.class_order):
+                pub = cam.class_pubs[token]
+                if pub.get_subscription_count():
+                    pub.publish(numpy_to_image(viz.equal_mask(ids, class_id), "mono8", header))
+
+    def _publish_label_info(self, cam, label_set, header: Header) -> None:
+        msg = LabelInfo()
+        msg.header = header
+        msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(label_set.names)]
+        msg.threshold = float(self._segmenter.score_threshold) if self._segmenter else 0.0
+        cam.pubs["label_info"].publish(msg)
+        report = LabelSetMsg(header=header, labels=self._label_entries(cam, label_set))
+        if self._segmenter is not None:
+            report.grounding_warn_below = float(self._segmenter.grounding.warn_below)
+            report.label_anchor = float(self._segmenter.label_anchor)
+        cam.pubs["label_set"].publish(report)
+
+    def _reconcile_class_pubs(self, cam, label_set, destroy: bool = True) -> list:
+        """Per-class topics follow the label set; a token kept across sets keeps its publisher
+        (and its subscribers). Called under the frame lock or before the worker runs. With
+        ``destroy=False`` the publishers of labels that left are returned, for the caller to
+        destroy once it has released the frame lock."""
+        tokens = topic_tokens(label_set.names)
+        keep = set(tokens)
+        self._create_class_pubs(cam, tokens)
+        stale = [cam.class_pubs.pop(t) for t in [t for t in cam.class_pubs if t not in keep]]
+        cam.class_order, cam.class_set = tokens, label_set
+        if not destroy:
+            return stale
+        for pub in stale:
+            self.destroy_lifecycle_publisher(pub)
+        return []
+
+    def _create_class_pubs(self, cam, tokens) -> None:
+        """Publishers for the tokens that have none yet (unused until the set is swapped in).
+        Called before the frame lock is taken where it can: 16 cameras x 256 new labels are
+        4,096 publishers, about 1.5 s of DDS entity creation that must not stall masks."""
+        for token in tokens:
+            if token not in cam.class_pubs:
+                # A group of its own: rclpy's callback groups keep a weakref to every event
+                # handler ever added and never drop it, so with the node's default group each
+                # label change leaked ~3 KB (measured over 1000 changes). This group goes
+                # with its publisher.
+                pub = self.create_lifecycle_publisher(Image, f"{cam.out}/class/{token}/mask", OUTPUT_QOS,
+                                                      callback_group=MutuallyExclusiveCallbackGroup())
+                if self._active:
+                    pub.on_activate(None)
+                cam.class_pubs[token] = pub
+
+    def _label_entries(self, cam, label_set) -> list[LabelEntry]:
+        """One entry per id: mask topic (of ``cam``) and what training makes of the word."""
+        names = tuple(label_set.names) if label_set is not None else self._current_names()
+        grounding = getattr(label_set, "grounding", ()) or ()
+        tokens = topic_tokens(names)
+        entries = []
+        for i, name in enumerate(names):
+            e = LabelEntry(class_id=i, label=name, grounding_score=float("nan"), well_grounded=True)
+            if cam is not None:
+                e.mask_topic = self.resolve_topic_name(f"{cam.out}/class/{tokens[i]}/mask")
+            if i < len(grounding):
+                g = grounding[i]
+                e.nearest_trained_name = g.nearest_name
+                e.nearest_trained_class = g.nearest_class
+                e.grounding_score = float(g.score)
+                e.well_grounded = bool(g.well_grounded)
+            entries.append(e)
+        return entries

@@ -1,0 +1,203 @@
+"""The node's parameter services, answered by the node instead of rclpy, and bounded.
+
+rclpy's own handlers trust the request: a ParameterValue.type it does not know raised out
+of the executor and ended the process (issue 10); one GetParameters request naming
+``labels`` 20,000 times built a 323 MB reply (+796 MB peak RSS); 200,000 entries in one
+SetParameters kept the executor busy for 15 s; 40 ``labels`` entries of 256 new words each
+held it for 48 s, encoding one set after another (issue 20, items 2 and 4). Here:
+
+* every request gets a reply; a bad entry is refused by name, the rest are served;
+* counts are capped before any work: entries per set request, names per get / describe /
+  types request, prefixes per list request, and the estimated size of a GetParameters reply;
+* ``labels`` is given at most once per request, and its text encoding runs on the label
+  worker while the executor serves everything else (the handlers are coroutines).
+
+A mixin of LgsegNode: it uses the node's ``_prepare_labels_off_executor``, ``_logger_line``
+and rclpy's parameter API.
+"""
+from __future__ import annotations
+
+import weakref
+
+from rcl_interfaces.msg import ListParametersResult, SetParametersResult
+from rcl_interfaces.srv import (DescribeParameters, GetParameters, GetParameterTypes, ListParameters,
+                                SetParameters, SetParametersAtomically)
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.parameter import Parameter
+
+from lgseg_ros.labels import LabelSetError, shown
+
+# The node declares about 25 parameters; `ros2 param dump` asks for each once.
+MAX_SET_ENTRIES = 64
+MAX_NAMES = 128
+MAX_PREFIXES = 64
+# The largest GetParameters reply built: every parameter at its largest (256 labels of 64
+# characters is 16 KB) fits many times over.
+MAX_REPLY_BYTES = 1 << 20
+
+_TYPE_NAMES = {t.value: t.name.lower() for t in Parameter.Type}
+
+
+def _value_bytes(value) -> int:
+    """A cheap upper estimate of a ParameterValue's serialized size."""
+    size = 16 + len(value.string_value) + 8 * (len(value.integer_array_value)
+                                               + len(value.double_array_value)
+                                               + len(value.bool_array_value))
+    size += len(value.byte_array_value)
+    return size + sum(8 + len(s) for s in value.string_array_value)
+
+
+class ParameterGuardMixin:
+    """Installs the guarded handlers on rclpy's parameter services (call once, in __init__)."""
+
+    def _guard_parameter_services(self) -> None:
+        # Reentrant: a set request awaiting label encoding must not hold back the other
+        # parameter services (they share the node's default group otherwise).
+        self._parameter_group = ReentrantCallbackGroup()
+        handlers = {
+            SetParameters: self._on_set_parameters_request,
+            SetParametersAtomically: self._on_set_parameters_atomically_request,
+            GetParameters: self._on_get_parameters_request,
+        }
+        for srv in self.services:
+            if srv.srv_type in handlers:
+                srv.callback = handlers[srv.srv_type]
+            elif srv.srv_type in (DescribeParameters, GetParameterTypes):
+                srv.callback = self._guarded_parameter_service(
+                    srv.srv_name, self._capped_names(srv.srv_name, srv.callback))
+            elif srv.srv_type is ListParameters:
+                srv.callback = self._guarded_parameter_service(
+                    srv.srv_name, self._capped_list(srv.srv_name, srv.callback))
+            elif srv.srv_type.__module__.startswith("rcl_interfaces"):
+                srv.callback = self._guarded_parameter_service(srv.srv_name, srv.callback)
+            else:
+                continue
+            if srv.callback_group is not None:
+                srv.callback_group.entities.discard(weakref.ref(srv))
+            srv.callback_group = self._parameter_group
+            self._parameter_group.add_entity(srv)
+
+    def _refuse_request(self, service: str, why: str) -> None:
+        self.get_logger().warning(f"{service}: request refused: {why}")
+
+    def _guarded_parameter_service(self, name: str, callback):
+        def guarded(req, resp):
+            try:
+                return callback(req, resp)
+            except Exception as e:  # an empty reply; the node keeps serving
+                self._refuse_request(name, shown(str(e), 200))
+                return resp
+        return guarded
+
+    def _capped_names(self, name: str, callback):
+        def capped(req, resp):
+            if len(req.names) > MAX_NAMES:
+                self._refuse_request(name, f"{len(req.names)} names, at most {MAX_NAMES} per request")
+                return resp
+            return callback(req, resp)
+        return capped
+
+    def _capped_list(self, name: str, callback):
+        def capped(req, resp):
+            if len(req.prefixes) > MAX_PREFIXES:
+                self._refuse_request(name, f"{len(req.prefixes)} prefixes, at most {MAX_PREFIXES}")
+                resp.result = ListParametersResult()
+                return resp
+            return callback(req, resp)
+        return capped
+
+    def _on_get_parameters_request(self, req, resp):
+        """rclpy's handler, bounded: at most MAX_NAMES names and MAX_REPLY_BYTES of reply.
+        A refused request gets an empty reply, as rclpy gives for an unknown name."""
+        names = req.names
+        if len(names) > MAX_NAMES:
+            self._refuse_request("get_parameters", f"{len(names)} names, at most {MAX_NAMES} per request")
+            return resp
+        values, size = [], 0
+        for name in names:
+            try:
+                value = self.get_parameter(name).get_parameter_value()
+            except Exception:  # undeclared or without a value: rclpy's answer, an empty reply
+                return resp
+            size += _value_bytes(value)
+            if size > MAX_REPLY_BYTES:
+                self._refuse_request("get_parameters", f"the reply to {len(names)} names would exceed "
+                                     f"{MAX_REPLY_BYTES >> 20} MB; ask for each parameter once")
+                return resp
+            values.append(value)
+        resp.values = values
+        return resp
+
+    def _parameter_from_msg(self, msg) -> tuple[Parameter | None, SetParametersResult | None]:
+        try:
+            return Parameter.from_parameter_msg(msg), None
+        except (ValueError, TypeError) as e:
+            reason = (f"parameter {shown(msg.name)}: unknown ParameterValue.type {msg.value.type}"
+                      if msg.value.type not in _TYPE_NAMES else f"parameter {shown(msg.name)}: {e}")
+            self.get_logger().warning(f"set_parameters refused: {reason}")
+            return None, SetParametersResult(successful=False, reason=reason)
+
+    def _set_one(self, params: list[Parameter]) -> SetParametersResult:
+        try:
+            return self.set_parameters_atomically(params)
+        except Exception as e:  # ParameterNotDeclaredException and anything rclpy adds
+            return SetParametersResult(successful=False, reason=shown(str(e), 300))
+
+    def _request_refusal(self, service: str, msgs) -> str | None:
+        """Why a whole set request is refused before any entry is looked at, or None."""
+        if len(msgs) > MAX_SET_ENTRIES:
+            return f"{len(msgs)} parameters in one request, at most {MAX_SET_ENTRIES}"
+        n_labels = sum(1 for m in msgs if m.name == "labels")
+        if n_labels > 1:
+            return f"labels given {n_labels} times in one request; give it once"
+        return None
+
+    async def _prepare_labels_entry(self, param: Parameter) -> SetParametersResult | None:
+        """Encode a `labels` value on the label worker; None when it may be set, else the
+        refusal. The set call that follows finds the encoded set and only swaps it in."""
+        if param.name != "labels" or param.type_ != Parameter.Type.STRING_ARRAY:
+            return None
+        try:
+            await self._prepare_labels_off_executor(param.value)
+        except LabelSetError as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        except Exception as e:  # encoder failure: keep the old set, say why
+            return SetParametersResult(successful=False,
+                                       reason=f"label encoding failed: {shown(str(e), 300)}")
+        return None
+
+    async def _on_set_parameters_request(self, req, resp):
+        why = self._request_refusal("set_parameters", req.parameters)
+        if why is not None:
+            # One result, not one per entry: 200,000 refusals would cost the executor
+            # seconds to build and the client megabytes to read.
+            self._refuse_request("set_parameters", why)
+            resp.results = [SetParametersResult(successful=False, reason=f"request refused: {why}")]
+            return resp
+        for msg in req.parameters:
+            param, refused = self._parameter_from_msg(msg)
+            if refused is None:
+                refused = await self._prepare_labels_entry(param)
+            resp.results.append(refused or self._set_one([param]))
+        return resp
+
+    async def _on_set_parameters_atomically_request(self, req, resp):
+        why = self._request_refusal("set_parameters_atomically", req.parameters)
+        if why is not None:
+            self._refuse_request("set_parameters_atomically", why)
+            resp.result = SetParametersResult(successful=False, reason=f"request refused: {why}")
+            return resp
+        params = []
+        for msg in req.parameters:
+            param, refused = self._parameter_from_msg(msg)
+            if refused is not None:
+                resp.result = refused
+                return resp
+            params.append(param)
+        for param in params:
+            refused = await self._prepare_labels_entry(param)
+            if refused is not None:
+                resp.result = refused
+                return resp
+        resp.result = self._set_one(params)
+        return resp

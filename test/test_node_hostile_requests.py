@@ -1,0 +1,606 @@
+"""Issue 20: hostile peers, round 3. One request must not freeze the node, no input may
+multiply itself, what the node loads is chosen at start-up.
+
+Same set-up as test_node_hostile.py: `lgseg node` as its own process (a crash is an exit
+code, not a test error), real Fast DDS over loopback, test-tiny weights with the real MiniLM
+text encoder. Each test names the item of the issue it covers. Stalls are shown by order
+and by counting (which reply came first, how many masks came out while a request was being
+worked on), not by timing, except where a comment says why a generous bound is used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import string
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import (DescribeParameters, GetParameters, GetParameterTypes, ListParameters,
+                                SetParameters, SetParametersAtomically)
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_srvs.srv import SetBool
+
+from lgseg_ros.ros.dds import PROFILE_VARS
+from lgseg_ros.srv import SetLabels
+from test_node_support import NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness, camvid_frames, rgb_msg
+from test_node_support import reference_segmenter, stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (fixtures)
+
+NS = "/hostile3"
+NODE = f"{NS}/lgseg_node"
+CAMERA = f"{NS}/camera/image_raw"
+RSS_RISE_LIMIT_MB = 300   # the issue's target per request or message
+
+
+def node_env() -> dict:
+    env = dict(os.environ)
+    for var in PROFILE_VARS:
+        env.pop(var, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def env(tiny_checkpoint):
+    proc = NodeProcess(["-r", f"__ns:={NS}", "-r", f"image:={CAMERA}",
+                        "-p", f"checkpoint:={tiny_checkpoint}", "-p", "backend:=torch",
+                        "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+                        "-p", f"net_width:={NET_HW[1]}", "-p", "status_period:=0.2",
+                        "-p", "labels:=[road, car, sky]"], env=node_env())
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen(f"{NODE}/label_mask")
+        rec.listen(f"{NODE}/status", DiagnosticArray)
+        pub = h.client.create_publisher(Image, CAMERA, RELIABLE)
+        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=120,
+                   what="the node process to subscribe")
+        assert proc.alive(), "node exited:\n" + proc.text()
+        rec.wait_matched(f"{NODE}/label_mask", timeout=30)
+        yield h, proc, rec, pub
+    finally:
+        h.close()
+        proc.stop()
+
+
+def call(h, srv_type, name: str, request, timeout: float = 60.0):
+    client = h.client.create_client(srv_type, f"{NODE}/{name}")
+    try:
+        return h.call(client, request, timeout=timeout, retry=False)
+    finally:
+        h.client.destroy_client(client)
+
+
+def string_param(name: str, value: str) -> ParameterMsg:
+    return ParameterMsg(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                        string_value=value))
+
+
+def labels_param(labels: list[str]) -> ParameterMsg:
+    return ParameterMsg(name="labels", value=ParameterValue(
+        type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=labels))
+
+
+def serve_one(env_, deadline: float = 1.0) -> float:
+    """Publish one good frame; seconds until its mask came back. The 1 s is the issue's
+    'keeps serving' target; frames here take ~50 ms, so it is a generous bound."""
+    h, proc, rec, pub = env_
+    assert proc.alive(), f"node exited with {proc.proc.returncode}:\n{proc.text()[-4000:]}"
+    msg = rgb_msg(camvid_frames(1)[0])
+    t0 = time.monotonic()
+    pub.publish(msg)
+    rec.wait_stamp(f"{NODE}/label_mask", stamp_key(msg.header), timeout=deadline + 10)
+    took = time.monotonic() - t0
+    assert took < deadline, f"next good frame answered after {took:.2f} s"
+    return took
+
+
+def status_counts(rec) -> dict:
+    after = time.monotonic()
+
+    def newest():
+        with rec.cond:
+            msgs = [m for t, m in rec.msgs[f"{NODE}/status"] if t > after and m.status]
+        return msgs[-1] if msgs else None
+    msg = rec.wait_for(newest, timeout=10, what="a fresh ~/status")
+    values = {kv.key: kv.value for kv in msg.status[0].values}
+    return {k: int(values[k]) for k in ("frames_in", "frames_processed", "frames_rejected",
+                                        "frames_failed")}
+
+
+def new_words(n: int, seed: int) -> list[str]:
+    """Words no encoder cache has seen (so each costs real text encoding)."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(string.ascii_lowercase) for _ in range(9)) for _ in range(n)]
+
+
+class Stream:
+    """Good frames at 10 Hz from a thread, as a camera would send them."""
+
+    def __init__(self, pub, hz: float = 10.0) -> None:
+        self.pub, self.period = pub, 1.0 / hz
+        self.frame = camvid_frames(1)[0]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.pub.publish(rgb_msg(self.frame))
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def masks_between(rec, t0: float, t1: float) -> int:
+    with rec.cond:
+        return sum(1 for t, _ in rec.msgs[f"{NODE}/label_mask"] if t0 < t <= t1)
+
+
+def test_label_encoding_does_not_hold_the_executor(env):
+    """Items 2 and 7: a set of 256 new words held the only executor thread for ~1.2 s (no
+    masks, ~/enable unanswered); four such calls in parallel cut output to 2.4 Hz. Now
+    the encoding runs on the label worker: ~/enable, sent after the label change, is
+    answered before it, and masks keep coming while the words are encoded."""
+    h, proc, rec, pub = env
+    serve_one(env)
+    labels_client = h.client.create_client(SetLabels, f"{NODE}/set_labels")
+    enable_client = h.client.create_client(SetBool, f"{NODE}/enable")
+    assert labels_client.wait_for_service(10) and enable_client.wait_for_service(10)
+    done: dict[str, float] = {}
+    report = {}
+    try:
+        with Stream(pub):
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            futures = [labels_client.call_async(SetLabels.Request(labels=new_words(256, seed)))
+                       for seed in range(4)]
+            for i, f in enumerate(futures):
+                f.add_done_callback(lambda _f, i=i: done.setdefault(f"labels{i}", time.monotonic()))
+            time.sleep(0.05)
+            enable = enable_client.call_async(SetBool.Request(data=True))
+            enable.add_done_callback(lambda _f: done.setdefault("enable", time.monotonic()))
+            wait_until(lambda: len(done) == 5, timeout=120, what="all replies")
+        replies = [f.result() for f in futures]
+        assert enable.result().success
+        first_labels = min(done[f"labels{i}"] for i in range(4))
+        last_labels = max(done[f"labels{i}"] for i in range(4))
+        report = {"enable_reply_s": round(done["enable"] - t0, 3),
+                  "first_label_reply_s": round(first_labels - t0, 3),
+                  "last_label_reply_s": round(last_labels - t0, 3),
+                  "masks_while_encoding": masks_between(rec, t0, last_labels),
+                  "replies": [r.message[:60] for r in replies]}
+        print(json.dumps({"label_encoding": report}))
+        # Every request was answered: encoded and in force, or refused as busy (at most 4
+        # wait; none was refused here, but a slower machine may see the 4th arrive late).
+        assert all(r.success or "already being encoded" in r.message for r in replies), report
+        assert done["enable"] < first_labels, report
+        # ~1.2 s per set at least on this machine, at 10 Hz: the old node published none.
+        assert report["masks_while_encoding"] >= 3, report
+    finally:
+        h.client.destroy_client(labels_client)
+        h.client.destroy_client(enable_client)
+    assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=["road", "car", "sky"])).success
+    serve_one(env)
+
+
+def test_set_parameters_requests_are_bounded(env):
+    """Item 2: 40 `labels` entries of 256 new words in one SetParameters took 47.7 s;
+    200,000 cheap entries 14.8 s. Now `labels` is given once per request and a request has
+    at most 64 entries: both are refused whole, naming the reason, with one result."""
+    h, proc, rec, pub = env
+    many_labels = [labels_param(new_words(256, 100 + i)) for i in range(40)]
+    reply = call(h, SetParameters, "set_parameters", SetParameters.Request(parameters=many_labels))
+    assert len(reply.results) == 1 and not reply.results[0].successful
+    assert "labels given 40 times in one request" in reply.results[0].reason
+    cheap = ParameterMsg(name="overlay_alpha", value=ParameterValue(
+        type=ParameterType.PARAMETER_DOUBLE, double_value=0.5))
+    reply = call(h, SetParameters, "set_parameters", SetParameters.Request(parameters=[cheap] * 100_000))
+    assert [r.successful for r in reply.results] == [False]
+    assert "100000 parameters in one request, at most 64" in reply.results[0].reason
+    reply = call(h, SetParametersAtomically, "set_parameters_atomically",
+                 SetParametersAtomically.Request(parameters=[cheap] * 65))
+    assert not reply.result.successful and "65 parameters" in reply.result.reason
+    # A labels entry inside a request still works, encoded off the executor.
+    reply = call(h, SetParameters, "set_parameters",
+                 SetParameters.Request(parameters=[labels_param(["road", "car", "sky", "tree"]), cheap]))
+    assert [r.successful for r in reply.results] == [True, True], reply.results
+    got = call(h, GetParameters, "get_parameters", GetParameters.Request(names=["labels"]))
+    assert list(got.values[0].string_array_value) == ["road", "car", "sky", "tree"]
+    assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=["road", "car", "sky"])).success
+    serve_one(env)
+
+
+def test_get_parameters_cannot_amplify(env):
+    """Item 4: one 0.22 MB request asking for `labels` 20,000 times got a 323 MB reply and
+    raised peak RSS by 796 MB. Now at most 128 names per request and 1 MB per reply; a
+    refused request gets an empty reply (as rclpy answers an unknown name) and a log line."""
+    h, proc, rec, pub = env
+    assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=new_words(256, 7))).success
+    rss0 = proc.rss_mb()
+    proc.reset_peak()
+    log_at = proc.log_bytes()
+    reply = call(h, GetParameters, "get_parameters", GetParameters.Request(names=["labels"] * 20_000))
+    assert list(reply.values) == []
+    reply = call(h, GetParameters, "get_parameters", GetParameters.Request(names=["labels"] * 128))
+    assert len(reply.values) == 128  # 128 x 2.5 KB: under the reply cap, served
+    for srv, name in ((DescribeParameters, "describe_parameters"), (GetParameterTypes, "get_parameter_types")):
+        reply = call(h, srv, name, srv.Request(names=["labels"] * 200_000))
+        assert not (reply.descriptors if srv is DescribeParameters else reply.types)
+    reply = call(h, ListParameters, "list_parameters", ListParameters.Request(prefixes=["x"] * 100_000))
+    assert list(reply.result.names) == []
+    rise = proc.peak_mb() - rss0
+    print(json.dumps({"get_parameters_amplification": {"peak_rss_rise_mb": round(rise, 1)}}))
+    assert rise < RSS_RISE_LIMIT_MB, rise
+    wait_until(lambda: "20000 names, at most 128" in proc.text_since(log_at), timeout=10,
+               what="the refusal in the log")
+    assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=["road", "car", "sky"])).success
+    serve_one(env)
+
+
+def test_a_huge_frame_id_is_refused_not_multiplied(env):
+    """Item 3: five 2x2 frames with a 16 MB frame_id made the node publish 5 GB (64x) and
+    keep 1.5 GB. The frame_id is copied into every output, so one over 256 characters is
+    refused before the frame is even kept; no output carries it."""
+    h, proc, rec, pub = env
+    serve_one(env)
+    before = status_counts(rec)
+    rss0 = proc.rss_mb()
+    proc.reset_peak()
+    log_at = proc.log_bytes()
+    sent = []
+    for i in range(5):
+        msg = rgb_msg(np.full((2, 2, 3), 80 + i, np.uint8), frame_id="f" * (16 << 20))
+        sent.append(stamp_key(msg.header))
+        pub.publish(msg)
+        time.sleep(0.3)
+    wait_until(lambda: status_counts(rec)["frames_rejected"] >= before["frames_rejected"] + 5,
+               timeout=30, what="five frames rejected")
+    serve_one(env)
+    rise = proc.peak_mb() - rss0
+    print(json.dumps({"frame_id_bomb": {"peak_rss_rise_mb": round(rise, 1),
+                                        "end_rss_rise_mb": round(proc.rss_mb() - rss0, 1)}}))
+    assert not [m for m in rec.get(f"{NODE}/label_mask") if stamp_key(m.header) in sent]
+    assert status_counts(rec)["frames_failed"] == before["frames_failed"]
+    assert "longer than 256 characters" in proc.text_since(log_at)
+    assert proc.log_bytes() - log_at < 20_000  # the value is cut short in the log
+    # The receiving DDS and rclpy buffers hold some of the 16 MB samples; the node itself
+    # keeps none of them.
+    assert rise < RSS_RISE_LIMIT_MB, rise
+
+
+def test_what_the_node_loads_is_chosen_at_start_up_only(env):
+    """Security: any peer could set checkpoint, engine_cache_dir or model_config and then
+    cycle the lifecycle to load a planted file. Those are read-only once the node runs."""
+    h, proc, rec, pub = env
+    for name in ("checkpoint", "engine_cache_dir", "model_config"):
+        before = call(h, GetParameters, "get_parameters", GetParameters.Request(names=[name])).values[0]
+        reply = call(h, SetParameters, "set_parameters",
+                     SetParameters.Request(parameters=[string_param(name, "/tmp/planted")]))
+        assert not reply.results[0].successful
+        assert f"{name} is read-only once the node runs" in reply.results[0].reason, reply.results[0].reason
+        after = call(h, GetParameters, "get_parameters", GetParameters.Request(names=[name])).values[0]
+        assert after == before
+    serve_one(env)
+
+
+def test_one_pixel_frames_get_every_output(env):
+    """Item 11: OpenCV took a 1x1 mask for a scalar, so a 1x1 frame lost its overlay and
+    class masks half way, counted as failed with a traceback in the log."""
+    h, proc, rec, pub = env
+    topics = [f"{NODE}/overlay", f"{NODE}/color_mask", f"{NODE}/class/road/mask"]
+    for t in topics:
+        rec.listen(t)
+    try:
+        for t in topics:
+            rec.wait_matched(t)
+        before = status_counts(rec)
+        log_at = proc.log_bytes()
+        msg = rgb_msg(np.full((1, 1, 3), 128, np.uint8))
+        pub.publish(msg)
+        for t in topics:
+            out = rec.wait_stamp(t, stamp_key(msg.header), timeout=15)
+            assert (out.width, out.height) == (1, 1)
+        assert status_counts(rec)["frames_failed"] == before["frames_failed"]
+        assert "Traceback" not in proc.text_since(log_at)
+    finally:
+        for t in topics:
+            rec.stop(t)
+
+
+def test_zero_and_backwards_stamps_are_logged(env):
+    """Item 13: frames stamped 0, or earlier than the frame before, were served silently,
+    although masks of two label sets then look alike to a consumer matching by stamp."""
+    h, proc, rec, pub = env
+    serve_one(env)
+    log_at = proc.log_bytes()
+    zero = rgb_msg(camvid_frames(1)[0])
+    zero.header.stamp.sec, zero.header.stamp.nanosec = 0, 0
+    pub.publish(zero)
+    wait_until(lambda: "header.stamp is 0" in proc.text_since(log_at), timeout=10, what="zero stamp warning")
+    late = rgb_msg(camvid_frames(1)[0])
+    serve_one(env)
+    pub.publish(late)  # its stamp is older than serve_one's frame
+    wait_until(lambda: "header.stamp went back" in proc.text_since(log_at), timeout=10,
+               what="backwards stamp warning")
+    serve_one(env)
+
+
+def _reactivate(h) -> None:
+    for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
+        assert call(h, ChangeState, "change_state", ChangeState.Request(transition=Transition(id=tid))).success
+
+
+def test_incompatible_qos_warnings_are_throttled(env):
+    """Item 15: with qos_reliability=reliable, 200 best-effort publishers coming and going
+    wrote 200 warning lines (57 KB). Now one line per topic per 5 s, with a count."""
+    h, proc, rec, pub = env
+    value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="reliable")
+    assert call(h, SetParameters, "set_parameters", SetParameters.Request(
+        parameters=[ParameterMsg(name="qos_reliability", value=value)])).results[0].successful
+    _reactivate(h)
+    try:
+        wait_until(lambda: pub.get_subscription_count() > 0, timeout=15, what="reliable subscription")
+        log_at = proc.log_bytes()
+        for _ in range(60):
+            p = h.client.create_publisher(Image, CAMERA, qos_profile_sensor_data)
+            time.sleep(0.02)
+            h.client.destroy_publisher(p)
+        time.sleep(1.0)
+        lines = [ln for ln in proc.text_since(log_at).splitlines() if "QoS incompatible" in ln]
+        print(json.dumps({"incompatible_qos_lines": len(lines)}))
+        assert 1 <= len(lines) <= 3, lines
+    finally:
+        value.string_value = "best_effort"  # the default
+        assert call(h, SetParameters, "set_parameters", SetParameters.Request(
+            parameters=[ParameterMsg(name="qos_reliability", value=value)])).results[0].successful
+        _reactivate(h)
+        wait_until(lambda: pub.get_subscription_count() > 0, timeout=15, what="subscription")
+    serve_one(env)
+
+
+# --- fuzz of parameter and service requests -----------------------------------------------
+
+FUZZ_REQUESTS = 60
+FUZZ_SECONDS = 60.0
+_NAMES = ["labels", "cameras", "overlay_alpha", "checkpoint", "engine_cache_dir", "qos_depth",
+          "max_image_pixels", "colormap", "nope", "", "x" * 5000, "use_sim_time"]
+
+
+def _fuzz_text(rng: np.random.Generator) -> str:
+    kind = int(rng.integers(0, 4))
+    if kind == 0:
+        return "y" * int(rng.integers(0, 200_000))
+    if kind == 1:
+        return "".join(chr(int(c)) for c in rng.integers(1, 0x2FFF, int(rng.integers(1, 30))))
+    return str(rng.choice(_NAMES))
+
+
+def _fuzz_value(rng: np.random.Generator) -> ParameterValue:
+    v = ParameterValue(type=int(rng.choice([1, 2, 3, 4, 5, 9, 99])))
+    v.integer_value = int(rng.choice([0, 1, 64, 2 ** 62]))
+    v.double_value = float(rng.choice([0.0, 0.5, 1e300, float("nan")]))
+    v.string_value = _fuzz_text(rng)
+    v.string_array_value = [_fuzz_text(rng)[:2000] for _ in range(int(rng.choice([0, 1, 3, 300])))]
+    return v
+
+
+def _fuzz_request(rng: np.random.Generator):
+    n = int(rng.choice([0, 1, 5, 64, 65, 129, 3000]))
+    kind = int(rng.integers(0, 6))
+    if kind == 0:
+        return SetParameters, "set_parameters", SetParameters.Request(
+            parameters=[ParameterMsg(name=_fuzz_text(rng)[:5000], value=_fuzz_value(rng)) for _ in range(min(n, 300))])
+    if kind == 1:
+        return SetParametersAtomically, "set_parameters_atomically", SetParametersAtomically.Request(
+            parameters=[ParameterMsg(name=str(rng.choice(_NAMES)), value=_fuzz_value(rng)) for _ in range(min(n, 80))])
+    names = [_fuzz_text(rng)[:3000] if rng.random() < 0.2 else str(rng.choice(_NAMES)) for _ in range(n)]
+    if kind == 2:
+        return GetParameters, "get_parameters", GetParameters.Request(names=names)
+    if kind == 3:
+        return DescribeParameters, "describe_parameters", DescribeParameters.Request(names=names)
+    if kind == 4:
+        return ListParameters, "list_parameters", ListParameters.Request(prefixes=names, depth=int(rng.integers(0, 5)))
+    labels = [_fuzz_text(rng)[:1100] for _ in range(int(rng.choice([0, 1, 3, 256, 257])))]
+    return SetLabels, "set_labels", SetLabels.Request(labels=labels)
+
+
+def test_fuzz_parameter_and_service_requests(env):
+    """Bounded fuzz (count and time) of every request a peer can send: set / atomic set /
+    get / describe / list parameters and set_labels, with entry and name counts around the
+    caps (0 to 3,000), strings up to 200,000 characters and unknown value types. Each gets a
+    reply; after all of them the process lives, ~/enable answers, the next good frame is
+    served, and peak RSS rose less than 300 MB. LGSEG_FUZZ_SEED picks another sequence."""
+    h, proc, rec, pub = env
+    rng = np.random.default_rng(int(os.environ.get("LGSEG_FUZZ_SEED", "20")))
+    rss0 = proc.rss_mb()
+    proc.reset_peak()
+    log_at = proc.log_bytes()
+    end = time.monotonic() + FUZZ_SECONDS
+    kinds: dict[str, int] = {}
+    for _ in range(FUZZ_REQUESTS):
+        if time.monotonic() > end:
+            break
+        srv, name, req = _fuzz_request(rng)
+        call(h, srv, name, req, timeout=60)
+        kinds[name] = kinds.get(name, 0) + 1
+        assert proc.alive(), proc.text()[-3000:]
+    assert call(h, SetBool, "enable", SetBool.Request(data=True)).success
+    assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=["road", "car", "sky"])).success
+    value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=4194304)
+    call(h, SetParameters, "set_parameters", SetParameters.Request(
+        parameters=[ParameterMsg(name="max_image_pixels", value=value)]))
+    took = serve_one(env)
+    rise = proc.peak_mb() - rss0
+    report = {"requests": kinds, "peak_rss_rise_mb": round(rise, 1), "next_frame_s": round(took, 3),
+              "log_bytes": proc.log_bytes() - log_at}
+    print(json.dumps({"request_fuzz": report}))
+    assert sum(kinds.values()) >= 20, report
+    assert rise < RSS_RISE_LIMIT_MB, report
+    assert report["log_bytes"] < 2_000_000, report  # every value a peer sent is cut short
+
+
+# --- process-level: signals and security (own processes) -----------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_during_start_up_is_not_a_failure(tiny_checkpoint, sig):
+    """Item 10: after SIGTERM, configure ran on for seconds and the node exited 1 with
+    "FATAL: autostart: the node did not reach active"; SIGINT printed a traceback and exited
+    -2. Now it stops at once with one line and exit 0. The signal is sent once the process
+    has started loading (its first log line), i.e. during start-up."""
+    proc = NodeProcess(["-r", "__ns:=/hostile3_sig", "-p", f"checkpoint:={tiny_checkpoint}",
+                        "-p", "backend:=onnxruntime", "-p", "device:=cpu"], env=node_env())
+    try:
+        wait_until(lambda: proc.log_bytes() > 0 or not proc.alive(), timeout=120, what="start-up")
+        proc.proc.send_signal(sig)
+        rc = proc.wait(60)
+        text = proc.text()
+        assert rc == 0, (rc, text[-3000:])
+        assert "Traceback" not in text and "FATAL" not in text, text[-3000:]
+        assert f"stopped by {sig.name}" in text, text[-3000:]
+    finally:
+        proc.stop()
+
+
+def test_security_without_plugins_is_one_clear_line(tmp_path):
+    """Security: with ROS_SECURITY_ENABLE=true, the PyPI Fast DDS (no security plugins)
+    made `lgseg node` exit 1 with a raw RCLError traceback. Now one line says what is
+    missing and how to run under SROS2. (An empty keystore is enough: the participant is
+    refused for the missing plugins before any key is read.)"""
+    (tmp_path / "enclaves").mkdir()
+    env = {**node_env(), "ROS_SECURITY_ENABLE": "true", "ROS_SECURITY_STRATEGY": "Enforce",
+           "ROS_SECURITY_KEYSTORE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                          "-r", "__ns:=/hostile3_sec", "-p", "autostart:=false"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    assert "Traceback" not in text, text
+    fatal = [ln for ln in text.splitlines() if "FATAL" in ln]
+    assert len(fatal) == 1 and "without the security plugins" in fatal[0], text
+    assert "apt or source ROS 2" in fatal[0] and "ROS_SECURITY_ENABLE" in fatal[0], fatal
+
+
+def _start_and_wait(args: list[str], timeout: float = 180) -> tuple[int | None, str, float]:
+    """Start `lgseg node` with autostart; (exit code, output, peak RSS MB) once it exits."""
+    proc = NodeProcess(["-r", "__ns:=/hostile3_start", *args], env=node_env())
+    peak = 0.0
+    end = time.monotonic() + timeout
+    while proc.alive() and time.monotonic() < end:
+        try:
+            peak = max(peak, proc.peak_mb())
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.05)
+    rc = proc.wait(5)
+    proc.stop()
+    return rc, proc.text(), peak
+
+
+def test_a_checkpoint_header_bomb_is_refused_at_configure(tmp_path):
+    """Item 6, through the node: a 640-byte checkpoint describing a huge network raised
+    peak RSS by 2.7 GB before it was refused. Now configure fails on the header, naming the
+    field, and the process stays small: importing torch and the model code alone peaks
+    near 0.9 GB here, the refusal adds nothing measurable (the old build added 2.7 GB)."""
+    import struct
+
+    from lgseg_ros.model import get_config
+    from lgseg_ros.model.checkpoint import FORMAT
+
+    cfg = {**get_config("lite-minilm").to_dict(), "dim": 65536, "heads": 4}
+    meta = {"format": FORMAT, "format_version": "1", "config": json.dumps(cfg), "extra": "{}"}
+    head = json.dumps({"__metadata__": meta}).encode()
+    bomb = tmp_path / "bomb.safetensors"
+    bomb.write_bytes(struct.pack("<Q", len(head)) + head)
+    rc, text, peak = _start_and_wait(["-p", f"checkpoint:={bomb}", "-p", "backend:=torch", "-p", "device:=cpu"])
+    print(json.dumps({"checkpoint_bomb": {"exit": rc, "peak_rss_mb": round(peak, 1), "file_bytes": bomb.stat().st_size}}))
+    assert rc == 1, text[-3000:]
+    assert "dim=65536" in text and "Traceback" not in text, text[-3000:]
+    assert peak < 1500, peak
+
+
+def test_cache_directory_errors_name_the_parameter(tmp_path, tiny_checkpoint):
+    """Item 12: a file given as the cache directory said only "File exists", and the node
+    created any directory a peer named. Now the cache directory must exist, be a directory
+    and be private; the refusal names engine_cache_dir and the path."""
+    afile = tmp_path / "not_a_dir"
+    afile.write_text("x")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    for path, words in ((afile, "is not a directory"), (tmp_path / "missing" / "deeper", "no such directory"),
+                        (shared, "writable by group or others")):
+        rc, text, _ = _start_and_wait(["-p", f"checkpoint:={tiny_checkpoint}", "-p", "backend:=onnxruntime",
+                                       "-p", "device:=cpu", "-p", f"engine_cache_dir:={path}"])
+        assert rc == 1, text[-3000:]
+        line = next((ln for ln in text.splitlines() if "configure failed" in ln), "")
+        assert f"engine_cache_dir={path}" in line and words in line, text[-3000:]
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint, reference_segmenter):
+    """Item 5, through the node: a graph with the expected file name in the cache directory
+    was served as the model ("none" everywhere) while the log named the trusted checkpoint.
+    Now the cached file is run against the checkpoint's network first; a foreign one is
+    re-exported, and the masks are the checkpoint's."""
+    import torch
+
+    from lgseg_ros.model import build_model, load_checkpoint
+    from lgseg_ros.runtime import export as ex
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    ns = "/hostile3_onnx"
+    args = ["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam", "-p", f"checkpoint:={tiny_checkpoint}",
+            "-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+            "-p", f"net_width:={NET_HW[1]}", "-p", f"engine_cache_dir:={cache}", "-p", "labels:=[road, car, sky]"]
+    first = NodeProcess(args, env=node_env())
+    try:
+        wait_until(lambda: "]: active" in first.text() or not first.alive(), timeout=180, what="first start")
+    finally:
+        first.stop()
+    (exported,) = list(cache.glob("lgseg_*.onnx"))
+    net, cfg = load_checkpoint(tiny_checkpoint)
+    other = build_model(cfg, load_weights=False).eval()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    ex.export_onnx(other, exported, NET_HW, cfg.text_dim)  # well formed, right name, wrong model
+    planted = exported.read_bytes()
+
+    proc = NodeProcess(args, env=node_env())
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen(f"{ns}/lgseg_node/label_mask")
+        pub = h.client.create_publisher(Image, f"{ns}/cam", RELIABLE)
+        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=180, what="second start")
+        assert proc.alive(), proc.text()[-3000:]
+        assert "does not reproduce the checkpoint's outputs" in proc.text(), proc.text()[-3000:]
+        assert exported.read_bytes() != planted
+        rec.wait_matched(f"{ns}/lgseg_node/label_mask", timeout=30)
+        frame = camvid_frames(1)[0]
+        msg = rgb_msg(frame)
+        pub.publish(msg)
+        out = rec.wait_stamp(f"{ns}/lgseg_node/label_mask", stamp_key(msg.header), timeout=30)
+        got = np.frombuffer(out.data, np.uint8).reshape(out.height, out.width)
+        want = reference_segmenter.segment(frame, reference_segmenter.prepare_labels(["road", "car", "sky"])).ids
+        assert float(np.mean(got == want)) > 0.99
+    finally:
+        h.close()
+        proc.stop()
