@@ -10,28 +10,37 @@ import threading
 from collections import OrderedDict
 from typing import Sequence
 
-import torch
+import numpy as np
 
 from lgseg_ros.text.encoders import TextEncoder, check_labels
 
 Key = tuple[str, "str | None", str]
 
 
+def _stack(rows):
+    """Rows as the wrapped encoder makes them: numpy (ONNX encoder) or torch tensors."""
+    if isinstance(rows[0], np.ndarray):
+        return np.stack(rows)
+    import torch
+
+    return torch.stack(rows)
+
+
 class EmbeddingCache:
-    """A bounded (least recently used out first), thread-safe map Key -> [D] tensor."""
+    """A bounded (least recently used out first), thread-safe map Key -> [D] row (numpy or torch)."""
 
     def __init__(self, max_entries: int = 65536):
         self.max_entries = max_entries
-        self._rows: OrderedDict[Key, torch.Tensor] = OrderedDict()
+        self._rows: OrderedDict[Key, object] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, key: Key) -> torch.Tensor | None:   # call with self.lock held
+    def get(self, key: Key):   # call with self.lock held
         row = self._rows.get(key)
         if row is not None:
             self._rows.move_to_end(key)
         return row
 
-    def put(self, key: Key, row: torch.Tensor) -> None:   # call with self.lock held
+    def put(self, key: Key, row) -> None:   # call with self.lock held
         self._rows[key] = row
         self._rows.move_to_end(key)
         while len(self._rows) > self.max_entries:
@@ -63,7 +72,7 @@ class CachedTextEncoder:
     def _key(self, label: str) -> Key:
         return (self.name, self.template, label)
 
-    def encode(self, labels: Sequence[str]) -> torch.Tensor:
+    def encode(self, labels: Sequence[str]):
         items = check_labels(labels)
         with self.cache.lock:
             missing = list(dict.fromkeys(l for l in items if self._key(l) not in self.cache))
@@ -80,7 +89,7 @@ class CachedTextEncoder:
                 row = self.cache.get(self._key(label))
                 rows.append(row if row is not None else fresh[label] if label in fresh
                             else self.encoder.encode([label])[0])
-        return torch.stack(rows)
+        return _stack(rows)
 
     def __len__(self) -> int:
         return len(self.cache)

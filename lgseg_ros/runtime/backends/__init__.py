@@ -20,6 +20,10 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # against 1034 ms for eager torch in the same run (min 56 vs 141 ms), so it is the CPU
 # choice for "auto"; eager torch stays as the fallback where onnxruntime is not installed.
 CPU_PREFERENCE = ("onnxruntime", "torch")
+# What precision="auto" runs in ONNX Runtime (CPU). int8 (runtime/quantize.py) becomes the
+# default only where `lgseg eval` and `lgseg bench` showed it meets the issue-19 targets
+# (>= 1.8x fp32 throughput, <= 1.0 mIoU lost on CamVid val); README "int8 on the CPU".
+CPU_AUTO_PRECISION = "fp32"
 
 
 @runtime_checkable
@@ -56,19 +60,29 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 def cuda_available() -> bool:
-    try:
-        import torch
+    """Whether a CUDA device is usable, asked of the driver (libcuda) directly: importing
+    torch to find out would put 0.7 GB and seconds into every CPU-only process."""
+    import ctypes
 
-        return bool(torch.cuda.is_available())
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (OSError, AttributeError):  # no driver: a CPU-only machine
+        return False
     except Exception:  # a broken CUDA install must not stop CPU inference
         return False
+
+
+def torch_problem() -> str | None:
+    return None if importlib.util.find_spec("torch") is not None else "torch is not installed"
 
 
 def tensorrt_problem() -> str | None:
     """Why the TensorRT backend cannot start here, or None if it may (it can still fail to
     build: create_backend("auto") falls back then)."""
     if not cuda_available():
-        return "torch sees no CUDA device"
+        return "no CUDA device"
     from .tensorrt_backend import import_tensorrt
 
     try:
@@ -103,8 +117,10 @@ def skip_reason(name: str, device: str) -> str | None:
     """Why auto does not even try (name, device) here; None if it should try."""
     if name == "tensorrt":
         return tensorrt_problem()
+    if name == "torch" and torch_problem():
+        return torch_problem()
     if device == "cuda" and not cuda_available():
-        return "torch sees no CUDA device"
+        return "no CUDA device"
     if name == "onnxruntime" and not onnxruntime_available():
         return "onnxruntime is not installed"
     return None
@@ -159,7 +175,28 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     raise RuntimeError(f"backend auto (device={device!r}): no backend could start ({summary})")
 
 
+def _onnx_precision(name: str, device: str, precision: str) -> str:
+    """The graph precision a file-based backend reads: TensorRT builds fp16 unless told
+    fp32 (strongly typed: the graph decides); ONNX Runtime runs int8 or fp32."""
+    if name == "tensorrt":
+        return "fp32" if precision == "fp32" else "fp16"
+    if precision == "auto":
+        return CPU_AUTO_PRECISION
+    return "int8" if precision == "int8" else "fp32"
+
+
 def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
+    # A ModelSource (runtime/artefacts.py) hands ONNX Runtime and TensorRT a verified ONNX
+    # file, so neither needs the torch network; the torch backend loads it on demand.
+    from ..artefacts import ModelSource
+
+    if isinstance(net, ModelSource) and name != "torch" and opts.get("onnx_path") is None:
+        size = opts.get("net_size") or (384, 480)
+        opts = {**opts, "onnx_path": net.onnx(tuple(size), _onnx_precision(
+            name, device, opts.get("precision", "fp32")))}
+        net = None
+    elif isinstance(net, ModelSource):
+        net = net.net
     if name == "torch":
         from .torch_backend import TorchBackend
 

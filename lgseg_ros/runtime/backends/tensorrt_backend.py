@@ -224,7 +224,7 @@ class TensorRTBackend:
         self.cache = EngineCache(engine_cache_dir)
         self.text_dim = text_dim_of(cfg)
         h, w = int(net_size[0]), int(net_size[1])
-        from ..export import onnx_io_shapes, onnx_precision
+        from ..onnx_info import onnx_io_shapes, onnx_precision
 
         if onnx_path is None:
             if net is None:
