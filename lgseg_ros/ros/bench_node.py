@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         params["checkpoint"] = args.checkpoint
     ros_params = [x for k, v in params.items() for x in ("-p", f"{k}:={v}")]
+    t_spawn = time.time()   # the start-up measurement: node process spawned -> first mask
     procs = {
         "node": subprocess.Popen([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
                                   "-r", f"__ns:={ns}", *ros_params],
@@ -285,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"{name} exited with {p.returncode}:\n" + "\n".join(list(logs[name])[-40:]))
             if time.monotonic() > end:
                 raise RuntimeError("node or relay did not subscribe in time")
-            time.sleep(0.1)
+            time.sleep(0.02)
+        t_subscribed = time.time()
         # The node only learns about our subscriptions through discovery: publish until
         # both outputs flow, then measure.
         i = 0
@@ -298,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
                     break
             if time.monotonic() > end:
                 raise RuntimeError("no output from the node")
+        with lock:
+            first_mask = min(arrivals["node"].values())
+        # Frames go out at --rate from the moment the node subscribes, so the first mask
+        # includes up to one frame period of waiting for a frame.
+        result["startup"] = {"node_subscribed_s": round(t_subscribed - t_spawn, 3),
+                             "first_mask_s": round(first_mask - t_spawn, 3)}
         sent: dict[tuple[int, int], float] = {}
         period = 1.0 / args.rate
         next_t = time.monotonic()
