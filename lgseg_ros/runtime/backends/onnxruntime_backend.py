@@ -91,9 +91,13 @@ class OnnxRuntimeBackend:
         return so
 
     def _session_for_file(self, path):
-        from ..onnx_info import onnx_summary
+        from ..onnx_info import declared_precision
 
-        shapes, self.precision = onnx_summary(path)
+        # The interface comes from the session itself: no second parse of the file, and no
+        # `import onnx` on the node's start-up path.
+        session = self._ort.InferenceSession(os.fspath(path), sess_options=self._options(),
+                                             providers=self.providers)
+        shapes = {i.name: list(i.shape) for i in session.get_inputs()}
         if "image" not in shapes or "text" not in shapes:
             raise ValueError(f"{path}: not an lgseg frame-path model (inputs {list(shapes)})")
         h, w = shapes["image"][2], shapes["image"][3]
@@ -101,8 +105,7 @@ class OnnxRuntimeBackend:
             raise ValueError(f"{path}: image input must have a fixed H, W (got {h}, {w})")
         if self.text_dim is None and isinstance(shapes["text"][1], int):
             self.text_dim = shapes["text"][1]
-        session = self._ort.InferenceSession(os.fspath(path), sess_options=self._options(),
-                                             providers=self.providers)
+        self.precision = declared_precision(path)
         self._sessions[(h, w)] = session
         log.info("onnxruntime session for %s (%dx%d) on %s", path, h, w, self.providers[0])
         return session
