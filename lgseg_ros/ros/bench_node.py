@@ -281,7 +281,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         end = time.monotonic() + args.startup_timeout
+        # Frames flow from the start (a camera does not wait for the node), so the first
+        # mask marks when the node first answered, whatever the relay is doing.
+        next_frame, i = time.monotonic(), 0
         while pub.get_subscription_count() < 2:
+            if time.monotonic() >= next_frame:
+                publish(i)
+                i += 1
+                next_frame += 1.0 / args.rate
             for name, p in procs.items():
                 if p.poll() is not None:
                     time.sleep(0.5)  # let the drain thread collect the last lines
@@ -292,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         t_subscribed = time.time()
         # The node only learns about our subscriptions through discovery: publish until
         # both outputs flow, then measure.
-        i = 0
         while True:
             k, _ = publish(i)
             i += 1
@@ -304,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError("no output from the node")
         with lock:
             first_mask = min(arrivals["node"].values())
-        # Frames go out at --rate from the moment the node subscribes, so the first mask
-        # includes up to one frame period of waiting for a frame.
+        # Frames go out at --rate from the spawn on, so the first mask includes up to one
+        # frame period of waiting for a frame.
         result["startup"] = {"node_subscribed_s": round(t_subscribed - t_spawn, 3),
                              "first_mask_s": round(first_mask - t_spawn, 3)}
         sent: dict[tuple[int, int], float] = {}

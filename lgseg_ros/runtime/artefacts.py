@@ -234,6 +234,49 @@ class ModelSource:
         return out
 
 
+def _vocab_key(checkpoint_sha: str, encoder, names) -> dict:
+    return {"kind": "vocabulary-embeddings", "checkpoint_sha256": checkpoint_sha,
+            "text_onnx_sha256": encoder.onnx_sha256, "template": encoder.template,
+            "names_sha256": hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()}
+
+
+def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
+    """Give the grounding reporter its vocabulary embeddings from the artefact cache, or
+    encode them now and store them there. Only for the ONNX MiniLM (whose graph hash keys
+    the file); returns what happened, for the log."""
+    import numpy as np
+
+    names = reporter.names
+    if not names or not checkpoint_sha or not getattr(encoder, "onnx_sha256", None):
+        return "not cached"
+    key = _vocab_key(checkpoint_sha, encoder, names)
+    file = f"vocab_{checkpoint_sha[:16]}_{encoder.onnx_sha256[:16]}_{key['names_sha256'][:8]}.npy"
+    for folder in artefact_dirs():
+        path = folder / "vocab" / file
+        try:
+            manifest = read_manifest(path)
+            if any(manifest.get(k) != v for k, v in key.items()):
+                continue
+            if path.stat().st_size > 64 + 4 * len(names) * 4096 or sha256_file(path) != manifest.get("onnx_sha256"):
+                continue
+            emb = np.load(path, allow_pickle=False)
+            if emb.dtype == np.float32 and reporter.use_vocabulary_embeddings(names, emb):
+                return f"loaded {path}"
+        except (ArtefactError, OSError, ValueError):
+            continue
+    emb = reporter.vocabulary_embeddings()
+    out = artefact_write_dir() / "vocab" / file
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp.npy")
+        np.save(tmp, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
+        os.replace(tmp, out)
+        write_manifest(out, key)   # "onnx_sha256" there is this file's own sha256
+    except OSError as exc:   # a read-only cache still runs; the next start encodes again
+        log.info("could not cache the vocabulary embeddings: %s", exc)
+    return f"encoded {len(names)} names"
+
+
 def model_source(checkpoint: str | None, config: str | None = None,
                  calibration: str | None = None) -> tuple["ModelSource", bool]:
     """(ModelSource, untrained) from a checkpoint's header (no torch, no tensors read) or a
@@ -286,6 +329,15 @@ def build_all(checkpoint: str | None, sizes, precisions, output: Path,
                 source.build(out, tuple(size), precision)
             result["files"][f"{size[0]}x{size[1]}_{precision}"] = {
                 "path": str(out), "mb": round(out.stat().st_size / 1e6, 1)}
+    if source.cfg.text_encoder == "minilm":
+        from lgseg_ros.runtime.grounding import GroundingReporter, vocabulary_from_metadata
+        from lgseg_ros.text.onnx_minilm import OnnxMiniLMEncoder
+
+        encoder = OnnxMiniLMEncoder(template=source.cfg.prompt_template,
+                                    onnx_path=result["files"]["text"]["path"])
+        vocab, distractors = vocabulary_from_metadata(source.meta)
+        result["vocabulary"] = preload_vocabulary(GroundingReporter(vocab, encoder, distractors),
+                                                  encoder, source.checkpoint_sha256)
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
 

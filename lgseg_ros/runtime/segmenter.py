@@ -177,6 +177,11 @@ class Segmenter:
         vocab, distractors = vocabulary_from_metadata(meta)
         self.grounding = GroundingReporter(vocab, self.text_encoder, distractors,
                                            warn_below=grounding_warn_below)
+        if not self.untrained:
+            from .artefacts import preload_vocabulary
+
+            log.info("grounding vocabulary: %s", preload_vocabulary(
+                self.grounding, self.text_encoder.encoder, self.source.checkpoint_sha256))
         if torch_threads == "auto" and "torch" in sys.modules and not (
                 self.backend.name == "torch" and str(getattr(self.backend, "device", "cpu")) == "cpu"):
             # Measured on a loaded 2-core CPU: MiniLM K=10 cold encode ~24 ms on 1 thread,

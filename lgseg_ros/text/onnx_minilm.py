@@ -196,7 +196,10 @@ class OnnxMiniLMEncoder:
         self.name = "minilm" if model_dir is None else f"minilm:{Path(model_dir).resolve()}"
         folder = Path(model_dir) if model_dir else minilm_model_dir()
         if onnx_path is None:
-            onnx_path, _ = ensure_minilm_onnx(folder, allow_export=allow_export)
+            onnx_path, manifest = ensure_minilm_onnx(folder, allow_export=allow_export)
+            self.onnx_sha256 = manifest["onnx_sha256"]
+        else:
+            self.onnx_sha256 = sha256_file(onnx_path)
         self.onnx_path = str(onnx_path)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         # The settings sentence-transformers passes to the HF tokenizer: pad to the longest
