@@ -13,7 +13,9 @@ setup:
 test: setup
 	$(LOCAL_ROS) $(PY) -m pytest -q -rs test $(PYTEST_ARGS)
 
-demo: setup
+# artefacts first: the node then starts from ONNX files (seconds) instead of exporting and
+# calibrating them itself on its first start.
+demo: setup artefacts
 	$(LOCAL_ROS) $(PY) -m lgseg_ros.cli demo $(DEMO_ARGS)
 
 bench: setup
