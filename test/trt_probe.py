@@ -165,6 +165,9 @@ def auto(cache_dir: str) -> dict:
     import lgseg_ros.runtime.backends as backends
 
     backends.cuda_available = lambda: True
+    from lgseg_ros.runtime.backends import cuda_buffers
+
+    cuda_buffers.device_info = lambda: ("stand-in GPU", (9, 0))
 
     records = []
 
