@@ -26,6 +26,8 @@ import logging
 import os
 from pathlib import Path
 
+from .engine_cache import sha256_file
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -35,14 +37,6 @@ _MAX_MANIFEST = 1 << 16
 
 class ArtefactError(RuntimeError):
     """An artefact that is missing, stale or damaged and cannot be (re)built here."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def torch_installed() -> bool:

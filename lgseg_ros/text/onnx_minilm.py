@@ -14,7 +14,6 @@ changed MiniLM, or a damaged file, is re-exported where torch exists, refused ot
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from lgseg_ros.labels import LabelSetError
+from lgseg_ros.runtime.engine_cache import sha256_file
 from lgseg_ros.text.encoders import apply_template, check_labels, check_template, minilm_model_dir
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,6 @@ MAX_TOKENS_PER_BATCH = 1 << 18
 
 class TextArtefactError(RuntimeError):
     """A text-encoder artefact that is missing, stale or damaged, and cannot be rebuilt here."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _max_seq_length(model_dir: Path) -> int:
