@@ -15,6 +15,7 @@ COMMANDS = {
     "agreement": ("lgseg_ros.train.agreement", "agreement with teacher labels on held-out images, words together and alone (JSON)"),
     "flops": ("lgseg_ros.model.flops", "parameters and GFLOPs of model variants"),
     "export": ("lgseg_ros.runtime.export", "export the frame path to ONNX"),
+    "artefacts": ("lgseg_ros.runtime.artefacts", "build the ONNX files a torch-free node runs from"),
     "bench": ("lgseg_ros.runtime.bench", "benchmark backends and reference models (JSON)"),
     "bench-node": ("lgseg_ros.ros.bench_node", "benchmark the ROS node end to end (JSON)"),
     "node": ("lgseg_ros.ros.node", "run the ROS 2 node (same as `ros2 run lgseg_ros lgseg_node`)"),

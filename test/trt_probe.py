@@ -150,7 +150,7 @@ def build(fp16_path: str, fp32_path: str, text_dim: int) -> dict:
 def auto(cache_dir: str) -> dict:
     """backend auto on a machine that claims CUDA and has this TensorRT, whose build fails.
 
-    Stood in: torch's answers to "is there a CUDA device, which one" (so that auto tries
+    Stood in: the driver's and torch's answers to "is there a CUDA device, which one" (so that auto tries
     TensorRT at all). Real: the tensorrt module, the export, the engine cache, the build
     call (which fails in the real Builder()), torch's failure to move a net to CUDA, and
     ONNX Runtime on CPU."""
@@ -160,6 +160,14 @@ def auto(cache_dir: str) -> dict:
     torch.cuda.current_device = lambda: 0
     torch.cuda.get_device_name = lambda dev=None: "stand-in GPU"
     torch.cuda.get_device_capability = lambda dev=None: (9, 0)
+    # auto asks the CUDA driver (libcuda) whether a device exists, not torch (issue 19: no
+    # torch import on a CPU-only path); stood in the same way.
+    import lgseg_ros.runtime.backends as backends
+
+    backends.cuda_available = lambda: True
+    from lgseg_ros.runtime.backends import cuda_buffers
+
+    cuda_buffers.device_info = lambda: ("stand-in GPU", (9, 0))
 
     records = []
 

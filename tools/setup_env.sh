@@ -23,11 +23,18 @@ fi
 . "$VENV/bin/activate"
 SITE=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-deps_key=$(key_of requirements.txt)
+# LGSEG_REQUIREMENTS=requirements-runtime.txt makes the torch-free run-time venv (`make
+# runtime`); its companion *-nodeps.txt, if present, is installed without dependencies.
+REQS=${LGSEG_REQUIREMENTS:-requirements.txt}
+NODEPS=${REQS%.txt}-nodeps.txt
+deps_key=$(key_of "$REQS" $([ -f "$NODEPS" ] && echo "$NODEPS"))
 if [ "$(cat "$VENV/.lgseg-deps" 2>/dev/null)" != "$deps_key" ]; then
-  log "installing Python dependencies (first run: several minutes)"
+  log "installing Python dependencies from $REQS (first run: several minutes)"
   python -m pip install -q --disable-pip-version-check --upgrade pip
-  python -m pip install -q --disable-pip-version-check -r requirements.txt
+  python -m pip install -q --disable-pip-version-check -r "$REQS"
+  if [ -f "$NODEPS" ]; then
+    python -m pip install -q --disable-pip-version-check --no-deps -r "$NODEPS"
+  fi
   echo "$deps_key" >"$VENV/.lgseg-deps"
   rm -f "$VENV/.lgseg-interfaces"
 else

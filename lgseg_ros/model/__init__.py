@@ -1,10 +1,17 @@
 """The ROS-free segmentation model: backbones, fusion module, heads, configs, checkpoints.
 
-Reference models (``build_reference``) and the ``flops`` command import lazily."""
-from lgseg_ros.model.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_metadata,
-                                        save_checkpoint)
-from lgseg_ros.model.configs import ModelConfig, get_config, list_configs
-from lgseg_ros.model.net import LGSegNet, build_model
+Names are imported lazily: configs and checkpoint metadata (what a torch-free run-time
+reads) must not pull in torch, which the network modules import."""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
+    "read_checkpoint_metadata": "checkpoint", "save_checkpoint": "checkpoint",
+    "ModelConfig": "configs", "get_config": "configs", "list_configs": "configs",
+    "LGSegNet": "net", "build_model": "net",
+}
 
 
 def build_reference(name: str, **kw):
@@ -13,6 +20,10 @@ def build_reference(name: str, **kw):
     return _build(name, **kw)
 
 
-__all__ = ["CheckpointError", "LGSegNet", "ModelConfig", "build_model", "build_reference",
-           "get_config", "list_configs", "load_checkpoint", "read_checkpoint_metadata",
-           "save_checkpoint"]
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted([*_EXPORTS, "build_reference"])

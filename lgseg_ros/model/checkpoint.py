@@ -7,12 +7,13 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from lgseg_ros.model.configs import ModelConfig
+
+if TYPE_CHECKING:  # the metadata readers run in torch-free installs (runtime/artefacts.py)
+    import torch
+    from torch import nn
 
 FORMAT = "lgseg-checkpoint"
 FORMAT_VERSION = 1

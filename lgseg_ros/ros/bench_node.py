@@ -212,20 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         params["checkpoint"] = args.checkpoint
     ros_params = [x for k, v in params.items() for x in ("-p", f"{k}:={v}")]
-    procs = {
-        "node": subprocess.Popen([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
-                                  "-r", f"__ns:={ns}", *ros_params],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-        "relay": subprocess.Popen([sys.executable, "-m", "lgseg_ros.ros.relay", "--ros-args",
-                                   "-r", f"__ns:={ns}"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-    }
-    # Drain the children's output all the time: a full pipe would block their logging, and
-    # with it the node's worker, in the middle of the measurement.
-    logs = {name: collections.deque(maxlen=200) for name in procs}
-    for name, p in procs.items():
-        threading.Thread(target=lambda p=p, q=logs[name]: [q.append(line.rstrip()) for line in p.stdout],
-                         daemon=True).start()
     rclpy.init()
     bench = Node("lgseg_bench_client", namespace=ns)
     # Single-threaded: rclpy's MultiThreadedExecutor adds callback delays of its own
@@ -266,6 +252,23 @@ def main(argv: list[str] | None = None) -> int:
     bench.create_subscription(DiagnosticArray, f"{node_out}/status", status.append, reliable)
     pub = bench.create_publisher(Image, "image", reliable)
     frames = _frames(args.height, args.width)
+    # Spawned only now, with this client's rclpy, subscriptions and frames ready: the start-up
+    # measurement (node process spawned -> first mask) then times the node, not this client.
+    t_spawn = time.time()
+    procs = {
+        "node": subprocess.Popen([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                                  "-r", f"__ns:={ns}", *ros_params],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+        "relay": subprocess.Popen([sys.executable, "-m", "lgseg_ros.ros.relay", "--ros-args",
+                                   "-r", f"__ns:={ns}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+    }
+    # Drain the children's output all the time: a full pipe would block their logging, and
+    # with it the node's worker, in the middle of the measurement.
+    logs = {name: collections.deque(maxlen=200) for name in procs}
+    for name, p in procs.items():
+        threading.Thread(target=lambda p=p, q=logs[name]: [q.append(line.rstrip()) for line in p.stdout],
+                         daemon=True).start()
     result: dict = {"ok": False}
 
     def publish(i: int):
@@ -278,17 +281,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         end = time.monotonic() + args.startup_timeout
+        # Frames flow from the start (a camera does not wait for the node), so the first
+        # mask marks when the node first answered, whatever the relay is doing.
+        next_frame, i = time.monotonic(), 0
         while pub.get_subscription_count() < 2:
+            if time.monotonic() >= next_frame:
+                publish(i)
+                i += 1
+                next_frame += 1.0 / args.rate
             for name, p in procs.items():
                 if p.poll() is not None:
                     time.sleep(0.5)  # let the drain thread collect the last lines
                     raise RuntimeError(f"{name} exited with {p.returncode}:\n" + "\n".join(list(logs[name])[-40:]))
             if time.monotonic() > end:
                 raise RuntimeError("node or relay did not subscribe in time")
-            time.sleep(0.1)
+            time.sleep(0.02)
+        t_subscribed = time.time()
         # The node only learns about our subscriptions through discovery: publish until
         # both outputs flow, then measure.
-        i = 0
         while True:
             k, _ = publish(i)
             i += 1
@@ -298,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
                     break
             if time.monotonic() > end:
                 raise RuntimeError("no output from the node")
+        with lock:
+            first_mask = min(arrivals["node"].values())
+        # Frames go out at --rate from the spawn on, so the first mask includes up to one
+        # frame period of waiting for a frame.
+        result["startup"] = {"node_subscribed_s": round(t_subscribed - t_spawn, 3),
+                             "first_mask_s": round(first_mask - t_spawn, 3)}
         sent: dict[tuple[int, int], float] = {}
         period = 1.0 / args.rate
         next_t = time.monotonic()

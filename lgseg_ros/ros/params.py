@@ -30,7 +30,7 @@ MAX_STRING_CHARS = 4096
 
 RELIABILITY = ("best_effort", "reliable", "best_available")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("auto", "fp32", "fp16")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 # When a change takes effect: "now" (between two frames), "activate" (next activation),
 # "configure" (next configure: cleanup + configure reloads the model), "start" (startup only).
@@ -73,7 +73,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("device", "auto", "string", CONFIGURE,
           "auto, cpu or cuda (the first visible GPU; pick another with CUDA_VISIBLE_DEVICES)."),
     Param("precision", "auto", "string", CONFIGURE,
-          "auto (fp16 on CUDA and TensorRT, fp32 on CPU), fp32 or fp16.", PRECISIONS),
+          "auto (fp16 on CUDA and TensorRT; on CPU the ONNX Runtime default, see README "
+          "'int8 on the CPU'), fp32, fp16 or int8 (ONNX Runtime on CPU, calibrated on CamVid "
+          "train frames).", PRECISIONS),
     Param("engine_cache_dir", "", "string", START,
           "Directory of cached ONNX exports and TensorRT engines. Empty: the library's default "
           "cache. Must exist and be writable by this user only; what is read from it is "

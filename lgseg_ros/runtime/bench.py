@@ -314,6 +314,54 @@ def bench_label_path(args, encoder, segmenters: dict) -> dict:
     return out
 
 
+def bench_int8(args) -> list[dict]:
+    """fp32 and int8 ONNX Runtime on the CPU in one run: the two Segmenters take turns, a
+    round of frames each, so load changes on a shared machine hit both alike. Frames are
+    CamVid val images when present (the argmax agreement is reported on them too)."""
+    import cv2
+
+    from .quantize import default_calibration_dir
+    from .segmenter import Segmenter, default_checkpoint_path
+
+    checkpoint = args.checkpoint or default_checkpoint_path()
+    val = default_calibration_dir().parent / "val"
+    files = sorted(val.glob("*.png"))[::25][:8] if val.is_dir() else []
+    out = []
+    for size in args.sizes:
+        frames = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+        frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames]
+        rng = np.random.default_rng(0)
+        frames = frames or [rng.integers(0, 256, (*size, 3), np.uint8) for _ in range(4)]
+        segs = {p: Segmenter(checkpoint=checkpoint, backend="onnxruntime", device="cpu",
+                             precision=p, net_size=net_size_for(size), **_backend_opts(args, "onnxruntime"))
+                for p in ("fp32", "int8")}
+        for k in args.num_labels:
+            sets = {p: s.prepare_labels(labels_for(k)) for p, s in segs.items()}
+            times = {p: [] for p in segs}
+            agree = [float(np.mean(segs["fp32"].segment(f, sets["fp32"]).ids
+                                   == segs["int8"].segment(f, sets["int8"]).ids)) for f in frames]
+            rounds = max(2, -(-args.iters // len(frames)))
+            for _ in range(rounds):
+                for p, seg in segs.items():
+                    for f in frames:
+                        t = time.perf_counter()
+                        seg.segment(f, sets[p])
+                        times[p].append(time.perf_counter() - t)
+            fp32, int8 = stats(times["fp32"]), stats(times["int8"])
+            entry = {"size": list(size), "num_labels": k, "checkpoint": str(checkpoint),
+                     "frames": "camvid val" if files else "random", "end_to_end_fp32": fp32,
+                     "end_to_end_int8": int8, "speedup_p50": round(fp32["p50_ms"] / int8["p50_ms"], 3),
+                     "argmax_agreement_mean": round(float(np.mean(agree)), 5),
+                     "argmax_agreement_min": round(float(np.min(agree)), 5)}
+            with contextlib.suppress(Exception):
+                entry["load_avg_1m"] = round(os.getloadavg()[0], 2)
+            out.append(entry)
+            print(f"[bench] int8 vs fp32 {size[0]}x{size[1]} K={k}: p50 {int8['p50_ms']:.1f} vs "
+                  f"{fp32['p50_ms']:.1f} ms, {entry['speedup_p50']:.2f}x, argmax agreement "
+                  f"{entry['argmax_agreement_mean']:.4f}", file=sys.stderr)
+    return out
+
+
 def ratios(ours: list[dict], refs: list[dict]) -> list[dict]:
     out = []
     for ref in refs:
@@ -366,8 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: torch,onnxruntime,tensorrt,auto or all (default: those usable here)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run (default auto: CUDA if available)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"),
-                   help="default auto: fp16 on CUDA and TensorRT, fp32 on the CPU")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "int8"),
+                   help="default auto: fp16 on CUDA and TensorRT, the ONNX Runtime default on the CPU")
+    p.add_argument("--compare-int8", action="store_true",
+                   help="also time fp32 against int8 ONNX Runtime on the CPU in one run (ratio, "
+                        "argmax agreement on CamVid val frames)")
+    p.add_argument("--text-runtime", default="onnxruntime", choices=("onnxruntime", "torch"),
+                   help="where MiniLM runs for the label path (default onnxruntime, as the node)")
     p.add_argument("--iters", type=int, default=None, help="timed iterations (default 50)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 10)")
     p.add_argument("--ref-iters", type=int, default=None, help="reference model iterations (default 5)")
@@ -430,7 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     spec = get_config(args.config).text_encoder if args.config else "minilm"
     t = time.perf_counter()
-    encoder = CachedTextEncoder(build_text_encoder(spec))
+    runtime = args.text_runtime if spec.startswith("minilm") else "torch"
+    encoder = CachedTextEncoder(build_text_encoder(spec, runtime=runtime))
     encoder_load_s = time.perf_counter() - t
 
     args.auto_backend = resolve_auto(args.device)
@@ -467,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         result["batch_throughput"] = {"skipped": "no CUDA device: batch throughput is a GPU measurement"}
 
+    if args.compare_int8:
+        result["int8_vs_fp32"] = bench_int8(args)
     result["label_path"] = bench_label_path(args, encoder, segmenters)
     result["label_path"]["encoder_load_s"] = round(encoder_load_s, 3)
     text = json.dumps(result, indent=2)

@@ -34,6 +34,8 @@ import torch
 from torch import nn
 
 from .frame_path import FramePath
+# Kept importable from here; they live in onnx_info so that torch-free code can use them.
+from .onnx_info import graph_precision, onnx_io_shapes, onnx_precision  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -176,39 +178,6 @@ def check_onnx(path: str | os.PathLike) -> dict:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return {"opset": opset, "ops": ops, "unvetted_ops": sorted(set(ops) - TRT10_SAFE_OPS),
             "precision": graph_precision(model)}
-
-
-def graph_precision(model) -> str:
-    """The graph's compute precision: fp16 if it holds fp16 weights or casts to fp16, else fp32.
- 
-    With strongly typed TensorRT builds this is the precision the engine is built in."""
-    from onnx import TensorProto
-
-    if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "fp16"
-    for node in model.graph.node:
-        if node.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16
-                                          for a in node.attribute):
-            return "fp16"
-        if node.op_type == "Constant" and any(a.t.data_type == TensorProto.FLOAT16
-                                              for a in node.attribute if a.type == a.TENSOR):
-            return "fp16"
-    return "fp32"
-
-
-def onnx_precision(path: str | os.PathLike) -> str:
-    import onnx
-
-    return graph_precision(onnx.load(str(path), load_external_data=False))
-
-
-def onnx_io_shapes(path: str | os.PathLike) -> dict[str, list]:
-    """Input name -> dims (int, or str for a symbolic dim)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-            for i in model.graph.input}
 
 
 def weights_digest(net: nn.Module) -> str:

@@ -128,6 +128,24 @@ class GroundingReporter:
                                    dtype=np.float32)
         return self._emb
 
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def vocabulary_embeddings(self) -> np.ndarray:
+        """[N, D] embeddings of ``names`` (encoded now if not yet)."""
+        return self._vocab_embeddings()
+
+    def use_vocabulary_embeddings(self, names: Sequence[str], emb: np.ndarray) -> bool:
+        """Take embeddings computed before (runtime/artefacts.py caches them per checkpoint
+        and encoder: ~0.9 s of start-up for the shipped model's 290 names); refused unless
+        they are for exactly these names."""
+        emb = np.asarray(emb, np.float32)
+        if list(names) != self._names or emb.shape[0] != len(self._names) or emb.ndim != 2:
+            return False
+        self._emb = emb
+        return True
+
     def _nearest(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Index of each row's nearest vocabulary name and its cosine similarity."""
         sims = emb @ self._vocab_embeddings().T

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import sys
 import threading
 import time
 from typing import Sequence
@@ -118,11 +119,24 @@ class Segmenter:
                  engine_cache_dir: str | None = None, force_rebuild: bool = False,
                  text_encoder=None, torch_threads: int | str | None = None,
                  grounding_warn_below: float = DEFAULT_WARN_BELOW,
-                 label_anchor: float = DEFAULT_ANCHOR, **backend_opts) -> None:
-        """torch_threads: an int sets torch's (process-wide) intra-op pool; "auto" sets 1
-        when the frame path is not torch on CPU, so that label encoding (then torch's only
-        work) does not fight the frame path's own thread pool for the cores; None leaves
-        torch alone."""
+                 label_anchor: float = DEFAULT_ANCHOR, text_runtime: str = "auto",
+                 calibration: str | None = None, **backend_opts) -> None:
+        """checkpoint None and config None: the shipped model (default_checkpoint_path()),
+        as the node runs it; config alone: that config with untrained weights.
+
+        torch_threads: an int sets torch's (process-wide) intra-op pool; "auto" sets 1
+        when torch is loaded and the frame path is not torch on CPU, so that label encoding
+        does not fight the frame path's own thread pool for the cores; None leaves torch alone.
+
+        text_runtime: "auto" runs MiniLM in ONNX Runtime (no torch) unless the frame path is
+        the torch backend; "torch" or "onnxruntime" force one. precision: "fp32", "fp16",
+        "int8" (ONNX Runtime on the CPU, runtime/quantize.py; ``calibration`` is the folder
+        of CamVid *train* frames used when the int8 file must be built) or "auto".
+
+        With ONNX Runtime (or TensorRT) and a checkpoint, nothing here imports torch: the
+        config and vocabulary come from the checkpoint's header and the frame path from
+        its verified ONNX artefact (runtime/artefacts.py), exported on first use only where
+        torch is installed."""
         if torch_threads not in (None, "auto"):
             _set_torch_threads(int(torch_threads))
         self.net_size = _check_net_size(net_size)
@@ -133,53 +147,72 @@ class Segmenter:
         if not 0.0 <= float(label_anchor) <= 1.0:
             raise ValueError(f"label_anchor must be in [0, 1], got {label_anchor}")
         self.label_anchor = float(label_anchor)
-        from lgseg_ros.model import build_model, get_config, load_checkpoint
+        if text_runtime not in ("auto", "torch", "onnxruntime"):
+            raise ValueError(f"text_runtime must be 'auto', 'torch' or 'onnxruntime', not {text_runtime!r}")
+        from .artefacts import model_source
 
-        meta: dict = {}
-        if checkpoint:
-            net, cfg = load_checkpoint(str(checkpoint))
-            meta = getattr(net, "checkpoint_metadata", {}) or {}
-            if config and config != cfg.name:
-                log.warning("config %r ignored: checkpoint %s holds config %r", config, checkpoint, cfg.name)
-            self.untrained = False
-        else:
-            cfg = get_config(config or "lite-minilm")
-            net = build_model(cfg)
-            self.untrained = True
+        if not checkpoint and not config:
+            checkpoint = default_checkpoint_path()
+            if checkpoint is None:
+                log.warning("no checkpoint given and the shipped %s is not installed",
+                            DEFAULT_CHECKPOINT_NAME)
+        self.source, self.untrained = model_source(checkpoint, config, calibration)
+        if self.untrained:
             log.warning("!!! NO CHECKPOINT: model %r runs with its default initialisation; its "
-                        "masks are meaningless until you pass a trained checkpoint !!!", cfg.name)
-        net.eval()
-        self.net = net  # the eager fp32 model: parity checks, FLOP counts, re-export
+                        "masks are meaningless until you pass a trained checkpoint !!!",
+                        self.source.cfg.name)
+        cfg = self.source.cfg
+        meta = self.source.meta
         self.cfg = cfg
         self.checkpoint = str(checkpoint) if checkpoint else None
         self.text_dim = text_dim_of(cfg)
-        self.text_encoder = self._make_text_encoder(text_encoder, cfg)
-        vocab, distractors = vocabulary_from_metadata(meta)
-        self.grounding = GroundingReporter(vocab, self.text_encoder, distractors,
-                                           warn_below=grounding_warn_below)
+        # Only a trained checkpoint has artefacts; random weights come from torch anyway.
+        net = self.source if not self.untrained else self.source.net
         self.backend = create_backend(backend, net, cfg, device=device, precision=precision,
                                       net_size=self.net_size, engine_cache_dir=engine_cache_dir,
                                       force_rebuild=force_rebuild, **backend_opts)
-        if torch_threads == "auto" and not (self.backend.name == "torch"
-                                            and str(getattr(self.backend, "device", "cpu")) == "cpu"):
+        if text_runtime == "auto":
+            text_runtime = "torch" if self.backend.name == "torch" else "onnxruntime"
+        self.text_encoder = self._make_text_encoder(text_encoder, cfg, text_runtime)
+        vocab, distractors = vocabulary_from_metadata(meta)
+        self.grounding = GroundingReporter(vocab, self.text_encoder, distractors,
+                                           warn_below=grounding_warn_below)
+        if not self.untrained:
+            from .artefacts import preload_vocabulary
+
+            log.info("grounding vocabulary: %s", preload_vocabulary(
+                self.grounding, self.text_encoder.encoder, self.source.checkpoint_sha256))
+        if torch_threads == "auto" and "torch" in sys.modules and not (
+                self.backend.name == "torch" and str(getattr(self.backend, "device", "cpu")) == "cpu"):
             # Measured on a loaded 2-core CPU: MiniLM K=10 cold encode ~24 ms on 1 thread,
             # ~0.5 s stalls on 2 while ONNX Runtime runs a frame.
             _set_torch_threads(1)
-        log.info("segmenter: model %s, backend %s on %s, net size %dx%d", cfg.name,
-                 self.backend.name, getattr(self.backend, "device", "?"), *self.net_size)
+        log.info("segmenter: model %s, backend %s on %s (%s), net size %dx%d, text encoder on %s",
+                 cfg.name, self.backend.name, getattr(self.backend, "device", "?"),
+                 getattr(self.backend, "precision", "?"), *self.net_size,
+                 getattr(self.text_encoder.encoder, "runtime", "torch"))
         self._frame_lock = threading.Lock()
         self._loaded_generation: int | None = None
         self._geometry: dict[tuple[int, int], pp.Geometry] = {}
         self._buffer = np.zeros((1, 3, *self.net_size), np.float32)
         self._peak_k = 0  # largest K run since memory was last released
 
-    def _make_text_encoder(self, text_encoder, cfg):
+    @property
+    def net(self):
+        """The eager fp32 model (parity checks, FLOP counts, re-export); loads torch on first
+        use when the backend runs from ONNX files."""
+        return self.source.net
+
+    def _make_text_encoder(self, text_encoder, cfg, runtime: str = "torch"):
         from lgseg_ros.text import CachedTextEncoder, build_text_encoder
 
         if text_encoder is None:
             text_encoder = cfg.text_encoder
         if isinstance(text_encoder, str):
-            text_encoder = build_text_encoder(text_encoder, template=getattr(cfg, "prompt_template", None))
+            if runtime == "onnxruntime" and not text_encoder.startswith("minilm"):
+                runtime = "torch"   # only MiniLM has an ONNX export (text/onnx_minilm.py)
+            text_encoder = build_text_encoder(text_encoder, template=getattr(cfg, "prompt_template", None),
+                                              runtime=runtime)
         if not isinstance(text_encoder, CachedTextEncoder):
             text_encoder = CachedTextEncoder(text_encoder)
         if self.text_dim is not None and text_encoder.dim != self.text_dim:
@@ -210,7 +243,9 @@ class Segmenter:
             raise LabelSetError(f"closed-set model {self.cfg.name!r} has {num_classes} fixed "
                                 f"classes; got {len(names)} labels")
         emb = self.text_encoder.encode(list(names))
-        emb = np.ascontiguousarray(emb.detach().cpu().numpy(), dtype=np.float32)
+        if not isinstance(emb, np.ndarray):   # a torch encoder
+            emb = emb.detach().cpu().numpy()
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
         grounding, emb = self.grounding.ground(names, emb, self.label_anchor)
         emb = np.ascontiguousarray(emb)
         emb.setflags(write=False)

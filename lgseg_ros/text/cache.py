@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from typing import Sequence
 
-import torch
+import numpy as np
 
 from lgseg_ros.text.encoders import TextEncoder, check_labels
 
@@ -21,6 +21,15 @@ def _nbytes(row) -> int:
     return int(row.numel() * row.element_size()) if hasattr(row, "element_size") else int(row.nbytes)
 
 
+def _stack(rows):
+    """Rows as the wrapped encoder makes them: numpy (ONNX encoder) or torch tensors."""
+    if isinstance(rows[0], np.ndarray):
+        return np.stack(rows)
+    import torch
+
+    return torch.stack(rows)
+
+
 def _own_copy(row):
     """A row that owns its memory. An encoder returns rows as views of its [N, D] batch, and
     a stored view kept the whole batch alive: after 6,000 crafted label sets the cache held
@@ -29,7 +38,8 @@ def _own_copy(row):
 
 
 class EmbeddingCache:
-    """A bounded (least recently used out first), thread-safe map Key -> [D] tensor.
+    """A bounded (least recently used out first), thread-safe map Key -> [D] row (numpy or
+    torch).
 
     Bounded by count and by bytes: each stored row is a copy that owns its memory, so the
     bytes counted are the bytes held."""
@@ -38,16 +48,16 @@ class EmbeddingCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.nbytes = 0
-        self._rows: OrderedDict[Key, torch.Tensor] = OrderedDict()
+        self._rows: OrderedDict[Key, object] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, key: Key) -> torch.Tensor | None:   # call with self.lock held
+    def get(self, key: Key):   # call with self.lock held
         row = self._rows.get(key)
         if row is not None:
             self._rows.move_to_end(key)
         return row
 
-    def put(self, key: Key, row: torch.Tensor) -> None:   # call with self.lock held
+    def put(self, key: Key, row) -> None:   # call with self.lock held
         row = _own_copy(row)
         old = self._rows.pop(key, None)
         if old is not None:
@@ -85,7 +95,7 @@ class CachedTextEncoder:
     def _key(self, label: str) -> Key:
         return (self.name, self.template, label)
 
-    def encode(self, labels: Sequence[str]) -> torch.Tensor:
+    def encode(self, labels: Sequence[str]):
         items = check_labels(labels)
         with self.cache.lock:
             missing = list(dict.fromkeys(l for l in items if self._key(l) not in self.cache))
@@ -102,7 +112,7 @@ class CachedTextEncoder:
                 row = self.cache.get(self._key(label))
                 rows.append(row if row is not None else fresh[label] if label in fresh
                             else self.encoder.encode([label])[0])
-        return torch.stack(rows)
+        return _stack(rows)
 
     def __len__(self) -> int:
         return len(self.cache)

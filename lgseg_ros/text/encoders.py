@@ -11,12 +11,12 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 from lgseg_ros.labels import LabelSetError
+
+if TYPE_CHECKING:  # torch is imported by the torch encoders only: onnx_minilm runs without it
+    import torch
 
 MINILM_DIM = 384
 
@@ -117,6 +117,9 @@ class MiniLMEncoder:
         self.encode(["warm-up"])  # first call allocates; keep that off the first label change
 
     def encode(self, labels: Sequence[str]) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
         texts = apply_template(check_labels(labels), self.template)
         device = next(self.model.parameters()).device
         with self._lock, torch.inference_mode():
@@ -147,6 +150,7 @@ class OpenCLIPEncoder:
     def __init__(self, arch: str, pretrained: str | None = None, template: str | None = None,
                  device: str = "cpu"):
         import open_clip
+        import torch
 
         self.template = check_template(template)
         source = pretrained or "random"
@@ -172,6 +176,9 @@ class OpenCLIPEncoder:
         self.dim = int(self.encode(["warm-up"]).shape[1])
 
     def encode(self, labels: Sequence[str]) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
         texts = apply_template(check_labels(labels), self.template)
         device = next(self.model.parameters()).device
         with self._lock, torch.inference_mode():
@@ -180,13 +187,23 @@ class OpenCLIPEncoder:
 
 
 def build_text_encoder(spec: str = "minilm", *, template: str | None = None, cached: bool = False,
-                       device: str = "cpu") -> TextEncoder:
+                       device: str = "cpu", runtime: str = "torch") -> TextEncoder:
     """``"minilm"``, ``"minilm:<dir>"`` or ``"openclip:<arch>[:<pretrained tag or path>]"``.
 
-    ``cached=True`` wraps the encoder in a CachedTextEncoder."""
+    ``cached=True`` wraps the encoder in a CachedTextEncoder. ``runtime="onnxruntime"``
+    runs MiniLM from its ONNX export without torch (text/onnx_minilm.py); the same
+    embeddings (cosine >= 0.9999), returned as numpy."""
+    if runtime not in ("torch", "onnxruntime"):
+        raise ValueError(f"text encoder runtime must be 'torch' or 'onnxruntime', not {runtime!r}")
     kind, _, rest = spec.partition(":")
-    if kind == "minilm":
-        encoder: TextEncoder = MiniLMEncoder(rest or None, template=template, device=device)
+    if kind == "minilm" and runtime == "onnxruntime":
+        from lgseg_ros.text.onnx_minilm import OnnxMiniLMEncoder
+
+        encoder: TextEncoder = OnnxMiniLMEncoder(rest or None, template=template)
+    elif runtime == "onnxruntime":
+        raise ValueError(f"text encoder {spec!r} has no ONNX Runtime version; use runtime='torch'")
+    elif kind == "minilm":
+        encoder = MiniLMEncoder(rest or None, template=template, device=device)
     elif kind == "openclip":
         arch, _, pretrained = rest.partition(":")
         if arch in ("hf-hub", "local-dir"):     # open_clip schemas carry their own weights

@@ -75,6 +75,9 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="torch", choices=("torch", "fp32", "int8"),
+                   help="torch: the eager network; fp32 / int8: the ONNX Runtime frame path the "
+                        "node runs on the CPU (int8: calibrated on CamVid train frames)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--limit-images", type=int, help="only the first N images")
     p.add_argument("--grid", type=int, default=4, help="rows in predictions.png")
@@ -217,6 +220,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     net, cfg = load_checkpoint(args.checkpoint)
     net.to(device).eval()
+    if args.precision != "torch":   # the vocabulary below still comes from the checkpoint
+        from lgseg_ros.runtime.onnx_eval import OnnxFramePathNet
+
+        meta = net.checkpoint_metadata
+        net, device = OnnxFramePathNet(args.checkpoint, args.precision), torch.device("cpu")
+        net.checkpoint_metadata = meta
     encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
     if not 0.0 <= args.label_anchor <= 1.0:
         raise SystemExit(f"--label-anchor must be in [0, 1], got {args.label_anchor}")
@@ -267,6 +276,7 @@ def main(argv=None) -> int:
     result["grounding"] = grounding_table(reporter, encoder, renames, probes)
     result = {"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
               "label_anchor": args.label_anchor, "anchor_floor": reporter.anchor_floor,
+              "precision": args.precision,
               "size": list(args.size) if args.size else "native", "device": str(device),
               "torch_threads": torch.get_num_threads(), **result}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))

@@ -20,6 +20,12 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # against 1034 ms for eager torch in the same run (min 56 vs 141 ms), so it is the CPU
 # choice for "auto"; eager torch stays as the fallback where onnxruntime is not installed.
 CPU_PREFERENCE = ("onnxruntime", "torch")
+# What precision="auto" runs in ONNX Runtime (CPU). Issue 19: int8 becomes the default if it
+# loses at most 1.0 mIoU on CamVid val. Measured on the shipped model (README, "int8 on the
+# CPU"): `lgseg eval` 71.38 mIoU int8 vs 71.24 fp32 through the same ONNX Runtime path, and
+# `lgseg bench --compare-int8` 1.5-1.9x fp32's speed in one run. Where no int8 file exists
+# and none can be built (no calibration frames), auto falls back to fp32 with a warning.
+CPU_AUTO_PRECISION = "int8"
 
 
 @runtime_checkable
@@ -56,19 +62,29 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 def cuda_available() -> bool:
-    try:
-        import torch
+    """Whether a CUDA device is usable, asked of the driver (libcuda) directly: importing
+    torch to find out would put 0.7 GB and seconds into every CPU-only process."""
+    import ctypes
 
-        return bool(torch.cuda.is_available())
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (OSError, AttributeError):  # no driver: a CPU-only machine
+        return False
     except Exception:  # a broken CUDA install must not stop CPU inference
         return False
+
+
+def torch_problem() -> str | None:
+    return None if importlib.util.find_spec("torch") is not None else "torch is not installed"
 
 
 def tensorrt_problem() -> str | None:
     """Why the TensorRT backend cannot start here, or None if it may (it can still fail to
     build: create_backend("auto") falls back then)."""
     if not cuda_available():
-        return "torch sees no CUDA device"
+        return "no CUDA device"
     from .tensorrt_backend import import_tensorrt
 
     try:
@@ -103,8 +119,10 @@ def skip_reason(name: str, device: str) -> str | None:
     """Why auto does not even try (name, device) here; None if it should try."""
     if name == "tensorrt":
         return tensorrt_problem()
+    if name == "torch" and torch_problem():
+        return torch_problem()
     if device == "cuda" and not cuda_available():
-        return "torch sees no CUDA device"
+        return "no CUDA device"
     if name == "onnxruntime" and not onnxruntime_available():
         return "onnxruntime is not installed"
     return None
@@ -159,7 +177,37 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     raise RuntimeError(f"backend auto (device={device!r}): no backend could start ({summary})")
 
 
+def _onnx_precision(name: str, device: str, precision: str) -> str:
+    """The graph precision a file-based backend reads: TensorRT builds fp16 unless told
+    fp32 (strongly typed: the graph decides); ONNX Runtime runs int8 or fp32."""
+    if name == "tensorrt":
+        return "fp32" if precision == "fp32" else "fp16"
+    if precision == "auto":
+        return CPU_AUTO_PRECISION
+    return "int8" if precision == "int8" else "fp32"
+
+
 def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
+    # A ModelSource (runtime/artefacts.py) hands ONNX Runtime and TensorRT a verified ONNX
+    # file, so neither needs the torch network; the torch backend loads it on demand.
+    from ..artefacts import ArtefactError, ModelSource
+
+    if isinstance(net, ModelSource) and name != "torch" and opts.get("onnx_path") is None:
+        size = tuple(opts.get("net_size") or (384, 480))
+        asked = opts.get("precision", "fp32")
+        precision = _onnx_precision(name, device, asked)
+        try:
+            path = net.onnx(size, precision)
+        except (FileNotFoundError, ArtefactError) as exc:
+            if asked != "auto" or precision == "fp32":
+                raise
+            log.warning("precision auto: no int8 file for this model and none can be built "
+                        "here (%s); running fp32", exc)
+            path = net.onnx(size, "fp32")
+        opts = {**opts, "onnx_path": path}
+        net = None
+    elif isinstance(net, ModelSource):
+        net = net.net
     if name == "torch":
         from .torch_backend import TorchBackend
 

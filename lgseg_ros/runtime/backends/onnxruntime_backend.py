@@ -32,6 +32,12 @@ class OnnxRuntimeBackend:
         if precision == "fp16":
             # An fp16 ONNX graph would be a separate export; the CPU provider gains nothing.
             log.warning("onnxruntime backend runs fp32; precision=fp16 ignored")
+        if precision == "int8" and onnx_path is None:
+            # Static int8 needs calibration frames: runtime/quantize.py makes the file
+            # (Segmenter(precision="int8") and `lgseg artefacts` ask for it).
+            raise ValueError("precision=int8 runs a quantised ONNX file: pass onnx_path, or use "
+                             "Segmenter(precision='int8'), which builds or finds one")
+        self.precision = "int8" if precision == "int8" else "fp32"
         available = ort.get_available_providers()
         if device == "cuda" and "CUDAExecutionProvider" not in available:
             raise RuntimeError("device='cuda' but this onnxruntime has no CUDAExecutionProvider "
@@ -85,9 +91,13 @@ class OnnxRuntimeBackend:
         return so
 
     def _session_for_file(self, path):
-        from ..export import onnx_io_shapes
+        from ..onnx_info import declared_precision
 
-        shapes = onnx_io_shapes(path)
+        # The interface comes from the session itself: no second parse of the file, and no
+        # `import onnx` on the node's start-up path.
+        session = self._ort.InferenceSession(os.fspath(path), sess_options=self._options(),
+                                             providers=self.providers)
+        shapes = {i.name: list(i.shape) for i in session.get_inputs()}
         if "image" not in shapes or "text" not in shapes:
             raise ValueError(f"{path}: not an lgseg frame-path model (inputs {list(shapes)})")
         h, w = shapes["image"][2], shapes["image"][3]
@@ -95,8 +105,7 @@ class OnnxRuntimeBackend:
             raise ValueError(f"{path}: image input must have a fixed H, W (got {h}, {w})")
         if self.text_dim is None and isinstance(shapes["text"][1], int):
             self.text_dim = shapes["text"][1]
-        session = self._ort.InferenceSession(os.fspath(path), sess_options=self._options(),
-                                             providers=self.providers)
+        self.precision = declared_precision(path)
         self._sessions[(h, w)] = session
         log.info("onnxruntime session for %s (%dx%d) on %s", path, h, w, self.providers[0])
         return session

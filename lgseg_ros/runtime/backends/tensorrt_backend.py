@@ -12,7 +12,8 @@ The engine has a fixed image size and an optimisation profile over K (the number
 labels) for the ``text`` input, so a label change only calls ``set_input_shape``; it never
 rebuilds. Builds are slow (minutes), so engines are cached under a key of everything they
 depend on (see engine_cache.py), verified on load, and rebuilt when stale or damaged.
-Buffers are torch CUDA tensors: no pycuda / cuda-python dependency.
+Buffers and the stream come from NVIDIA's cuda-bindings (cuda_buffers.py), not torch:
+a TensorRT node loads no torch (issue 19).
 
 The module-level functions hold every TensorRT call this backend makes; they take the
 ``tensorrt`` module (or objects made by it) as an argument so that the API-conformance
@@ -204,11 +205,11 @@ class TensorRTBackend:
                  onnx_path=None, engine_cache_dir=None, cache_dir=None, force_rebuild: bool = False,
                  k_profile=DEFAULT_K_PROFILE, workspace_gib: float = 4.0, **_ignored) -> None:
         trt = import_tensorrt()
-        import torch
+        from . import cuda_available, cuda_buffers
 
-        if not torch.cuda.is_available():
-            raise RuntimeError("tensorrt backend needs a CUDA device; torch sees none")
-        self._torch = torch
+        if not cuda_available():
+            raise RuntimeError("tensorrt backend needs a CUDA device; the driver reports none")
+        self._cuda = cuda_buffers
         if precision == "auto":
             precision = "fp16"
         if precision not in ("fp16", "fp32"):
@@ -224,7 +225,7 @@ class TensorRTBackend:
         self.cache = EngineCache(engine_cache_dir)
         self.text_dim = text_dim_of(cfg)
         h, w = int(net_size[0]), int(net_size[1])
-        from ..export import onnx_io_shapes, onnx_precision
+        from ..onnx_info import onnx_io_shapes, onnx_precision
 
         if onnx_path is None:
             if net is None:
@@ -247,12 +248,12 @@ class TensorRTBackend:
         self.precision = built_precision
         self.onnx_path = str(onnx_path)
         self.net_size = (h, w)
-        dev = torch.cuda.current_device()
+        gpu_name, capability = cuda_buffers.device_info()
         self.key = EngineKey(
             onnx_sha256=sha256_file(self.onnx_path),
             trt_version=trt.__version__,
-            gpu_name=torch.cuda.get_device_name(dev),
-            compute_capability=torch.cuda.get_device_capability(dev),
+            gpu_name=gpu_name,
+            compute_capability=capability,
             precision=self.precision,
             input_shape=(1, 3, h, w),
             k_profile=self.k_profile,
@@ -260,19 +261,20 @@ class TensorRTBackend:
             build_mode=BUILD_MODE,
         )
         self._load_engine()
-        self._stream = torch.cuda.Stream()
-        self._image = torch.empty((1, 3, h, w), dtype=torch.float32, device="cuda")
-        self._host_image = torch.empty((1, 3, h, w), dtype=torch.float32, pin_memory=True)
+        cb = cuda_buffers
+        self._stream = cb.Stream()
+        self._image = cb.DeviceArray((1, 3, h, w), np.float32)
+        self._host_image = cb.PinnedArray((1, 3, h, w), np.float32)
         out_shape = (1, h, w)
         # check_engine_io has verified these dtypes; the buffers match them by construction.
-        self._outputs = {"ids": torch.empty(out_shape, dtype=torch.int32, device="cuda"),
-                         "confidence": torch.empty(out_shape, dtype=torch.float32, device="cuda")}
-        self._host_out = {name: torch.empty(out_shape, dtype=t.dtype, pin_memory=True)
-                          for name, t in self._outputs.items()}
+        self._outputs = {"ids": cb.DeviceArray(out_shape, np.int32),
+                         "confidence": cb.DeviceArray(out_shape, np.float32)}
+        self._host_out = {name: cb.PinnedArray(out_shape, buf.dtype)
+                          for name, buf in self._outputs.items()}
         self._text = None
-        bind_tensor(self.context, "image", self._image.data_ptr())
-        for name, tensor in self._outputs.items():
-            bind_tensor(self.context, name, tensor.data_ptr())
+        bind_tensor(self.context, "image", self._image.ptr)
+        for name, buf in self._outputs.items():
+            bind_tensor(self.context, name, buf.ptr)
 
     # -- engine -----------------------------------------------------------------------
     def _build(self) -> bytes:
@@ -298,32 +300,37 @@ class TensorRTBackend:
 
     # -- labels and frames ------------------------------------------------------------
     def set_labels(self, embeddings: np.ndarray) -> None:
-        torch = self._torch
+        cb = self._cuda
         emb = check_embeddings(embeddings, self.text_dim)
         k = emb.shape[0]
         kmin, _, kmax = self.k_profile
         if not kmin <= k <= kmax:
             raise ValueError(f"{k} labels is outside this engine's profile K in [{kmin}, {kmax}]; "
                              "rebuild with a wider k_profile")
-        text = torch.tensor(emb, device="cuda")  # copies: LabelSet rows are read-only
-        torch.cuda.current_stream().synchronize()
-        set_text_input(self.context, tuple(text.shape), text.data_ptr(), self.net_size)
+        # A new device buffer per label set (LabelSet rows are read-only and the previous
+        # buffer may still be read by a frame in flight on the stream until it synchronises).
+        text = cb.DeviceArray(emb.shape, np.float32)
+        host = cb.PinnedArray(emb.shape, np.float32)
+        host.array[...] = emb
+        self._stream.synchronize()
+        cb.copy_async(text.ptr, host.ptr, text.nbytes, True, self._stream)
+        self._stream.synchronize()
+        set_text_input(self.context, tuple(emb.shape), text.ptr, self.net_size)
         self._text = text  # keep a reference: TensorRT holds only the raw pointer
 
     def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        torch = self._torch
         image = check_image(image)
         if self._text is None:
             raise RuntimeError("set_labels() must be called before infer()")
         if tuple(image.shape[2:]) != self.net_size:
             raise ValueError(f"image is {image.shape[2]}x{image.shape[3]}, this engine was built "
                              f"for {self.net_size[0]}x{self.net_size[1]}")
-        self._host_image.numpy()[...] = image
-        with torch.cuda.stream(self._stream):
-            self._image.copy_(self._host_image, non_blocking=True)
-            execute(self.context, self._stream.cuda_stream)
-            for name, tensor in self._outputs.items():
-                self._host_out[name].copy_(tensor, non_blocking=True)
+        cb = self._cuda
+        self._host_image.array[...] = image
+        cb.copy_async(self._image.ptr, self._host_image.ptr, self._image.nbytes, True, self._stream)
+        execute(self.context, self._stream.ptr)
+        for name, buf in self._outputs.items():
+            cb.copy_async(self._host_out[name].ptr, buf.ptr, buf.nbytes, False, self._stream)
         self._stream.synchronize()
-        return (self._host_out["ids"][0].numpy().copy(),
-                self._host_out["confidence"][0].numpy().copy())
+        return (self._host_out["ids"].array[0].copy(),
+                self._host_out["confidence"].array[0].copy())

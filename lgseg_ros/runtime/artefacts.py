@@ -1,0 +1,366 @@
+"""Run-time artefacts: the frame path of a checkpoint as ONNX files, usable without torch.
+
+A node on a small robot should not carry torch (0.7 GB of RSS, seconds of import) to run a
+graph that ONNX Runtime executes. So the frame path of a checkpoint is exported ahead of
+time, where torch exists (`lgseg artefacts`, the development set-up, or the first use on
+a machine with torch), and the run-time install reads only these files:
+
+    <dir>/frame/lgseg_<checkpoint sha256[:16]>_<H>x<W>_<precision>.onnx   + .json manifest
+    <dir>/text/minilm_<weights sha256[:16]>.onnx                          + .json manifest
+
+A manifest records the sha256 of the checkpoint (or MiniLM weights) the file was made
+from and of the ONNX bytes, so a file is served only for the exact source it came from
+and only intact (files are untrusted input like any other). The checkpoint's config and
+vocabulary come from its safetensors header, which needs no torch either.
+
+Directories searched, first match wins: $LGSEG_ARTEFACTS, the package's models/artefacts
+(source tree or installed share), then the user cache (~/.cache/lgseg_ros/artefacts),
+which is also where exports on first use are written.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+from .engine_cache import sha256_file
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+_MAX_MANIFEST = 1 << 16
+
+
+class ArtefactError(RuntimeError):
+    """An artefact that is missing, stale or damaged and cannot be (re)built here."""
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def _cache_root() -> Path:
+    from .engine_cache import default_cache_dir
+
+    return default_cache_dir().parent / "artefacts"
+
+
+def artefact_dirs() -> list[Path]:
+    from lgseg_ros.resources import package_path
+
+    dirs = []
+    if os.environ.get("LGSEG_ARTEFACTS"):
+        dirs.append(Path(os.environ["LGSEG_ARTEFACTS"]))
+    shipped = package_path("models/artefacts")
+    if shipped is not None:
+        dirs.append(shipped)
+    dirs.append(_cache_root())
+    return list(dict.fromkeys(dirs))
+
+
+def artefact_write_dir() -> Path:
+    """Where a first-use export goes: $LGSEG_ARTEFACTS, else the user cache."""
+    env = os.environ.get("LGSEG_ARTEFACTS")
+    return Path(env) if env else _cache_root()
+
+
+def code_digest() -> str:
+    """sha256 of the source that defines the exported graph (model package, frame path,
+    exporter), read as files so that computing it imports nothing."""
+    runtime = Path(__file__).resolve().parent
+    files = [runtime / "frame_path.py", runtime / "export.py", *sorted((runtime.parent / "model").glob("*.py"))]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def frame_name(checkpoint_sha: str, size: tuple[int, int], precision: str) -> str:
+    return f"lgseg_{checkpoint_sha[:16]}_{int(size[0])}x{int(size[1])}_{precision}.onnx"
+
+
+def read_manifest(onnx_path: Path) -> dict:
+    mpath = onnx_path.with_suffix(".json")
+    if not onnx_path.is_file() or not mpath.is_file():
+        raise ArtefactError(f"{onnx_path}: not built")
+    if mpath.stat().st_size > _MAX_MANIFEST:
+        raise ArtefactError(f"{mpath}: too large to be a manifest")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtefactError(f"{mpath}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtefactError(f"{mpath}: unknown manifest format")
+    return manifest
+
+
+def write_manifest(onnx_path: Path, fields: dict) -> dict:
+    manifest = {"format": FORMAT, **fields, "onnx_sha256": sha256_file(onnx_path)}
+    tmp = onnx_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, onnx_path.with_suffix(".json"))
+    return manifest
+
+
+def verify_frame(onnx_path: Path, checkpoint_sha: str, size, precision: str) -> dict:
+    """The manifest if ``onnx_path`` is the intact frame path of this checkpoint at this
+    size and precision; ArtefactError saying why not otherwise."""
+    manifest = read_manifest(onnx_path)
+    want = {"kind": "frame-path", "checkpoint_sha256": checkpoint_sha,
+            "size": [int(size[0]), int(size[1])], "precision": precision}
+    wrong = [f"{k}: {manifest.get(k)!r} != {v!r}" for k, v in want.items() if manifest.get(k) != v]
+    if wrong:
+        raise ArtefactError(f"{onnx_path}: made from another source ({'; '.join(wrong)})")
+    if precision == "int8":
+        from .quantize import RECIPE
+
+        if (manifest.get("calibration") or {}).get("recipe") != RECIPE:
+            raise ArtefactError(f"{onnx_path}: quantised by another recipe (stale)")
+    if sha256_file(onnx_path) != manifest.get("onnx_sha256"):
+        raise ArtefactError(f"{onnx_path}: bytes fail their recorded sha256 (damaged)")
+    return manifest
+
+
+class ModelSource:
+    """A checkpoint (or a config with untrained weights) as the backends need it: an ONNX
+    file per (size, precision), read from the artefact directories without torch, or the
+    torch network, loaded only when something asks for it."""
+
+    def __init__(self, checkpoint: str | None, cfg, meta: dict | None = None,
+                 calibration: str | None = None):
+        self.checkpoint = str(checkpoint) if checkpoint else None
+        self.cfg = cfg
+        self.meta = meta or {}
+        self.calibration = calibration
+        self._net = None
+        self._sha: str | None = None
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        if self._sha is None and self.checkpoint:
+            self._sha = sha256_file(self.checkpoint)
+        return self._sha
+
+    @property
+    def net(self):
+        """The eager torch network (imports torch on first access)."""
+        if self._net is None:
+            from lgseg_ros.model import build_model, load_checkpoint
+
+            if self.checkpoint:
+                self._net, _ = load_checkpoint(self.checkpoint)
+            else:
+                self._net = build_model(self.cfg)
+            self._net.eval()
+        return self._net
+
+    @property
+    def net_loaded(self) -> bool:
+        return self._net is not None
+
+    def onnx(self, size: tuple[int, int], precision: str = "fp32", allow_build: bool = True) -> Path:
+        """A verified frame-path ONNX file for this model at ``size``; built on a miss where
+        that is possible (fp32/fp16 export needs torch, int8 needs the fp32 file and
+        calibration frames), ArtefactError otherwise."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        size = (int(size[0]), int(size[1]))
+        if not self.checkpoint:
+            # Untrained weights have no stable identity to key a file by: export per run.
+            if precision == "int8":
+                raise ArtefactError("int8 needs a trained checkpoint (calibration of random weights "
+                                    "would measure nothing)")
+            from .export import cached_export
+
+            return cached_export(self.net, size, self.cfg.text_dim, precision=precision)
+        sha = self.checkpoint_sha256
+        name = frame_name(sha, size, precision)
+        reasons = []
+        code = code_digest()
+        for folder in artefact_dirs():
+            path = folder / "frame" / name
+            try:
+                manifest = verify_frame(path, sha, size, precision)
+            except ArtefactError as exc:
+                reasons.append(str(exc))
+                continue
+            if manifest.get("code_sha256") != code:
+                if allow_build and torch_installed():
+                    reasons.append(f"{path}: exported by other model code")
+                    continue
+                log.warning("%s was exported by another version of the model code; serving it "
+                            "(rebuild with `lgseg artefacts` where torch is installed)", path)
+            return path
+        if not allow_build:
+            raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
+                                f"{precision} ({'; '.join(reasons)})")
+        out = artefact_write_dir() / "frame" / name
+        return self.build(out, size, precision, reasons)
+
+    def build(self, out: Path, size: tuple[int, int], precision: str, reasons=()) -> Path:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fields = {"kind": "frame-path", "checkpoint_sha256": self.checkpoint_sha256,
+                  "checkpoint_name": Path(self.checkpoint).name, "size": list(size),
+                  "precision": precision, "code_sha256": code_digest(), "config": self.cfg.name}
+        if precision == "int8":
+            from .quantize import quantize_frame_path
+
+            fp32 = self.onnx(size, "fp32")
+            info = quantize_frame_path(fp32, out, self, calibration=self.calibration)
+            fields.update(fp32_sha256=sha256_file(fp32), calibration=info)
+        else:
+            if not torch_installed():
+                raise ArtefactError(
+                    f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} {precision} "
+                    f"({'; '.join(reasons) or 'none built'}), and exporting one needs torch: run "
+                    "`lgseg artefacts` where torch is installed and copy models/artefacts here")
+            from .export import export_onnx
+
+            log.warning("exporting %s for %dx%d %s (once; later starts read the file)",
+                        self.checkpoint, size[0], size[1], precision)
+            export_onnx(self.net, out, size, self.cfg.text_dim, precision=precision)
+        write_manifest(out, fields)
+        return out
+
+
+def _vocab_key(checkpoint_sha: str, encoder, names) -> dict:
+    return {"kind": "vocabulary-embeddings", "checkpoint_sha256": checkpoint_sha,
+            "text_onnx_sha256": encoder.onnx_sha256, "template": encoder.template,
+            "names_sha256": hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()}
+
+
+def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
+    """Give the grounding reporter its vocabulary embeddings from the artefact cache, or
+    encode them now and store them there. Only for the ONNX MiniLM (whose graph hash keys
+    the file); returns what happened, for the log."""
+    import numpy as np
+
+    names = reporter.names
+    if not names or not checkpoint_sha or not getattr(encoder, "onnx_sha256", None):
+        return "not cached"
+    key = _vocab_key(checkpoint_sha, encoder, names)
+    file = f"vocab_{checkpoint_sha[:16]}_{encoder.onnx_sha256[:16]}_{key['names_sha256'][:8]}.npy"
+    for folder in artefact_dirs():
+        path = folder / "vocab" / file
+        try:
+            manifest = read_manifest(path)
+            if any(manifest.get(k) != v for k, v in key.items()):
+                continue
+            if path.stat().st_size > 64 + 4 * len(names) * 4096 or sha256_file(path) != manifest.get("onnx_sha256"):
+                continue
+            emb = np.load(path, allow_pickle=False)
+            if emb.dtype == np.float32 and reporter.use_vocabulary_embeddings(names, emb):
+                return f"loaded {path}"
+        except (ArtefactError, OSError, ValueError):
+            continue
+    emb = reporter.vocabulary_embeddings()
+    out = artefact_write_dir() / "vocab" / file
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp.npy")
+        np.save(tmp, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
+        os.replace(tmp, out)
+        write_manifest(out, key)   # "onnx_sha256" there is this file's own sha256
+    except OSError as exc:   # a read-only cache still runs; the next start encodes again
+        log.info("could not cache the vocabulary embeddings: %s", exc)
+    return f"encoded {len(names)} names"
+
+
+def model_source(checkpoint: str | None, config: str | None = None,
+                 calibration: str | None = None) -> tuple["ModelSource", bool]:
+    """(ModelSource, untrained) from a checkpoint's header (no torch, no tensors read) or a
+    config name."""
+    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+    from lgseg_ros.model.configs import get_config
+
+    if checkpoint:
+        cfg, meta = read_checkpoint_metadata(str(checkpoint))
+        if config and config != cfg.name:
+            log.warning("config %r ignored: checkpoint %s holds config %r", config, checkpoint, cfg.name)
+        return ModelSource(checkpoint, cfg, meta, calibration), False
+    return ModelSource(None, get_config(config or "lite-minilm"), {}, calibration), True
+
+
+def default_output_dir() -> Path:
+    from lgseg_ros.resources import SOURCE_ROOT
+
+    return SOURCE_ROOT / "models" / "artefacts"
+
+
+def build_all(checkpoint: str | None, sizes, precisions, output: Path,
+              calibration: str | None = None) -> dict:
+    """Every file a torch-free run needs for ``checkpoint`` into ``output``; verified files
+    already there are kept. Needs torch (export) and, for int8, CamVid train frames."""
+    import time
+
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+    from lgseg_ros.text.onnx_minilm import ensure_minilm_onnx
+
+    checkpoint = checkpoint or default_checkpoint_path()
+    if not checkpoint:
+        raise ArtefactError("no checkpoint given and the shipped model is not installed")
+    os.environ["LGSEG_ARTEFACTS"] = str(output)   # searched first and written to
+    source, _ = model_source(checkpoint, calibration=calibration)
+    result = {"checkpoint": str(checkpoint), "checkpoint_sha256": source.checkpoint_sha256,
+              "output": str(output), "files": {}}
+    start = time.perf_counter()
+    if source.cfg.text_encoder == "minilm":
+        path, _ = ensure_minilm_onnx(directory=output / "text")
+        result["files"]["text"] = {"path": str(path), "mb": round(path.stat().st_size / 1e6, 1)}
+    for size in sizes:
+        for precision in precisions:
+            out = output / "frame" / frame_name(source.checkpoint_sha256, size, precision)
+            try:
+                verify_frame(out, source.checkpoint_sha256, size, precision)
+                if read_manifest(out).get("code_sha256") != code_digest():
+                    raise ArtefactError("other model code")
+            except ArtefactError:
+                source.build(out, tuple(size), precision)
+            result["files"][f"{size[0]}x{size[1]}_{precision}"] = {
+                "path": str(out), "mb": round(out.stat().st_size / 1e6, 1)}
+    if source.cfg.text_encoder == "minilm":
+        from lgseg_ros.runtime.grounding import GroundingReporter, vocabulary_from_metadata
+        from lgseg_ros.text.onnx_minilm import OnnxMiniLMEncoder
+
+        encoder = OnnxMiniLMEncoder(template=source.cfg.prompt_template,
+                                    onnx_path=result["files"]["text"]["path"])
+        vocab, distractors = vocabulary_from_metadata(source.meta)
+        result["vocabulary"] = preload_vocabulary(GroundingReporter(vocab, encoder, distractors),
+                                                  encoder, source.checkpoint_sha256)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="lgseg artefacts",
+        description="Build the ONNX files a torch-free run needs (frame path per size and "
+                    "precision, MiniLM text encoder), verified against their sources.")
+    parser.add_argument("--checkpoint", help="safetensors checkpoint (default: the shipped model)")
+    parser.add_argument("--size", nargs=2, type=int, action="append", metavar=("H", "W"),
+                        help="network size; repeatable (default 384 480)")
+    parser.add_argument("--precision", action="append", choices=PRECISIONS,
+                        help="repeatable (default: fp32 and int8)")
+    parser.add_argument("--calibration", help="folder of CamVid *train* frames for int8 "
+                        "(default: $LGSEG_CAMVID/train or ../shared/datasets/camvid/train)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="output folder (default: models/artefacts in the source tree)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = build_all(args.checkpoint, args.size or [(384, 480)],
+                           args.precision or ["fp32", "int8"], args.output or default_output_dir(),
+                           args.calibration)
+    except (ArtefactError, FileNotFoundError, ValueError) as exc:
+        print(f"lgseg artefacts: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0

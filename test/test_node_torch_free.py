@@ -1,0 +1,118 @@
+"""Issue 19: the default node path runs without torch.
+
+`lgseg node` runs as its own process (real rclpy, Fast DDS on loopback) from ONNX
+artefacts the test builds first (where torch exists, as the development set-up does), then
+serves frames and a label change with new words. Its /proc/PID/maps must show no libtorch
+and its own sys.modules (reported by node_module_report.py) no module of torch's family,
+while its masks equal the in-process ONNX Runtime Segmenter's on the same frames.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+
+from lgseg_ros.srv import SetLabels
+from test_node_support import (LATCHED, NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness,  # noqa: F401
+                               camvid_frames, mask_of, rgb_msg, stamp_key, tiny_checkpoint,
+                               wait_until)
+
+NS = "/torchfree"
+NODE = f"{NS}/lgseg_node"
+REPORTER = str(Path(__file__).with_name("node_module_report.py"))
+
+
+@pytest.fixture(scope="module")
+def artefacts(tiny_checkpoint, tmp_path_factory):
+    from lgseg_ros.runtime.artefacts import build_all
+
+    folder = tmp_path_factory.mktemp("artefacts")
+    saved = os.environ.get("LGSEG_ARTEFACTS")
+    try:
+        build_all(tiny_checkpoint, [NET_HW], ["fp32"], folder)
+        try:   # the node's default precision (auto) is int8 on the CPU where it can be built
+            build_all(tiny_checkpoint, [NET_HW], ["int8"], folder)
+        except FileNotFoundError:   # no CamVid train frames to calibrate on: fp32 it is
+            pass
+    finally:  # build_all points this process at the folder; the fixture's users choose
+        if saved is None:
+            os.environ.pop("LGSEG_ARTEFACTS", None)
+        else:
+            os.environ["LGSEG_ARTEFACTS"] = saved
+    return folder
+
+
+@pytest.fixture(scope="module")
+def node(artefacts, tiny_checkpoint, tmp_path_factory):
+    report = tmp_path_factory.mktemp("report") / "modules.json"
+    env = {**os.environ, "LGSEG_ARTEFACTS": str(artefacts), "LGSEG_MODULE_REPORT": str(report)}
+    proc = NodeProcess(["-r", f"__ns:={NS}", "-p", f"checkpoint:={tiny_checkpoint}",
+                        "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+                        "-p", f"net_width:={NET_HW[1]}", "-p", "labels:=[road, car, sky]"],
+                       env=env, program=[REPORTER])
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen(f"{NODE}/label_mask")
+        pub = h.client.create_publisher(Image, f"{NS}/image", RELIABLE)
+        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=120,
+                   what="the node process to subscribe")
+        assert proc.alive(), "node exited:\n" + proc.text()
+        rec.wait_matched(f"{NODE}/label_mask", timeout=30)
+        yield h, proc, rec, pub, report
+    finally:
+        h.close()
+        proc.stop()
+
+
+def _serve(rec, pub, frame, proc, tries: int = 10):
+    """The node's mask for ``frame``. Sent again (new stamp) when no mask came within 3 s:
+    a frame published just as discovery completes can miss the node's reader."""
+    for _ in range(tries):
+        msg = rgb_msg(frame)
+        pub.publish(msg)
+        try:
+            return mask_of(rec.wait_stamp(f"{NODE}/label_mask", stamp_key(msg.header), timeout=3))
+        except AssertionError:
+            assert proc.alive(), f"node exited:\n{proc.text()[-4000:]}"
+    raise AssertionError(f"no mask after {tries} frames; node log:\n{proc.text()[-4000:]}")
+
+
+def test_node_serves_from_onnx_files_without_torch(node, artefacts, tiny_checkpoint):
+    h, proc, rec, pub, report = node
+    frames = camvid_frames(2)
+    got = [_serve(rec, pub, f, proc) for f in frames]
+    # A label change with words the node has not encoded yet: the text encoder runs too.
+    client = h.client.create_client(SetLabels, f"{NODE}/set_labels")
+    resp = h.call(client, SetLabels.Request(labels=["zebra crossing", "lamp post", "road"]))
+    assert resp.success, resp.message
+    got_new = _serve(rec, pub, frames[0], proc)
+
+    assert "backend onnxruntime" in proc.text(), proc.text()[-3000:]
+    with open(f"/proc/{proc.pid}/maps") as f:
+        torch_maps = sorted({line.split()[-1] for line in f if "libtorch" in line or "/torch/" in line})
+    assert torch_maps == [], f"the node process mapped torch's libraries: {torch_maps[:5]}"
+    wait_until(report.exists, timeout=5, what="the node's module report")
+    modules = json.loads(report.read_text())
+    assert modules == [], f"the node process imported {modules[:10]}"
+
+    # Same files, same runtime in this process: the node's masks are the library's.
+    os.environ["LGSEG_ARTEFACTS"] = str(artefacts)
+    try:
+        from lgseg_ros.runtime.segmenter import Segmenter
+
+        ref = Segmenter(checkpoint=tiny_checkpoint, backend="onnxruntime", device="cpu",
+                        precision="auto", net_size=NET_HW)
+    finally:
+        os.environ.pop("LGSEG_ARTEFACTS", None)
+    assert ref.text_encoder.encoder.runtime == "onnxruntime"
+    assert f"onnxruntime on cpu ({ref.backend.precision})" in proc.text()
+    for frame, mask in zip(frames, got):
+        np.testing.assert_array_equal(mask, ref.segment(frame, ref.prepare_labels(["road", "car", "sky"])).ids)
+    new = ref.prepare_labels(["zebra crossing", "lamp post", "road"])
+    np.testing.assert_array_equal(got_new, ref.segment(frames[0], new).ids)
