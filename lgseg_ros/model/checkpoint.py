@@ -176,6 +176,8 @@ def _check_config_bounds(cfg: ModelConfig, path: Path) -> None:
 def _expected_tensors(cfg: ModelConfig, path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Names, shapes and dtypes of the network ``cfg`` describes, from a build on the meta
     device: no memory is allocated for its weights."""
+    import torch
+
     from lgseg_ros.model.net import build_model
 
     _check_config_bounds(cfg, path)
@@ -187,9 +189,14 @@ def _expected_tensors(cfg: ModelConfig, path: Path) -> dict[str, tuple[tuple[int
     return {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
 
 
-_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-                 "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
-                 "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+def _torch_dtype(code: str):
+    """safetensors dtype code -> torch dtype (torch imported here: the metadata readers
+    above run in torch-free installs)."""
+    import torch
+
+    return {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+            "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+            "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}[code]
 
 
 def _config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
@@ -210,6 +217,8 @@ def load_checkpoint(path: str | os.PathLike, expected: ModelConfig | None = None
     is read from one open file, and its header is checked against the size of the file,
     against max_checkpoint_bytes() and against the network the recorded config describes
     before the tensor data is read at all."""
+    import torch
+
     from lgseg_ros.model.net import build_model
 
     path = Path(path)
@@ -246,7 +255,7 @@ def load_checkpoint(path: str | os.PathLike, expected: ModelConfig | None = None
         if name == "__metadata__":
             continue
         lo, hi = t["data_offsets"]
-        dtype = _TORCH_DTYPES[t["dtype"]]
+        dtype = _torch_dtype(t["dtype"])
         shape = found[name]
         if hi == lo:
             state[name] = torch.empty(shape, dtype=dtype)
