@@ -24,10 +24,11 @@ bench: setup
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) build install log outputs
 
-# Issue 19: the ONNX files a torch-free node runs from (shipped model, 384x480, fp32 + int8,
-# MiniLM text encoder) into models/artefacts, built with the development venv (torch).
+# Issue 19: the ONNX files a torch-free node runs from (both shipped models, 384x480, fp32 +
+# int8, MiniLM text encoder) into models/artefacts, built with the development venv (torch).
 artefacts: setup
 	$(PY) -m lgseg_ros.cli artefacts $(ARTEFACTS_ARGS)
+	$(PY) -m lgseg_ros.cli artefacts --checkpoint models/lgseg_lite_minilm_rooms.safetensors $(ARTEFACTS_ARGS)
 
 # The run-time install without torch (.venv-runtime, requirements-runtime.txt): `lgseg node`,
 # the demo and the node tools from models/artefacts. Builds the artefacts first when this

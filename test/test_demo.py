@@ -55,20 +55,21 @@ def test_demo_writes_its_outputs(demo_run):
     # A person reads a few lines; the numbers are in summary.json, not dumped on the console.
     assert len(stdout.splitlines()) <= 22 and not any(ln.startswith(("{", "}")) for ln in stdout.splitlines())
     assert "FPS" in stdout and "publish -> label_mask received" in stdout
-    # street: two changes; indoor: its first set at its first frame, then two more
-    assert stdout.count("acknowledged in") == len(SETS) - 1 + 3
+    # street: two changes; indoor: two more
+    assert stdout.count("acknowledged in") == len(SETS) - 1 + 2
     assert "node counters: in 6, processed 6" in stdout
 
 
-def test_demo_streams_the_indoor_sequence_to_the_same_node(demo_run):
-    from lgseg_ros.demo import DEFAULT_INDOOR_SCHEDULE
-    out, stdout, _ = demo_run
+def test_demo_streams_the_indoor_sequence_through_the_rooms_model(demo_run):
+    from lgseg_ros.demo import DEFAULT_INDOOR_SCHEDULE, ROOMS_CHECKPOINT
+    out, stdout, trained = demo_run
     indoor = json.loads((out / "summary.json").read_text())["indoor"]
     assert indoor["frames"] == 6
-    assert [c["labels"] for c in indoor["label_changes"]] == DEFAULT_INDOOR_SCHEDULE
-    assert indoor["label_changes"][0]["frame"] == 0
-    # the same node process: its counters go on from the street sequence
-    assert indoor["node_counters"]["frames_processed"] >= 12
+    assert [c["labels"] for c in indoor["label_changes"]] == DEFAULT_INDOOR_SCHEDULE[1:]
+    # a node of its own, on the rooms checkpoint
+    assert indoor["node_counters"]["frames_processed"] == 6
+    if trained and ROOMS_CHECKPOINT is not None:
+        assert str(ROOMS_CHECKPOINT) in (out / "node_indoor.log").read_text()
     sheet = cv2.imread(str(out / "contact_sheet_indoor.png"))
     assert sheet is not None and sheet.shape[0] > 300
     assert "indoor sequence" in stdout
