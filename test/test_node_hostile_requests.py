@@ -556,8 +556,10 @@ def test_cache_directory_errors_name_the_parameter(tmp_path, tiny_checkpoint):
 def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint, reference_segmenter):
     """Item 5, through the node: a graph with the expected file name in the cache directory
     was served as the model ("none" everywhere) while the log named the trusted checkpoint.
-    Now the cached file is run against the checkpoint's network first; a foreign one is
-    re-exported, and the masks are the checkpoint's."""
+    Now the ONNX Runtime path reads its graphs only from the artefact directories (not from
+    the peer-named engine_cache_dir), each checked against its manifest (checkpoint sha256,
+    size, precision, its own sha256) before it is served: a foreign graph under the expected
+    name is refused and re-exported, and the masks are the checkpoint's."""
     import torch
 
     from lgseg_ros.model import build_model, load_checkpoint
@@ -565,16 +567,20 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
 
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
+    art = tmp_path / "artefacts"
+    env = {**node_env(), "LGSEG_ARTEFACTS": str(art)}
     ns = "/hostile3_onnx"
     args = ["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam", "-p", f"checkpoint:={tiny_checkpoint}",
-            "-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
-            "-p", f"net_width:={NET_HW[1]}", "-p", f"engine_cache_dir:={cache}", "-p", "labels:=[road, car, sky]"]
-    first = NodeProcess(args, env=node_env())
+            "-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", "precision:=fp32",
+            "-p", f"net_height:={NET_HW[0]}", "-p", f"net_width:={NET_HW[1]}",
+            "-p", f"engine_cache_dir:={cache}", "-p", "labels:=[road, car, sky]"]
+    first = NodeProcess(args, env=env)
     try:
         wait_until(lambda: "]: active" in first.text() or not first.alive(), timeout=180, what="first start")
     finally:
         first.stop()
-    (exported,) = list(cache.glob("lgseg_*.onnx"))
+    (exported,) = list(art.glob("frame/lgseg_*_fp32.onnx"))
+    assert not list(cache.glob("*.onnx"))       # the peer-named directory feeds nothing
     net, cfg = load_checkpoint(tiny_checkpoint)
     other = build_model(cfg, load_weights=False).eval()
     with torch.no_grad():
@@ -583,7 +589,7 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
     ex.export_onnx(other, exported, NET_HW, cfg.text_dim)  # well formed, right name, wrong model
     planted = exported.read_bytes()
 
-    proc = NodeProcess(args, env=node_env())
+    proc = NodeProcess(args, env=env)
     h = RosHarness()
     try:
         rec = Recorder(h)
@@ -591,7 +597,7 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
         pub = h.client.create_publisher(Image, f"{ns}/cam", RELIABLE)
         wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=180, what="second start")
         assert proc.alive(), proc.text()[-3000:]
-        assert "does not reproduce the checkpoint's outputs" in proc.text(), proc.text()[-3000:]
+        assert "fail their recorded sha256" in proc.text(), proc.text()[-3000:]
         assert exported.read_bytes() != planted
         rec.wait_matched(f"{ns}/lgseg_node/label_mask", timeout=30)
         frame = camvid_frames(1)[0]

@@ -199,6 +199,9 @@ class ModelSource:
         if not allow_build:
             raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
                                 f"{precision} ({'; '.join(reasons)})")
+        refused = [r for r in reasons if not r.endswith(": not built")]
+        if refused:   # a file was there and is not served: say why (capped)
+            log.warning("not serving a cached frame path: %s", "; ".join(refused)[:600])
         out = artefact_write_dir() / "frame" / name
         return self.build(out, size, precision, reasons)
 
