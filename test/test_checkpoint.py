@@ -224,3 +224,25 @@ def test_header_bombs_are_refused_before_allocating(tmp_path):
         load_checkpoint(lying)
     # ru_maxrss is in KB: the process's peak grew by far less than the sizes described.
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 300 * 1024
+
+
+def test_a_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A safetensors file starts with its header length, little-endian: when that length's
+    low byte is 0x80 the file's first byte is pickle's protocol marker. One training run's
+    checkpoint in 256 was refused as a pickle before this was told apart."""
+    import struct
+
+    from lgseg_ros.model import build_model, get_config, load_checkpoint, save_checkpoint
+    cfg = get_config("test-tiny")
+    net = build_model(cfg)
+    for pad in range(0, 2048, 8):
+        path = tmp_path / f"c{pad}.safetensors"
+        save_checkpoint(str(path), net, cfg, {"pad": "x" * pad})
+        head = path.read_bytes()[:8]
+        if head[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length ending in 0x80")
+    assert struct.unpack("<Q", head)[0] % 256 == 0x80
+    loaded, _ = load_checkpoint(str(path))
+    assert loaded.state_dict().keys() == net.state_dict().keys()

@@ -65,14 +65,20 @@ def _header_from(f, path: Path, size: int) -> tuple[dict[str, Any], int]:
     data must be the rest of the file and no larger than max_checkpoint_bytes(): a few
     hundred bytes describing gigabytes are refused here, before anything is allocated."""
     head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+    plausible = n is not None and n <= _MAX_HEADER and 8 + n <= size
+    # torch.save writes a zip ("PK\x03\x04") or a pickle ("\x80" + protocol). A safetensors
+    # header length whose low byte is 0x80 starts with "\x80" too (1 file in 256: a
+    # training run's checkpoint was refused as a pickle), so that alone proves nothing.
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03",
+                                                                          b"\x04", b"\x05")
+                                       and not plausible):
         raise CheckpointError(
             f"{path} is a pickle (torch.save) file, not a safetensors checkpoint; refusing "
             "to unpickle it. Re-save it with lgseg_ros.model.save_checkpoint")
-    if len(head) < 8:
+    if n is None:
         raise CheckpointError(f"{path} is truncated or empty ({size} bytes)")
-    (n,) = struct.unpack("<Q", head)
-    if n > _MAX_HEADER or 8 + n > size:
+    if not plausible:
         raise CheckpointError(f"{path} is truncated or not a safetensors file (header claims "
                               f"{n} bytes, file has {size}; at most {_MAX_HEADER} accepted)")
     raw = f.read(n)
