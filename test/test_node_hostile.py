@@ -29,10 +29,9 @@ from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters, Set
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from lgseg_ros.ros.dds import PROFILE_VARS
 from lgseg_ros.ros.node import ConfigError, LgsegNode, _check_checkpoint_path
 from lgseg_ros.srv import SetLabels
-from test_node_support import (NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness,  # noqa: F401
+from test_node_support import (NET_HW, RELIABLE, NodeProcess, node_env, Recorder, RosHarness,  # noqa: F401
                                camvid_frames, header, node_params, rgb_msg, stamp_key,
                                tiny_checkpoint, wait_until)
 
@@ -44,13 +43,6 @@ NEXT_FRAME_DEADLINE_S = 1.0
 # Frames of a 30 Hz stream that the node's depth-1 input may replace before its callback
 # runs, on a loaded 2-core machine (see test_large_raw_frames_at_30_hz_all_reach_the_node).
 LATEST_FRAME_SLACK = 3
-
-
-def node_env() -> dict:
-    env = dict(os.environ)
-    for var in PROFILE_VARS:
-        env.pop(var, None)
-    return env
 
 
 @pytest.fixture(scope="module")

@@ -32,22 +32,14 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_srvs.srv import SetBool
 
-from lgseg_ros.ros.dds import PROFILE_VARS
 from lgseg_ros.srv import SetLabels
-from test_node_support import NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness, camvid_frames, rgb_msg
+from test_node_support import NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness, camvid_frames, node_env, rgb_msg
 from test_node_support import reference_segmenter, stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (fixtures)
 
 NS = "/hostile3"
 NODE = f"{NS}/lgseg_node"
 CAMERA = f"{NS}/camera/image_raw"
 RSS_RISE_LIMIT_MB = 300   # the target per request or message
-
-
-def node_env() -> dict:
-    env = dict(os.environ)
-    for var in PROFILE_VARS:
-        env.pop(var, None)
-    return env
 
 
 @pytest.fixture(scope="module")

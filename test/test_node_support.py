@@ -386,3 +386,14 @@ class NodeProcess:
                 self.proc.wait()
         self._reader.join(5)
         return self.proc.returncode
+
+
+def node_env() -> dict:
+    """This process's environment without the Fast DDS profile variables: a node process
+    started with it runs as a user's node would, without the test's profile."""
+    from lgseg_ros.ros.dds import PROFILE_VARS
+
+    env = dict(os.environ)
+    for var in PROFILE_VARS:
+        env.pop(var, None)
+    return env

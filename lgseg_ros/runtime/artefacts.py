@@ -85,18 +85,10 @@ def frame_name(checkpoint_sha: str, size: tuple[int, int], precision: str) -> st
 
 
 def read_manifest(onnx_path: Path) -> dict:
-    mpath = onnx_path.with_suffix(".json")
-    if not onnx_path.is_file() or not mpath.is_file():
-        raise ArtefactError(f"{onnx_path}: not built")
-    if mpath.stat().st_size > _MAX_MANIFEST:
-        raise ArtefactError(f"{mpath}: too large to be a manifest")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtefactError(f"{mpath}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtefactError(f"{mpath}: unknown manifest format")
-    return manifest
+    from .engine_cache import read_manifest_file
+
+    return read_manifest_file(onnx_path, onnx_path.with_suffix(".json"), FORMAT, ArtefactError,
+                              _MAX_MANIFEST)
 
 
 def write_manifest(onnx_path: Path, fields: dict) -> dict:

@@ -37,6 +37,24 @@ _PREFIX = struct.Struct("<8sII")
 _MAX_HEADER = 1 << 20
 
 
+def read_manifest_file(onnx_path: Path, manifest_path: Path, fmt: str, error: type,
+                       max_bytes: int = 1 << 16) -> dict:
+    """The JSON manifest beside a cached ONNX file, bounded in size and of format ``fmt``;
+    ``error`` (an exception class) saying why not. The artefact and text-encoder caches
+    both read their manifests through this."""
+    if not onnx_path.is_file() or not manifest_path.is_file():
+        raise error(f"{onnx_path}: not built")
+    if manifest_path.stat().st_size > max_bytes:
+        raise error(f"{manifest_path}: too large to be a manifest")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise error(f"{manifest_path}: unknown manifest format")
+    return manifest
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

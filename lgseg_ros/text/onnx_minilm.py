@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from lgseg_ros.labels import LabelSetError
-from lgseg_ros.runtime.engine_cache import sha256_file
+from lgseg_ros.runtime.engine_cache import read_manifest_file, sha256_file
 from lgseg_ros.text.encoders import apply_template, check_labels, check_template, minilm_model_dir
 
 log = logging.getLogger(__name__)
@@ -141,17 +141,7 @@ def ensure_minilm_onnx(model_dir: Path | None = None, directory: Path | None = N
 
 def verify(path: Path, source: dict) -> dict:
     """The manifest of ``path`` if it was exported from ``source`` and its bytes are intact."""
-    mpath = _manifest_path(path)
-    if not path.is_file() or not mpath.is_file():
-        raise TextArtefactError(f"{path}: not built")
-    if mpath.stat().st_size > 1 << 16:
-        raise TextArtefactError(f"{mpath}: manifest too large to be one of ours")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise TextArtefactError(f"{mpath}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise TextArtefactError(f"{mpath}: unknown manifest format")
+    manifest = read_manifest_file(path, _manifest_path(path), FORMAT, TextArtefactError)
     if manifest.get("source") != source:
         raise TextArtefactError(f"{path}: exported from other MiniLM weights (stale)")
     if sha256_file(path) != manifest.get("onnx_sha256"):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from . import concepts as C
 from .datasets import IGNORE, build_dataset
+from .metrics import ConfusionMatrix
 
 
 def parse_args(argv):
@@ -71,31 +72,24 @@ def _predict(net, rgb, text, long_side):
     return logits.argmax(1)[0].numpy()
 
 
-def _targets(label, class_names, words):
-    """Per pixel: index of the finest word in its chain, len(words) = other, IGNORE."""
+def target_lut(class_names, words) -> np.ndarray:
+    """Stored class id -> index of the finest word in its chain, len(words) = other."""
     lut = np.full(256, IGNORE, np.int64)
     for i, name in enumerate(class_names):
         chain = C.chain(name)
         lut[i] = next((words.index(c) for c in reversed(chain) if c in words), len(words))
-    return lut[label]
+    return lut
 
 
-class _IoU:
-    def __init__(self, n):
-        self.tp, self.fp, self.fn = np.zeros(n), np.zeros(n), np.zeros(n)
+def _targets(label, class_names, words):
+    """Per pixel: index of the finest word in its chain, len(words) = other, IGNORE."""
+    return target_lut(class_names, words)[label]
 
-    def update(self, pred, target, n):
-        keep = target != IGNORE
-        p, t = pred[keep], target[keep]
-        for c in range(n):
-            pc, tc = p == c, t == c
-            self.tp[c] += np.sum(pc & tc)
-            self.fp[c] += np.sum(pc & ~tc)
-            self.fn[c] += np.sum(~pc & tc)
 
-    def iou(self):
-        d = self.tp + self.fp + self.fn
-        return np.where(d > 0, self.tp / np.maximum(d, 1), np.nan)
+def _scores(n):
+    """Words 0..n-1 plus "other" (n): a word predicted on an other pixel is its false
+    positive, as ConfusionMatrix counts it; only the words' IoUs are reported."""
+    return ConfusionMatrix(n + 1)
 
 
 def main(argv=None) -> int:
@@ -124,19 +118,19 @@ def main(argv=None) -> int:
     asked = [ask_as.get(w, w) for w in words]
     together = enc.encode(asked + context).float()
     alone = [enc.encode([w]).float() for w in asked] if a.alone else []
-    m_together, m_alone = _IoU(n), _IoU(n)
+    m_together, m_alone = _scores(n), _scores(n)
+    lut = target_lut(ds.class_names, words)
     regions = {w: {"regions": 0, "found": 0, "tp": 0, "pred": 0} for w in a.regions}
     for i in range(len(ds)):
         rgb, label = ds.load(i)
-        target = _targets(label, ds.class_names, words)
+        target = lut[label]
         pred = _predict(net, rgb, together, a.long_side)
         pred = np.where(pred < n, pred, n)             # context words and none: "not scored"
-        m_together.update(pred, target, n)
+        m_together.update(torch.from_numpy(pred), torch.from_numpy(target))
         for j, text in enumerate(alone):
             pj = _predict(net, rgb, text, a.long_side) == 0
-            t = np.where(target == IGNORE, IGNORE, (target == j).astype(np.int64))
-            m_alone.update(np.where(pj, j, n), np.where(t == IGNORE, IGNORE,
-                                                        np.where(t == 1, j, n)), n)
+            t = np.where(target == IGNORE, IGNORE, np.where(target == j, j, n))
+            m_alone.update(torch.from_numpy(np.where(pj, j, n)), torch.from_numpy(t))
         for w, r in regions.items():
             if w not in words:
                 continue
@@ -152,13 +146,13 @@ def main(argv=None) -> int:
             sel = target != IGNORE
             r["tp"] += int(np.sum((pred == c) & (target == c) & sel))
             r["pred"] += int(np.sum((pred == c) & sel))
-    iou = m_together.iou()
+    iou = m_together.iou()[:n]
     out = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "images": len(ds),
            "label_anchor": anchor, "context": context, "asked_as": asked,
            "together": {"per_word_iou": {w: _r(v) for w, v in zip(words, iou)},
                         "mean_iou": _r(np.nanmean(iou))}}
     if a.alone:
-        ia = m_alone.iou()
+        ia = m_alone.iou()[:n]
         out["alone"] = {"per_word_iou": {w: _r(v) for w, v in zip(words, ia)},
                         "mean_iou": _r(np.nanmean(ia))}
     if regions:

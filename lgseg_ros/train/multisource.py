@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -82,7 +83,6 @@ class MultiSourceDataset(Dataset):
         self.parts: list[SegDataset] = []
         self.askable: list[list[int]] = []
         for spec in specs:
-            from pathlib import Path
             if (Path(spec.data) / "EVALUATION_ONLY").exists():
                 raise ValueError(f"source {spec.data} holds labels of evaluation frames "
                                  "(lgseg pseudo-label --for-evaluation): never training input")

@@ -14,12 +14,13 @@ the image's own size: labels by nearest neighbour, confidence bilinearly.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
+
+from lgseg_ros.runtime.engine_cache import sha256_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +59,6 @@ def read_teacher_labels(path: str | Path) -> list[str]:
     return names
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Teacher:
     """``predict(rgb) -> (ids int32 HxW, confidence float32 HxW)``; ids index
     ``class_names`` and are -1 where the teacher names no class (its "other"/background)."""
@@ -79,7 +72,7 @@ class Teacher:
                                  f"({', '.join(KNOWN_TEACHERS)}); give its TeacherSpec")
         self.spec = spec
         self.class_names = read_teacher_labels(self.path.parent / spec.labels_file)
-        self.sha256 = file_sha256(self.path)
+        self.sha256 = sha256_file(self.path)
         if self.path.suffix == ".onnx":
             import onnxruntime as ort
             so = ort.SessionOptions()
