@@ -146,12 +146,20 @@ class MultiSourceDataset(Dataset):
                 freq += share * counts / counts.sum()
         return freq
 
-    def class_weights(self, power: float = 0.5, clip: tuple[float, float] = (0.3, 3.0)):
-        """Per chain: (median frequency / frequency) ** power, clipped; a chain never seen
-        gets the upper clip (it can only appear in data this sample missed)."""
+    def class_weights(self, power: float = 0.5, clip: tuple[float, float] = (0.5, 3.0),
+                      min_ref_frequency: float = 1e-3):
+        """Per chain: (reference frequency / frequency) ** power, clipped; a chain never seen
+        gets the upper clip (it can only appear in data this sample missed). The reference is
+        the median over chains with at least ``min_ref_frequency`` of the pixels: with well
+        over a hundred chains, most of them thin, a median over all of them sits so low that
+        every common concept (road, sky, wall) hit the lower clip, and CamVid's classes lost
+        a third of their weight against a long tail of rare ones."""
         freq = self.pixel_frequency()
         seen = freq > 0
-        med = np.median(freq[seen]) if seen.any() else 1.0
+        ref_set = freq >= min_ref_frequency
+        if not ref_set.any():
+            ref_set = seen
+        med = np.median(freq[ref_set]) if ref_set.any() else 1.0
         w = np.full(len(freq), clip[1])
         w[seen] = np.clip((med / freq[seen]) ** power, *clip)
         return torch.tensor(w, dtype=torch.float32)

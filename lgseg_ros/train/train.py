@@ -86,8 +86,13 @@ def parse_args(argv):
                    default="none",
                    help="median-freq: SegNet's CamVid weights; sqrt-median-freq: their square "
                         "root, a milder push towards thin classes (CamVid only); concept-freq "
-                        "(with --source): sqrt(median/frequency) per label chain, clipped to "
-                        "0.3..3, so indoor and rare street concepts are learnt")
+                        "(with --source): (median/frequency)**power per label chain, the median "
+                        "over chains with >=0.1%% of the pixels, clipped to --class-weight-clip, "
+                        "so indoor and rare street concepts are learnt")
+    p.add_argument("--class-weight-power", type=float, default=0.5,
+                   help="exponent of concept-freq weights (0: all equal, 1: full balancing)")
+    p.add_argument("--class-weight-clip", type=float, nargs=2, default=(0.5, 3.0),
+                   metavar=("LO", "HI"), help="bounds of concept-freq weights")
     p.add_argument("--full-prob", type=float, default=0.3,
                    help="with --source: probability a batch asks every concept present "
                         "(else a random subset), plus up to --max-absent absent ones")
@@ -350,7 +355,8 @@ def main(argv=None) -> int:
     if args.class_weights == "concept-freq":
         if not multi:
             raise SystemExit("--class-weights concept-freq needs --source")
-        weights = train_ds.class_weights().to(device)
+        weights = train_ds.class_weights(
+            power=args.class_weight_power, clip=tuple(args.class_weight_clip)).to(device)
         log.info("class weights per chain: %s", {n: round(float(w), 2) for n, w in
                                                  zip(class_names, weights.tolist())})
     elif args.class_weights != "none":
