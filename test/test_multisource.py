@@ -11,7 +11,8 @@ import torch
 from lgseg_ros.train import train
 from lgseg_ros.train.datasets import IGNORE, load_camvid, read_label
 from lgseg_ros.train.multisource import (ConceptSpace, MultiSourceDataset,
-                                         MultiSourceLabelSampler, SourceSpec, build_vocabulary)
+                                         MultiSourceLabelSampler, SourceSpec, build_vocabulary,
+                                         filter_distractors)
 
 
 def test_nested_targets_follow_what_was_asked():
@@ -44,6 +45,33 @@ def test_label_sets_come_from_what_the_source_can_answer():
         assert asked & {ids["sky"], ids["car"], ids["bus"]}  # something present is asked
         seen_names.update(b.names)
     assert {"automobile", "banana"} <= seen_names and "lamp" not in seen_names
+
+
+def test_a_refinement_is_asked_when_present_never_as_an_absent_negative():
+    """A teacher marks only the windows it is sure of inside CamVid's buildings: asking
+    "window" of a street frame with no window marked would call its windows "none"."""
+    space = ConceptSpace(["sky", "building", "building > window", "bed"])
+    ids = {c: space.concepts.index(c) for c in space.concepts}
+    askable = [[ids["sky"], ids["building"], ids["window"]]]
+    s = MultiSourceLabelSampler(space, askable, {}, rng=random.Random(1), max_absent=3,
+                                negatable=[[ids["sky"], ids["building"]]])
+    asked_absent, asked_present = 0, 0
+    for _ in range(300):
+        absent_window = {c for c in s.sample(0, [0]).classes if c >= 0}  # only sky present
+        asked_absent += ids["window"] in absent_window
+        present = {c for c in s.sample(0, [0, 2]).classes if c >= 0}      # a window marked
+        asked_present += ids["window"] in present
+    assert asked_absent == 0 and asked_present > 50
+
+
+def test_distractors_that_are_kinds_of_trained_things_are_dropped():
+    words = ["chair", "table", "wall", "banana", "folding chair", "work-table", "brick"]
+    onehot = {w: torch.eye(8)[i] for i, w in enumerate(words)}
+    onehot["brick"] = torch.nn.functional.normalize(onehot["wall"] + 0.2 * onehot["brick"], dim=0)
+    table = lambda ws: torch.stack([onehot[w] for w in ws])  # noqa: E731
+    kept = filter_distractors(["folding chair", "work-table", "banana", "chair", "brick"],
+                              table, ["chair", "table", "wall"])
+    assert kept == ["banana"]  # kinds of chairs/tables by their words, brick by its cosine
 
 
 def test_vocabulary_keeps_a_concept_name_for_its_own_concept():
@@ -100,6 +128,9 @@ def test_sources_merge_into_one_chain_list(two_sources):
     assert (lbl2 == sky).any() and set(torch.unique(lbl2).tolist()) <= {sky, 3, IGNORE}
     w = ds.class_weights()
     assert w.shape == (len(ds.class_names),) and torch.all(w > 0)
+    window = ds.space.concepts.index("window")
+    assert window in ds.askable[0] and window not in ds.negatable[0]
+    assert ds.space.concepts.index("building") in ds.negatable[0]
 
 
 def test_two_source_training_smoke(two_sources, tmp_path):

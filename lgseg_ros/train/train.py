@@ -295,7 +295,7 @@ def multi_source_labels(args, train_ds, encoder, rng):
         train_ds.space, train_ds.askable, vocab, full_prob=args.full_prob,
         max_absent=args.max_absent, synonym_prob=args.synonym_prob,
         distractor_prob=args.distractor_prob, max_distractors=args.max_distractors,
-        distractors=distractors, rng=rng)
+        distractors=distractors, negatable=train_ds.negatable, rng=rng)
     table(sampler.all_names())
     sampler.table = table
     log.info("%d concepts, %d names, %d distractors kept of %d", len(train_ds.space.concepts),
