@@ -602,3 +602,73 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
     finally:
         h.close()
         proc.stop()
+
+
+# Item 9's bound. rmw_fastrtps copies a taken sample three times before rclpy sees it (the
+# reader's reassembly buffer, a FastBuffer, the serialized message) and rclpy a fourth
+# (bytes), two of them alive at once; 3.5x the sample is what the raw path costs. rclpy's
+# own conversion cost ~4x (+816 MB for 200 MB), so this bound fails on the old path.
+OVERSIZED_PEAK_FACTOR = 3.5
+
+
+def test_an_oversized_sample_is_refused_before_conversion_and_its_buffer_given_back(tiny_checkpoint):
+    """Item 9: a 200 MB `data` field on a 2x2 frame raised peak RSS by 816 MB, and 216 MB
+    stayed (Fast DDS's reader keeps its largest payload). Now the node takes the serialized
+    sample (raw=True), refuses it from its CDR header before any conversion, and renews the
+    subscription, which hands the retained buffer back. What Fast DDS and rclpy copy before
+    the node sees the sample is not bounded (README, Troubleshooting, "Oversized samples"):
+    this test holds the rise to OVERSIZED_PEAK_FACTOR x the sample. The node subscribes
+    reliable so that the whole sample arrives (best effort usually loses a fragment of it,
+    which costs only the reassembly buffer)."""
+    size = 200 << 20
+    ns = "/hostile3_big"
+    proc = NodeProcess(["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam",
+                        "-p", f"checkpoint:={tiny_checkpoint}", "-p", "backend:=torch",
+                        "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+                        "-p", f"net_width:={NET_HW[1]}", "-p", "status_period:=0.2",
+                        "-p", "qos_reliability:=reliable", "-p", "labels:=[road, car, sky]"],
+                       env=node_env())
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen(f"{ns}/lgseg_node/label_mask")
+        rec.listen(f"{ns}/lgseg_node/status", DiagnosticArray)
+        pub = h.client.create_publisher(Image, f"{ns}/cam", RELIABLE)
+        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=180,
+                   what="the node to subscribe")
+        assert proc.alive(), proc.text()[-3000:]
+        rec.wait_matched(f"{ns}/lgseg_node/label_mask", timeout=30)
+
+        def serve(deadline=1.0):
+            msg = rgb_msg(camvid_frames(1)[0])
+            t0 = time.monotonic()
+            pub.publish(msg)
+            rec.wait_stamp(f"{ns}/lgseg_node/label_mask", stamp_key(msg.header), timeout=deadline + 10)
+            return time.monotonic() - t0
+
+        serve(deadline=30)
+        time.sleep(1.0)
+        rss0 = proc.rss_mb()
+        proc.reset_peak()
+        log_at = proc.log_bytes()
+        big = rgb_msg(np.zeros((2, 2, 3), np.uint8))
+        big.data = bytes(size)
+        pub.publish(big)
+        del big
+        wait_until(lambda: "skipped frame" in proc.text_since(log_at) or not proc.alive(),
+                   timeout=120, what="the oversized frame to be refused")
+        took = serve()
+        time.sleep(1.0)
+        rise, kept = proc.peak_mb() - rss0, proc.rss_mb() - rss0
+        print(json.dumps({"oversized_sample": {"mb": size >> 20, "peak_rss_rise_mb": round(rise, 1),
+                                               "rss_kept_mb": round(kept, 1),
+                                               "next_frame_s": round(took, 3)}}))
+        text = proc.text_since(log_at)
+        assert f"data has {size} bytes, more than step*height = 6*2 = 12" in text, text[-2000:]
+        assert took < 1.0, took
+        assert rise < OVERSIZED_PEAK_FACTOR * (size >> 20), rise
+        assert kept < 64, kept          # was 216 MB: the renewed reader gave its buffer back
+        assert serve() < 1.0            # the renewed subscription serves the camera
+    finally:
+        h.close()
+        proc.stop()
