@@ -4,8 +4,9 @@ mask, overlay, confidence and the id -> label mapping out; target classes change
 Thin over the ROS-free core: ``Segmenter`` does the model work, ``image_conversion`` the
 message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots and stats.
 Beside it: ``outputs`` (what is published), ``param_guard`` (the bounded parameter
-services), ``frame_checks`` (header checks), ``label_worker`` (label encoding off the
-executor), ``node_main`` (the process: signals, exit codes). What is here is the ROS
+services), ``frame_checks`` (header checks), ``wire`` (input frames read and checked from
+their serialized form: images are subscribed ``raw=True``), ``label_worker`` (label
+encoding off the executor), ``node_main`` (the process: signals, exit codes). What is here is the ROS
 wiring and the rules that make the outputs trustworthy:
 
 * Latest frame only. The subscription callback stores the newest message in its camera's
@@ -25,7 +26,8 @@ wiring and the rules that make the outputs trustworthy:
   frame is served. Bad label sets are rejected with the reason; nothing changes.
 * Hostile input is a class, not a list: sizes are bounded before anything is allocated
   (pixel limit before conversion, image headers before decoding, parameter ranges when
-  set, request entry and name counts, header.frame_id length), values a peer sent are
+  set, request entry and name counts, header.frame_id length and data length read from
+  the serialized sample before it is converted), values a peer sent are
   repeated cut short in logs and replies, and no message or request can end the process
   (the parameter services are answered here where rclpy's raise; the executor spins past
   any callback that raises). What the node loads (checkpoint, model_config,

@@ -51,9 +51,13 @@ class _Reader:
             raise FrameRejected(f"serialized sample of {len(self.buf)} bytes is shorter than "
                                 "its CDR encapsulation header")
         kind = bytes(self.buf[:2])
-        if kind not in (b"\x00\x00", b"\x00\x01"):
-            raise FrameRejected(f"CDR encapsulation {kind.hex()} is not plain CDR (0000 or 0001)")
-        self.order = "<" if kind == b"\x00\x01" else ">"
+        # Plain CDR (XCDR1, what rmw_fastrtps sends) or plain XCDR2 (final types, as a peer
+        # on another DDS may send): with no field wider than 4 bytes, as in Image and
+        # CompressedImage, both lay the fields out the same way.
+        if kind not in (b"\x00\x00", b"\x00\x01", b"\x00\x06", b"\x00\x07"):
+            raise FrameRejected(f"CDR encapsulation {kind.hex()} is not plain CDR "
+                                "(0000, 0001, 0006 or 0007)")
+        self.order = "<" if kind[1] & 1 else ">"
         self.pos = 4
 
     def take(self, n: int, field: str) -> memoryview:
@@ -80,10 +84,12 @@ class _Reader:
 
     def string(self, field: str, max_chars: int) -> str:
         n = self.u32(f"{field} length")
-        # Checked before the bytes are copied: the length is what the peer claims.
-        if n > max_chars + 1:
-            raise FrameRejected(f"{field} is {n - 1} bytes long; at most {max_chars} are "
-                                "accepted (every output copies the header)")
+        # Checked before the bytes are copied: the length is what the peer claims. A
+        # character is at most 4 bytes of UTF-8, so more than 4*max_chars bytes are more
+        # than max_chars characters (frame_checks counts the characters of shorter ones).
+        if n > 4 * max_chars + 1:
+            raise FrameRejected(f"{field} of {n - 1} bytes is longer than {max_chars} characters; "
+                                "outputs copy the header, so it is refused")
         raw = bytes(self.take(n, field))
         if raw and raw[-1] == 0:
             raw = raw[:-1]
