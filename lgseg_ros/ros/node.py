@@ -6,8 +6,8 @@ message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots a
 Beside it: ``outputs`` (what is published), ``param_guard`` (the bounded parameter
 services), ``frame_checks`` (header checks), ``wire`` (input frames read and checked from
 their serialized form: images are subscribed ``raw=True``), ``label_worker`` (label
-encoding off the executor), ``node_main`` (the process: signals, exit codes). What is here is the ROS
-wiring and the rules that make the outputs trustworthy:
+encoding off the executor), ``node_main`` (the process: signals, exit codes). What is here
+is the ROS wiring and the rules that make the outputs trustworthy:
 
 * Latest frame only. The subscription callback stores the newest message in its camera's
   slot (a replaced frame counts as dropped) and returns; one worker thread processes the
