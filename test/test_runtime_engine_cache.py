@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from lgseg_ros.runtime.engine_cache import (CacheMiss, EngineCache, EngineKey, read_engine,
-                                            read_header, write_engine)
+from lgseg_ros.runtime.engine_cache import (ORIGIN_SECRET, CacheMiss, EngineCache, EngineKey,
+                                            read_engine, read_header, write_engine)
 
 ENGINE = bytes(range(256)) * 64  # stands in for a serialized engine: opaque bytes
 
@@ -139,7 +139,8 @@ def test_get_or_build_builds_once_then_serves_and_rebuilds_when_damaged(tmp_path
 
     engine, built = cache.get_or_build(key, build, force_rebuild=True)
     assert (built, len(calls)) == (True, 3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp files left
+    # no temp files left; the cache's origin secret is the only other file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, ORIGIN_SECRET])
 
 
 def test_failed_build_leaves_no_file(tmp_path):
@@ -150,7 +151,7 @@ def test_failed_build_leaves_no_file(tmp_path):
 
     with pytest.raises(RuntimeError, match="parser error"):
         cache.get_or_build(make_key(), build)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name != ORIGIN_SECRET] == []
 
 
 def test_cache_keeps_the_most_recently_used_engines(tmp_path, monkeypatch):
@@ -192,3 +193,118 @@ def test_prune_leaves_other_files_and_the_protected_one(tmp_path):
     removed = prune_cache(tmp_path, "lgseg_*.engine", keep=1, protect=files[0])
     assert sorted(removed) == sorted(files[1:3])          # the oldest is protected
     assert {p.name for p in tmp_path.iterdir()} == {"lgseg_0.engine", "lgseg_3.engine", "notes.txt"}
+
+
+# -- origin: a checksum is not proof of origin (issue 20, item 5) ---------------------------
+
+def _built(cache, key, engine=ENGINE):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return engine
+    out, built = cache.get_or_build(key, build)
+    return out, built, len(calls)
+
+
+def test_a_planted_engine_with_a_valid_checksum_is_rebuilt_not_served(tmp_path, caplog):
+    """Someone who can write a file can also write a matching key and sha256 into its header:
+    only the origin signature, made with this cache's secret, says the cache wrote it."""
+    cache = EngineCache(tmp_path)
+    key = make_key()
+    planted = b"EVIL" * 1000
+    write_engine(cache.path_for(key), key, planted)             # checksum right, no signature
+    assert read_engine(cache.path_for(key), key) == planted      # integrity alone would pass
+    with caplog.at_level(logging.WARNING, logger="lgseg_ros.runtime.engine_cache"):
+        engine, built, calls = _built(cache, key)
+    assert (engine, built, calls) == (ENGINE, True, 1)
+    assert any("not written by this cache" in r.getMessage() for r in caplog.records)
+    # Signed with another cache's secret (an engine copied from another machine): rebuilt too.
+    write_engine(cache.path_for(key), key, planted, secret=b"x" * 32)
+    assert _built(cache, key) == (ENGINE, True, 1)
+    assert _built(cache, key) == (ENGINE, False, 0)              # its own file is served
+
+
+def test_a_tampered_engine_a_wrong_source_or_version_is_refused_and_rebuilt(tmp_path, caplog):
+    cache = EngineCache(tmp_path)
+    key = make_key()
+    _built(cache, key)
+    path = cache.path_for(key)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01                                             # one bit of the engine
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="lgseg_ros.runtime.engine_cache"):
+        assert _built(cache, key) == (ENGINE, True, 1)
+    assert any("sha256" in r.getMessage() for r in caplog.records)
+    # A signed file for another source ONNX or TensorRT version, renamed to this key's name.
+    for change in ({"onnx_sha256": "cd" * 32}, {"trt_version": "10.3.0.26"}, {"gpu_name": "Orin"},
+                   {"compute_capability": (8, 7)}, {"k_profile": (1, 16, 64)}):
+        other = make_key(**change)
+        _built(cache, other, engine=b"OTHER" * 100)
+        cache.path_for(other).replace(path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lgseg_ros.runtime.engine_cache"):
+            assert _built(cache, key) == (ENGINE, True, 1), change
+        field = next(iter(change))
+        assert any("stale engine" in r.getMessage() and field in r.getMessage()
+                   for r in caplog.records), change
+
+
+def test_only_own_regular_files_in_a_private_directory_are_served(tmp_path):
+    import os
+
+    cache = EngineCache(tmp_path)
+    key = make_key()
+    _built(cache, key)
+    path = cache.path_for(key)
+    path.chmod(0o666)
+    with pytest.raises(CacheMiss, match="writable by group or others"):
+        read_engine(path, key, cache.secret)
+    assert _built(cache, key) == (ENGINE, True, 1)              # rebuilt, with a safe mode
+    elsewhere = tmp_path / "elsewhere.engine"
+    path.replace(elsewhere)
+    os.symlink(elsewhere, path)                                  # a link to a signed file
+    with pytest.raises(CacheMiss, match="not a regular file"):
+        read_engine(path, key, cache.secret)
+    assert _built(cache, key) == (ENGINE, True, 1)
+    assert not path.is_symlink()
+    # The directory itself must be this user's and closed to others.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(ValueError, match="writable by group or others"):
+        EngineCache(shared)
+    with pytest.raises(ValueError, match="no such directory"):
+        EngineCache(tmp_path / "missing")
+    secret = tmp_path / ORIGIN_SECRET
+    assert oct(secret.stat().st_mode & 0o777) == oct(0o600)
+    secret.chmod(0o644)
+    with pytest.raises(ValueError, match="origin secret"):
+        EngineCache(tmp_path).secret
+
+
+def test_the_default_directory_is_made_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGSEG_CACHE_DIR", str(tmp_path / "c"))
+    cache = EngineCache()
+    assert cache.directory == tmp_path / "c" / "engines"
+    assert oct(cache.directory.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_a_source_changed_during_the_build_is_not_cached(tmp_path):
+    """The key holds the sha256 of the verified ONNX file; the builder reads the file again
+    later. If it changed meanwhile, the engine would be cached under the verified key."""
+    from lgseg_ros.runtime.engine_cache import sha256_file
+
+    onnx = tmp_path / "frame.onnx"
+    onnx.write_bytes(b"verified graph")
+    cache = EngineCache(tmp_path)
+    key = make_key(onnx_sha256=sha256_file(onnx))
+
+    def build():
+        onnx.write_bytes(b"swapped graph")
+        return ENGINE
+    with pytest.raises(RuntimeError, match="changed while the engine was built"):
+        cache.get_or_build(key, build, source=onnx)
+    assert not cache.path_for(key).exists()
+    onnx.write_bytes(b"verified graph")
+    assert cache.get_or_build(key, lambda: ENGINE, source=onnx) == (ENGINE, True)

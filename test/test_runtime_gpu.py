@@ -80,6 +80,29 @@ def test_tensorrt_engine_parity_label_changes_and_key(tiny, tmp_path, precision)
     assert not again.built_now
 
 
+def test_tensorrt_rebuilds_an_engine_it_did_not_write(tiny, tmp_path):
+    """Issue 20, item 5, on a real GPU: an engine file with the right name, key and sha256
+    but without this cache's origin signature (planted, or copied from another machine) is
+    rebuilt, not deserialised. The file logic itself is tested without a GPU in
+    test_runtime_engine_cache.py."""
+    reason = tensorrt_problem()
+    if reason:
+        pytest.skip(f"TensorRT backend unavailable (deserialising and building engines needs "
+                    f"TensorRT's libraries and a GPU): {reason}")
+    from lgseg_ros.runtime.engine_cache import read_engine, write_engine
+
+    net, cfg = tiny
+    first = create_backend("tensorrt", net, cfg, net_size=SIZE, engine_cache_dir=tmp_path,
+                           precision="fp32")
+    path = first.engine_path
+    genuine = read_engine(path, first.key, first.cache.secret)
+    write_engine(path, first.key, genuine)          # same bytes, same checksum, no signature
+    again = create_backend("tensorrt", net, cfg, net_size=SIZE, engine_cache_dir=tmp_path,
+                           precision="fp32")
+    assert again.built_now
+    _parity(again, net, cfg.text_dim, (3,), "fp32")
+
+
 def test_tensorrt_refuses_a_graph_of_another_precision(tiny, tmp_path):
     reason = tensorrt_problem()
     if reason:

@@ -4,9 +4,10 @@ mask, overlay, confidence and the id -> label mapping out; target classes change
 Thin over the ROS-free core: ``Segmenter`` does the model work, ``image_conversion`` the
 message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots and stats.
 Beside it: ``outputs`` (what is published), ``param_guard`` (the bounded parameter
-services), ``frame_checks`` (header checks), ``label_worker`` (label encoding off the
-executor), ``node_main`` (the process: signals, exit codes). What is here is the ROS
-wiring and the rules that make the outputs trustworthy:
+services), ``frame_checks`` (header checks), ``wire`` (input frames read and checked from
+their serialized form: images are subscribed ``raw=True``), ``label_worker`` (label
+encoding off the executor), ``node_main`` (the process: signals, exit codes). What is here
+is the ROS wiring and the rules that make the outputs trustworthy:
 
 * Latest frame only. The subscription callback stores the newest message in its camera's
   slot (a replaced frame counts as dropped) and returns; one worker thread processes the
@@ -25,7 +26,8 @@ wiring and the rules that make the outputs trustworthy:
   frame is served. Bad label sets are rejected with the reason; nothing changes.
 * Hostile input is a class, not a list: sizes are bounded before anything is allocated
   (pixel limit before conversion, image headers before decoding, parameter ranges when
-  set, request entry and name counts, header.frame_id length), values a peer sent are
+  set, request entry and name counts, header.frame_id length and data length read from
+  the serialized sample before it is converted), values a peer sent are
   repeated cut short in logs and replies, and no message or request can end the process
   (the parameter services are answered here where rclpy's raise; the executor spins past
   any callback that raises). What the node loads (checkpoint, model_config,
@@ -74,6 +76,7 @@ from lgseg_ros.ros.label_worker import LabelWorker, LabelWorkerBusy
 from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, LabelInfo,  # noqa: F401
                                    LabelSetMsg, OutputsMixin)  # LABEL_INFO_TYPE, LabelInfo: re-exported
 from lgseg_ros.ros.param_guard import ParameterGuardMixin
+from lgseg_ros.ros.wire import RENEW_INPUT_ABOVE_BYTES, read_frame
 from lgseg_ros.srv import SetLabels
 from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response uses ours
 
@@ -133,6 +136,7 @@ class _Camera:
     info_header: Header | None = None
     subs: list[Any] = field(default_factory=list)
     last_frame_at: float = 0.0
+    renewed_at: float = -1e9    # when the image subscription was last renewed (_renew_input)
     warned_no_input: bool = False
     warned_frame_id: bool = False
     bad_at_last_status: int = 0
@@ -569,18 +573,35 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                            self._param("qos_reliability"), ReliabilityPolicy.BEST_EFFORT)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._param("qos_depth")),
                          reliability=reliability, durability=DurabilityPolicy.VOLATILE)
-        compressed = bool(self._param("use_compressed"))
+        # Kept for _renew_input: a renewal must not pick up a use_compressed set since then.
+        self._input_qos, self._input_compressed = qos, bool(self._param("use_compressed"))
         for cam in self._cameras:
-            topic = cam.compressed_topic if compressed else cam.image_topic
-            events = SubscriptionEventCallbacks(
-                incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, info))
-            cam.subs.append(self.create_subscription(
-                CompressedImage if compressed else Image, topic,
-                lambda msg, c=cam, z=compressed: self._on_image(c, z, msg), qos,
-                callback_group=self._input_group, event_callbacks=events))
+            cam.subs.append(self._image_subscription(cam))
             cam.subs.append(self.create_subscription(
                 CameraInfo, cam.info_topic, lambda msg, c=cam: c.pubs["camera_info"].publish(msg), qos,
                 callback_group=self._input_group))
+
+    def _image_subscription(self, cam: _Camera):
+        # raw=True: the serialized sample, checked by wire.read_frame before any conversion
+        # (rclpy's own conversion held four copies of a 200 MB data field; issue 20, item 9).
+        compressed = self._input_compressed
+        topic = cam.compressed_topic if compressed else cam.image_topic
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, info))
+        return self.create_subscription(
+            CompressedImage if compressed else Image, topic,
+            lambda raw, c=cam, z=compressed: self._on_image(c, z, raw), self._input_qos,
+            callback_group=self._input_group, event_callbacks=events, raw=True)
+
+    def _renew_input(self, cam: _Camera) -> None:
+        """A new image subscription in place of the old one: Fast DDS gives back the receive
+        buffer an oversized sample left in the old reader's payload pool. Throttled."""
+        now = time.monotonic()
+        if now - cam.renewed_at < 5.0 or not cam.subs:
+            return
+        cam.renewed_at = now
+        self.destroy_subscription(cam.subs[0])
+        cam.subs[0] = self._image_subscription(cam)
 
     def _on_incompatible_qos(self, topic: str, info) -> None:
         # The most common "no output" report of camera nodes: say what to change. Throttled
@@ -659,16 +680,19 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         super().destroy_node()
 
     # -- frame path -------------------------------------------------------------------------
-    def _on_image(self, cam: _Camera, compressed: bool, msg: Any) -> None:
+    def _on_image(self, cam: _Camera, compressed: bool, raw: bytes) -> None:
         cam.stats.count("frames_in")
         cam.last_frame_at = time.monotonic()
         if not self._enabled or not self._active:
             return
-        try:  # header checks first: a refused frame is not even held in the slot
+        try:  # size and header checks first: a refused frame is not even held in the slot
+            msg = read_frame(raw, compressed, int(self._dyn["max_image_pixels"]))
             check_frame(msg)
         except ImageConversionError as e:
             cam.stats.count("frames_rejected")
             self._log_throttled(cam, "skipped frame", e, self.get_logger().warning)
+            if len(raw) > RENEW_INPUT_ABOVE_BYTES:
+                self._renew_input(cam)
             return
         if self._slots.put(Pending(cam, msg, time.perf_counter(), compressed)):
             cam.stats.count("frames_dropped")

@@ -79,7 +79,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("engine_cache_dir", "", "string", START,
           "Directory of cached ONNX exports and TensorRT engines. Empty: the library's default "
           "cache. Must exist and be writable by this user only; what is read from it is "
-          "checked against the checkpoint before it is served."),
+          "checked against the checkpoint before it is served, and an engine only if this "
+          "cache built it (signed with the directory's secret) from the verified ONNX file."),
     Param("force_rebuild", False, "bool", CONFIGURE,
           "Rebuild the TensorRT engine even when a valid cached one exists."),
     Param("net_height", 384, "int", CONFIGURE, "Network input height in pixels.",

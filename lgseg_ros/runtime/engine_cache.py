@@ -12,13 +12,28 @@ File layout (all integers little-endian):
     4 bytes   format version (uint32)
     4 bytes   header length N (uint32)
     N bytes   header, UTF-8 JSON: {"key": {...}, "key_digest": str, "engine_sha256": str,
-              "engine_size": int, "created": float}
+              "engine_size": int, "created": float, "origin_hmac": str}
     rest      engine bytes (exactly engine_size of them)
+
+Origin (issue 20, item 5). A checksum is not proof of origin: anyone who can write a file
+can write a matching sha256 into its header. So an engine is served only when
+  - the key ties it to the sha256 of the exact ONNX it is built from (the verified frame
+    path, runtime/artefacts.py), the TensorRT version, the GPU and compute capability and
+    the build options, and the engine bytes match their sha256;
+  - it was written by this cache: ``origin_hmac`` is an HMAC-SHA256 of the key digest and
+    the engine sha256 under a secret kept in the cache directory (``ORIGIN_SECRET``, mode
+    600, made on first use), so a file planted or copied in from elsewhere is rebuilt;
+  - the directory is private to this user (``check_private_dir``; the default one is made
+    mode 700) and the file is a regular file of this user, not a symlink, that nobody else
+    may write.
+What the engine computes cannot be checked without a GPU; the node builds every engine it
+serves itself, from a verified ONNX file, in a directory only its user can write.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -35,6 +50,9 @@ FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sII")
 # A header is a few hundred bytes; anything far larger means the length field is garbage.
 _MAX_HEADER = 1 << 20
+# The per-directory secret that signs what this cache wrote (see the module docstring).
+ORIGIN_SECRET = ".lgseg_origin_key"
+_SECRET_BYTES = 32
 
 
 def read_manifest_file(onnx_path: Path, manifest_path: Path, fmt: str, error: type,
@@ -116,18 +134,28 @@ class CacheMiss(Exception):
     """Why a cache file cannot be served; the message is meant for the log."""
 
 
-def write_engine(path: str | os.PathLike, key: EngineKey, engine: bytes) -> Path:
-    """Write atomically (temp file + rename) so a crash mid-write never leaves a torn file."""
+def origin_hmac(secret: bytes, key_digest: str, engine_sha256: str) -> str:
+    return hmac.new(secret, f"{key_digest}:{engine_sha256}".encode(), hashlib.sha256).hexdigest()
+
+
+def write_engine(path: str | os.PathLike, key: EngineKey, engine: bytes,
+                 secret: bytes | None = None) -> Path:
+    """Write atomically (temp file + rename) so a crash mid-write never leaves a torn file.
+    ``secret``: the cache's origin secret, which signs the file (EngineCache passes it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = bytes(engine)
-    header = json.dumps({
+    engine_sha = hashlib.sha256(engine).hexdigest()
+    fields = {
         "key": key.to_dict(),
         "key_digest": key.digest(),
-        "engine_sha256": hashlib.sha256(engine).hexdigest(),
+        "engine_sha256": engine_sha,
         "engine_size": len(engine),
         "created": time.time(),
-    }, sort_keys=True).encode()
+    }
+    if secret is not None:
+        fields["origin_hmac"] = origin_hmac(secret, key.digest(), engine_sha)
+    header = json.dumps(fields, sort_keys=True).encode()
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -173,12 +201,33 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
-def read_engine(path: str | os.PathLike, key: EngineKey) -> bytes:
-    """The engine bytes if the file is intact and was built for exactly ``key``.
+def check_own_file(path: Path) -> None:
+    """CacheMiss unless ``path`` is a regular file (not a symlink) of this user that
+    nobody else may write: a cache file is model code."""
+    import stat
+
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise CacheMiss(f"{path}: no cached engine") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise CacheMiss(f"{path}: not a regular file (a symlink or special file is never served)")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise CacheMiss(f"{path}: belongs to user {st.st_uid}, not to this user ({os.getuid()})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CacheMiss(f"{path}: writable by group or others (mode {stat.S_IMODE(st.st_mode):o})")
+
+
+def read_engine(path: str | os.PathLike, key: EngineKey, secret: bytes | None = None) -> bytes:
+    """The engine bytes if the file is intact and was built for exactly ``key``; with
+    ``secret``, also only if this cache wrote it (its origin HMAC verifies) and the file is
+    this user's own (check_own_file).
 
     Raises CacheMiss with the reason otherwise; never returns unverified bytes.
     """
     path = Path(path)
+    if secret is not None:
+        check_own_file(path)
     header = read_header(path)
     try:
         stored_key = EngineKey.from_dict(header["key"])
@@ -200,6 +249,13 @@ def read_engine(path: str | os.PathLike, key: EngineKey) -> bytes:
         raise CacheMiss(f"{path}: engine is {len(engine)} bytes, header says {size} (truncated or padded)")
     if hashlib.sha256(engine).hexdigest() != header["engine_sha256"]:
         raise CacheMiss(f"{path}: engine bytes fail their sha256 (corrupt)")
+    if secret is not None:
+        stored = header.get("origin_hmac")
+        want = origin_hmac(secret, header["key_digest"], header["engine_sha256"])
+        if not isinstance(stored, str) or not hmac.compare_digest(stored, want):
+            raise CacheMiss(f"{path}: not written by this cache (its origin signature "
+                            f"{'is missing' if stored is None else 'does not verify'}); a "
+                            "checksum alone is not proof of origin")
     return engine
 
 
@@ -212,24 +268,42 @@ class EngineCache:
     """
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
-        self.directory = Path(directory) if directory else default_cache_dir()
+        # A named directory must exist already (the node creates none a parameter names);
+        # the default one is made here, private. Either must be private to this user.
+        if directory:
+            self.directory = Path(directory)
+        else:
+            self.directory = default_cache_dir()
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_private_dir(self.directory, "TensorRT engine cache directory")
+        self._secret: bytes | None = None
+
+    @property
+    def secret(self) -> bytes:
+        """This directory's origin secret, made (mode 600) on first use."""
+        if self._secret is None:
+            self._secret = load_origin_secret(self.directory)
+        return self._secret
 
     def path_for(self, key: EngineKey) -> Path:
         return self.directory / key.filename()
 
     def load(self, key: EngineKey) -> Optional[bytes]:
         try:
-            return read_engine(self.path_for(key), key)
+            return read_engine(self.path_for(key), key, self.secret)
         except CacheMiss as miss:
             log.info("engine cache miss: %s", miss)
             return None
 
-    def get_or_build(self, key: EngineKey, build, force_rebuild: bool = False) -> tuple[bytes, bool]:
-        """Return (engine bytes, built_now)."""
+    def get_or_build(self, key: EngineKey, build, force_rebuild: bool = False,
+                     source: str | os.PathLike | None = None) -> tuple[bytes, bool]:
+        """Return (engine bytes, built_now). ``source``: the ONNX file ``build`` reads; it
+        must still hash to ``key.onnx_sha256`` after the build (a file swapped while the
+        builder read it would otherwise be cached under the verified file's key)."""
         path = self.path_for(key)
         if not force_rebuild:
             try:
-                engine = read_engine(path, key)
+                engine = read_engine(path, key, self.secret)
                 log.info("using cached TensorRT engine %s", path)
                 mark_used(path)
                 return engine, False
@@ -243,7 +317,10 @@ class EngineCache:
         engine = bytes(build())
         if not engine:
             raise RuntimeError("TensorRT engine build returned no bytes")
-        write_engine(path, key, engine)
+        if source is not None and sha256_file(source) != key.onnx_sha256:
+            raise RuntimeError(f"{source} changed while the engine was built from it (its sha256 "
+                               "no longer matches the verified file); the engine is not cached")
+        write_engine(path, key, engine, self.secret)
         log.warning("built TensorRT engine in %.1f s, cached at %s", time.perf_counter() - start, path)
         mark_used(path)
         prune_cache(self.directory, "lgseg_*.engine", protect=path)
@@ -297,6 +374,34 @@ def prune_cache(directory: str | os.PathLike, pattern: str, keep: int | None = N
         log.info("pruned %d cache file(s) from %s, keeping the %d most recently used "
                  "(LGSEG_CACHE_KEEP)", len(removed), directory, keep)
     return removed
+
+
+def load_origin_secret(directory: Path) -> bytes:
+    """The secret in ``directory``/ORIGIN_SECRET, created (O_EXCL, mode 600) when absent;
+    refused (ValueError) when it is not this user's private regular file."""
+    import stat
+
+    path = directory / ORIGIN_SECRET
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(_SECRET_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    st = path.lstat()
+    if (not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077
+            or (hasattr(os, "getuid") and st.st_uid != os.getuid())):
+        raise ValueError(f"{path}: the engine cache's origin secret must be a regular file of "
+                         f"this user with mode 600 (is {stat.S_IMODE(st.st_mode):o}); remove it "
+                         "and the cached engines, they will be rebuilt")
+    secret = path.read_bytes()
+    if len(secret) != _SECRET_BYTES:
+        raise ValueError(f"{path}: damaged origin secret ({len(secret)} bytes); remove it and "
+                         "the cached engines, they will be rebuilt")
+    return secret
 
 
 def default_cache_dir() -> Path:

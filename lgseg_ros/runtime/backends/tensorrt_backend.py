@@ -282,13 +282,18 @@ class TensorRTBackend:
                                        self.k_profile, self.workspace_bytes)
 
     def _load_engine(self) -> None:
-        engine_bytes, built = self.cache.get_or_build(self.key, self._build, self.force_rebuild)
+        # The cache serves only an engine it wrote itself for exactly this key (the sha256 of
+        # the verified ONNX file, TensorRT version, GPU, build options; engine_cache.py), and
+        # re-hashes the ONNX file after a build so a file swapped meanwhile is not cached.
+        engine_bytes, built = self.cache.get_or_build(self.key, self._build, self.force_rebuild,
+                                                      source=self.onnx_path)
         runtime, engine = deserialize_engine(self.trt, self.logger, engine_bytes)
         if engine is None and not built:
             # Verified bytes that still do not deserialise (e.g. a TensorRT patch release
             # that kept the version string): rebuild rather than fail.
             log.warning("cached engine %s did not deserialise; rebuilding", self.cache.path_for(self.key))
-            engine_bytes, _ = self.cache.get_or_build(self.key, self._build, force_rebuild=True)
+            engine_bytes, _ = self.cache.get_or_build(self.key, self._build, force_rebuild=True,
+                                                      source=self.onnx_path)
             runtime, engine = deserialize_engine(self.trt, self.logger, engine_bytes)
         if engine is None:
             raise RuntimeError("TensorRT could not deserialise a freshly built engine")
