@@ -78,3 +78,23 @@ def test_manifest_records_the_source_and_damaged_or_stale_files_are_refused(expo
         ensure_minilm_onnx(directory=tmp_path, allow_export=False)
     with pytest.raises(TextArtefactError, match="torch is installed"):
         ensure_minilm_onnx(directory=tmp_path / "empty", allow_export=False)
+
+
+def test_embedding_tables_are_fp16_and_older_layouts_are_stale(exported, tmp_path):
+    """The word-embedding table (30522 x 384) is stored as fp16 and cast per lookup (22 MB
+    less RSS in the node; the cosine bound above still holds); an export of the earlier
+    all-fp32 layout is refused as stale, so it is rebuilt instead of served."""
+    import onnx
+    from onnx import TensorProto
+
+    _, path, manifest = exported
+    model = onnx.load(str(path))
+    dtypes = {i.name: i.data_type for i in model.graph.initializer}
+    assert dtypes["bert.embeddings.word_embeddings.weight"] == TensorProto.FLOAT16
+    casts = [n for n in model.graph.node if n.op_type == "Cast" and n.name.endswith("_to_fp32")]
+    assert casts and all(dict((a.name, a.i) for a in n.attribute)["to"] == TensorProto.FLOAT for n in casts)
+    copy = tmp_path / path.name
+    shutil.copy(path, copy)
+    copy.with_suffix(".json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "layout"}))
+    with pytest.raises(TextArtefactError, match="layout"):
+        ensure_minilm_onnx(directory=tmp_path, allow_export=False)

@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 OPSET = 17
+# How the export is laid out, recorded in the manifest; a file of another layout is stale.
+# 2: the embedding tables (word: 30522 x 384, position) stored as fp16 and cast after the
+# lookup, which takes 22 MB off the node's RSS (the file: 90 -> 66 MB) for a cosine to
+# the fp32 export of at least 0.9999996 (int8 dynamic quantisation of the MatMuls gave
+# 0.974, below the 0.9999 the encoder must keep).
+LAYOUT = 2
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # sentence-transformers truncates all-MiniLM-L6-v2 inputs here (sentence_bert_config.json).
 DEFAULT_MAX_SEQ = 256
@@ -103,9 +109,45 @@ def export_minilm_onnx(model_dir: Path, path: Path, opset: int = OPSET) -> Path:
                           input_names=list(INPUTS), output_names=["embedding"],
                           dynamic_axes={n: {0: "K", 1: "T"} for n in INPUTS} | {"embedding": {0: "K"}},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
+    _embedding_tables_to_fp16(tmp)
     os.replace(tmp, path)
     log.info("exported the MiniLM text encoder to %s in %.1f s", path, time.perf_counter() - start)
     return path
+
+
+def _embedding_tables_to_fp16(path: Path) -> None:
+    """Store every large initializer that only Gather reads (the embedding tables) as fp16,
+    with a Cast to fp32 after each lookup. Only looked-up rows are cast, per call, so the
+    table stays fp16 in memory; a Cast of a whole initializer would be constant-folded
+    back to fp32 when the session loads."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    tables = set()
+    for init in graph.initializer:
+        users = readers.get(init.name, [])
+        if (init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= 1 << 16 and users
+                and all(u.op_type == "Gather" and u.input[0] == init.name for u in users)):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+            tables.add(init.name)
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type == "Gather" and node.input[0] in tables:
+            out = node.output[0]
+            node.output[0] = out + "_fp16"
+            nodes.append(helper.make_node("Cast", [out + "_fp16"], [out], to=TensorProto.FLOAT,
+                                          name=node.name + "_to_fp32"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def _manifest_path(onnx_path: Path) -> Path:
@@ -134,7 +176,7 @@ def ensure_minilm_onnx(model_dir: Path | None = None, directory: Path | None = N
     path = (Path(directory) if directory else default_text_dir()) / name
     export_minilm_onnx(model_dir, path)
     manifest = {"format": FORMAT, "kind": "minilm-text-encoder", "source": source,
-                "onnx_sha256": sha256_file(path), "opset": OPSET}
+                "onnx_sha256": sha256_file(path), "opset": OPSET, "layout": LAYOUT}
     _manifest_path(path).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return path, verify(path, source)
 
@@ -144,6 +186,8 @@ def verify(path: Path, source: dict) -> dict:
     manifest = read_manifest_file(path, _manifest_path(path), FORMAT, TextArtefactError)
     if manifest.get("source") != source:
         raise TextArtefactError(f"{path}: exported from other MiniLM weights (stale)")
+    if manifest.get("layout") != LAYOUT:
+        raise TextArtefactError(f"{path}: exported with another layout (stale)")
     if sha256_file(path) != manifest.get("onnx_sha256"):
         raise TextArtefactError(f"{path}: bytes fail their recorded sha256 (damaged)")
     return manifest
