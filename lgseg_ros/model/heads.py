@@ -81,7 +81,7 @@ class TextHead(nn.Module):
             return x, z
 
         x, z = self.decoder(feats, run_level)
-        emb = F.normalize(self.embed(x), dim=1)                                 # [B, D, h, w]
+        emb = self.embed(x)                                                     # [B, D, h, w]
         if self.bridged:
             labels = labels[None] + self.gamma * self.token_out(z)              # [B, K+1, D]
         else:
@@ -89,8 +89,13 @@ class TextHead(nn.Module):
         labels = F.normalize(labels, dim=-1)
         scale = self.logit_scale.exp().clamp(max=self.logit_scale_max)
         b, d, h, w = emb.shape
-        logits = torch.matmul(labels, emb.flatten(2)) * scale                   # [B, K+1, hw]
-        return logits.reshape(b, -1, h, w)
+        # Cosine scores, computed pixel-major: score first, divide by the pixel norm after
+        # (F.normalize's x / max(|x|, eps) on [hw, K+1] instead of [D, hw]), and hand the
+        # frame path's channels-last tail a map whose permute cancels with its own.
+        tokens = emb.flatten(2).transpose(1, 2)                                 # [B, hw, D]
+        norm = tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        logits = torch.matmul(tokens, labels.transpose(1, 2)) * (scale / norm)  # [B, hw, K+1]
+        return logits.reshape(b, h, w, -1).permute(0, 3, 1, 2)                  # [B, K+1, h, w]
 
 
 class ClosedHead(nn.Module):
