@@ -10,8 +10,10 @@ LOCAL_ROS := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$${ROS_DOMAIN
 setup:
 	@LGSEG_VENV=$(abspath $(VENV)) bash tools/setup_env.sh
 
+# TESTS: the files to run (default: all of test/); PYTEST_ARGS: extra pytest options.
+TESTS ?= test
 test: setup
-	$(LOCAL_ROS) $(PY) -m pytest -q -rs test $(PYTEST_ARGS)
+	$(LOCAL_ROS) $(PY) -m pytest -q -rs $(TESTS) $(PYTEST_ARGS)
 
 # artefacts first: the node then starts from ONNX files (seconds) instead of exporting and
 # calibrating them itself on its first start.
