@@ -31,11 +31,11 @@ echo done
 $L artefacts --checkpoint $C --size 360 480 --size 384 480 > $O/artefacts.log 2>&1
 (
  $L eval --checkpoint $C --data camvid --split val --precision fp32 --no-subset --no-probes --rename heldout --threads 1 --no-progress --grid 0 --out $O/onnx_fp32_val > /dev/null 2>&1
- $L eval --checkpoint $C --data runs/pl/indoor --split s4eval_photos --size 384 480 --precision fp32 --no-subset --no-probes --threads 1 --no-progress --grid 0 --out $O/onnx_fp32_indoor > /dev/null 2>&1
+ $L eval --checkpoint $C --data runs/pl/indoor --split s4eval_photos --size 384 480 --batch-size 1 --precision fp32 --no-subset --no-probes --threads 1 --no-progress --grid 0 --out $O/onnx_fp32_indoor > /dev/null 2>&1
 ) &
 (
  $L eval --checkpoint $C --data camvid --split val --precision int8 --no-subset --no-probes --rename heldout --threads 1 --no-progress --grid 0 --out $O/onnx_int8_val > /dev/null 2>&1
- $L eval --checkpoint $C --data runs/pl/indoor --split s4eval_photos --size 384 480 --precision int8 --no-subset --no-probes --threads 1 --no-progress --grid 0 --out $O/onnx_int8_indoor > /dev/null 2>&1
+ $L eval --checkpoint $C --data runs/pl/indoor --split s4eval_photos --size 384 480 --batch-size 1 --precision int8 --no-subset --no-probes --threads 1 --no-progress --grid 0 --out $O/onnx_int8_indoor > /dev/null 2>&1
 ) &
 wait
 echo int8 done
