@@ -33,13 +33,14 @@ FORBIDDEN_KEYS = {"python3-torch", "python3-torchvision", "python3-safetensors"}
 ROS_PACKAGES = {"ament_cmake", "ament_cmake_python", "rosidl_default_generators",
                 "rosidl_default_runtime", "std_msgs", "rclpy", "rcl_interfaces", "sensor_msgs",
                 "std_srvs", "lifecycle_msgs", "diagnostic_msgs", "launch", "launch_ros",
-                "ament_index_python", "vision_msgs"}
+                "ament_index_python", "vision_msgs", "builtin_interfaces"}
 
 # Top-level module -> ("ros", package.xml name) | ("rosdep", key) | ("pip", requirement)
 #                   | ("platform", why: brought by the robot's own stack, in neither file)
 MODULES = {
     "rclpy": ("ros", "rclpy"), "rcl_interfaces": ("ros", "rcl_interfaces"),
     "sensor_msgs": ("ros", "sensor_msgs"), "std_msgs": ("ros", "std_msgs"),
+    "builtin_interfaces": ("ros", "builtin_interfaces"),
     "std_srvs": ("ros", "std_srvs"), "diagnostic_msgs": ("ros", "diagnostic_msgs"),
     "launch": ("ros", "launch"), "launch_ros": ("ros", "launch_ros"),
     "ament_index_python": ("ros", "ament_index_python"), "vision_msgs": ("ros", "vision_msgs"),
