@@ -78,10 +78,12 @@ def test_exported_tail_is_channels_last_and_matches_eager(tmp_path):
     path = export_onnx(net, tmp_path / "tail.onnx", SIZE, 384)
     graph = onnx.load(str(path)).graph
     producers = {o: n for n in graph.node for o in n.output}
-    full_res = [n for n in graph.node if n.op_type == "Resize"
-                and producers.get(n.input[0]) is not None
-                and producers[n.input[0]].op_type == "Transpose"]
-    assert len(full_res) == 1, "the full-size upsample should read a channels-last transpose"
+    # The full-size upsample is the Resize the ArgMax reads (the decoder has Resizes of its own).
+    [argmax] = [n for n in graph.node if n.op_type == "ArgMax"]
+    full_res = producers[argmax.input[0]]
+    assert full_res.op_type == "Resize"
+    assert producers[full_res.input[0]].op_type == "Transpose", \
+        "the full-size upsample should read a channels-last transpose"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for k in (1, 7):
         image, text = _inputs(k, seed=10 + k)

@@ -97,3 +97,43 @@ def test_int8_agrees_with_fp32_on_camvid_val_frames(artefact_dir):
         ids = {p: s.segment(rgb, sets[p]).ids for p, s in segs.items()}
         agreement.append(float(np.mean(ids["fp32"] == ids["int8"])))
     assert min(agreement) >= MIN_INT8_AGREEMENT, agreement
+
+
+def _transposes_after_embedding(onnx_path, tmp_path) -> list[str]:
+    """Transposes that ONNX Runtime's optimised graph runs on the pixel embeddings (the head's
+    1x1 'embed' convolution output), found by walking back through layout-only nodes."""
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / f"opt_{Path(onnx_path).name}")
+    ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    graph = onnx.load(so.optimized_model_filepath).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    passthrough = {"Reshape", "Transpose", "DequantizeLinear", "QuantizeLinear", "ReorderOutput"}
+    found = []
+    for node in graph.node:
+        if node.op_type != "Transpose":
+            continue
+        src = producers.get(node.input[0])
+        while src is not None and src.op_type in passthrough:
+            src = producers.get(src.input[0])
+        if src is not None and "head/embed" in src.name:
+            found.append(node.name)
+    return found
+
+
+@pytest.mark.skipif(not (CAMVID / "train").is_dir(),
+                    reason="CamVid train frames (int8 calibration) are not beside this checkout")
+def test_pixel_embeddings_reach_the_label_scoring_without_a_transpose(artefact_dir, tmp_path_factory):
+    """The head reshapes channels-last embeddings, so ONNX Runtime folds the layout change into
+    the convolution (fp32 ReorderOutput, int8 NHWC QLinearConv). Flattening first and
+    transposing after left two full-size transposes and a second dequantisation in the int8
+    graph, about 1-2 ms of a 20 ms frame (README, int8 on the CPU)."""
+    from test_node_support import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    source, _ = model_source(ckpt)
+    tmp = tmp_path_factory.mktemp("opt")
+    for precision in ("fp32", "int8"):
+        assert _transposes_after_embedding(source.onnx(NET, precision), tmp) == [], precision

@@ -77,7 +77,7 @@ class FusionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
-        pixels = x.flatten(2).transpose(1, 2)                       # [B, HW, C]
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, c)         # [B, HW, C]
         z = z + self.x2z(self.norm_z_q(z), self.norm_x_kv(pixels))
         zn = self.norm_z_sa(z)
         z = z + self.self_attn(zn, zn)
@@ -85,9 +85,9 @@ class FusionBlock(nn.Module):
         if not self.two_way:
             return x, z
         # The CNN branch reads the incoming map, in parallel with the token branch above.
-        pixels = (x + self.conv(x)).flatten(2).transpose(1, 2)
+        pixels = (x + self.conv(x)).permute(0, 2, 3, 1).reshape(b, h * w, c)
         pixels = pixels + self.z2x(self.norm_x_q(pixels), self.norm_z_kv(z))
-        return pixels.transpose(1, 2).reshape(b, c, h, w), z
+        return pixels.reshape(b, h, w, c).permute(0, 3, 1, 2), z
 
 
 def make_blocks(n: int, dim: int, heads: int, mlp_ratio: float, two_way: bool) -> nn.ModuleList:

@@ -91,8 +91,11 @@ class TextHead(nn.Module):
         b, d, h, w = emb.shape
         # Cosine scores, computed pixel-major: score first, divide by the pixel norm after
         # (F.normalize's x / max(|x|, eps) on [hw, K+1] instead of [D, hw]), and hand the
-        # frame path's channels-last tail a map whose permute cancels with its own.
-        tokens = emb.flatten(2).transpose(1, 2)                                 # [B, hw, D]
+        # frame path's channels-last tail a map whose permute cancels with its own. Permute
+        # before the reshape (not flatten-then-transpose): ONNX Runtime then folds the permute
+        # into the convolution's channels-last output (fp32 ReorderOutput, int8 NHWC
+        # QLinearConv), where the other order left two full transposes in the int8 graph.
+        tokens = emb.permute(0, 2, 3, 1).reshape(b, h * w, d)                    # [B, hw, D]
         norm = tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         logits = torch.matmul(tokens, labels.transpose(1, 2)) * (scale / norm)  # [B, hw, K+1]
         return logits.reshape(b, h, w, -1).permute(0, 3, 1, 2)                  # [B, K+1, h, w]
