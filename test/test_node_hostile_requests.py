@@ -33,7 +33,8 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import SetBool
 
 from lgseg_ros.srv import SetLabels
-from test_node_support import NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness, camvid_frames, node_env, rgb_msg
+from test_node_support import (NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness, camvid_frames, node_env,
+                               publish_until, rgb_msg)
 from test_node_support import reference_segmenter, stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (fixtures)
 
 NS = "/hostile3"
@@ -261,16 +262,9 @@ def test_a_huge_frame_id_is_refused_not_multiplied(env):
         sent.append(stamp_key(msg.header))
         want = before["frames_rejected"] + i + 1
         # A refused sample over 16 MB renews the subscription (wire.py, to free Fast DDS's
-        # buffer); a frame sent while the new one matches is lost on the best-effort link,
-        # so each frame is sent again until the node has counted it refused.
-        for _ in range(10):
-            pub.publish(msg)
-            try:
-                wait_until(lambda: status_counts(rec)["frames_rejected"] >= want,
-                           timeout=3, what=f"frame {i} rejected")
-                break
-            except AssertionError:
-                continue
+        # buffer); a frame sent while the new one matches is lost on the best-effort link.
+        publish_until(pub, msg, lambda _: status_counts(rec)["frames_rejected"] >= want,
+                      what=f"frame {i} counted as rejected", proc=proc)
     wait_until(lambda: status_counts(rec)["frames_rejected"] >= before["frames_rejected"] + 5,
                timeout=30, what="five frames rejected")
     serve_one(env)

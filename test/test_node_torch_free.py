@@ -19,8 +19,8 @@ from sensor_msgs.msg import Image
 
 from lgseg_ros.srv import SetLabels
 from test_node_support import (LATCHED, NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness,  # noqa: F401
-                               camvid_frames, mask_of, rgb_msg, stamp_key, tiny_checkpoint,
-                               wait_until)
+                               camvid_frames, mask_of, publish_until, rgb_msg, stamp_key,
+                               tiny_checkpoint, wait_until)
 
 NS = "/torchfree"
 NODE = f"{NS}/lgseg_node"
@@ -73,14 +73,9 @@ def node(artefacts, tiny_checkpoint, tmp_path_factory):
 def _serve(rec, pub, frame, proc, tries: int = 10):
     """The node's mask for ``frame``. Sent again (new stamp) when no mask came within 3 s:
     a frame published just as discovery completes can miss the node's reader."""
-    for _ in range(tries):
-        msg = rgb_msg(frame)
-        pub.publish(msg)
-        try:
-            return mask_of(rec.wait_stamp(f"{NODE}/label_mask", stamp_key(msg.header), timeout=3))
-        except AssertionError:
-            assert proc.alive(), f"node exited:\n{proc.text()[-4000:]}"
-    raise AssertionError(f"no mask after {tries} frames; node log:\n{proc.text()[-4000:]}")
+    return mask_of(publish_until(pub, lambda: rgb_msg(frame),
+                                 lambda m: rec.find_stamp(f"{NODE}/label_mask", stamp_key(m.header)),
+                                 tries=tries, what="a mask", proc=proc))
 
 
 def test_node_serves_from_onnx_files_without_torch(node, artefacts, tiny_checkpoint):
