@@ -5,6 +5,7 @@ topic recorder. No test functions here; nothing is mocked.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -430,3 +432,36 @@ def node_env() -> dict:
     for var in PROFILE_VARS:
         env.pop(var, None)
     return env
+
+
+def tiny_torch_args(checkpoint: str, *extra: str) -> list[str]:
+    """ROS arguments of a node on the test-tiny checkpoint, torch on the CPU, at NET_HW,
+    labels road, car, sky and a ~/status every 0.2 s; ``extra`` adds or overrides."""
+    return ["-p", f"checkpoint:={checkpoint}", "-p", "backend:=torch", "-p", "device:=cpu",
+            "-p", f"net_height:={NET_HW[0]}", "-p", f"net_width:={NET_HW[1]}",
+            "-p", "status_period:=0.2", "-p", "labels:=[road, car, sky]", *extra]
+
+
+@contextlib.contextmanager
+def serving_node(ns: str, camera: str, ros_args: list[str], env: dict | None = None,
+                 program: list[str] | None = None, timeout: float = 120.0):
+    """`lgseg node` as a process in ``ns`` reading ``camera``, and this process's side:
+    yields (harness, node process, recorder of its label_mask and status, reliable publisher
+    on ``camera``) once the node has subscribed and its label_mask has matched; stops both
+    after. ``timeout``: how long its start may take (loading, exporting)."""
+    proc = NodeProcess(["-r", f"__ns:={ns}", "-r", f"image:={camera}", *ros_args], env=env,
+                       program=program)
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen(f"{ns}/lgseg_node/label_mask")
+        rec.listen(f"{ns}/lgseg_node/status", DiagnosticArray)
+        pub = h.client.create_publisher(Image, camera, RELIABLE)
+        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=timeout,
+                   what="the node process to subscribe")
+        assert proc.alive(), "node exited:\n" + proc.text()[-4000:]
+        rec.wait_matched(f"{ns}/lgseg_node/label_mask", timeout=30)
+        yield h, proc, rec, pub
+    finally:
+        h.close()
+        proc.stop()

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import Image
 
 from lgseg_ros.srv import SetLabels
-from test_node_support import (LATCHED, NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness,  # noqa: F401
-                               camvid_frames, mask_of, publish_until, rgb_msg, stamp_key,
-                               tiny_checkpoint, wait_until)
+from test_node_support import (LATCHED, NET_HW, camvid_frames, mask_of, publish_until,  # noqa: F401
+                               rgb_msg, serving_node, stamp_key, tiny_checkpoint, wait_until)
 
 NS = "/torchfree"
 NODE = f"{NS}/lgseg_node"
@@ -51,23 +49,10 @@ def artefacts(tiny_checkpoint, tmp_path_factory):
 def node(artefacts, tiny_checkpoint, tmp_path_factory):
     report = tmp_path_factory.mktemp("report") / "modules.json"
     env = {**os.environ, "LGSEG_ARTEFACTS": str(artefacts), "LGSEG_MODULE_REPORT": str(report)}
-    proc = NodeProcess(["-r", f"__ns:={NS}", "-p", f"checkpoint:={tiny_checkpoint}",
-                        "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
-                        "-p", f"net_width:={NET_HW[1]}", "-p", "labels:=[road, car, sky]"],
-                       env=env, program=[REPORTER])
-    h = RosHarness()
-    try:
-        rec = Recorder(h)
-        rec.listen(f"{NODE}/label_mask")
-        pub = h.client.create_publisher(Image, f"{NS}/image", RELIABLE)
-        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=120,
-                   what="the node process to subscribe")
-        assert proc.alive(), "node exited:\n" + proc.text()
-        rec.wait_matched(f"{NODE}/label_mask", timeout=30)
-        yield h, proc, rec, pub, report
-    finally:
-        h.close()
-        proc.stop()
+    args = ["-p", f"checkpoint:={tiny_checkpoint}", "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+            "-p", f"net_width:={NET_HW[1]}", "-p", "labels:=[road, car, sky]"]
+    with serving_node(NS, f"{NS}/image", args, env=env, program=[REPORTER]) as parts:
+        yield (*parts, report)
 
 
 def _serve(rec, pub, frame, proc, tries: int = 10):
