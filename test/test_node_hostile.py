@@ -20,7 +20,6 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -31,9 +30,9 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from lgseg_ros.ros.node import ConfigError, LgsegNode, _check_checkpoint_path
 from lgseg_ros.srv import SetLabels
-from test_node_support import (NET_HW, RELIABLE, NodeProcess, node_env, Recorder, RosHarness,  # noqa: F401
-                               camvid_frames, header, node_params, rgb_msg, stamp_key,
-                               tiny_checkpoint, wait_until)
+from test_node_support import (RELIABLE, node_env, RosHarness, camvid_frames, header,  # noqa: F401
+                               node_params, rgb_msg, serving_node, stamp_key, tiny_checkpoint,
+                               tiny_torch_args, wait_until)
 
 NS = "/hostile"
 NODE = f"{NS}/lgseg_node"
@@ -47,25 +46,8 @@ LATEST_FRAME_SLACK = 3
 
 @pytest.fixture(scope="module")
 def env(tiny_checkpoint):
-    proc = NodeProcess(["-r", f"__ns:={NS}", "-r", f"image:={CAMERA}",
-                        "-p", f"checkpoint:={tiny_checkpoint}", "-p", "backend:=torch",
-                        "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
-                        "-p", f"net_width:={NET_HW[1]}", "-p", "status_period:=0.2",
-                        "-p", "labels:=[road, car, sky]"], env=node_env())
-    h = RosHarness()
-    try:
-        rec = Recorder(h)
-        rec.listen(f"{NODE}/label_mask")
-        rec.listen(f"{NODE}/status", DiagnosticArray)
-        pub = h.client.create_publisher(Image, CAMERA, RELIABLE)
-        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=120,
-                   what="the node process to subscribe")
-        assert proc.alive(), "node exited:\n" + proc.text()
-        rec.wait_matched(f"{NODE}/label_mask", timeout=30)
-        yield Env(h, proc, rec, pub)
-    finally:
-        h.close()
-        proc.stop()
+    with serving_node(NS, CAMERA, tiny_torch_args(tiny_checkpoint), env=node_env()) as parts:
+        yield Env(*parts)
 
 
 class Env(tuple):

@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -33,7 +32,8 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import SetBool
 
 from lgseg_ros.srv import SetLabels
-from test_node_support import NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness, camvid_frames, node_env, rgb_msg
+from test_node_support import (NET_HW, RELIABLE, NodeProcess, camvid_frames, node_env, publish_until, rgb_msg,
+                               serving_node, tiny_torch_args)
 from test_node_support import reference_segmenter, stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (fixtures)
 
 NS = "/hostile3"
@@ -44,25 +44,8 @@ RSS_RISE_LIMIT_MB = 300   # the issue's target per request or message
 
 @pytest.fixture(scope="module")
 def env(tiny_checkpoint):
-    proc = NodeProcess(["-r", f"__ns:={NS}", "-r", f"image:={CAMERA}",
-                        "-p", f"checkpoint:={tiny_checkpoint}", "-p", "backend:=torch",
-                        "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
-                        "-p", f"net_width:={NET_HW[1]}", "-p", "status_period:=0.2",
-                        "-p", "labels:=[road, car, sky]"], env=node_env())
-    h = RosHarness()
-    try:
-        rec = Recorder(h)
-        rec.listen(f"{NODE}/label_mask")
-        rec.listen(f"{NODE}/status", DiagnosticArray)
-        pub = h.client.create_publisher(Image, CAMERA, RELIABLE)
-        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=120,
-                   what="the node process to subscribe")
-        assert proc.alive(), "node exited:\n" + proc.text()
-        rec.wait_matched(f"{NODE}/label_mask", timeout=30)
-        yield h, proc, rec, pub
-    finally:
-        h.close()
-        proc.stop()
+    with serving_node(NS, CAMERA, tiny_torch_args(tiny_checkpoint), env=node_env()) as parts:
+        yield parts
 
 
 def call(h, srv_type, name: str, request, timeout: float = 60.0):
@@ -261,16 +244,9 @@ def test_a_huge_frame_id_is_refused_not_multiplied(env):
         sent.append(stamp_key(msg.header))
         want = before["frames_rejected"] + i + 1
         # A refused sample over 16 MB renews the subscription (wire.py, to free Fast DDS's
-        # buffer); a frame sent while the new one matches is lost on the best-effort link,
-        # so each frame is sent again until the node has counted it refused.
-        for _ in range(10):
-            pub.publish(msg)
-            try:
-                wait_until(lambda: status_counts(rec)["frames_rejected"] >= want,
-                           timeout=3, what=f"frame {i} rejected")
-                break
-            except AssertionError:
-                continue
+        # buffer); a frame sent while the new one matches is lost on the best-effort link.
+        publish_until(pub, msg, lambda _: status_counts(rec)["frames_rejected"] >= want,
+                      what=f"frame {i} counted as rejected", proc=proc)
     wait_until(lambda: status_counts(rec)["frames_rejected"] >= before["frames_rejected"] + 5,
                timeout=30, what="five frames rejected")
     serve_one(env)
@@ -572,11 +548,10 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
     art = tmp_path / "artefacts"
     env = {**node_env(), "LGSEG_ARTEFACTS": str(art)}
     ns = "/hostile3_onnx"
-    args = ["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam", "-p", f"checkpoint:={tiny_checkpoint}",
-            "-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", "precision:=fp32",
+    args = ["-p", f"checkpoint:={tiny_checkpoint}", "-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", "precision:=fp32",
             "-p", f"net_height:={NET_HW[0]}", "-p", f"net_width:={NET_HW[1]}",
             "-p", f"engine_cache_dir:={cache}", "-p", "labels:=[road, car, sky]"]
-    first = NodeProcess(args, env=env)
+    first = NodeProcess(["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam", *args], env=env)
     try:
         wait_until(lambda: "]: active" in first.text() or not first.alive(), timeout=180, what="first start")
     finally:
@@ -591,17 +566,9 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
     ex.export_onnx(other, exported, NET_HW, cfg.text_dim)  # well formed, right name, wrong model
     planted = exported.read_bytes()
 
-    proc = NodeProcess(args, env=env)
-    h = RosHarness()
-    try:
-        rec = Recorder(h)
-        rec.listen(f"{ns}/lgseg_node/label_mask")
-        pub = h.client.create_publisher(Image, f"{ns}/cam", RELIABLE)
-        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=180, what="second start")
-        assert proc.alive(), proc.text()[-3000:]
+    with serving_node(ns, f"{ns}/cam", args, env=env, timeout=180) as (h, proc, rec, pub):
         assert "fail their recorded sha256" in proc.text(), proc.text()[-3000:]
         assert exported.read_bytes() != planted
-        rec.wait_matched(f"{ns}/lgseg_node/label_mask", timeout=30)
         frame = camvid_frames(1)[0]
         msg = rgb_msg(frame)
         pub.publish(msg)
@@ -609,9 +576,6 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
         got = np.frombuffer(out.data, np.uint8).reshape(out.height, out.width)
         want = reference_segmenter.segment(frame, reference_segmenter.prepare_labels(["road", "car", "sky"])).ids
         assert float(np.mean(got == want)) > 0.99
-    finally:
-        h.close()
-        proc.stop()
 
 
 # Item 9's bound. rmw_fastrtps copies a taken sample three times before rclpy sees it (the
@@ -633,23 +597,8 @@ def test_an_oversized_sample_is_refused_before_conversion_and_its_buffer_given_b
     which costs only the reassembly buffer)."""
     size = 200 << 20
     ns = "/hostile3_big"
-    proc = NodeProcess(["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam",
-                        "-p", f"checkpoint:={tiny_checkpoint}", "-p", "backend:=torch",
-                        "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
-                        "-p", f"net_width:={NET_HW[1]}", "-p", "status_period:=0.2",
-                        "-p", "qos_reliability:=reliable", "-p", "labels:=[road, car, sky]"],
-                       env=node_env())
-    h = RosHarness()
-    try:
-        rec = Recorder(h)
-        rec.listen(f"{ns}/lgseg_node/label_mask")
-        rec.listen(f"{ns}/lgseg_node/status", DiagnosticArray)
-        pub = h.client.create_publisher(Image, f"{ns}/cam", RELIABLE)
-        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=180,
-                   what="the node to subscribe")
-        assert proc.alive(), proc.text()[-3000:]
-        rec.wait_matched(f"{ns}/lgseg_node/label_mask", timeout=30)
-
+    args = tiny_torch_args(tiny_checkpoint, "-p", "qos_reliability:=reliable")
+    with serving_node(ns, f"{ns}/cam", args, env=node_env(), timeout=180) as (h, proc, rec, pub):
         def serve(deadline=1.0):
             """Frames at 10 Hz until one's mask comes back: seconds from the first frame
             (a frame sent while the renewed subscription rematches is lost, so this
@@ -711,6 +660,3 @@ def test_an_oversized_sample_is_refused_before_conversion_and_its_buffer_given_b
         assert len(times) >= 10 and max(gaps) < STALL_BOUND_S, gaps
         assert rise < OVERSIZED_PEAK_FACTOR * (size >> 20), rise
         assert kept < 64, kept          # was 216 MB: the renewed reader gave its buffer back
-    finally:
-        h.close()
-        proc.stop()

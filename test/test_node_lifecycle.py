@@ -17,8 +17,8 @@ from lgseg_ros.msg import LabelInfo
 from lgseg_ros.ros.node import LgsegNode
 from lgseg_ros.srv import SetLabels
 from test_node_support import (LATCHED, RELIABLE, Recorder, RosHarness, camvid_frames, header,  # noqa: F401
-                               mask_of, node_params, reference_segmenter, rgb_msg, stamp_key,
-                               tiny_checkpoint, wait_until)
+                               mask_of, node_params, publish_until, reference_segmenter, rgb_msg,
+                               stamp_key, tiny_checkpoint, wait_until)
 
 NS = "/lgseg_lc"
 
@@ -68,14 +68,11 @@ def test_lifecycle_there_and_back(env, reference_segmenter, tiny_checkpoint):
     pub = h.client.create_publisher(Image, "/image", RELIABLE)
     frame = camvid_frames(1)[0]
 
-    def served() -> bool:
-        msg = rgb_msg(frame)
-        pub.publish(msg)
-        try:
-            rec.wait_stamp(f"{NS}/label_mask", stamp_key(msg.header), timeout=1.0)
-            return True
-        except AssertionError:
-            return False
+    def mask_for(msg):
+        return rec.find_stamp(f"{NS}/label_mask", stamp_key(msg.header))
+
+    def serve(what: str):
+        publish_until(pub, lambda: rgb_msg(frame), mask_for, timeout=1.0, tries=20, what=what)
 
     # autostart false: nothing loaded, nothing subscribed, but labels can be set already.
     assert state(h) == "unconfigured"
@@ -108,12 +105,17 @@ def test_lifecycle_there_and_back(env, reference_segmenter, tiny_checkpoint):
     rec.wait_matched(f"{NS}/label_mask")
     info = rec.wait_for(lambda: rec.get(f"{NS}/label_info"), what="label_info on activate")[-1]
     assert [c.class_name for c in info.class_map] == ["road", "car"]  # the set given while unconfigured
-    wait_until(served, timeout=20, what="a mask after activate")
+    serve("a mask after activate")
 
     assert transition(h, Transition.TRANSITION_DEACTIVATE)
     assert state(h) == "inactive"
     wait_until(lambda: pub.get_subscription_count() == 0, what="image subscription gone")
-    assert not served()
+    # Nothing is served while inactive. Slept on rather than waited for: a wait that times
+    # out gathers every thread's stack (and gdb's) for its message.
+    msg = rgb_msg(frame)
+    pub.publish(msg)
+    time.sleep(1.0)
+    assert not mask_for(msg)
 
     # Subscriptions are made at activate: switch to CompressedImage between the two.
     node.set_parameters([Parameter("use_compressed", value=True)])
@@ -126,13 +128,18 @@ def test_lifecycle_there_and_back(env, reference_segmenter, tiny_checkpoint):
     good = CompressedImage(format="png")
     good.data = png.tobytes()
 
-    def send_compressed(data: bytes):
+    def compressed(data: bytes) -> CompressedImage:
         msg = CompressedImage(format="png", header=header())
         msg.data = data
+        return msg
+
+    def send_compressed(data: bytes) -> CompressedImage:
+        msg = compressed(data)
         cpub.publish(msg)
         return msg
 
-    msg = wait_until(lambda: _try(rec, send_compressed(good.data)), timeout=20, what="compressed frame served")
+    msg = publish_until(cpub, lambda: compressed(good.data), mask_for, timeout=1.0, tries=20,
+                        what="compressed frame served")
     np.testing.assert_array_equal(mask_of(msg), reference_segmenter.segment(frame, label_set).ids)
     rejected = node.stats()["/image"]["frames_rejected"]
     bad = send_compressed(b"\x89PNG\r\n\x1a\n" + bytes(64))
@@ -154,15 +161,8 @@ def test_lifecycle_there_and_back(env, reference_segmenter, tiny_checkpoint):
     assert transition(h, Transition.TRANSITION_ACTIVATE)
     wait_until(lambda: pub.get_subscription_count() == 1, what="raw subscription again")
     rec.wait_matched(f"{NS}/label_mask")
-    wait_until(served, timeout=20, what="a mask after cleanup + configure + activate")
+    serve("a mask after cleanup + configure + activate")
 
     assert transition(h, Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert state(h) == "finalized"
     wait_until(lambda: h.client.count_publishers(f"{NS}/label_mask") == 0, what="publishers gone at shutdown")
-
-
-def _try(rec, msg):
-    try:
-        return rec.wait_stamp(f"{NS}/label_mask", stamp_key(msg.header), timeout=1.0)
-    except AssertionError:
-        return None

@@ -5,6 +5,7 @@ topic recorder. No test functions here; nothing is mocked.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -237,14 +239,17 @@ class Recorder:
                     raise AssertionError(f"timed out waiting for {what}\n{thread_stacks()}")
                 self.cond.wait(min(left, 0.05))
 
-    def wait_stamp(self, topic: str, stamp: tuple[int, int], timeout: float = 15.0):
-        """The message on `topic` whose header stamp is `stamp`."""
-        def find():
+    def find_stamp(self, topic: str, stamp: tuple[int, int]):
+        """The message on `topic` whose header stamp is `stamp`, or None (no waiting)."""
+        with self.cond:
             for _, m in self.msgs.get(topic, []):
                 if stamp_key(m.header) == stamp:
                     return m
-            return None
-        return self.wait_for(find, timeout, f"{topic} with stamp {stamp}")
+        return None
+
+    def wait_stamp(self, topic: str, stamp: tuple[int, int], timeout: float = 15.0):
+        """The message on `topic` whose header stamp is `stamp`."""
+        return self.wait_for(lambda: self.find_stamp(topic, stamp), timeout, f"{topic} with stamp {stamp}")
 
     def wait_matched(self, topic: str, publishers: int = 1, timeout: float = 15.0) -> None:
         sub = self.subs[topic]
@@ -262,6 +267,36 @@ def wait_until(predicate, timeout: float = 15.0, what: str = "condition", period
             return result
         assert time.monotonic() < end, f"timed out waiting for {what}\n{thread_stacks()}"
         time.sleep(period)
+
+
+def publish_until(pub, msg, taken, *, timeout: float = 3.0, tries: int = 10,
+                  what: str = "the node to take the frame", proc: NodeProcess | None = None):
+    """Publish ``msg`` until ``taken(msg)`` is true within ``timeout`` s of a send, at most
+    ``tries`` sends; returns what ``taken`` returned. ``msg`` may be a function that makes a
+    fresh message (a new stamp) for each send. With ``proc``, a node that exited fails at
+    once, with its log.
+
+    For frames the node may never see: one sent just as its reader is matched (after
+    discovery, or after the node renewed its subscription, wire.RENEW_INPUT_ABOVE_BYTES) is
+    lost without a trace. Such a miss is expected, so it is polled here, not caught from
+    wait_until or Recorder.wait_for: their timeout message gathers every thread's stack and,
+    the first time in a run, attaches gdb to this process, which freezes it meanwhile and
+    leaves nothing for a real hang later."""
+    for _ in range(tries):
+        sent = msg() if callable(msg) else msg
+        pub.publish(sent)
+        end = time.monotonic() + timeout
+        while True:
+            got = taken(sent)
+            if got:
+                return got
+            if time.monotonic() >= end:
+                break
+            time.sleep(0.02)
+        if proc is not None:
+            assert proc.alive(), f"node exited with {proc.proc.returncode}:\n{proc.text()[-4000:]}"
+    log = f"\nnode log:\n{proc.text()[-4000:]}" if proc is not None else ""
+    raise AssertionError(f"timed out waiting for {what} after {tries} sends{log}\n{thread_stacks()}")
 
 
 def thread_stacks() -> str:
@@ -397,3 +432,36 @@ def node_env() -> dict:
     for var in PROFILE_VARS:
         env.pop(var, None)
     return env
+
+
+def tiny_torch_args(checkpoint: str, *extra: str) -> list[str]:
+    """ROS arguments of a node on the test-tiny checkpoint, torch on the CPU, at NET_HW,
+    labels road, car, sky and a ~/status every 0.2 s; ``extra`` adds or overrides."""
+    return ["-p", f"checkpoint:={checkpoint}", "-p", "backend:=torch", "-p", "device:=cpu",
+            "-p", f"net_height:={NET_HW[0]}", "-p", f"net_width:={NET_HW[1]}",
+            "-p", "status_period:=0.2", "-p", "labels:=[road, car, sky]", *extra]
+
+
+@contextlib.contextmanager
+def serving_node(ns: str, camera: str, ros_args: list[str], env: dict | None = None,
+                 program: list[str] | None = None, timeout: float = 120.0):
+    """`lgseg node` as a process in ``ns`` reading ``camera``, and this process's side:
+    yields (harness, node process, recorder of its label_mask and status, reliable publisher
+    on ``camera``) once the node has subscribed and its label_mask has matched; stops both
+    after. ``timeout``: how long its start may take (loading, exporting)."""
+    proc = NodeProcess(["-r", f"__ns:={ns}", "-r", f"image:={camera}", *ros_args], env=env,
+                       program=program)
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen(f"{ns}/lgseg_node/label_mask")
+        rec.listen(f"{ns}/lgseg_node/status", DiagnosticArray)
+        pub = h.client.create_publisher(Image, camera, RELIABLE)
+        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=timeout,
+                   what="the node process to subscribe")
+        assert proc.alive(), "node exited:\n" + proc.text()[-4000:]
+        rec.wait_matched(f"{ns}/lgseg_node/label_mask", timeout=30)
+        yield h, proc, rec, pub
+    finally:
+        h.close()
+        proc.stop()

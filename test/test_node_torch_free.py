@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import Image
 
 from lgseg_ros.srv import SetLabels
-from test_node_support import (LATCHED, NET_HW, RELIABLE, NodeProcess, Recorder, RosHarness,  # noqa: F401
-                               camvid_frames, mask_of, rgb_msg, stamp_key, tiny_checkpoint,
-                               wait_until)
+from test_node_support import (LATCHED, NET_HW, camvid_frames, mask_of, publish_until,  # noqa: F401
+                               rgb_msg, serving_node, stamp_key, tiny_checkpoint, wait_until)
 
 NS = "/torchfree"
 NODE = f"{NS}/lgseg_node"
@@ -51,36 +49,18 @@ def artefacts(tiny_checkpoint, tmp_path_factory):
 def node(artefacts, tiny_checkpoint, tmp_path_factory):
     report = tmp_path_factory.mktemp("report") / "modules.json"
     env = {**os.environ, "LGSEG_ARTEFACTS": str(artefacts), "LGSEG_MODULE_REPORT": str(report)}
-    proc = NodeProcess(["-r", f"__ns:={NS}", "-p", f"checkpoint:={tiny_checkpoint}",
-                        "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
-                        "-p", f"net_width:={NET_HW[1]}", "-p", "labels:=[road, car, sky]"],
-                       env=env, program=[REPORTER])
-    h = RosHarness()
-    try:
-        rec = Recorder(h)
-        rec.listen(f"{NODE}/label_mask")
-        pub = h.client.create_publisher(Image, f"{NS}/image", RELIABLE)
-        wait_until(lambda: pub.get_subscription_count() > 0 or not proc.alive(), timeout=120,
-                   what="the node process to subscribe")
-        assert proc.alive(), "node exited:\n" + proc.text()
-        rec.wait_matched(f"{NODE}/label_mask", timeout=30)
-        yield h, proc, rec, pub, report
-    finally:
-        h.close()
-        proc.stop()
+    args = ["-p", f"checkpoint:={tiny_checkpoint}", "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+            "-p", f"net_width:={NET_HW[1]}", "-p", "labels:=[road, car, sky]"]
+    with serving_node(NS, f"{NS}/image", args, env=env, program=[REPORTER]) as parts:
+        yield (*parts, report)
 
 
 def _serve(rec, pub, frame, proc, tries: int = 10):
     """The node's mask for ``frame``. Sent again (new stamp) when no mask came within 3 s:
     a frame published just as discovery completes can miss the node's reader."""
-    for _ in range(tries):
-        msg = rgb_msg(frame)
-        pub.publish(msg)
-        try:
-            return mask_of(rec.wait_stamp(f"{NODE}/label_mask", stamp_key(msg.header), timeout=3))
-        except AssertionError:
-            assert proc.alive(), f"node exited:\n{proc.text()[-4000:]}"
-    raise AssertionError(f"no mask after {tries} frames; node log:\n{proc.text()[-4000:]}")
+    return mask_of(publish_until(pub, lambda: rgb_msg(frame),
+                                 lambda m: rec.find_stamp(f"{NODE}/label_mask", stamp_key(m.header)),
+                                 tries=tries, what="a mask", proc=proc))
 
 
 def test_node_serves_from_onnx_files_without_torch(node, artefacts, tiny_checkpoint):

@@ -308,3 +308,25 @@ def test_a_source_changed_during_the_build_is_not_cached(tmp_path):
     assert not cache.path_for(key).exists()
     onnx.write_bytes(b"verified graph")
     assert cache.get_or_build(key, lambda: ENGINE, source=onnx) == (ENGINE, True)
+
+
+def test_a_secret_being_made_is_never_read_half_written(tmp_path, monkeypatch):
+    """Two nodes starting on an empty cache at once: the second read the first's secret
+    file between its creation and its write (0 bytes) and refused the cache as damaged,
+    telling the user to delete it. The secret now appears whole or not at all."""
+    import os
+
+    from lgseg_ros.runtime.engine_cache import load_origin_secret
+
+    real, seen = os.urandom, []
+
+    def urandom(n):  # the other process loads the secret while this one is making it
+        monkeypatch.setattr(os, "urandom", real)
+        seen.append(load_origin_secret(tmp_path))
+        return real(n)
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    secret = load_origin_secret(tmp_path)
+    assert seen == [secret] and len(secret) == 32            # both use the one on disk
+    assert [p.name for p in tmp_path.iterdir()] == [ORIGIN_SECRET]
+    assert oct((tmp_path / ORIGIN_SECRET).stat().st_mode & 0o777) == oct(0o600)

@@ -26,7 +26,7 @@ import logging
 import os
 from pathlib import Path
 
-from .engine_cache import sha256_file
+from .engine_cache import default_cache_dir, read_manifest_file, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ def torch_installed() -> bool:
 
 
 def _cache_root() -> Path:
-    from .engine_cache import default_cache_dir
-
     return default_cache_dir().parent / "artefacts"
 
 
@@ -85,8 +83,6 @@ def frame_name(checkpoint_sha: str, size: tuple[int, int], precision: str) -> st
 
 
 def read_manifest(onnx_path: Path) -> dict:
-    from .engine_cache import read_manifest_file
-
     return read_manifest_file(onnx_path, onnx_path.with_suffix(".json"), FORMAT, ArtefactError,
                               _MAX_MANIFEST)
 

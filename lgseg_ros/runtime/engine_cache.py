@@ -37,6 +37,7 @@ import hmac
 import json
 import logging
 import os
+import stat
 import struct
 import tempfile
 import time
@@ -204,8 +205,6 @@ def read_header(path: str | os.PathLike) -> dict:
 def check_own_file(path: Path) -> None:
     """CacheMiss unless ``path`` is a regular file (not a symlink) of this user that
     nobody else may write: a cache file is model code."""
-    import stat
-
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -377,20 +376,25 @@ def prune_cache(directory: str | os.PathLike, pattern: str, keep: int | None = N
 
 
 def load_origin_secret(directory: Path) -> bytes:
-    """The secret in ``directory``/ORIGIN_SECRET, created (O_EXCL, mode 600) when absent;
+    """The secret in ``directory``/ORIGIN_SECRET, created (mode 600) when absent;
     refused (ValueError) when it is not this user's private regular file."""
-    import stat
-
     path = directory / ORIGIN_SECRET
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(_SECRET_BYTES))
-            f.flush()
-            os.fsync(f.fileno())
+    if not os.path.lexists(path):
+        # Written whole under a temporary name (mkstemp: mode 600), then hard-linked into
+        # place, which fails if a secret is there: a node starting at the same moment sees
+        # no secret or all of it. Created in place, it was read empty and called damaged.
+        fd, tmp = tempfile.mkstemp(prefix=ORIGIN_SECRET + ".", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(_SECRET_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass    # the other node's secret won; this one uses it
+        finally:
+            os.unlink(tmp)
     st = path.lstat()
     if (not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077
             or (hasattr(os, "getuid") and st.st_uid != os.getuid())):
@@ -418,8 +422,6 @@ def check_private_dir(path: str | os.PathLike, what: str = "engine_cache_dir") -
     node runs. It must exist (the node creates no directory a parameter names), be a
     directory owned by this user, and not be writable by group or others. Raises
     ValueError naming ``what`` and the path."""
-    import stat
-
     path = Path(path)
     shown_path = str(path) if len(str(path)) <= 200 else str(path)[:200] + "..."
     try:

@@ -221,7 +221,8 @@ class MultiSourceLabelSampler:
         present = sorted({c for g in present_chains if 0 <= g < len(self.space.chains)
                           for c in self.space.chains[g]} & set(askable))
         negatable = set(self.negatable[source]) if self.negatable is not None else set(askable)
-        absent = [c for c in askable if c not in set(present) and c in negatable]
+        negatable.difference_update(present)
+        absent = [c for c in askable if c in negatable]
         if present and self.rng.random() >= self.full_prob:
             chosen = self.rng.sample(present, self.rng.randint(1, len(present)))
         else:
