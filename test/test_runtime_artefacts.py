@@ -24,6 +24,10 @@ MIN_INT8_AGREEMENT = 0.97
 @pytest.fixture
 def artefact_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LGSEG_ARTEFACTS", str(tmp_path))
+    # The user cache is an artefact directory too: an intact file there from an earlier run
+    # (same tiny checkpoint, older model code) is served where nothing may be built, which
+    # made the damaged-file check pass or fail with the machine's history.
+    monkeypatch.setenv("LGSEG_CACHE_DIR", str(tmp_path / "user_cache"))
     return tmp_path
 
 
