@@ -32,7 +32,8 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import SetBool
 
 from lgseg_ros.srv import SetLabels
-from test_node_support import (NET_HW, RELIABLE, NodeProcess, camvid_frames, node_env, publish_until, rgb_msg,
+from test_node_support import (NET_HW, RELIABLE, NodeProcess, camvid_frames, node_env,
+                               publish_big_sample_from_another_process, publish_until, rgb_msg,
                                serving_node, tiny_torch_args)
 from test_node_support import reference_segmenter, stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (fixtures)
 
@@ -589,7 +590,7 @@ def test_a_planted_onnx_file_is_not_served_by_the_node(tmp_path, tiny_checkpoint
 # (bytes), two of them alive at once; 3.5x the sample is what the raw path costs. rclpy's
 # own conversion cost ~4x (+816 MB for 200 MB), so this bound fails on the old path.
 OVERSIZED_PEAK_FACTOR = 3.5
-STALL_BOUND_S = 2.5
+STALL_BOUND_S = 4.0
 
 
 def test_an_oversized_sample_is_refused_before_conversion_and_its_buffer_given_back(tiny_checkpoint):
@@ -603,7 +604,7 @@ def test_an_oversized_sample_is_refused_before_conversion_and_its_buffer_given_b
     which costs only the reassembly buffer)."""
     size = 200 << 20
     ns = "/hostile3_big"
-    args = tiny_torch_args(tiny_checkpoint, "-p", "qos_reliability:=reliable")
+    args = tiny_torch_args(tiny_checkpoint, "-p", "qos_reliability:=reliable", "-p", "qos_depth:=4")
     with serving_node(ns, f"{ns}/cam", args, env=node_env(), timeout=180) as (h, proc, rec, pub):
         def serve(deadline=1.0):
             """Frames at 10 Hz until one's mask comes back: seconds from the first frame
@@ -640,29 +641,41 @@ def test_an_oversized_sample_is_refused_before_conversion_and_its_buffer_given_b
         time.sleep(1.0)
         rise, kept = proc.peak_mb() - rss0, proc.rss_mb() - rss0
         # Again with a camera at 10 Hz: masks must keep coming (the issue's stall target).
-        # With a camera streaming, the depth-1 reader usually replaces the half-received big
-        # sample with the camera's next frame, so it may never arrive whole; either way the
-        # gaps between masks stay short.
+        # The reader keeps 4 samples (qos_depth) so that the big one arrives whole beside the
+        # camera's frames (a depth-1 reader replaces it half received: +216 MB, the reassembly
+        # buffer, and nothing taken). The peer is a process of its own: sent from this one,
+        # the send would hold this process's GIL and stop the camera stream and the mask
+        # recorder here, which measured the test, not the node (0.7-1.4 s "gaps" before).
+        del big
+        stream_log_at = proc.log_bytes()
+        rss1 = proc.rss_mb()
+        proc.reset_peak()
         with Stream(pub):
             time.sleep(1.0)
             t0 = time.monotonic()
-            attacker.publish(big)
-            del big
-            time.sleep(6.0)
+            peer = publish_big_sample_from_another_process(f"{ns}/cam", size)
+            time.sleep(4.0)
             t1 = time.monotonic()
         with rec.cond:
             times = [t for t, _ in rec.msgs[f"{ns}/lgseg_node/label_mask"] if t0 - 1.0 <= t <= t1]
         gaps = [b - a for a, b in zip(times, times[1:])]
+        stream_rise = proc.peak_mb() - rss1
         print(json.dumps({"oversized_sample": {"mb": size >> 20, "peak_rss_rise_mb": round(rise, 1),
                                                "rss_kept_mb": round(kept, 1),
                                                "next_frame_s": round(took, 3),
                                                "masks_during_stream": len(times),
-                                               "longest_mask_gap_s": round(max(gaps), 3)}}))
+                                               "longest_mask_gap_s": round(max(gaps), 3),
+                                               "peer": peer.split(),
+                                               "refused_during_stream_logged": proc.text_since(stream_log_at).count(
+                                                   f"data has {size} bytes"),
+                                               "peak_rss_rise_during_stream_mb": round(stream_rise, 1)}}))
         text = proc.text_since(log_at)
         assert f"data has {size} bytes, more than step*height = 6*2 = 12" in text, text[-2000:]
         assert took < 1.0, took
-        # The issue's target is 1 s; measured 0.71-1.40 s on the loaded 2-core machine (the
-        # copies of the take run on the executor thread). The bound catches a freeze.
+        # The issue's target is 1 s; measured 1.22-1.61 s on the 2-core machine (README): the
+        # take's copies of the sample in rmw_fastrtps and rclpy run on the executor thread,
+        # and the camera's frames wait behind them. The bound catches a freeze.
         assert len(times) >= 10 and max(gaps) < STALL_BOUND_S, gaps
+        assert stream_rise > 2 * (size >> 20), f"the sample sent during the stream was not taken whole ({stream_rise:.0f} MB)"
         assert rise < OVERSIZED_PEAK_FACTOR * (size >> 20), rise
         assert kept < 64, kept          # was 216 MB: the renewed reader gave its buffer back

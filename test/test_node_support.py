@@ -423,6 +423,42 @@ class NodeProcess:
         return self.proc.returncode
 
 
+# A peer in a process of its own: publishing a huge sample holds the publishing process's
+# GIL for the whole send, so a peer inside the test process would also stop the test's own
+# camera stream and mask recorder, and the gap measured would be the test's, not the node's.
+_BIG_SAMPLE_PEER = r"""
+import sys, time
+import rclpy
+from rclpy.duration import Duration
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+topic, size, ack_wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+rclpy.init()
+node = rclpy.create_node("big_sample_peer")
+pub = node.create_publisher(Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+end = time.monotonic() + 30
+while pub.get_subscription_count() == 0 and time.monotonic() < end:
+    time.sleep(0.05)
+msg = Image(height=2, width=2, encoding="rgb8", step=6)
+msg.data = bytes(size)
+print("publishing", flush=True)
+pub.publish(msg)
+del msg
+print("sent", flush=True)
+print("acked" if pub.wait_for_all_acked(Duration(seconds=ack_wait)) else "not acked", flush=True)
+"""
+
+
+def publish_big_sample_from_another_process(topic: str, size: int, ack_wait: float = 10.0) -> str:
+    """A 2x2 rgb8 Image whose ``data`` has ``size`` bytes, sent once on a reliable link by a
+    peer process of its own (waits for the node's reader, then up to ``ack_wait`` s for its
+    acknowledgement); returns what the peer printed."""
+    done = subprocess.run([sys.executable, "-c", _BIG_SAMPLE_PEER, topic, str(size), str(ack_wait)],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=60 + ack_wait)
+    assert done.returncode == 0 and "sent" in done.stdout, (done.returncode, done.stdout, done.stderr[-2000:])
+    return done.stdout
+
+
 def node_env() -> dict:
     """This process's environment without the Fast DDS profile variables: a node process
     started with it runs as a user's node would, without the test's profile."""
