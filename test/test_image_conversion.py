@@ -6,8 +6,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from lgseg_ros.ros.image_conversion import (
-    SUPPORTED_ENCODINGS, ImageConversionError, compressed_size, compressed_to_rgb,
-    image_to_numpy, image_to_rgb, numpy_to_image)
+    MAX_JPEG_SCANS, SUPPORTED_ENCODINGS, ImageConversionError, compressed_size, compressed_to_rgb,
+    image_to_numpy, image_to_rgb, jpeg_scan_count, numpy_to_image)
 
 RNG = np.random.default_rng(0)
 H, W = 6, 10
@@ -169,6 +169,32 @@ def test_compressed_garbage_is_rejected():
         compressed_to_rgb(msg)
     with pytest.raises(ImageConversionError, match="empty"):
         compressed_to_rgb(CompressedImage(format="png"))
+
+
+def _progressive_jpeg_with_repeated_scan(rgb: np.ndarray, extra_scans: int) -> bytes:
+    """A real progressive JPEG (OpenCV) with its last scan repeated: libjpeg decodes every
+    copy as a refinement pass over the whole image, so bytes stay small and time grows."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    data = buf.tobytes()
+    last_sos, eoi = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:eoi] + data[last_sos:eoi] * extra_scans + data[eoi:]
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
+    """Probe round 4: a 337 KB 2048x2048 progressive JPEG repeating one scan 20,000 times
+    held the node's worker for 7.7 s in libjpeg. Scans are counted before decoding."""
+    rgb = cv2.resize(RGB, (64, 48), interpolation=cv2.INTER_NEAREST)
+    normal = _progressive_jpeg_with_repeated_scan(rgb, 0)
+    assert 2 <= jpeg_scan_count(normal) <= 16          # what a progressive encoder writes
+    msg = CompressedImage(format="jpeg")
+    msg.data = normal
+    assert compressed_to_rgb(msg).shape == (48, 64, 3)
+    msg.data = _progressive_jpeg_with_repeated_scan(rgb, MAX_JPEG_SCANS)
+    assert cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR) is not None  # libjpeg takes it
+    with pytest.raises(ImageConversionError, match=rf"has {jpeg_scan_count(msg.data)} scans, more than {MAX_JPEG_SCANS}"):
+        compressed_to_rgb(msg)
 
 
 def test_numpy_to_image_round_trips_with_the_header():

@@ -31,6 +31,8 @@ def test_smoke_bench_json(tmp_path, capsys):
         assert r["size"] == [64, 96] and r["num_labels"] == 3
         _positive_stats(r["model_latency"])
         _positive_stats(r["end_to_end"])
+        # Read from /proc: this process holds at least the interpreter, numpy and the model.
+        assert r["process_rss_mb"] > 50, r["process_rss_mb"]
     assert all(v > 0 for v in result["gflops"].values()) and result["gflops"]
 
     (ref,) = result["references"]

@@ -217,6 +217,17 @@ _REFUSED_FORMATS = (
     (b"P6", "PPM"), (b"P7", "PAM"),
 )
 ACCEPTED_COMPRESSED = ("jpeg", "png")
+# A camera writes baseline JPEG (1 scan); progressive encoders write about 10. libjpeg runs
+# every scan over the whole image and takes as many as it is given: a 337 KB 2048x2048 JPEG
+# repeating one 16-byte scan 20,000 times held the node's worker for 7.7 s.
+MAX_JPEG_SCANS = 64
+
+
+def jpeg_scan_count(data: bytes | memoryview) -> int:
+    """Start-of-scan markers (FF DA). Entropy-coded data stuffs every FF byte with 00, so
+    FF DA there is always a marker; one inside an APPn segment (an EXIF thumbnail's) counts
+    too, which only makes the count an upper bound."""
+    return bytes(data).count(b"\xff\xda")
 
 
 def compressed_format(data: bytes | memoryview) -> str:
@@ -259,6 +270,13 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     if size[0] == 0 or size[1] == 0:
         raise ImageConversionError(f"zero-size compressed image {size[0]}x{size[1]}")
     check_pixel_limit(size[0], size[1], max_pixels)
+    if fmt == "jpeg":
+        scans = jpeg_scan_count(data.data)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageConversionError(
+                f"JPEG CompressedImage of {data.size} bytes has {scans} scans, more than "
+                f"{MAX_JPEG_SCANS} (a camera writes 1, a progressive encoder about 10; each "
+                "scan costs a pass over the whole image); not decoded")
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as e:  # OPENCV_IO_MAX_IMAGE_PIXELS and friends raise
