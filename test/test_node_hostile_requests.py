@@ -326,6 +326,32 @@ def test_zero_and_backwards_stamps_are_logged(env):
     serve_one(env)
 
 
+def test_a_long_transition_label_is_refused_and_not_logged_whole(env):
+    """Probe round 4: ~/change_state with a 1,000,000-character transition label was logged
+    whole by rcl_lifecycle, once per request (5 requests: 5 MB of log). Now a label over 64
+    characters is refused before rcl sees it, shown at most 40 characters, throttled."""
+    h, proc, rec, pub = env
+    serve_one(env)
+    log_at = proc.log_bytes()
+    for _ in range(5):
+        resp = call(h, ChangeState, "change_state",
+                    ChangeState.Request(transition=Transition(id=0, label="x" * 1_000_000)))
+        assert not resp.success
+    # A short unknown label still reaches rcl_lifecycle and is refused there.
+    assert not call(h, ChangeState, "change_state",
+                    ChangeState.Request(transition=Transition(id=0, label="no_such_transition"))).success
+    time.sleep(0.5)
+    text = proc.text_since(log_at)
+    assert "transition label 'xxxx" in text and "(1000000 characters) refused" in text, text[-2000:]
+    assert len(text) < 4000, len(text)
+    serve_one(env)
+    # And the lifecycle still works by label.
+    for label in ("deactivate", "activate"):
+        assert call(h, ChangeState, "change_state",
+                    ChangeState.Request(transition=Transition(id=0, label=label))).success
+    serve_one(env, deadline=5.0)
+
+
 def _reactivate(h) -> None:
     for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
         assert call(h, ChangeState, "change_state", ChangeState.Request(transition=Transition(id=tid))).success

@@ -4,7 +4,7 @@ mask, overlay, confidence and the id -> label mapping out; target classes change
 Thin over the ROS-free core: ``Segmenter`` does the model work, ``image_conversion`` the
 message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots and stats.
 Beside it: ``outputs`` (what is published), ``param_guard`` (the bounded parameter
-services), ``frame_checks`` (header checks), ``wire`` (input frames read and checked from
+services), ``lifecycle_guard`` (~/change_state's label bound), ``frame_checks`` (header checks), ``wire`` (input frames read and checked from
 their serialized form: images are subscribed ``raw=True``), ``label_worker`` (label
 encoding off the executor), ``node_main`` (the process: signals, exit codes). What is here
 is the ROS wiring and the rules that make the outputs trustworthy:
@@ -75,6 +75,7 @@ from lgseg_ros.ros.image_conversion import ImageConversionError, compressed_to_r
 from lgseg_ros.ros.label_worker import LabelWorker, LabelWorkerBusy
 from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, LabelInfo,  # noqa: F401
                                    LabelSetMsg, OutputsMixin)  # LABEL_INFO_TYPE, LabelInfo: re-exported
+from lgseg_ros.ros.lifecycle_guard import guard_change_state
 from lgseg_ros.ros.param_guard import ParameterGuardMixin
 from lgseg_ros.ros.wire import RENEW_INPUT_ABOVE_BYTES, read_frame
 from lgseg_ros.srv import SetLabels
@@ -172,6 +173,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         self._status_timer = None
         self._status_pubs: list[Any] = []
         self._throttle = Throttle(5.0)
+        guard_change_state(self, self._throttle)
         # The slow half of a label change (encoding) runs here, off the executor thread;
         # _prepared carries its result to the synchronous swap (see _set_labels).
         self._label_worker = LabelWorker()
