@@ -431,16 +431,21 @@ import sys, time
 import rclpy
 from rclpy.duration import Duration
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
-topic, size, ack_wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+from sensor_msgs.msg import CameraInfo, Image
+topic, size, ack_wait, kind = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 rclpy.init()
 node = rclpy.create_node("big_sample_peer")
-pub = node.create_publisher(Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+pub = node.create_publisher(Image if kind == "image" else CameraInfo, topic,
+                            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
 end = time.monotonic() + 30
 while pub.get_subscription_count() == 0 and time.monotonic() < end:
     time.sleep(0.05)
-msg = Image(height=2, width=2, encoding="rgb8", step=6)
-msg.data = bytes(size)
+if kind == "image":
+    msg = Image(height=2, width=2, encoding="rgb8", step=6)
+    msg.data = bytes(size)
+else:  # CameraInfo whose distortion coefficients take the size
+    msg = CameraInfo(width=2, height=2, distortion_model="plumb_bob")
+    msg.d = [0.0] * (size // 8)
 print("publishing", flush=True)
 pub.publish(msg)
 del msg
@@ -449,11 +454,13 @@ print("acked" if pub.wait_for_all_acked(Duration(seconds=ack_wait)) else "not ac
 """
 
 
-def publish_big_sample_from_another_process(topic: str, size: int, ack_wait: float = 10.0) -> str:
-    """A 2x2 rgb8 Image whose ``data`` has ``size`` bytes, sent once on a reliable link by a
-    peer process of its own (waits for the node's reader, then up to ``ack_wait`` s for its
+def publish_big_sample_from_another_process(topic: str, size: int, ack_wait: float = 10.0,
+                                            kind: str = "image") -> str:
+    """A 2x2 rgb8 Image whose ``data`` has ``size`` bytes (``kind="camera_info"``: a
+    CameraInfo with ``size`` bytes of D coefficients), sent once on a reliable link by a peer
+    process of its own (waits for the node's reader, then up to ``ack_wait`` s for its
     acknowledgement); returns what the peer printed."""
-    done = subprocess.run([sys.executable, "-c", _BIG_SAMPLE_PEER, topic, str(size), str(ack_wait)],
+    done = subprocess.run([sys.executable, "-c", _BIG_SAMPLE_PEER, topic, str(size), str(ack_wait), kind],
                           env=dict(os.environ), capture_output=True, text=True, timeout=60 + ack_wait)
     assert done.returncode == 0 and "sent" in done.stdout, (done.returncode, done.stdout, done.stderr[-2000:])
     return done.stdout

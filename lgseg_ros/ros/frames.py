@@ -87,6 +87,8 @@ class CameraStats:
     frames_dropped: int = 0
     frames_rejected: int = 0
     frames_failed: int = 0
+    camera_info_rejected: int = 0
+    class_masks_skipped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _timings: deque = field(default=None, repr=False)  # type: ignore[assignment]
     _done_at: deque = field(default=None, repr=False)  # type: ignore[assignment]
@@ -116,6 +118,8 @@ class CameraStats:
                 "frames_dropped": self.frames_dropped,
                 "frames_rejected": self.frames_rejected,
                 "frames_failed": self.frames_failed,
+                "camera_info_rejected": self.camera_info_rejected,
+                "class_masks_skipped": self.class_masks_skipped,
             }
         out["rate_hz"] = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
         for stage in STAGES:

@@ -77,7 +77,7 @@ from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, 
                                    LabelSetMsg, OutputsMixin)  # LABEL_INFO_TYPE, LabelInfo: re-exported
 from lgseg_ros.ros.lifecycle_guard import guard_change_state
 from lgseg_ros.ros.param_guard import ParameterGuardMixin
-from lgseg_ros.ros.wire import RENEW_INPUT_ABOVE_BYTES, read_frame
+from lgseg_ros.ros.wire import MAX_CAMERA_INFO_BYTES, RENEW_INPUT_ABOVE_BYTES, read_frame
 from lgseg_ros.srv import SetLabels
 from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response uses ours
 
@@ -137,7 +137,7 @@ class _Camera:
     info_header: Header | None = None
     subs: list[Any] = field(default_factory=list)
     last_frame_at: float = 0.0
-    renewed_at: float = -1e9    # when the image subscription was last renewed (_renew_input)
+    renewed_at: dict[int, float] = field(default_factory=dict)  # subs index -> last _renew_input
     warned_no_input: bool = False
     warned_frame_id: bool = False
     bad_at_last_status: int = 0
@@ -579,9 +579,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         self._input_qos, self._input_compressed = qos, bool(self._param("use_compressed"))
         for cam in self._cameras:
             cam.subs.append(self._image_subscription(cam))
-            cam.subs.append(self.create_subscription(
-                CameraInfo, cam.info_topic, lambda msg, c=cam: c.pubs["camera_info"].publish(msg), qos,
-                callback_group=self._input_group))
+            cam.subs.append(self._info_subscription(cam))
 
     def _image_subscription(self, cam: _Camera):
         # raw=True: the serialized sample, checked by wire.read_frame before any conversion
@@ -595,15 +593,32 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             lambda raw, c=cam, z=compressed: self._on_image(c, z, raw), self._input_qos,
             callback_group=self._input_group, event_callbacks=events, raw=True)
 
-    def _renew_input(self, cam: _Camera) -> None:
-        """A new image subscription in place of the old one: Fast DDS gives back the receive
-        buffer an oversized sample left in the old reader's payload pool. Throttled."""
-        now = time.monotonic()
-        if now - cam.renewed_at < 5.0 or not cam.subs:
+    def _info_subscription(self, cam: _Camera):
+        # raw=True: passed through as the bytes received, after a size check, never converted.
+        return self.create_subscription(CameraInfo, cam.info_topic, lambda raw, c=cam: self._on_info(c, raw),
+                                        self._input_qos, callback_group=self._input_group, raw=True)
+
+    def _on_info(self, cam: _Camera, raw: bytes) -> None:
+        if len(raw) <= MAX_CAMERA_INFO_BYTES:
+            cam.pubs["camera_info"].publish(raw)
             return
-        cam.renewed_at = now
-        self.destroy_subscription(cam.subs[0])
-        cam.subs[0] = self._image_subscription(cam)
+        cam.stats.count("camera_info_rejected")
+        self._log_throttled(cam, "skipped camera_info", f"{len(raw)} bytes, more than "
+                            f"{MAX_CAMERA_INFO_BYTES} (a real CameraInfo is under 1 KB)",
+                            self.get_logger().warning)
+        if len(raw) > RENEW_INPUT_ABOVE_BYTES:
+            self._renew_input(cam, 1)
+
+    def _renew_input(self, cam: _Camera, index: int = 0) -> None:
+        """A new subscription (0: image, 1: camera_info) in place of the old one: Fast DDS
+        gives back the receive buffer an oversized sample left in the old reader's payload
+        pool. Throttled per subscription."""
+        now = time.monotonic()
+        if now - cam.renewed_at.get(index, -1e9) < 5.0 or len(cam.subs) <= index:
+            return
+        cam.renewed_at[index] = now
+        self.destroy_subscription(cam.subs[index])
+        cam.subs[index] = (self._image_subscription, self._info_subscription)[index](cam)
 
     def _on_incompatible_qos(self, topic: str, info) -> None:
         # The most common "no output" report of camera nodes: say what to change. Throttled

@@ -36,6 +36,13 @@ LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+# Class masks per frame, in pixels, at most this many times max_image_pixels (64 MB at the
+# default): every subscribed class topic gets a full-resolution mono8 image, and each
+# writer keeps its last one. 256 labels with a subscriber each made one 2048x2048 frame
+# (a 66 KB JPEG can be one) publish and hold a gigabyte. A 640x480 camera still gets 218.
+CLASS_MASK_BUDGET_PIXELS = 16
+
+
 class OutputsMixin:
     def _publish_outputs(self, cam, header: Header, rgb: np.ndarray, result) -> None:
         ls = result.label_set
@@ -65,10 +72,24 @@ class OutputsMixin:
                                       num_labels=len(names))
                 pubs["overlay"].publish(numpy_to_image(blended, "rgb8", header))
         if cam.class_set is ls:
+            budget = CLASS_MASK_BUDGET_PIXELS * int(self._dyn["max_image_pixels"])
+            skipped = []
             for class_id, token in enumerate(cam.class_order):
                 pub = cam.class_pubs[token]
                 if pub.get_subscription_count():
+                    if ids.size > budget:
+                        skipped.append(class_id)
+                        continue
+                    budget -= ids.size
                     pub.publish(numpy_to_image(viz.equal_mask(ids, class_id), "mono8", header))
+            if skipped:
+                cam.stats.count("class_masks_skipped", len(skipped))
+                self._log_throttled(
+                    cam, "class masks over budget",
+                    f"{len(skipped)} subscribed class masks not published for this "
+                    f"{ids.shape[1]}x{ids.shape[0]} frame (ids {skipped[0]}..{skipped[-1]}): at most "
+                    f"{CLASS_MASK_BUDGET_PIXELS} x max_image_pixels pixels of class masks per frame",
+                    self.get_logger().warning)
 
     def _publish_label_info(self, cam, label_set, header: Header) -> None:
         msg = LabelInfo()

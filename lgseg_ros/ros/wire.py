@@ -170,6 +170,11 @@ def read_compressed(raw: bytes | memoryview, max_pixels: int | None) -> WireComp
 # never get here unless refused, and a renewal is throttled per camera.
 RENEW_INPUT_ABOVE_BYTES = 16 << 20
 
+# CameraInfo is passed through as its serialized bytes. A real one is under 1 KB (a 256-
+# character frame_id, D of 5-14 coefficients, K, R, P); an 80 MB D array raised peak RSS
+# by 336 MB and kept 160 MB (the receive pool and the republished sample; probe round 4).
+MAX_CAMERA_INFO_BYTES = 64 << 10
+
 
 def read_frame(raw: bytes, compressed: bool, max_pixels: int | None) -> WireImage | WireCompressedImage:
     return read_compressed(raw, max_pixels) if compressed else read_image(raw, max_pixels)
