@@ -4,9 +4,10 @@ mask, overlay, confidence and the id -> label mapping out; target classes change
 Thin over the ROS-free core: ``Segmenter`` does the model work, ``image_conversion`` the
 message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots and stats.
 Beside it: ``outputs`` (what is published), ``param_guard`` (the bounded parameter
-services), ``lifecycle_guard`` (~/change_state's label bound), ``frame_checks`` (header checks), ``wire`` (input frames read and checked from
-their serialized form: images are subscribed ``raw=True``), ``label_worker`` (label
-encoding off the executor), ``node_main`` (the process: signals, exit codes). What is here
+services), ``lifecycle_guard`` (~/change_state's label bound), ``frame_checks`` (header
+checks), ``wire`` (input frames read and checked from their serialized form: images and
+CameraInfo are subscribed ``raw=True``), ``label_worker`` (label encoding off the
+executor), ``node_main`` (the process: signals, exit codes). What is here
 is the ROS wiring and the rules that make the outputs trustworthy:
 
 * Latest frame only. The subscription callback stores the newest message in its camera's
