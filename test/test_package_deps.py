@@ -42,6 +42,7 @@ MODULES = {
     "sensor_msgs": ("ros", "sensor_msgs"), "std_msgs": ("ros", "std_msgs"),
     "builtin_interfaces": ("ros", "builtin_interfaces"),
     "std_srvs": ("ros", "std_srvs"), "diagnostic_msgs": ("ros", "diagnostic_msgs"),
+    "lifecycle_msgs": ("ros", "lifecycle_msgs"),
     "launch": ("ros", "launch"), "launch_ros": ("ros", "launch_ros"),
     "ament_index_python": ("ros", "ament_index_python"), "vision_msgs": ("ros", "vision_msgs"),
     "numpy": ("rosdep", "python3-numpy"), "cv2": ("rosdep", "python3-opencv"),
