@@ -18,7 +18,7 @@ COMMANDS = {
     "artefacts": ("lgseg_ros.runtime.artefacts", "build the ONNX files a torch-free node runs from"),
     "bench": ("lgseg_ros.runtime.bench", "benchmark backends and reference models (JSON)"),
     "bench-node": ("lgseg_ros.ros.bench_node", "benchmark the ROS node end to end (JSON)"),
-    "node": ("lgseg_ros.ros.node", "run the ROS 2 node (same as `ros2 run lgseg_ros lgseg_node`)"),
+    "node": ("lgseg_ros.ros.node_main", "run the ROS 2 node (same as `ros2 run lgseg_ros lgseg_node`)"),
     "demo": ("lgseg_ros.demo", "run the node on shipped frames, change labels mid-stream, write outputs"),
     # The ros2 CLI is not on PyPI: these stand in for its calls to the node.
     "labels": ("lgseg_ros.ros.tools:labels_main", "set or get the running node's label set"),

@@ -562,6 +562,64 @@ def test_a_stop_signal_during_start_up_is_not_a_failure(tiny_checkpoint, sig):
         proc.stop()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_while_the_process_imports_is_not_a_failure(sig):
+    """Probe round 5: 0.3 s after spawn, before the node's handlers existed (the imports of
+    rclpy, numpy and OpenCV take about a second), SIGINT gave a KeyboardInterrupt traceback
+    and exit -2, SIGTERM exit -15. The handlers now come before those imports."""
+    proc = NodeProcess(["-r", "__ns:=/hostile3_early"], env=node_env())
+    try:
+        time.sleep(0.3)
+        proc.proc.send_signal(sig)
+        rc = proc.wait(60)
+        text = proc.text()
+        assert rc == 0, (rc, text[-3000:])
+        assert "Traceback" not in text, text[-3000:]
+        assert f"stopped by {sig.name}" in text, text[-3000:]
+    finally:
+        proc.stop()
+
+
+def test_a_stop_while_label_sets_wait_ends_the_process_promptly(tiny_checkpoint):
+    """Probe round 5: four queued sets of 256 long new words held a stop for 5-7 s (the label
+    worker ran every queued encoding first), past ros2 launch's 5 s before it escalates to
+    SIGTERM, so the node died by signal. Now waiting encodings are cancelled and the running
+    one gets at most 1 s."""
+    ns = "/hostile3_stopenc"
+    with serving_node(ns, f"{ns}/cam", tiny_torch_args(tiny_checkpoint), env=node_env()) as (h, proc, rec, pub):
+        client = h.client.create_client(SetLabels, f"{ns}/lgseg_node/set_labels")
+        assert client.wait_for_service(10)
+        rng = random.Random(5)
+        for k in range(4):
+            words = [f"q{k}z{i} " + " ".join("".join(rng.choice("qxzjkvwy") for _ in range(3)) for _ in range(14))
+                     for i in range(256)]
+            client.call_async(SetLabels.Request(labels=[w[:64] for w in words]))
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.proc.send_signal(signal.SIGINT)
+        rc = proc.wait(30)
+        took = time.monotonic() - t0
+        print(json.dumps({"stop_with_label_sets_waiting": {"exit": rc, "seconds": round(took, 2)}}))
+        assert rc == 0, (rc, proc.text()[-3000:])
+        assert took < 5.0, took         # ros2 launch's grace period
+        assert "Traceback" not in proc.text(), proc.text()[-3000:]
+
+
+def test_rcl_init_failures_are_one_line(tmp_path):
+    """Probe round 5: an unwritable ROS log directory or a params file rcl cannot read made
+    rclpy.init raise out of `lgseg node` (a 22-line traceback, exit 1). Now one line, exit 2."""
+    cases = {"log dir": ({"ROS_LOG_DIR": "/proc/lgseg/no_such_dir"}, []),
+             "params file": ({}, ["--params-file", str(tmp_path / "missing.yaml")])}
+    for what, (extra_env, args) in cases.items():
+        out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                              "-r", "__ns:=/hostile3_init", *args],
+                             capture_output=True, text=True, timeout=120, env={**node_env(), **extra_env})
+        text = out.stdout + out.stderr
+        assert out.returncode == 2, (what, out.returncode, text[-2000:])
+        assert "Traceback" not in text and "cannot start" in text, (what, text[-2000:])
+        assert len(text.strip().splitlines()) <= 3, (what, text)
+
+
 def test_security_without_plugins_is_one_clear_line(tmp_path):
     """Security: with ROS_SECURITY_ENABLE=true, the PyPI Fast DDS (no security plugins)
     made `lgseg node` exit 1 with a raw RCLError traceback. Now one line says what is

@@ -118,3 +118,25 @@ def test_two_cameras_stream_at_once_and_stay_apart(env, reference_segmenter):
                      == ["tree", "building"], what=f"{cam} label_info update")
         wait_until(lambda c=cam: f"{OUT}/{c}/class/tree/mask" in topic_names(h.client)
                    and f"{OUT}/{c}/class/car/mask" not in topic_names(h.client), what=f"{cam} class topics")
+
+
+def test_a_large_label_change_makes_and_retires_class_topics_in_chunks(env):
+    """Probe round 5: 16 cameras x 256 new labels are 4,096 publishers, made in one go on
+    the executor thread (3.3-4.6 s without a frame taken). They are now made a chunk
+    (PUBLISHERS_PER_TURN) per executor turn while set_labels awaits, and the ones that
+    leave are destroyed the same way: every camera still gets exactly its set's topics."""
+    from lgseg_ros.ros.node import PUBLISHERS_PER_TURN
+
+    h, node = env
+    client = h.client.create_client(SetLabels, f"{OUT}/set_labels")
+    assert client.wait_for_service(10)
+    try:
+        for labels in ([f"thing {i}" for i in range(PUBLISHERS_PER_TURN + 36)], ["road", "car", "sky"]):
+            reply = h.call(client, SetLabels.Request(labels=labels), timeout=120)
+            assert reply.success, reply.message
+            want = {f"{OUT}/{cam}/class/{t}/mask" for cam in CAMS for t in topic_tokens(labels)}
+            wait_until(lambda: {n for n in topic_names(h.client) if "/class/" in n} == want,
+                       timeout=15, what=f"class topics of the {len(labels)}-label set only")
+            assert not node._retiring
+    finally:
+        h.client.destroy_client(client)

@@ -71,7 +71,22 @@ class LabelWorker:
         """End the thread and wait for it (a job in progress finishes first). Joined, not
         left as a daemon: a worker that had run the text encoder (torch) and was still alive
         at interpreter exit aborted the process (exit -6, "terminate called without an
-        active exception")."""
+        active exception"). Jobs still waiting are cancelled first, not run: four queued
+        sets of 256 labels held a SIGTERM for 7 s, past `ros2 launch`'s 5 s before it kills
+        the process (probe round 5)."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                with self._lock:
+                    self._pending -= 1
+                job[1].cancel()
         self._jobs.put(None)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

@@ -64,6 +64,7 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
@@ -95,6 +96,9 @@ _PARAM_TYPES = {
 _TYPE_NAMES = {t.value: t.name.lower() for t in Parameter.Type}
 # How long an active node may see no frame before it says so (and why that may be).
 NO_INPUT_WARN_S = 5.0
+# Class-mask publishers made or destroyed per executor turn in a label change (~50 ms of
+# DDS entity work at ~0.8 ms each), so frames are taken between chunks.
+PUBLISHERS_PER_TURN = 64
 # A camera namespace: ROS name tokens (no leading digit), optionally absolute.
 _CAMERA_NAME = re.compile(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -179,6 +183,8 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         # _prepared carries its result to the synchronous swap (see _set_labels).
         self._label_worker = LabelWorker()
         self._prepared = None
+        # Class-mask publishers of labels that left, destroyed a chunk at a time (_retire).
+        self._retiring: list[Any] = []
         self._stamps: dict[str, StampWatch] = {}
         # After the state above: a refused start-up value raises here, and the context
         # still destroys the half-built node at shutdown.
@@ -354,8 +360,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 for cam in self._cameras:
                     stale += self._reconcile_class_pubs(cam, new, destroy=False)
                     self._publish_label_info(cam, new, Header(stamp=stamp))
-            for pub in stale:
-                self.destroy_lifecycle_publisher(pub)
+            self._retire(stale)
             if not from_parameter:
                 self._write_back(new.names)
             more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
@@ -394,9 +399,46 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         except LabelWorkerBusy as e:
             raise LabelSetError(str(e)) from None
         new = await future
+        # Their class-mask publishers too, a chunk per executor turn: 16 cameras x 256 new
+        # labels are 4,096 DDS entities, 3.3 s made in one go, during which no frame was
+        # taken (probe round 5). The swap then finds them made.
+        tokens = topic_tokens(new.names)
+        chunks = [(cam, missing[i:i + PUBLISHERS_PER_TURN]) for cam in list(self._cameras)
+                  for missing in [[t for t in tokens if t not in cam.class_pubs]]
+                  for i in range(0, len(missing), PUBLISHERS_PER_TURN)]
+        for n, (cam, chunk) in enumerate(chunks):
+            if self._segmenter is not segmenter:
+                break
+            self._create_class_pubs(cam, chunk)
+            if n + 1 < len(chunks):   # one camera's usual change is one chunk: no wait added
+                await self._next_turn()
         if self._segmenter is not segmenter:
             raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
         self._prepared = (segmenter, new)
+
+    async def _next_turn(self) -> None:
+        """Give the executor a turn (frames, other requests) before going on."""
+        # Done a few ms later, not at once: a task that is ready again at once is resumed
+        # before the executor waits for frames (measured: no frame taken in 4 s of chunks).
+        future = Future(executor=self.executor)
+        threading.Timer(0.005, future.set_result, (None,)).start()
+        await future
+
+    def _retire(self, publishers: list) -> None:
+        """Destroy these publishers, at most PUBLISHERS_PER_TURN now; the rest follow in
+        _drain_retiring (after a label change) or one chunk per ~/status tick."""
+        self._retiring.extend(publishers)
+        self._destroy_retiring(PUBLISHERS_PER_TURN)
+
+    def _destroy_retiring(self, count: int) -> None:
+        chunk, self._retiring = self._retiring[:count], self._retiring[count:]
+        for pub in chunk:
+            self.destroy_lifecycle_publisher(pub)
+
+    async def _drain_retiring(self) -> None:
+        while self._retiring:
+            await self._next_turn()
+            self._destroy_retiring(PUBLISHERS_PER_TURN)
 
     async def _on_set_labels(self, req: SetLabels.Request, resp: SetLabels.Response) -> SetLabels.Response:
         try:
@@ -404,6 +446,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 raise LabelSetError("the node is shut down (finalized); nothing will use a label set")
             await self._prepare_labels_off_executor(list(req.labels))
             names = self._set_labels(list(req.labels), from_parameter=False)
+            await self._drain_retiring()
             resp.success = True
             if self._segmenter is None:
                 resp.message = (f"{len(names)} labels stored; the node is unconfigured, they "
@@ -666,6 +709,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 for pub in [*cam.pubs.values(), *cam.class_pubs.values()]:
                     self.destroy_lifecycle_publisher(pub)
             self._cameras = []
+            self._destroy_retiring(len(self._retiring))
             for pub in self._status_pubs:
                 self.destroy_lifecycle_publisher(pub)
             self._status_pubs = []
@@ -694,7 +738,10 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
 
     def destroy_node(self) -> None:
         self._go_inactive()
-        self._label_worker.close()
+        # At most 1 s for an encoding in progress (256 long words take seconds): a stop must
+        # end the process well within `ros2 launch`'s 5 s; node_main then exits without
+        # interpreter teardown if the worker is still inside the encoder.
+        self._label_worker.close(timeout_s=1.0)
         super().destroy_node()
 
     # -- frame path -------------------------------------------------------------------------
@@ -769,6 +816,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         return {cam.image_topic: cam.stats.snapshot() for cam in self._cameras}
 
     def _publish_status(self) -> None:
+        self._destroy_retiring(PUBLISHERS_PER_TURN)   # what a label change left, if any
         seg = self._segmenter
         if seg is None:
             return

@@ -12,17 +12,14 @@ import logging
 import os
 import signal
 import sys
+import threading
 
-import rclpy
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.logging import get_logger
-from rclpy.signals import SignalHandlerOptions
+LABEL_THREAD = "lgseg-labels"   # ros/label_worker.py's thread name
 
-from lgseg_ros.labels import shown
-from lgseg_ros.ros import params as P
-from lgseg_ros.ros.executor import spin_until_shutdown
-from lgseg_ros.ros.node import ConfigError, LgsegNode
+# Only the standard library at module level: `lgseg node` and `ros2 run` install the stop
+# handlers before importing rclpy, numpy, OpenCV and the node (about a second), so a stop in
+# that second is one line and exit 0 too, not a KeyboardInterrupt traceback (exit -2) or
+# death by SIGTERM (-15), as probe round 5 found 0.3 s after spawn.
 
 
 class _RosLogHandler(logging.Handler):
@@ -44,6 +41,8 @@ class _RosLogHandler(logging.Handler):
 
 def usage() -> str:
     """`lgseg node --help`: how to start it, and every parameter with its range."""
+    from lgseg_ros.ros import params as P
+
     lines = [
         "usage: lgseg node [--ros-args -p NAME:=VALUE ... -r image:=/camera/image_raw ...]",
         "       ros2 run lgseg_ros lgseg_node [--ros-args ...]",
@@ -68,21 +67,58 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`ros2 run lgseg_ros lgseg_node [--ros-args ...]` and `lgseg node [--ros-args ...]`."""
+    # Our own SIGINT / SIGTERM handlers instead of rclpy's, from the first instant: a stop
+    # asked for while the node starts (imports, model load, export: seconds) ends start-up at
+    # once, with a line and exit 0, not "did not reach active" and exit 1 after the load, or
+    # a KeyboardInterrupt traceback (issue 20, item 10; probe round 5).
+    previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = _run(argv)
+    except StopRequested as e:   # before the ROS logger exists
+        print(f"[lgseg_node] stopped by {e.args[0]} during start-up", file=sys.stderr)
+        rc = 0
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if any(t.name == LABEL_THREAD and t.is_alive() for t in threading.enumerate()):
+        # A label encoding still runs (the node waited 1 s for it): interpreter teardown
+        # with that thread inside the text encoder aborts the process (exit -6), so end here,
+        # with everything ROS already shut down and the output flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+def _run(argv: list[str] | None) -> int:
+    from lgseg_ros.ros import params as P
+
     args = sys.argv if argv is None else [P.NODE_NAME, *argv]
     own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
     if any(a in ("-h", "--help") for a in own):
         print(usage())
         return 0
+    import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+    from rclpy.logging import get_logger
+    from rclpy.signals import SignalHandlerOptions
+
+    from lgseg_ros.labels import shown
+    from lgseg_ros.ros.dds import apply_large_frame_profile
+    from lgseg_ros.ros.executor import spin_until_shutdown
+    from lgseg_ros.ros.node import ConfigError, LgsegNode
+
     # Before rclpy.init: Fast DDS reads its profile when the first participant is created.
     # Our outputs (overlay, colour mask) are as large as the camera's frames.
-    from lgseg_ros.ros.dds import apply_large_frame_profile
     apply_large_frame_profile()
-    # Our own SIGINT / SIGTERM handlers instead of rclpy's: a stop asked for while the node
-    # configures (model load, export: seconds) ends start-up at once, with a line and exit
-    # 0, not "did not reach active" and exit 1 after the load, or a KeyboardInterrupt
-    # traceback (issue 20, item 10).
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except (RCLError, RuntimeError, ValueError) as e:
+        # An unwritable log directory, a params file rcl cannot parse or find: the reason in
+        # one line (there is no ROS logger yet), not a traceback.
+        print(f"[lgseg_node] cannot start: {shown(str(e).strip(), 400)}", file=sys.stderr)
+        return 2
     node = None
     handler = None
     try:
@@ -98,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except RCLError as e:
             line = security_unavailable_line(e)
-            if line is None:
-                raise
-            get_logger(P.NODE_NAME).fatal(line)
+            get_logger(P.NODE_NAME).fatal(line or f"cannot start: {shown(str(e).strip(), 400)}")
             return 2
         if node.get_parameter("autostart").value and node.lifecycle_state != "active":
             node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
@@ -116,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                     " during start-up"))
         return 0
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
         if node is not None:
             node.destroy_node()
         if handler is not None:

@@ -179,6 +179,7 @@ class ParameterGuardMixin:
             if refused is None:
                 refused = await self._prepare_labels_entry(param)
             resp.results.append(refused or self._set_one([param]))
+        await self._drain_retiring()
         return resp
 
     async def _on_set_parameters_atomically_request(self, req, resp):
@@ -200,4 +201,5 @@ class ParameterGuardMixin:
                 resp.result = refused
                 return resp
         resp.result = self._set_one(params)
+        await self._drain_retiring()
         return resp
