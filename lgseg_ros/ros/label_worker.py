@@ -20,6 +20,15 @@ from typing import Any, Callable
 from rclpy.task import Future
 
 
+def wake_awaiting(executor) -> None:
+    """A coroutine awaiting a Future is resumed only when its executor next wakes; a Future
+    done on another thread does not wake it. Without this a label change waited for the next
+    frame or timer: set_labels on an idle node took 260 ms p50 and up to 1.07 s (the status
+    period)."""
+    if executor is not None:
+        executor.wake()
+
+
 class LabelWorkerBusy(RuntimeError):
     """Too many label changes are already waiting; the message says how many."""
 
@@ -42,7 +51,7 @@ class LabelWorker:
                                       "try again when they are done")
             self._pending += 1
         future = Future(executor=executor)
-        self._jobs.put((fn, future))
+        self._jobs.put((fn, future, executor))
         return future
 
     @property
@@ -55,7 +64,7 @@ class LabelWorker:
             job = self._jobs.get()
             if job is None:
                 return
-            fn, future = job
+            fn, future, executor = job
             try:
                 result = fn()
             except BaseException as e:  # noqa: BLE001 - handed to the awaiting request
@@ -66,6 +75,7 @@ class LabelWorker:
                 with self._lock:
                     self._pending -= 1
                 future.set_result(result)
+            wake_awaiting(executor)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """End the thread and wait for it (a job in progress finishes first). Joined, not

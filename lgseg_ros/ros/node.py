@@ -74,7 +74,7 @@ from lgseg_ros.ros import params as P
 from lgseg_ros.ros.frame_checks import StampWatch, check_frame
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
 from lgseg_ros.ros.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
-from lgseg_ros.ros.label_worker import LabelWorker, LabelWorkerBusy
+from lgseg_ros.ros.label_worker import LabelWorker, LabelWorkerBusy, wake_awaiting
 from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, LabelInfo,  # noqa: F401
                                    LabelSetMsg, OutputsMixin)  # LABEL_INFO_TYPE, LabelInfo: re-exported
 from lgseg_ros.ros.lifecycle_guard import guard_change_state
@@ -420,8 +420,13 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         """Give the executor a turn (frames, other requests) before going on."""
         # Done a few ms later, not at once: a task that is ready again at once is resumed
         # before the executor waits for frames (measured: no frame taken in 4 s of chunks).
-        future = Future(executor=self.executor)
-        threading.Timer(0.005, future.set_result, (None,)).start()
+        future, executor = Future(executor=self.executor), self.executor
+
+        def done() -> None:
+            future.set_result(None)
+            wake_awaiting(executor)
+
+        threading.Timer(0.005, done).start()
         await future
 
     def _retire(self, publishers: list) -> None:
