@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lgseg_ros.labels import CAMVID_CLASSES
+from lgseg_ros.procinfo import rss_mb
 
 LABEL_SETS = (["road", "car", "sky", "building", "tree", "pedestrian"],
               list(CAMVID_CLASSES))
@@ -90,24 +91,13 @@ class _BackgroundStream:
         self._thread.join()
 
 
-def _rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
 def _soak(args, node_pid: int, call, publish, period: float, lock, arrivals) -> dict:
     """Stream at the bench rate and change labels every soak_change_period seconds for
     soak_seconds: every call must be answered, masks must keep coming, memory must level."""
     rng = random.Random(0)
     with lock:
         n_masks0 = len(arrivals["node"])
-    rss0 = _rss_mb(node_pid)
+    rss0 = rss_mb(node_pid)
     replies, missed, rejected = [], 0, 0
     sizes = []
     t_start = time.time()
@@ -117,7 +107,7 @@ def _soak(args, node_pid: int, call, publish, period: float, lock, arrivals) -> 
     try:
         while time.time() - t_start < args.soak_seconds:
             if time.time() - t_start >= next_sample:
-                rss_samples.append([round(time.time() - t_start), _rss_mb(node_pid)])
+                rss_samples.append([round(time.time() - t_start), rss_mb(node_pid)])
                 next_sample += max(args.soak_seconds / 10, 1.0)
             labels = rng.sample(SOAK_VOCABULARY, rng.randint(1, 24))
             sizes.append(len(labels))
@@ -133,7 +123,7 @@ def _soak(args, node_pid: int, call, publish, period: float, lock, arrivals) -> 
         streamer.stop()
     t_end = time.time()
     time.sleep(1.0)
-    rss1 = _rss_mb(node_pid)
+    rss1 = rss_mb(node_pid)
     with lock:
         mask_times = sorted(t for t in arrivals["node"].values() if t >= t_start)
         n_masks = len(arrivals["node"]) - n_masks0

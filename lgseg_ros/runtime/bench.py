@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from lgseg_ros.procinfo import rss_mb
+
 log = logging.getLogger(__name__)
 
 LABEL_WORDS = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign symbol", "fence",
@@ -123,17 +125,6 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def process_rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
 def bench_ours(args, encoder, text_cache: dict) -> tuple[list[dict], dict]:
     """Per backend: model latency and end-to-end latency at each size and K."""
     from .segmenter import Segmenter
@@ -169,7 +160,7 @@ def bench_ours(args, encoder, text_cache: dict) -> tuple[list[dict], dict]:
                              "model_latency": model, "end_to_end": e2e,
                              # This process's RSS after the K-label frames: its growth from one
                              # K to the next is what more labels cost (the frame path's buffers).
-                             "process_rss_mb": process_rss_mb()})
+                             "process_rss_mb": rss_mb()})
                 print(f"[bench] {seg.backend.name:<12} {size[0]}x{size[1]} K={k}: model p50 "
                       f"{model['p50_ms']:.1f} ms ({model['fps']:.1f} FPS), end-to-end p50 "
                       f"{e2e['p50_ms']:.1f} ms", file=sys.stderr)
