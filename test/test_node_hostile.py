@@ -247,6 +247,25 @@ def test_bad_start_values_stop_the_node_with_the_reason():
     assert "net_height=1000000" in text and "32 to 1024" in text and "Traceback" not in text
 
 
+def test_a_refused_start_value_takes_the_half_built_node_down_at_once():
+    """A CI run printed the net_height refusal, then died with SIGSEGV instead of exit 2: the
+    half-built node (label thread, lifecycle services) was left to garbage collection around
+    rclpy's shutdown. The constructor now closes both before it raises."""
+    code = ("import threading, rclpy\n"
+            "from rclpy.parameter import Parameter\n"
+            "from lgseg_ros.ros.node import LgsegNode\n"
+            "rclpy.init()\n"
+            "try:\n"
+            "    LgsegNode(parameter_overrides=[Parameter('net_height', value=1000000)])\n"
+            "except Exception as e:\n"
+            "    print('refused', 'net_height=1000000' in str(e))\n"
+            "print('label threads', sum(t.name == 'lgseg-labels' and t.is_alive() for t in threading.enumerate()))\n"
+            "rclpy.shutdown()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.split("\n")[:2] == ["refused True", "label threads 0"], out.stdout + out.stderr
+
+
 def test_huge_and_control_character_labels_are_refused_in_short_messages(env):
     """Items 5 and 10: 8 labels of 1 MB wrote 8 MB of log; tab and newline became spaces."""
     h, proc, _, _ = env

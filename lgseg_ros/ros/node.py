@@ -186,10 +186,18 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         # Class-mask publishers of labels that left, destroyed a chunk at a time (_retire).
         self._retiring: list[Any] = []
         self._stamps: dict[str, StampWatch] = {}
-        # After the state above: a refused start-up value raises here, and the context
-        # still destroys the half-built node at shutdown.
-        self._declare_parameters()
-        self._dyn = self._read_dynamic()
+        # After the state above: a refused start-up value raises here.
+        try:
+            self._declare_parameters()
+            self._dyn = self._read_dynamic()
+        except BaseException:
+            # Take the half-built node down here, in order (its label thread, then its rcl
+            # entities), not through garbage collection at some moment around rclpy's
+            # context shutdown: a CI run saw the refusal printed, then SIGSEGV instead of
+            # exit 2.
+            self._label_worker.close(timeout_s=1.0)
+            super().destroy_node()
+            raise
         # Image callbacks only fill slots: never blocked by a service that waits for the
         # frame lock, nor by the status timer.
         self._input_group = MutuallyExclusiveCallbackGroup()
