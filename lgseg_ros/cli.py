@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": ("lgseg_ros.train.evaluate", "evaluate a checkpoint: mIoU, subset and renamed-label queries"),
     "pseudo-label": ("lgseg_ros.train.pseudo_label", "label a folder of images with a closed-set teacher (a folder dataset for train)"),
     "agreement": ("lgseg_ros.train.agreement", "agreement with teacher labels on held-out images, words together and alone (JSON)"),
+    "average": ("lgseg_ros.train.average", "average the weights of checkpoints of one model (a model soup)"),
     "flops": ("lgseg_ros.model.flops", "parameters and GFLOPs of model variants"),
     "export": ("lgseg_ros.runtime.export", "export the frame path to ONNX"),
     "artefacts": ("lgseg_ros.runtime.artefacts", "build the ONNX files a torch-free node runs from"),
