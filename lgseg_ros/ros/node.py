@@ -186,18 +186,20 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         # Class-mask publishers of labels that left, destroyed a chunk at a time (_retire).
         self._retiring: list[Any] = []
         self._stamps: dict[str, StampWatch] = {}
-        # After the state above: a refused start-up value raises here.
+        # Everything after the state above may raise (a refused start-up value, a stop
+        # signal during the autostart configure): the half-built node is then taken down
+        # here, in order (its label thread, then its rcl entities), not left to garbage
+        # collection at some moment around rclpy's context shutdown; a CI run saw the
+        # net_height refusal printed, then SIGSEGV instead of exit 2.
         try:
-            self._declare_parameters()
-            self._dyn = self._read_dynamic()
+            self._build()
         except BaseException:
-            # Take the half-built node down here, in order (its label thread, then its rcl
-            # entities), not through garbage collection at some moment around rclpy's
-            # context shutdown: a CI run saw the refusal printed, then SIGSEGV instead of
-            # exit 2.
-            self._label_worker.close(timeout_s=1.0)
-            super().destroy_node()
+            self.destroy_node()
             raise
+
+    def _build(self) -> None:
+        self._declare_parameters()
+        self._dyn = self._read_dynamic()
         # Image callbacks only fill slots: never blocked by a service that waits for the
         # frame lock, nor by the status timer.
         self._input_group = MutuallyExclusiveCallbackGroup()
