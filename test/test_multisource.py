@@ -151,6 +151,56 @@ def test_two_source_training_smoke(two_sources, tmp_path):
     assert len(losses) == 4 and all(np.isfinite(losses))
 
 
+def test_distill_loss_keeps_only_what_the_teacher_gets_right():
+    from lgseg_ros.train.losses import distill_loss
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 4, 6, 8, generator=g) * 3
+    target = teacher.argmax(1).repeat_interleave(4, 1).repeat_interleave(4, 2)  # 24x32 labels
+    assert float(distill_loss(teacher.clone(), teacher, target)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(2, 4, 6, 8, generator=g, requires_grad=True)
+    kd = distill_loss(student, teacher, target)
+    assert float(kd.detach()) > 0.01
+    kd.backward()
+    assert student.grad.abs().sum() > 0
+    # where the teacher disagrees with the labels (or they are ignored) nothing is distilled
+    wrong = (teacher.argmax(1) + 1) % 4
+    far = wrong.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    assert float(distill_loss(student, teacher, far)) == 0.0
+    assert float(distill_loss(student, teacher, torch.full_like(target, IGNORE))) == 0.0
+    # half the pixels wrong: the loss is the mean over the other half, not diluted
+    mixed = target.clone()
+    mixed[:, :, :16] = far[:, :, :16]
+    full = distill_loss(student, teacher, target)
+    half = distill_loss(student, teacher, mixed)
+    assert float(half) != pytest.approx(float(full))
+    assert float(half) > 0
+
+
+def test_two_source_training_with_distillation_smoke(two_sources, tmp_path):
+    """`--distill`: a frozen teacher (here a first run's checkpoint) scores each batch of the
+    named source; the distillation term is logged and finite."""
+    first = tmp_path / "first"
+    common = ["--config", "test-tiny", "--train-split", "x", "--batch-size", "2",
+              "--crop", "72", "96", "--scale", "0.2", "0.2", "--workers", "0",
+              "--no-progress", "--log-every", "1", "--threads", "1", "--no-eval"]
+    assert train.main([*common, "--source", str(two_sources / "street"), "--iters", "2",
+                       "--out", str(first)]) == 0
+    out = tmp_path / "run"
+    rc = train.main([*common, "--init", str(first / "final.safetensors"),
+                     "--source", f"{two_sources / 'street'}:0.5",
+                     "--source", f"{two_sources / 'other'}:0.5", "--iters", "6",
+                     "--distill", str(first / "final.safetensors"),
+                     "--distill-sources", str(two_sources / "street"), "--out", str(out)])
+    assert rc == 0
+    recs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    kd = [r["distill"] for r in recs if "distill" in r]
+    assert kd and all(np.isfinite(v) and v >= 0 for v in kd)
+    with pytest.raises(SystemExit, match="not among --source"):
+        train.main([*common, "--source", str(two_sources / "street"), "--iters", "1",
+                    "--distill", str(first / "final.safetensors"),
+                    "--distill-sources", "elsewhere", "--out", str(tmp_path / "x")])
+
+
 def test_agreement_scores_nested_words_as_training_targets_them():
     from lgseg_ros.train.agreement import _targets
     names = ["building", "building > window", "road"]

@@ -28,3 +28,28 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, classes_map: torch.Tens
     idx = classes_map.clamp(0, class_weights.numel() - 1)
     w = class_weights.to(per_pixel.device)[idx] * valid
     return (per_pixel * w).sum() / w.sum().clamp(min=1e-6)
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
+                 temperature: float = 2.0, ignore_index: int = IGNORE) -> torch.Tensor:
+    """Learning without forgetting: KL(teacher || student) of the softened label
+    distributions, on the pixels where the teacher's answer is the training target.
+
+    ``student``, ``teacher`` [B, K+1, h, w] logits for the same label set (the teacher's are
+    resized to the student's grid), ``target`` [B, H, W] training targets. Where the teacher
+    disagrees with the labels (a "window" it does not know, an indoor scene it never saw)
+    it has nothing to keep, so those pixels get no distillation; where it agrees, its whole
+    distribution (the margins, the runner-up labels) is what fine-tuning on new data tends
+    to forget. Scaled by T^2 so its gradient does not shrink with the temperature."""
+    if teacher.shape[-2:] != student.shape[-2:]:
+        teacher = F.interpolate(teacher, size=student.shape[-2:], mode="bilinear",
+                                align_corners=False)
+    small = F.interpolate(target[:, None].float(), size=student.shape[-2:], mode="nearest")[:, 0].long()
+    teacher = teacher.float().detach()
+    keep = (teacher.argmax(1) == small) & (small != ignore_index)
+    if not keep.any():
+        return student.sum() * 0.0
+    log_p_s = F.log_softmax(student.float() / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+    return (kl * keep).sum() / keep.sum() * temperature ** 2

@@ -31,7 +31,7 @@ import torch
 from .augment import TrainAugment
 from .datasets import (CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, MixedDataset, build_dataset,
                        relabelled)
-from .losses import seg_loss
+from .losses import distill_loss, seg_loss
 from .multisource import MultiSourceDataset, SourceBatchSampler, SourceSpec
 from .openvocab import EmbeddingTable, LabelSampler, jitter_text
 
@@ -47,6 +47,16 @@ def parse_args(argv):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config field (repeatable), e.g. --set fusion_blocks=2")
     p.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--distill", metavar="CHECKPOINT",
+                   help="learning without forgetting: a frozen teacher (e.g. the model you "
+                        "fine-tune from) scores every batch's label set too, and its softened "
+                        "answers are kept where it agrees with the labels (losses.distill_loss)")
+    p.add_argument("--distill-weight", type=float, default=1.0,
+                   help="weight of the distillation term beside the cross-entropy")
+    p.add_argument("--distill-temperature", type=float, default=2.0)
+    p.add_argument("--distill-sources", nargs="+", metavar="DATA",
+                   help="with --source: distil only on batches from these sources (as given "
+                        "to --source, without the share); default every source")
     p.add_argument("--data", default="camvid", help="'camvid' or a dataset folder")
     p.add_argument("--replay", metavar="DATA",
                    help="also train on this dataset ('camvid' or a folder), mixed into every "
@@ -388,6 +398,25 @@ def main(argv=None) -> int:
         net = build_model(cfg)
     net.to(device).train()
 
+    teacher, distill_on = None, None
+    if args.distill:
+        teacher, tcfg = load_checkpoint(args.distill)
+        if (tcfg.text_encoder, tcfg.prompt_template) != (cfg.text_encoder, cfg.prompt_template):
+            raise SystemExit(f"--distill {args.distill}: its text encoder "
+                             f"({tcfg.text_encoder}, {tcfg.prompt_template!r}) is not the "
+                             f"student's ({cfg.text_encoder}, {cfg.prompt_template!r}); both "
+                             "must read the same label embeddings")
+        teacher.to(device).eval().requires_grad_(False)
+        if args.distill_sources:
+            if not multi:
+                raise SystemExit("--distill-sources needs --source")
+            given = [SourceSpec.parse(x).data for x in args.source]
+            unknown = [x for x in args.distill_sources if x not in given]
+            if unknown:
+                raise SystemExit(f"--distill-sources {unknown}: not among --source {given}")
+            distill_on = {i for i, d in enumerate(given) if d in args.distill_sources}
+        log.info("distilling from %s (weight %.2f, T %.1f, sources %s)", args.distill,
+                 args.distill_weight, args.distill_temperature, args.distill_sources or "all")
     encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
     sampler_rng = random.Random(args.seed * 1009 + rank)
     if multi:
@@ -537,6 +566,12 @@ def main(argv=None) -> int:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = net(images, text)
             loss = seg_loss(logits, target, target_ids, weights)
+            kd = None
+            if teacher is not None and (distill_on is None or int(batch_items[2][0]) in distill_on):
+                with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    t_logits = teacher(images, text)
+                kd = distill_loss(logits, t_logits, target, args.distill_temperature)
+                loss = loss + args.distill_weight * kd
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -570,6 +605,8 @@ def main(argv=None) -> int:
                 if rank == 0:
                     rec = {"step": step, "loss": lv, "loss_ema": ema, "lr": lr,
                            "img_per_s": ips, "elapsed_s": now - t0, "k": len(batch.names)}
+                    if kd is not None:
+                        rec["distill"] = float(kd)
                     jsonl.write(json.dumps(rec) + "\n")
                     jsonl.flush()
                     log.info("step %d/%d loss %.4f (ema %.4f) lr %.2e %.1f img/s elapsed %.0fs",
