@@ -55,3 +55,15 @@ def test_look_alike_labels_are_refused_as_duplicates():
         validate_labels(["car", "car\ufe0f"])
     assert validate_labels(["саr"]) == ("саr",)  # alone, a Cyrillic word is a label like any
     assert validate_labels(["café", "cafe"]) == ("café", "cafe")  # different letters, kept apart
+
+
+def test_shown_bounds_lists_of_huge_items_and_printable_escapes():
+    """Probe round 6: 41 strings of 400 KB made a 64 MB refusal message."""
+    from lgseg_ros.labels import printable, shown
+    text = shown(["\x01" * 400_000] * 41)
+    assert len(text) < 120 and text.endswith("(41 items)")
+    assert len(shown(["x" * 1_000_000] * 3)) < 120
+    assert shown(["a", "b"]) == "['a', 'b']"
+    assert shown([[1] * 10 ** 6]) == "[<list of 1000000>]"
+    safe = printable("ok \x1b]52;c;Zm9v\x07\u202e\r" + "y" * 500, limit=100)
+    assert safe.isprintable() and "\\x1b" in safe and safe.endswith("(512 characters)")

@@ -96,3 +96,63 @@ def test_a_missing_node_is_reported_not_hung():
     assert proc.returncode == 2 and "no answer" in proc.stderr
     proc = lgseg("status", "--node", "/no_such_lgseg_node", "--timeout", "1")
     assert proc.returncode == 2 and "nothing on" in proc.stderr
+
+
+def test_bad_timeouts_are_refused_with_the_option_named():
+    """Probe round 6: --timeout nan never compared true, so the tool waited forever."""
+    for value in ("nan", "-5", "inf"):
+        proc = lgseg("status", "--node", "/no_such_lgseg_node", "--timeout", value, timeout=30)
+        assert proc.returncode == 2 and "--timeout" in proc.stderr and repr(value) in proc.stderr
+
+
+EVIL = "\x1b[2J\x1b[H\x1b]0;title\x07\x1b]52;c;cm0gLXJmIH4=\x07\u202eFAKE OK\r"
+
+
+@pytest.fixture
+def hostile_node():
+    """A fake /<name> answering the tools with terminal escape sequences in every string,
+    and 2,000 class entries (the real node serves at most 256)."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from lgseg_ros.msg import LabelInfo, VisionClass
+    from lgseg_ros.srv import SetLabels
+
+    h = RosHarness()
+    try:
+        n = h.add(Node("fake_lgseg_node", context=h.context))
+
+        def set_labels(req, resp):
+            resp.success, resp.message = True, EVIL + "labels set"
+            resp.class_map = [VisionClass(class_id=i, class_name=EVIL + f"c{i}") for i in range(2000)]
+            resp.warnings = [EVIL + "warn"]
+            return resp
+
+        n.create_service(SetLabels, "/fake_lgseg_node/set_labels", set_labels)
+        status = n.create_publisher(DiagnosticArray, "/fake_lgseg_node/status", 10)
+        info = n.create_publisher(LabelInfo, "/fake_lgseg_node/label_info", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        msg = LabelInfo(class_map=[VisionClass(class_id=0, class_name=EVIL)])
+        msg.header.frame_id = EVIL
+        info.publish(msg)
+        n.create_timer(0.2, lambda: status.publish(DiagnosticArray(status=[DiagnosticStatus(
+            name=EVIL, message=EVIL, values=[KeyValue(key="frames_in" + EVIL, value=EVIL)])])))
+        yield "/fake_lgseg_node"
+    finally:
+        h.close()
+
+
+def test_what_a_peer_sends_reaches_the_terminal_escaped_and_bounded(hostile_node):
+    """Probe round 6: the tools printed a fake node's strings raw: clear screen, window
+    title, clipboard write (OSC 52), a line overwritten by a carriage return."""
+    runs = [lgseg("labels", "set", "--node", hostile_node, "road"),
+            lgseg("label-info", "--node", hostile_node),
+            lgseg("status", "--node", hostile_node, "--all")]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        out = proc.stdout + proc.stderr
+        assert "\x1b" not in out and "\r" not in out and "\u202e" not in out and "\x07" not in out
+        assert "\\x1b" in out   # shown, escaped
+    lines = runs[0].stdout.splitlines()
+    assert len(lines) < 400 and "1700 more entries not shown" in runs[0].stdout

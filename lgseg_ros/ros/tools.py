@@ -12,16 +12,34 @@ like any node, and force neither. Exit status: 0 done, 1 refused by the node, 2 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Any, Callable
 
+from lgseg_ros.labels import printable
+
 NODE = "/lgseg_node"
+# What a reply may make us print: the node serves at most 256 labels; a fake node answering
+# with a million entries gets the first rows and a count, not a million lines.
+MAX_ROWS = 300
+
+
+def _seconds(text: str) -> float:
+    """--timeout: finite and >= 0 (NaN never compares true: the wait never ended)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number of "
+                                         "seconds >= 0")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node", default=NODE, help=f"fully qualified node name (default {NODE})")
-    p.add_argument("--timeout", type=float, default=10.0,
+    p.add_argument("--timeout", type=_seconds, default=10.0,
                    help="seconds to wait for the node to answer (default 10)")
 
 
@@ -67,11 +85,14 @@ class _Client:
 
 
 def _print_mapping(title: str, entries: list[tuple]) -> None:
-    """entries: (id, name, mask topic or "", and optionally what the model reads it as)."""
-    print(title)
-    for class_id, name, topic, *reads in entries:
-        note = f"  (reads as {reads[0]})" if reads and reads[0] else ""
-        print(f"  {class_id:>4}  {name}{note}" + (f"    {topic}" if topic else ""))
+    """entries: (id, name, mask topic or "", and optionally what the model reads it as).
+    Every string came from the network: printed through printable(), never raw."""
+    print(printable(title, 400))
+    for class_id, name, topic, *reads in entries[:MAX_ROWS]:
+        note = f"  (reads as {printable(reads[0])})" if reads and reads[0] else ""
+        print(f"  {class_id:>4}  {printable(name)}{note}" + (f"    {printable(topic)}" if topic else ""))
+    if len(entries) > MAX_ROWS:
+        print(f"  ... {len(entries) - MAX_ROWS} more entries not shown")
 
 
 def _reads_as(entry) -> str:
@@ -118,12 +139,13 @@ def _labels_set(client: _Client, args) -> int:
         e = reported.get(c.class_id)
         entries.append((c.class_id, c.class_name, e.mask_topic if e else "", _reads_as(e) if e else ""))
     if not resp.success:
-        print(f"lgseg labels: refused: {resp.message}", file=sys.stderr)
+        print(f"lgseg labels: refused: {printable(resp.message, 400)}", file=sys.stderr)
         _print_mapping("still in force:", entries)
         return 1
     _print_mapping(f"{resp.message} ({ms:.0f} ms):", entries)
-    for warning in getattr(resp, "warnings", []):
-        print(f"warning: {warning}")
+    warnings = list(getattr(resp, "warnings", []))
+    for warning in warnings[:MAX_ROWS]:
+        print(f"warning: {printable(warning, 400)}")
     return 0
 
 
@@ -184,7 +206,7 @@ def label_info_main(argv: list[str] | None = None) -> int:
         def show(msg) -> None:
             got.append(msg)
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
-            where = (f"frame_id {msg.header.frame_id!r}" if msg.header.frame_id
+            where = (f"frame_id {printable(repr(msg.header.frame_id))}" if msg.header.frame_id
                      else "node clock, before any frame")
             _print_mapping(f"{topic} ({msg_type.__module__.split('.')[0]}), stamp {stamp} ({where}), "
                            f"threshold {msg.threshold:g}:",
@@ -227,12 +249,12 @@ def status_main(argv: list[str] | None = None) -> int:
     try:
         def show(msg) -> None:
             got.append(msg)
-            for st in msg.status:
-                values = {kv.key: kv.value for kv in st.values}
+            for st in msg.status[:MAX_ROWS]:
+                values = {kv.key: kv.value for kv in st.values[:MAX_ROWS]}
                 keys = list(values) if args.all else [k for k in STATUS_KEYS if k in values]
                 level = levels.get(st.level if isinstance(st.level, int) else ord(st.level), st.level)
-                print(f"{st.name} [{level}] {st.message}")
-                print("  " + "  ".join(f"{k}={values[k]}" for k in keys))
+                print(f"{printable(st.name)} [{printable(level)}] {printable(st.message, 400)}")
+                print("  " + "  ".join(f"{printable(k, 60)}={printable(values[k], 60)}" for k in keys))
             sys.stdout.flush()
 
         client.node.create_subscription(DiagnosticArray, topic, show, 10)
