@@ -66,4 +66,4 @@ def test_shown_bounds_lists_of_huge_items_and_printable_escapes():
     assert shown(["a", "b"]) == "['a', 'b']"
     assert shown([[1] * 10 ** 6]) == "[<list of 1000000>]"
     safe = printable("ok \x1b]52;c;Zm9v\x07\u202e\r" + "y" * 500, limit=100)
-    assert safe.isprintable() and "\\x1b" in safe and safe.endswith("(512 characters)")
+    assert safe.isprintable() and "\\x1b" in safe and safe.endswith("(517 characters)")
