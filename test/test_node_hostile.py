@@ -238,6 +238,23 @@ def test_opencv_decoder_cap_is_in_force_in_the_node_process():
     assert out.stdout.strip() == "refused True", out.stdout + out.stderr
 
 
+def test_an_empty_or_undeclared_parameter_name_is_refused_by_name(env):
+    """Probe round 6: rclpy let a parameter named '' through (any() over the names is false
+    for it); 64 x 1 MB parked there kept +274 MB. Other undeclared names were refused as
+    "undeclared parameter(s): []"."""
+    h, proc, _, _ = env
+    results = set_params(h, [raw_param("", ParameterType.PARAMETER_STRING, string_value="x" * 100_000),
+                             raw_param("no_such_parameter", ParameterType.PARAMETER_INTEGER, integer_value=1)])
+    assert [r.successful for r in results] == [False, False]
+    assert "parameter '': not declared" in results[0].reason and len(results[0].reason) < 300
+    assert "'no_such_parameter': not declared" in results[1].reason
+    client = h.client.create_client(ListParameters, f"{NODE}/list_parameters")
+    names = h.call(client, ListParameters.Request()).result.names
+    h.client.destroy_client(client)
+    assert "" not in names and "no_such_parameter" not in names and "labels" in names
+    assert proc.alive()
+
+
 def test_bad_start_values_stop_the_node_with_the_reason():
     """Item 3 at start-up: net_height 1000000 was accepted and configure took > 10 GB."""
     out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args", "-r", "__ns:=/bad_start",
