@@ -255,6 +255,21 @@ def test_an_empty_or_undeclared_parameter_name_is_refused_by_name(env):
     assert proc.alive()
 
 
+@pytest.mark.parametrize("remap", ["image:=/loop/lgseg_node/overlay",
+                                   "image:=/loop/lgseg_node/class/road",
+                                   "camera_info:=/loop/lgseg_node/camera_info"])
+def test_an_input_remapped_onto_an_own_output_is_refused(tiny_checkpoint, remap):
+    """Probe round 6: `-r image:=<node>/overlay` fed every overlay back in, 59 frames a
+    second for ever from one input frame, with nothing in the log."""
+    out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                          "-r", "__ns:=/loop", "-r", remap, *tiny_torch_args(tiny_checkpoint)],
+                         capture_output=True, text=True, timeout=120, env=node_env())
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "one of this node's own outputs" in text and remap.split(":=")[1] in text
+    assert "Traceback" not in text
+
+
 def test_bad_start_values_stop_the_node_with_the_reason():
     """Item 3 at start-up: net_height 1000000 was accepted and configure took > 10 GB."""
     out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args", "-r", "__ns:=/bad_start",

@@ -525,6 +525,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                     cam = self._make_camera(key)
                     self._cameras.append(cam)
                     self._reconcile_class_pubs(cam, label_set)
+                self._refuse_own_outputs_as_input()
                 self._status_pubs = [
                     self.create_lifecycle_publisher(DiagnosticArray, "~/status", OUTPUT_QOS),
                     self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)]
@@ -592,6 +593,25 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         cam.pubs["label_set"] = self.create_lifecycle_publisher(LabelSetMsg, f"{o}/label_set", LABEL_INFO_QOS)
         cam.pubs["camera_info"] = self.create_lifecycle_publisher(CameraInfo, f"{o}/camera_info", OUTPUT_QOS)
         return cam
+
+    def _refuse_own_outputs_as_input(self) -> None:
+        """An input remapped onto one of the node's own outputs (`-r image:=.../overlay`) fed
+        every published frame back in: one frame became 59 overlays a second for ever, a
+        whole core busy and nothing in the log (probe round 6)."""
+        names = ("label_mask", "confidence", "color_mask", "overlay", "label_info", "label_set",
+                 "camera_info")
+        outputs = {self.resolve_topic_name("~/status"), "/diagnostics"}
+        class_prefixes = []
+        for cam in self._cameras:
+            outputs.update(self.resolve_topic_name(f"{cam.out}/{n}") for n in names)
+            class_prefixes.append(self.resolve_topic_name(f"{cam.out}/class") + "/")
+        for cam in self._cameras:
+            for what, topic in (("image", cam.image_topic), ("image/compressed", cam.compressed_topic),
+                                ("camera_info", cam.info_topic)):
+                if topic in outputs or topic.startswith(tuple(class_prefixes)):
+                    raise ConfigError(f"input `{what}` resolves to {shown(topic, 120)}, one of this "
+                                      "node's own outputs: every published frame would come back "
+                                      "as input; remap it to the camera's topic")
 
     def _remapped(self, name: str) -> str | None:
         resolved = self.resolve_topic_name(name)
