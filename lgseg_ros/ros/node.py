@@ -70,6 +70,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
 from lgseg_ros.labels import LabelSetError, shown, topic_tokens, validate_labels
+from lgseg_ros.procinfo import trim_heap
 from lgseg_ros.ros import params as P
 from lgseg_ros.ros.frame_checks import StampWatch, check_frame
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
@@ -751,6 +752,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             self._segmenter = None
             self._label_set = None
         gc.collect()
+        trim_heap()   # the released model's heap back to the system, not kept for the next
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()  # give the GPU back to other processes

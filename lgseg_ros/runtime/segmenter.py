@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from lgseg_ros.labels import MAX_LABELS, LabelSetError, unlabeled_value, validate_labels
+from lgseg_ros.procinfo import trim_heap
 from lgseg_ros.resources import package_path
 
 from . import preprocess as pp
@@ -93,16 +94,6 @@ def _check_net_size(net_size) -> tuple[int, int]:
     if h <= 0 or w <= 0 or h % NET_STRIDE or w % NET_STRIDE:
         raise ValueError(f"net_size {h}x{w} must be positive multiples of {NET_STRIDE}")
     return h, w
-
-
-def _trim_heap() -> None:
-    """Return freed heap pages to the system (glibc keeps them otherwise); no-op elsewhere."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _set_torch_threads(n: int) -> None:
@@ -279,7 +270,7 @@ class Segmenter:
             t2 = time.perf_counter()
             ids, conf = self.backend.infer(image)
             if release:
-                _trim_heap()
+                trim_heap()
             t3 = time.perf_counter()
             out_ids, out_conf = self._postprocess(ids, conf, len(label_set), geom)
             t4 = time.perf_counter()
