@@ -46,13 +46,14 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def make_checkpoint(path: Path) -> str:
-    """A test-tiny checkpoint: the node and the test's own Segmenter load identical weights."""
+def make_checkpoint(path: Path, seed: int = 0) -> str:
+    """A test-tiny checkpoint: the node and the test's own Segmenter load identical weights
+    (another ``seed``: another model of the same config)."""
     import torch
 
     from lgseg_ros.model import build_model, get_config, save_checkpoint
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = get_config("test-tiny")
     return str(save_checkpoint(path, build_model(cfg), cfg))
 

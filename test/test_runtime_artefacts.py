@@ -75,6 +75,48 @@ def test_frame_artefact_is_served_only_for_its_checkpoint_and_intact(artefact_di
     assert verify_frame(again, source.checkpoint_sha256, NET, "fp32")
 
 
+def test_artefacts_others_could_write_are_not_read(artefact_dir, tmp_path_factory, caplog):
+    """Probe round 7: another model's graph planted under the expected name in a folder
+    anyone could write, with a manifest to match, was served without a word."""
+    from test_node_support import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    path = model_source(ckpt)[0].onnx(NET, "fp32")
+    artefact_dir.chmod(0o777)
+    try:
+        with caplog.at_level("WARNING", logger="lgseg_ros.runtime.artefacts"):
+            with pytest.raises(ArtefactError, match="no frame-path ONNX"):
+                model_source(ckpt)[0].onnx(NET, "fp32", allow_build=False)
+        assert "writable by others (mode 777)" in caplog.text
+    finally:
+        artefact_dir.chmod(0o700)
+    path.chmod(0o666)   # a private folder, but a file anyone could rewrite in place
+    with pytest.raises(ArtefactError, match="writable by others"):
+        model_source(ckpt)[0].onnx(NET, "fp32", allow_build=False)
+    path.chmod(0o644)
+    assert model_source(ckpt)[0].onnx(NET, "fp32", allow_build=False) == path
+
+
+def test_the_bytes_verified_are_the_bytes_run(artefact_dir, tmp_path_factory):
+    """Probe round 7: the file was hashed by name and opened again by name, so a file
+    swapped in between was run. The backend now checks the bytes it hands to ONNX Runtime."""
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    source = model_source(ckpt)[0]
+    path = source.onnx(NET, "fp32")
+    sha = source.verified_sha256(path)
+    assert sha and OnnxRuntimeBackend(onnx_path=path, onnx_sha256=sha, device="cpu")
+    other = make_checkpoint(tmp_path_factory.mktemp("other") / "other.safetensors", seed=5)
+    swapped = model_source(other)[0].onnx(NET, "fp32")
+    assert swapped.read_bytes() != path.read_bytes()
+    path.write_bytes(swapped.read_bytes())   # what a rename() onto the path after the check does
+    with pytest.raises(ValueError, match="fail their recorded sha256"):
+        OnnxRuntimeBackend(onnx_path=path, onnx_sha256=sha, device="cpu")
+
+
 @pytest.mark.skipif(not (CAMVID / "train").is_dir() or not (CAMVID / "val").is_dir(),
                     reason="CamVid (../shared/datasets/camvid) is not beside this checkout")
 def test_int8_agrees_with_fp32_on_camvid_val_frames(artefact_dir):

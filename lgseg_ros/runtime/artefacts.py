@@ -15,18 +15,23 @@ vocabulary come from its safetensors header, which needs no torch either.
 
 Directories searched, first match wins: $LGSEG_ARTEFACTS, the package's models/artefacts
 (source tree or installed share), then the user cache (~/.cache/lgseg_ros/artefacts),
-which is also where exports on first use are written.
+which is also where exports on first use are written. A folder or file that someone else
+could have written (not owned by this user or root, or writable by others) is skipped
+with a warning: a manifest proves a file matches its source only if nobody else could
+write both. The bytes hashed are the bytes served (read once, then handed on).
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import logging
 import os
 from pathlib import Path
 
-from .engine_cache import default_cache_dir, read_manifest_file, sha256_file
+from .engine_cache import (default_cache_dir, read_manifest_file, read_verified_bytes, sha256_file,
+                           untrusted_reason)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,25 @@ def _cache_root() -> Path:
     return default_cache_dir().parent / "artefacts"
 
 
+_warned: set[str] = set()
+
+
+def untrusted(path: Path) -> str | None:
+    """Why ``path`` (an artefact folder or file) is not read, or None; a missing path is
+    not a reason (the lookup reports it). Warned once per path and reason."""
+    if not os.path.lexists(path):
+        return None
+    reason = untrusted_reason(path)
+    if reason and reason not in _warned:
+        _warned.add(reason)
+        log.warning("not reading artefacts from %s: someone else could have written it "
+                    "(%s); chmod go-w, or point $LGSEG_ARTEFACTS at a folder of your own",
+                    str(path)[:200], reason[:300])
+    return reason
+
+
 def artefact_dirs() -> list[Path]:
+    """The folders searched, in order, without the ones someone else could write."""
     from lgseg_ros.resources import package_path
 
     dirs = []
@@ -57,7 +80,17 @@ def artefact_dirs() -> list[Path]:
     if shipped is not None:
         dirs.append(shipped)
     dirs.append(_cache_root())
-    return list(dict.fromkeys(dirs))
+    return [d for d in dict.fromkeys(dirs) if untrusted(d) is None]
+
+
+def trusted_file(path: Path) -> str | None:
+    """Why an artefact file (or its folder) is not read, or None."""
+    return untrusted(path.parent) or untrusted(path)
+
+
+def read_artefact(path: Path, manifest: dict, error=None) -> bytes:
+    """The bytes of a verified artefact, read once and checked against its manifest."""
+    return read_verified_bytes(path, manifest.get("onnx_sha256", ""), error or ArtefactError)
 
 
 def artefact_write_dir() -> Path:
@@ -127,6 +160,12 @@ class ModelSource:
         self.calibration = calibration
         self._net = None
         self._sha: str | None = None
+        self._verified: dict[str, str] = {}   # path -> the onnx_sha256 its manifest records
+
+    def verified_sha256(self, path) -> str | None:
+        """The recorded sha256 of a file onnx() verified or built (its bytes must still
+        match when read), None for one it did not."""
+        return self._verified.get(str(path))
 
     @property
     def checkpoint_sha256(self) -> str | None:
@@ -172,6 +211,10 @@ class ModelSource:
         code = code_digest()
         for folder in artefact_dirs():
             path = folder / "frame" / name
+            why = trusted_file(path)
+            if why:
+                reasons.append(why)
+                continue
             try:
                 manifest = verify_frame(path, sha, size, precision)
             except ArtefactError as exc:
@@ -183,6 +226,7 @@ class ModelSource:
                     continue
                 log.warning("%s was exported by another version of the model code; serving it "
                             "(rebuild with `lgseg artefacts` where torch is installed)", path)
+            self._verified[str(path)] = manifest["onnx_sha256"]
             return path
         if not allow_build:
             raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
@@ -215,7 +259,7 @@ class ModelSource:
             log.warning("exporting %s for %dx%d %s (once; later starts read the file)",
                         self.checkpoint, size[0], size[1], precision)
             export_onnx(self.net, out, size, self.cfg.text_dim, precision=precision)
-        write_manifest(out, fields)
+        self._verified[str(out)] = write_manifest(out, fields)["onnx_sha256"]
         return out
 
 
@@ -238,13 +282,15 @@ def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
     file = f"vocab_{checkpoint_sha[:16]}_{encoder.onnx_sha256[:16]}_{key['names_sha256'][:8]}.npy"
     for folder in artefact_dirs():
         path = folder / "vocab" / file
+        if trusted_file(path):
+            continue
         try:
             manifest = read_manifest(path)
             if any(manifest.get(k) != v for k, v in key.items()):
                 continue
-            if path.stat().st_size > 64 + 4 * len(names) * 4096 or sha256_file(path) != manifest.get("onnx_sha256"):
+            if path.stat().st_size > 64 + 4 * len(names) * 4096:
                 continue
-            emb = np.load(path, allow_pickle=False)
+            emb = np.load(io.BytesIO(read_artefact(path, manifest)), allow_pickle=False)
             if emb.dtype == np.float32 and reporter.use_vocabulary_embeddings(names, emb):
                 return f"loaded {path}"
         except (ArtefactError, OSError, ValueError):

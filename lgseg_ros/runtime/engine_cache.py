@@ -82,6 +82,59 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# The largest artefact read whole into memory (the shipped frame paths are 8-18 MB, the
+# MiniLM encoder 45 MB): a size check before the read, not a gigabyte allocation.
+MAX_ARTEFACT_BYTES = 512 << 20
+
+
+def read_verified_bytes(path: str | os.PathLike, sha256: str, error=ValueError) -> bytes:
+    """The bytes of ``path`` if they hash to ``sha256``, read once. The caller hands these
+    same bytes on (ONNX Runtime, numpy): hashing the file by name and then opening the name
+    again served a file swapped in between (probe round 7, 3 runs of 3)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_ARTEFACT_BYTES:
+            raise error(f"{path}: {size} bytes, more than the {MAX_ARTEFACT_BYTES >> 20} MB an "
+                        "artefact may have")
+        data = f.read(MAX_ARTEFACT_BYTES + 1)
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        raise error(f"{path}: bytes fail their recorded sha256 (damaged, or changed while read)")
+    return data
+
+
+def _users_own_group(gid: int) -> bool:
+    """A user-private group (Debian/Ubuntu's default with umask 002: group and user share a
+    name, no other members): group write there is the user's own write."""
+    try:
+        import grp
+        import pwd
+
+        group = grp.getgrgid(gid)
+        return (gid == os.getgid() and not group.gr_mem
+                and group.gr_name == pwd.getpwuid(os.getuid()).pw_name)
+    except (ImportError, KeyError, OSError):
+        return False
+
+
+def untrusted_reason(path: str | os.PathLike) -> str | None:
+    """Why files read from ``path`` (a directory or a file) could have been put there by
+    someone else, or None. Trusted: owned by this user or root, writable by nobody else
+    (group write only in the user's own private group). A folder anyone can write (a
+    /tmp path in $LGSEG_ARTEFACTS) let a peer plant another model's graph under the
+    expected name, with a manifest to match (probe round 7)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
+        return f"{path} belongs to user {st.st_uid}, neither this user ({os.getuid()}) nor root"
+    if st.st_mode & stat.S_IWOTH:
+        return f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    if st.st_mode & stat.S_IWGRP and not _users_own_group(st.st_gid):
+        return f"{path} is writable by group {st.st_gid} (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineKey:
     """Everything a TensorRT engine's validity depends on.

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from lgseg_ros.labels import LabelSetError
-from lgseg_ros.runtime.engine_cache import read_manifest_file, sha256_file
+from lgseg_ros.runtime.engine_cache import read_manifest_file, read_verified_bytes, sha256_file
 from lgseg_ros.text.encoders import apply_template, check_labels, check_template, minilm_model_dir
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,13 @@ def ensure_minilm_onnx(model_dir: Path | None = None, directory: Path | None = N
     dirs = [Path(directory)] if directory else _search_dirs()
     name = f"minilm_{source['weights_sha256'][:16]}.onnx"
     reasons = []
+    from lgseg_ros.runtime.artefacts import trusted_file
+
     for folder in dirs:
+        why = None if directory else trusted_file(folder / name)
+        if why:
+            reasons.append(why)
+            continue
         try:
             manifest = verify(folder / name, source)
             return folder / name, manifest
@@ -227,6 +233,9 @@ class OnnxMiniLMEncoder:
         else:
             self.onnx_sha256 = sha256_file(onnx_path)
         self.onnx_path = str(onnx_path)
+        # The bytes hashed are the bytes run: read once, checked, handed to ONNX Runtime
+        # (opening the path again served a file swapped in between; probe round 7).
+        model = read_verified_bytes(onnx_path, self.onnx_sha256, TextArtefactError)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         # The settings sentence-transformers passes to the HF tokenizer: pad to the longest
         # text in the batch, truncate at max_seq_length.
@@ -239,8 +248,9 @@ class OnnxMiniLMEncoder:
         so.intra_op_num_threads = int(threads)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
-        self.session = ort.InferenceSession(self.onnx_path, sess_options=so,
+        self.session = ort.InferenceSession(model, sess_options=so,
                                             providers=["CPUExecutionProvider"])
+        del model
         self._lock = threading.Lock()   # the Rust tokenizer is not re-entrant with padding set
         self.dim = int(self.encode(["warm-up"]).shape[1])
 

@@ -204,7 +204,7 @@ def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
             log.warning("precision auto: no int8 file for this model and none can be built "
                         "here (%s); running fp32", exc)
             path = net.onnx(size, "fp32")
-        opts = {**opts, "onnx_path": path}
+        opts = {**opts, "onnx_path": path, "onnx_sha256": net.verified_sha256(path)}
         net = None
     elif isinstance(net, ModelSource):
         net = net.net

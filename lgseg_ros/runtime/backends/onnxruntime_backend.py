@@ -23,7 +23,7 @@ class OnnxRuntimeBackend:
     def __init__(self, net=None, cfg=None, device: str = "auto", onnx_path=None, net_size=None,
                  intra_op_threads: int | None = None, graph_optimization: str = "all",
                  cache_dir=None, engine_cache_dir=None, precision: str = "fp32", spin: bool = False,
-                 **_ignored) -> None:
+                 onnx_sha256: str | None = None, **_ignored) -> None:
         import onnxruntime as ort
 
         self._ort = ort
@@ -57,6 +57,9 @@ class OnnxRuntimeBackend:
         # Exports live beside the engines when the caller chose a cache directory.
         self.cache_dir = cache_dir or engine_cache_dir
         self._fixed_path = onnx_path
+        # A verified artefact's recorded hash: its bytes are read once, checked and handed
+        # to ONNX Runtime, never opened again by name (runtime/artefacts.py).
+        self._onnx_sha256 = onnx_sha256
         self._sessions: dict[tuple[int, int], object] = {}
         self._shrink_next_run = False
         self._text: np.ndarray | None = None
@@ -95,8 +98,14 @@ class OnnxRuntimeBackend:
 
         # The interface comes from the session itself: no second parse of the file, and no
         # `import onnx` on the node's start-up path.
-        session = self._ort.InferenceSession(os.fspath(path), sess_options=self._options(),
+        model = os.fspath(path)
+        if self._onnx_sha256 and os.fspath(path) == os.fspath(self._fixed_path or ""):
+            from ..engine_cache import read_verified_bytes
+
+            model = read_verified_bytes(path, self._onnx_sha256)
+        session = self._ort.InferenceSession(model, sess_options=self._options(),
                                              providers=self.providers)
+        del model
         shapes = {i.name: list(i.shape) for i in session.get_inputs()}
         if "image" not in shapes or "text" not in shapes:
             raise ValueError(f"{path}: not an lgseg frame-path model (inputs {list(shapes)})")
