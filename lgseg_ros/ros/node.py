@@ -141,6 +141,7 @@ class _Camera:
     class_set: Any = None       # the LabelSet class_order was built for
     info_set: Any = None        # the LabelSet last announced with a frame header
     info_header: Header | None = None
+    last_mask_stamp: tuple[int, int] | None = None   # (sec, nanosec) of the newest label mask
     subs: list[Any] = field(default_factory=list)
     last_frame_at: float = 0.0
     renewed_at: dict[int, float] = field(default_factory=dict)  # subs index -> last _renew_input
@@ -151,6 +152,21 @@ class _Camera:
     @property
     def name(self) -> str:
         return self.key or "image"
+
+
+def after_last_mask(cam: _Camera, now):
+    """The stamp of a label_info announced between frames: the node's clock, but never
+    at or before a mask already published. Masks carry the camera's stamps; with a camera
+    clock 0.5 s ahead of the node's, a label_info stamped with the node clock came before
+    masks of the old set by stamp, so README's rule ("a mask belongs to the newest
+    label_info stamped at or before it") gave them the new set (probe round 7)."""
+    last = cam.last_mask_stamp
+    if last is None or (now.sec, now.nanosec) > last:
+        return now
+    sec, nanosec = last[0], last[1] + 1
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, 0
+    return type(now)(sec=sec, nanosec=nanosec)
 
 
 def _camera_prefix(key: str) -> str:
@@ -367,10 +383,10 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             stale = []
             with self._frame_lock:
                 self._label_set = new
-                stamp = self.get_clock().now().to_msg()
+                now = self.get_clock().now().to_msg()
                 for cam in self._cameras:
                     stale += self._reconcile_class_pubs(cam, new, destroy=False)
-                    self._publish_label_info(cam, new, Header(stamp=stamp))
+                    self._publish_label_info(cam, new, Header(stamp=after_last_mask(cam, now)))
             self._retire(stale)
             if not from_parameter:
                 self._write_back(new.names)
@@ -637,8 +653,8 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             with self._frame_lock:
                 for cam in self._cameras:
                     header = cam.info_header if cam.info_set is self._label_set else None
-                    self._publish_label_info(cam, self._label_set,
-                                             header or Header(stamp=self.get_clock().now().to_msg()))
+                    self._publish_label_info(cam, self._label_set, header or Header(
+                        stamp=after_last_mask(cam, self.get_clock().now().to_msg())))
             self._stop.clear()
             self._slots.reopen()
             self._worker = threading.Thread(target=self._work, name="lgseg-worker", daemon=True)

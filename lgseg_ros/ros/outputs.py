@@ -59,6 +59,7 @@ class OutputsMixin:
         pubs = cam.pubs
         pubs["label_mask"].publish(
             numpy_to_image(ids, "mono8" if ids.dtype == np.uint8 else "16UC1", header))
+        cam.last_mask_stamp = (header.stamp.sec, header.stamp.nanosec)
         if pubs["confidence"].get_subscription_count():
             pubs["confidence"].publish(numpy_to_image(result.confidence, "mono8", header))
         want_color = pubs["color_mask"].get_subscription_count() > 0
