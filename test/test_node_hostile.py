@@ -270,6 +270,20 @@ def test_an_input_remapped_onto_an_own_output_is_refused(tiny_checkpoint, remap)
     assert "Traceback" not in text
 
 
+def test_a_camera_name_without_room_for_class_topics_is_refused_at_configure(tiny_checkpoint):
+    """Probe round 7: a 200-character camera name was accepted, and the first label of 30
+    characters then failed as "label encoding failed" with a traceback (its class-mask
+    topic went over ROS's 247 characters)."""
+    out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                          "-r", "__ns:=/room", *tiny_torch_args(tiny_checkpoint),
+                          "-p", f"cameras:=[{'c' * 200}]"],
+                         capture_output=True, text=True, timeout=120, env=node_env())
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "leaves too little room for class-mask topics" in text and "over the 247" in text
+    assert "Traceback" not in text
+
+
 def test_bad_start_values_stop_the_node_with_the_reason():
     """Item 3 at start-up: net_height 1000000 was accepted and configure took > 10 GB."""
     out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args", "-r", "__ns:=/bad_start",

@@ -154,6 +154,13 @@ class _Camera:
         return self.key or "image"
 
 
+# rmw's topic name limit (RMW_TOPIC_MAX_NAME_LENGTH: 255 minus the 8 the DDS prefix takes)
+# and the longest topic token a label can get (64 characters, or a slug of them plus "l_"
+# and 16 hex digits: labels.topic_tokens).
+MAX_TOPIC_CHARS = 247
+MAX_TOKEN_CHARS = 2 + 64 + 1 + 16
+
+
 def after_last_mask(cam: _Camera, now):
     """The stamp of a label_info announced between frames: the node's clock, but never
     at or before a mask already published. Masks carry the camera's stamps; with a camera
@@ -543,6 +550,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                     self._cameras.append(cam)
                     self._reconcile_class_pubs(cam, label_set)
                 self._refuse_own_outputs_as_input()
+                self._check_class_topic_room()
                 self._status_pubs = [
                     self.create_lifecycle_publisher(DiagnosticArray, "~/status", OUTPUT_QOS),
                     self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)]
@@ -629,6 +637,22 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                     raise ConfigError(f"input `{what}` resolves to {shown(topic, 120)}, one of this "
                                       "node's own outputs: every published frame would come back "
                                       "as input; remap it to the camera's topic")
+
+    def _check_class_topic_room(self) -> None:
+        """Every label must be able to get its class-mask topic: a 200-character camera name
+        (or a long node namespace) with a 30-character label made a topic over ROS's limit,
+        and the label change failed as "label encoding failed" with a traceback (probe
+        round 7). Refused here, naming the camera, instead."""
+        for cam in self._cameras:
+            prefix = self.resolve_topic_name(f"{cam.out}/class")   # rcl refuses the full one
+            longest = len(prefix) + len(f"/{'x' * MAX_TOKEN_CHARS}/mask")
+            if longest > MAX_TOPIC_CHARS:
+                which = f"camera {shown(cam.key, 60)}" if cam.key else "the node's namespace"
+                raise ConfigError(
+                    f"cameras: {which} leaves too little room for class-mask topics: "
+                    f"{shown(prefix, 80)}/<label>/mask can reach {longest} characters, over "
+                    f"the {MAX_TOPIC_CHARS} ROS allows; use a camera name or namespace "
+                    f"{longest - MAX_TOPIC_CHARS} characters shorter")
 
     def _remapped(self, name: str) -> str | None:
         resolved = self.resolve_topic_name(name)

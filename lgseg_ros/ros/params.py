@@ -60,7 +60,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("cameras", None, "string_array", CONFIGURE,
           "Camera namespaces served by this one process and model, e.g. [front, rear]. "
           "Empty: one camera on `image`. Otherwise camera C reads `C/image` and publishes "
-          "under `~/C/`. At most 16, each a valid ROS namespace."),
+          "under `~/C/`. At most 16, each a valid ROS namespace, short enough that "
+          "`~/C/class/<label>/mask` fits ROS's 247-character topic names (checked at configure)."),
     Param("model_config", "", "string", START,
           "Model config name (lgseg_ros.model configs, e.g. lite-minilm, test-tiny). Empty: "
           "the config recorded in the checkpoint."),
