@@ -55,9 +55,15 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
         if len(parts) == len(value) and len(text) <= limit + 20:
             return text
         return f"{text[:limit]}... ({len(value)} items)"
-    if isinstance(value, (str, bytes, bytearray)) and len(value) > limit:
+    if isinstance(value, (str, bytes, bytearray)):
+        # repr() of the head, then cut again: an escaped character can take 10 (U+E0001 is
+        # '\U000e0001'), so 40 of them made 400 (probe round 8)
+        text = repr(value[:limit])
+        fits = len(text) <= limit + 20
+        if len(value) <= limit and fits:
+            return text
         unit = "characters" if isinstance(value, str) else "bytes"
-        return f"{value[:limit]!r}... ({len(value)} {unit})"
+        return f"{text if fits else text[:limit]}... ({len(value)} {unit})"
     text = repr(value)
     return text if len(text) <= limit + 20 else f"{text[:limit]}... ({len(text)} characters)"
 
@@ -67,9 +73,12 @@ def printable(text: object, limit: int = 200) -> str:
     characters as escapes (a fake node's reply must not clear the screen, set the title or
     write the clipboard), cut to ``limit`` characters with its full length."""
     text = str(text)
-    cut = text[:limit]
-    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
-    return safe if len(text) <= limit else f"{safe}... ({len(text)} characters)"
+    # escaped first, then cut: an escape is up to 10 characters (probe round 8)
+    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text[:limit])
+    if len(text) <= limit and len(safe) <= limit:
+        return safe
+    return f"{safe[:limit]}... ({len(text)} characters)"
 
 
 # Variation selectors choose a glyph style ('car' + U+FE0F); they carry no meaning for the text

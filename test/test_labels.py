@@ -67,3 +67,13 @@ def test_shown_bounds_lists_of_huge_items_and_printable_escapes():
     assert shown([[1] * 10 ** 6]) == "[<list of 1000000>]"
     safe = printable("ok \x1b]52;c;Zm9v\x07\u202e\r" + "y" * 500, limit=100)
     assert safe.isprintable() and "\\x1b" in safe and safe.endswith("(517 characters)")
+
+
+def test_escapes_do_not_stretch_the_cap():
+    """Probe round 8: the cut came before the escaping, and U+E0001 escapes to 10
+    characters, so shown() gave 423 characters for a 40 cap and printable() 2,021 for 200."""
+    from lgseg_ros.labels import printable, shown
+    tag = "\U000e0001" * 1000
+    assert len(shown(tag)) < 80 and shown(tag).endswith("(1000 characters)")
+    assert len(printable(tag, 200)) < 230 and len(printable(tag, 400)) < 430
+    assert shown("x" * 50) == repr("x" * 40) + "... (50 characters)"

@@ -136,8 +136,9 @@ def hostile_node():
         msg = LabelInfo(class_map=[VisionClass(class_id=0, class_name=EVIL)])
         msg.header.frame_id = EVIL
         info.publish(msg)
-        n.create_timer(0.2, lambda: status.publish(DiagnosticArray(status=[DiagnosticStatus(
-            name=EVIL, message=EVIL, values=[KeyValue(key="frames_in" + EVIL, value=EVIL)])])))
+        many = DiagnosticArray(status=[DiagnosticStatus(
+            name=EVIL, message=EVIL, values=[KeyValue(key="frames_in" + EVIL, value=EVIL * 20)] * 200)] * 100)
+        n.create_timer(0.2, lambda: status.publish(many))
         yield "/fake_lgseg_node"
     finally:
         h.close()
@@ -156,3 +157,6 @@ def test_what_a_peer_sends_reaches_the_terminal_escaped_and_bounded(hostile_node
         assert "\\x1b" in out   # shown, escaped
     lines = runs[0].stdout.splitlines()
     assert len(lines) < 400 and "1700 more entries not shown" in runs[0].stdout
+    # 100 statuses x 200 values of 20 escapes each: a few statuses, a few values, cut
+    assert len(runs[2].stdout) < 200_000 and "68 more statuses not shown" in runs[2].stdout
+    assert "136 more values" in runs[2].stdout

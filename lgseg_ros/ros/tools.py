@@ -23,6 +23,8 @@ NODE = "/lgseg_node"
 # What a reply may make us print: the node serves at most 256 labels; a fake node answering
 # with a million entries gets the first rows and a count, not a million lines.
 MAX_ROWS = 300
+MAX_STATUSES = 32
+MAX_PAIRS = 64
 
 
 def _seconds(text: str) -> float:
@@ -188,7 +190,7 @@ def label_info_main(argv: list[str] | None = None) -> int:
 
     topic = f"{_camera_prefix(args)}/label_info"
     client = _Client()
-    got: list[Any] = []
+    got = [0]   # a count, not the messages: --follow runs for hours (it kept each one)
     try:
         # The type on the wire decides: ask the graph, else try ours.
         end = time.monotonic() + args.timeout
@@ -204,7 +206,7 @@ def label_info_main(argv: list[str] | None = None) -> int:
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
         def show(msg) -> None:
-            got.append(msg)
+            got[0] += 1
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
             where = (f"frame_id {printable(repr(msg.header.frame_id))}" if msg.header.frame_id
                      else "node clock, before any frame")
@@ -214,7 +216,7 @@ def label_info_main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
 
         client.node.create_subscription(msg_type, topic, show, qos)
-        if not client.spin_until(lambda: bool(got), max(0.0, end - time.monotonic()) + 1.0):
+        if not client.spin_until(lambda: got[0] > 0, max(0.0, end - time.monotonic()) + 1.0):
             print(f"lgseg label-info: nothing on {topic} within {args.timeout:g} s", file=sys.stderr)
             return 2
         if args.follow:
@@ -245,20 +247,26 @@ def status_main(argv: list[str] | None = None) -> int:
     levels = {DiagnosticStatus.OK: "OK", DiagnosticStatus.WARN: "WARN", DiagnosticStatus.ERROR: "ERROR",
               DiagnosticStatus.STALE: "STALE"}
     client = _Client()
-    got: list[Any] = []
+    got = [0]   # a count, not the messages: --follow runs for hours (it kept each one)
     try:
         def show(msg) -> None:
-            got.append(msg)
-            for st in msg.status[:MAX_ROWS]:
-                values = {kv.key: kv.value for kv in st.values[:MAX_ROWS]}
+            got[0] += 1
+            # The node's own status has one entry per camera (at most 16) of ~30 keys; a
+            # peer's can be any size (300 x 300 pairs printed 112 MB; probe round 8).
+            for st in msg.status[:MAX_STATUSES]:
+                values = {kv.key: kv.value for kv in st.values[:MAX_PAIRS]}
                 keys = list(values) if args.all else [k for k in STATUS_KEYS if k in values]
                 level = levels.get(st.level if isinstance(st.level, int) else ord(st.level), st.level)
                 print(f"{printable(st.name)} [{printable(level)}] {printable(st.message, 400)}")
-                print("  " + "  ".join(f"{printable(k, 60)}={printable(values[k], 60)}" for k in keys))
+                more = len(st.values) - MAX_PAIRS
+                print("  " + "  ".join(f"{printable(k, 60)}={printable(values[k], 60)}" for k in keys)
+                      + (f"  ... {more} more values" if more > 0 else ""))
+            if len(msg.status) > MAX_STATUSES:
+                print(f"... {len(msg.status) - MAX_STATUSES} more statuses not shown")
             sys.stdout.flush()
 
         client.node.create_subscription(DiagnosticArray, topic, show, 10)
-        if not client.spin_until(lambda: bool(got), args.timeout):
+        if not client.spin_until(lambda: got[0] > 0, args.timeout):
             print(f"lgseg status: nothing on {topic} within {args.timeout:g} s "
                   "(is the node active, in this ROS_DOMAIN_ID?)", file=sys.stderr)
             return 2
