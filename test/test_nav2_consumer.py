@@ -185,6 +185,48 @@ def test_mask_confidence_and_label_info_agree_for_every_frame_across_label_chang
     assert seen_sets == {tuple(s) for s in SETS}, "masks of every label set were checked"
 
 
+def test_a_camera_clock_stepping_back_gets_its_label_info_again(env):
+    """Probe round 8: after a label change the camera's clock stepped back 5 s; by README's
+    rule 20 of 38 new-set masks then fell under no label_info or the old set. The node
+    announces the set in force again with the first frame after the step."""
+    h, _ = env
+    consumer = LayerLikeConsumer(h.client)
+    wait_until(lambda: consumer.info is not None, what="latched label_info")
+    pub = h.client.create_publisher(Image, "/image", RELIABLE)
+    wait_until(lambda: pub.get_subscription_count() > 0, what="the node's image subscription")
+    client = h.client.create_client(SetLabels, f"{NS}/set_labels")
+    assert h.call(client, SetLabels.Request(labels=SETS[0])).success
+    frame = camvid_frames(1)[0]
+    offset = [0]
+
+    def send(n):
+        for _ in range(n):
+            msg = rgb_msg(frame)
+            ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec + offset[0]
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
+            seen = len(consumer.masks)
+            pub.publish(msg)
+            wait_until(lambda: len(consumer.masks) > seen, timeout=30, what="its mask")
+
+    send(3)
+    assert h.call(client, SetLabels.Request(labels=SETS[1])).success
+    send(3)
+    offset[0] = -5_000_000_000   # the camera's clock steps back 5 s
+    with consumer.lock:
+        before = len(consumer.masks)
+    send(5)
+    time.sleep(0.3)
+    with consumer.lock:
+        after = [m for m, _ in consumer.masks[before:]]
+        infos = list(consumer.infos)
+    for mask in after:
+        key = stamp_key(mask.header)
+        earlier = [i for i in infos if stamp_key(i.header) <= key]
+        assert earlier, f"no label_info stamped at or before mask {key}"
+        by_stamp = max(earlier, key=lambda i: stamp_key(i.header))
+        assert [c.class_name for c in by_stamp.class_map] == SETS[1], key
+
+
 def test_label_info_is_field_for_field_vision_msgs():
     # What the layer reads from vision_msgs/LabelInfo: header, class_map[].class_id/.class_name.
     fields = LabelInfo.get_fields_and_field_types()

@@ -75,7 +75,7 @@ def test_frame_artefact_is_served_only_for_its_checkpoint_and_intact(artefact_di
     assert verify_frame(again, source.checkpoint_sha256, NET, "fp32")
 
 
-def test_artefacts_others_could_write_are_not_read(artefact_dir, tmp_path_factory, caplog):
+def test_artefacts_others_could_write_are_not_read(artefact_dir, tmp_path_factory, caplog, monkeypatch):
     """Probe round 7: another model's graph planted under the expected name in a folder
     anyone could write, with a manifest to match, was served without a word."""
     from test_node_support import make_checkpoint
@@ -95,6 +95,23 @@ def test_artefacts_others_could_write_are_not_read(artefact_dir, tmp_path_factor
         model_source(ckpt)[0].onnx(NET, "fp32", allow_build=False)
     path.chmod(0o644)
     assert model_source(ckpt)[0].onnx(NET, "fp32", allow_build=False) == path
+    # A private folder inside one that others can write (not sticky) can be swapped for
+    # theirs (probe round 8): refused too.
+    outer = artefact_dir / "outer"
+    (outer / "art").mkdir(parents=True)
+    (artefact_dir / "frame").rename(outer / "art" / "frame")
+    outer.chmod(0o777)
+    try:
+        monkeypatch.setenv("LGSEG_ARTEFACTS", str(outer / "art"))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="lgseg_ros.runtime.artefacts"):
+            with pytest.raises(ArtefactError, match="no frame-path ONNX"):
+                model_source(ckpt)[0].onnx(NET, "fp32", allow_build=False)
+        assert "the folder above it" in caplog.text
+        outer.chmod(0o755)
+        assert model_source(ckpt)[0].onnx(NET, "fp32", allow_build=False).parent == outer / "art" / "frame"
+    finally:
+        outer.chmod(0o700)
 
 
 def test_the_bytes_verified_are_the_bytes_run(artefact_dir, tmp_path_factory):

@@ -142,6 +142,7 @@ class _Camera:
     info_set: Any = None        # the LabelSet last announced with a frame header
     info_header: Header | None = None
     last_mask_stamp: tuple[int, int] | None = None   # (sec, nanosec) of the newest label mask
+    reannounced_at: float = 0.0   # monotonic time label_info was last re-sent for a step back
     subs: list[Any] = field(default_factory=list)
     last_frame_at: float = 0.0
     renewed_at: dict[int, float] = field(default_factory=dict)  # subs index -> last _renew_input

@@ -92,7 +92,13 @@ def read_verified_bytes(path: str | os.PathLike, sha256: str, error=ValueError) 
     same bytes on (ONNX Runtime, numpy): hashing the file by name and then opening the name
     again served a file swapped in between (probe round 7, 3 runs of 3)."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        st = os.fstat(f.fileno())
+        size = st.st_size
+        # The file opened, not the name checked earlier: a folder swapped in between (its
+        # parent writable by others) served another user's file (probe round 8).
+        why = _stat_untrusted(st, path)
+        if why:
+            raise error(f"not reading {why}")
         if size > MAX_ARTEFACT_BYTES:
             raise error(f"{path}: {size} bytes, more than the {MAX_ARTEFACT_BYTES >> 20} MB an "
                         "artefact may have")
@@ -126,6 +132,28 @@ def untrusted_reason(path: str | os.PathLike) -> str | None:
         st = os.stat(path)
     except OSError as e:
         return f"{path}: {e.strerror}"
+    why = _stat_untrusted(st, path)
+    if why:
+        return why
+    # Every folder above it too, on the path as given and as resolved: a trusted folder
+    # inside one that others can write can be swapped for theirs (probe round 8, 7 lookups
+    # in 3,000 served the other user's file). A sticky folder (/tmp) is fine above: others
+    # cannot rename or remove what is not theirs there.
+    given = Path(os.path.abspath(path))
+    for folder in dict.fromkeys([*given.parents, *Path(os.path.realpath(path)).parents]):
+        try:
+            up = os.stat(folder)
+        except OSError as e:
+            return f"{folder}: {e.strerror}"
+        if up.st_mode & stat.S_ISVTX:
+            continue
+        why = _stat_untrusted(up, folder)
+        if why:
+            return f"{path}: the folder above it, {why}"
+    return None
+
+
+def _stat_untrusted(st: os.stat_result, path) -> str | None:
     if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
         return f"{path} belongs to user {st.st_uid}, neither this user ({os.getuid()}) nor root"
     if st.st_mode & stat.S_IWOTH:
