@@ -24,7 +24,8 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters, SetParametersAtomically
+from rcl_interfaces.srv import (DescribeParameters, GetParameters, ListParameters, SetParameters,
+                                SetParametersAtomically)
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -252,6 +253,15 @@ def test_an_empty_or_undeclared_parameter_name_is_refused_by_name(env):
     names = h.call(client, ListParameters.Request()).result.names
     h.client.destroy_client(client)
     assert "" not in names and "no_such_parameter" not in names and "labels" in names
+    # names of megabytes are refused by their length, in one short line (probe round 8)
+    log_before = proc.log_bytes()
+    client = h.client.create_client(DescribeParameters, f"{NODE}/describe_parameters")
+    reply = h.call(client, DescribeParameters.Request(names=["labels", "n" * 1_000_000]))
+    h.client.destroy_client(client)
+    assert list(reply.descriptors) == []
+    wait_until(lambda: "a name of 1000000 characters" in proc.text_since(log_before), timeout=5,
+               what="the refusal in the log")
+    assert proc.log_bytes() - log_before < 2000
     assert proc.alive()
 
 

@@ -31,6 +31,8 @@ from lgseg_ros.labels import LabelSetError, shown
 MAX_SET_ENTRIES = 64
 MAX_NAMES = 128
 MAX_PREFIXES = 64
+# The node's longest parameter name is 26 characters; rcl allows any length.
+MAX_NAME_CHARS = 256
 # The largest GetParameters reply built: every parameter at its largest (256 labels of 64
 # characters is 16 KB) fits many times over.
 MAX_REPLY_BYTES = 1 << 20
@@ -103,6 +105,11 @@ class ParameterGuardMixin:
         def capped(req, resp):
             if len(req.names) > MAX_NAMES:
                 self._refuse_request(name, f"{len(req.names)} names, at most {MAX_NAMES} per request")
+                return resp
+            longest = max((len(n) for n in req.names), default=0)
+            if longest > MAX_NAME_CHARS:
+                self._refuse_request(name, f"a name of {longest} characters; parameter names "
+                                     f"are at most {MAX_NAME_CHARS}")
                 return resp
             return callback(req, resp)
         return capped
