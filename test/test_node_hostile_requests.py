@@ -580,6 +580,24 @@ def test_a_stop_signal_while_the_process_imports_is_not_a_failure(sig):
         proc.stop()
 
 
+def test_a_stop_swallowed_by_an_ignoring_callback_is_not_lost():
+    """A CI-like run: SIGTERM 0.3 s after spawn raised inside importlib's module-lock
+    weakref callback, where Python ignores exceptions; the node then started and ran on.
+    The stop is kept as well as raised, and start-up checks it."""
+    code = ("import gc, signal, sys, weakref\n"
+            "from lgseg_ros.ros import node_main as m\n"
+            "sys.unraisablehook = m._quiet_stop_hook(sys.unraisablehook)\n"
+            "class T: pass\n"
+            "t = T()\n"
+            "r = weakref.ref(t, lambda _: m._stop_requested(signal.SIGTERM, None))\n"
+            "del t; gc.collect()\n"
+            "print('swallowed')\n"
+            "try:\n    m._check_stop()\nexcept m.StopRequested as e:\n    print('kept', e.args[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["swallowed", "kept", "SIGTERM"], out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+
+
 def test_a_stop_while_label_sets_wait_ends_the_process_promptly(tiny_checkpoint):
     """Probe round 5: four queued sets of 256 long new words held a stop for 5-7 s (the label
     worker ran every queued encoding first), past ros2 launch's 5 s before it escalates to

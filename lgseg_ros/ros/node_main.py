@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     # once, with a line and exit 0, not "did not reach active" and exit 1 after the load, or
     # a KeyboardInterrupt traceback (issue 20, item 10; probe round 5).
     previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
     try:
         rc = _run(argv)
     except StopRequested as e:   # before the ROS logger exists
@@ -112,6 +113,7 @@ def _run(argv: list[str] | None) -> int:
     # Before rclpy.init: Fast DDS reads its profile when the first participant is created.
     # Our outputs (overlay, colour mask) are as large as the camera's frames.
     apply_large_frame_profile()
+    _check_stop()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except (RCLError, RuntimeError, ValueError) as e:
@@ -136,6 +138,7 @@ def _run(argv: list[str] | None) -> int:
             line = security_unavailable_line(e)
             get_logger(P.NODE_NAME).fatal(line or f"cannot start: {shown(str(e).strip(), 400)}")
             return 2
+        _check_stop()
         if node.get_parameter("autostart").value and node.lifecycle_state != "active":
             node.get_logger().fatal("autostart: the node did not reach active (see the error above)")
             return 1
@@ -143,7 +146,8 @@ def _run(argv: list[str] | None) -> int:
         # one that survives entities destroyed mid-wait: see lgseg_ros/ros/executor.py.
         # The lifecycle's shutdown transition ends the process (exit 0), as a lifecycle
         # manager expects; a finalized node has nothing left to serve.
-        spin_until_shutdown(node, done=lambda: node.lifecycle_state == "finalized")
+        spin_until_shutdown(node, done=lambda: node.lifecycle_state == "finalized" or bool(_STOPS))
+        _check_stop()
         return 0
     except StopRequested as e:
         get_logger(P.NODE_NAME).info(f"stopped by {e.args[0]}" + ("" if node is not None else
@@ -161,8 +165,31 @@ class StopRequested(KeyboardInterrupt):
     """SIGINT or SIGTERM; a KeyboardInterrupt, so spin_until_shutdown ends on it too."""
 
 
+# The signals received, kept as well as raised: an exception raised by a signal handler
+# lands wherever Python happens to be, and inside a callback whose exceptions are ignored
+# (importlib's module-lock weakref callback, under load) it vanished, and the node started
+# up and ran on after SIGTERM (a CI-like run). The flag is checked at each step of
+# start-up and by the spin loop, so a stop is never lost.
+_STOPS: list[str] = []
+
+
 def _stop_requested(signum, frame) -> None:
-    raise StopRequested(signal.Signals(signum).name)
+    _STOPS.append(signal.Signals(signum).name)
+    raise StopRequested(_STOPS[-1])
+
+
+def _quiet_stop_hook(default):
+    """A stop raised inside a callback whose exceptions Python ignores is kept in _STOPS;
+    its "Exception ignored in ..." traceback is noise, not an error."""
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, StopRequested):
+            default(unraisable)
+    return hook
+
+
+def _check_stop() -> None:
+    if _STOPS:
+        raise StopRequested(_STOPS[0])
 
 
 def security_unavailable_line(error: Exception) -> str | None:
