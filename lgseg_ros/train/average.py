@@ -12,18 +12,9 @@ distractors, sources) comes from the first checkpoint too, with the recipe recor
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def average_checkpoints(paths: Sequence[str | Path], weights: Sequence[float] | None,
@@ -32,6 +23,7 @@ def average_checkpoints(paths: Sequence[str | Path], weights: Sequence[float] | 
     import torch
 
     from lgseg_ros.model.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
+    from lgseg_ros.runtime.engine_cache import sha256_file
 
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
@@ -59,7 +51,7 @@ def average_checkpoints(paths: Sequence[str | Path], weights: Sequence[float] | 
     with torch.no_grad():
         net.load_state_dict({k: (v.float() if k in floats else v) for k, v in state.items()})
     extra = dict(extra)
-    extra["averaged_from"] = [{"file": p.name, "sha256": _sha256(p), "weight": round(w, 6)}
+    extra["averaged_from"] = [{"file": p.name, "sha256": sha256_file(p), "weight": round(w, 6)}
                               for p, w in zip(paths, weights)]
     return save_checkpoint(out, net, cfg, extra_metadata=extra)
 
