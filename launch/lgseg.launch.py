@@ -11,7 +11,9 @@ read from the image topic's sibling (`<camera_topic dir>/camera_info`), as image
 does. Discovery range is the environment's: this file never forces localhost.
 Every process it starts loads config/fastdds_large_frames.xml (a larger Fast DDS shared-
 memory segment: without it frames above 512 KB are dropped between processes under best
-effort), unless FASTDDS_DEFAULT_PROFILES_FILE or FASTRTPS_DEFAULT_PROFILES_FILE is set.
+effort), unless FASTDDS_DEFAULT_PROFILES_FILE or FASTRTPS_DEFAULT_PROFILES_FILE is set;
+with RMW_IMPLEMENTATION=rmw_cyclonedds_cpp, config/cyclonedds_lgseg.xml instead (a cap on
+the size of any sample received), unless CYCLONEDDS_URI is set.
 Checked without ROS by test/test_launch_config.py (parameters, topics, executables).
 """
 import os
@@ -52,10 +54,17 @@ def _nodes(context):
 
 def _dds_profile(context):
     # Before the nodes: the variable is read when each process creates its participant.
-    # A profile the user chose wins.
+    # A configuration the user chose wins. Cyclone DDS (apt installs) gets the cap on
+    # sample size; Fast DDS the larger shared-memory segment (lgseg_ros/ros/dds.py).
+    share = FindPackageShare("lgseg_ros")
+    if os.environ.get("RMW_IMPLEMENTATION") == "rmw_cyclonedds_cpp":
+        if os.environ.get("CYCLONEDDS_URI"):
+            return []
+        uri = ["file://", PathJoinSubstitution([share, "config", "cyclonedds_lgseg.xml"])]
+        return [SetEnvironmentVariable("CYCLONEDDS_URI", uri)]
     if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
         return []
-    profile = PathJoinSubstitution([FindPackageShare("lgseg_ros"), "config", "fastdds_large_frames.xml"])
+    profile = PathJoinSubstitution([share, "config", "fastdds_large_frames.xml"])
     return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)]
 
 

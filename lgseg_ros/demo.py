@@ -447,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
           + "; then ".join(_set_name(labels) for labels in schedule))
     # Both processes publish frame-sized images (this one the frames, the node its overlay):
     # without the larger shared-memory segment raw frames above 512 KB get lost between them.
-    from lgseg_ros.ros.dds import apply_large_frame_profile
-    apply_large_frame_profile()
+    from lgseg_ros.ros.dds import apply_dds_config
+    apply_dds_config()
     indoor = None
     if args.indoor_source:
         indoor_schedule = label_schedule(args, indoor=True)

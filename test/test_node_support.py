@@ -30,13 +30,13 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from lgseg_ros.ros.dds import apply_large_frame_profile
+from lgseg_ros.ros.dds import apply_dds_config
 from lgseg_ros.ros.executor import BackgroundSpin, RespinExecutor
 from lgseg_ros.ros.image_conversion import numpy_to_image
 
 # At import, i.e. at collection, before any test creates a participant (Fast DDS reads the
 # profile once per process), and inherited by the node processes the tests start.
-apply_large_frame_profile()
+apply_dds_config()
 
 CAMVID_VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid" / "val"
 FRAME_HW = (90, 120)      # small frames: the tests share two CPU cores

@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
     # Before the children start and before rclpy.init here: frames above 512 KB are lost
     # between processes without the larger Fast DDS shared-memory segment.
-    from lgseg_ros.ros.dds import apply_large_frame_profile
-    apply_large_frame_profile()
+    from lgseg_ros.ros.dds import apply_dds_config
+    apply_dds_config()
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 

@@ -106,13 +106,14 @@ def _run(argv: list[str] | None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from lgseg_ros.labels import shown
-    from lgseg_ros.ros.dds import apply_large_frame_profile
+    from lgseg_ros.ros.dds import apply_dds_config
     from lgseg_ros.ros.executor import spin_until_shutdown
     from lgseg_ros.ros.node import ConfigError, LgsegNode
 
-    # Before rclpy.init: Fast DDS reads its profile when the first participant is created.
-    # Our outputs (overlay, colour mask) are as large as the camera's frames.
-    apply_large_frame_profile()
+    # Before rclpy.init: the DDS reads its configuration when the first participant is
+    # created. Fast DDS: our outputs (overlay, colour mask) are as large as the camera's
+    # frames; Cyclone DDS: a cap on the size of any sample a peer sends.
+    apply_dds_config()
     _check_stop()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
