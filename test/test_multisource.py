@@ -201,6 +201,21 @@ def test_two_source_training_with_distillation_smoke(two_sources, tmp_path):
                     "--distill-sources", "elsewhere", "--out", str(tmp_path / "x")])
 
 
+def test_two_source_training_with_the_data_on_the_device(two_sources, tmp_path):
+    """`--data-on-device` (the GPU recipe's data path, on the CPU device here): both
+    sources are drawn, nested labels reach the loss, and the run writes its checkpoint."""
+    out = tmp_path / "run"
+    rc = train.main(["--config", "test-tiny", "--train-split", "x", "--batch-size", "2",
+                     "--crop", "72", "96", "--scale", "0.2", "0.3", "--workers", "0",
+                     "--no-progress", "--log-every", "1", "--threads", "1", "--no-eval",
+                     "--source", f"{two_sources / 'street'}:0.5",
+                     "--source", f"{two_sources / 'other'}:0.5", "--iters", "4",
+                     "--data-on-device", "--device", "cpu", "--out", str(out)])
+    assert rc == 0 and (out / "final.safetensors").is_file()
+    recs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert recs and all(np.isfinite(r["loss"]) for r in recs)
+
+
 def test_agreement_scores_nested_words_as_training_targets_them():
     from lgseg_ros.train.agreement import _targets
     names = ["building", "building > window", "road"]

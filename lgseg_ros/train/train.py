@@ -125,6 +125,10 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
     p.add_argument("--no-cache", action="store_true", help="do not keep decoded images in RAM")
+    p.add_argument("--data-on-device", action="store_true",
+                   help="hold the training set on the training device as uint8 and augment "
+                        "it there (a GPU then never waits on DataLoader workers; "
+                        "--workers is unused)")
     p.add_argument("--limit-images", type=int, help="use only the first N training images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.*")
@@ -506,8 +510,15 @@ def main(argv=None) -> int:
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
+    device_data = None
+    if args.data_on_device:
+        from .device_data import DeviceData
+        device_data = DeviceData(train_ds, device, train_ds.transform)
+
     def make_loader(epoch):
         gen = torch.Generator().manual_seed(args.seed * 100003 + epoch * 31 + rank)
+        if device_data is not None:
+            return device_loader(epoch, gen)
         if multi:
             return DataLoader(train_ds, num_workers=args.workers,
                               pin_memory=device.type == "cuda", persistent_workers=False,
@@ -527,6 +538,25 @@ def main(argv=None) -> int:
                           num_workers=args.workers, generator=gen,
                           pin_memory=device.type == "cuda",
                           persistent_workers=False, **kw)
+
+    def device_loader(epoch, gen):
+        # The DataLoader path's samplers, so sources, shares and shuffling stay the same.
+        from .device_data import index_batches
+        if multi:
+            batches = SourceBatchSampler(train_ds, args.batch_size, steps_per_epoch, gen)
+        else:
+            if world > 1:
+                order = DistributedSampler(train_ds, num_replicas=world, rank=rank,
+                                           shuffle=True, seed=args.seed, drop_last=True)
+                order.set_epoch(epoch)
+            elif isinstance(train_ds, MixedDataset):
+                order = torch.utils.data.WeightedRandomSampler(
+                    train_ds.sample_weights(), len(train_ds), replacement=True, generator=gen)
+            else:
+                order = torch.randperm(len(train_ds), generator=gen).tolist()
+            batches = index_batches(order, args.batch_size)
+        for idx in batches:
+            yield device_data.batch(idx)
 
     jsonl = None
     if rank == 0:
