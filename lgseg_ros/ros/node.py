@@ -4,7 +4,8 @@ mask, overlay, confidence and the id -> label mapping out; target classes change
 Thin over the ROS-free core: ``Segmenter`` does the model work, ``image_conversion`` the
 message <-> numpy work, ``viz`` the colours, ``frames`` the latest-frame slots and stats.
 Beside it: ``outputs`` (what is published), ``param_guard`` (the bounded parameter
-services), ``lifecycle_guard`` (~/change_state's label bound), ``frame_checks`` (header
+services), ``service_renewal`` (servers renewed after an oversized request),
+``lifecycle_guard`` (~/change_state's label bound), ``frame_checks`` (header
 checks), ``wire`` (input frames read and checked from their serialized form: images and
 CameraInfo are subscribed ``raw=True``), ``label_worker`` (label encoding off the
 executor), ``node_main`` (the process: signals, exit codes). What is here
@@ -80,6 +81,7 @@ from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, 
                                    LabelSetMsg, OutputsMixin)  # LABEL_INFO_TYPE, LabelInfo: re-exported
 from lgseg_ros.ros.lifecycle_guard import guard_change_state
 from lgseg_ros.ros.param_guard import ParameterGuardMixin
+from lgseg_ros.ros.service_renewal import watch_node_services
 from lgseg_ros.ros.wire import MAX_CAMERA_INFO_BYTES, RENEW_INPUT_ABOVE_BYTES, read_frame
 from lgseg_ros.srv import SetLabels
 from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response uses ours
@@ -234,6 +236,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         self.create_service(SetLabels, "~/set_labels", self._on_set_labels,
                             callback_group=ReentrantCallbackGroup())
         self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._service_group)
+        self._service_renewal = watch_node_services(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == SUCCESS:
