@@ -11,7 +11,7 @@ def test_bench_node_reports_latency_split_and_label_change():
          "--backend", "torch", "--device", "cpu", "--net-height", "64", "--net-width", "96",
          "--height", "90", "--width", "120", "--frames", "8", "--warmup", "3", "--rate", "10",
          "--label-changes", "2", "--soak-seconds", "3", "--soak-change-period", "0.3",
-         "--no-isolate"],
+         "--lifecycle-cycles", "2", "--lifecycle-labels", "4", "--no-isolate"],
         capture_output=True, text=True, timeout=240)
     result = json.loads(out.stdout)
     assert out.returncode == 0 and result["ok"], result.get("error", out.stderr[-2000:])
@@ -25,3 +25,7 @@ def test_bench_node_reports_latency_split_and_label_change():
     assert soak["label_changes"] >= 3 and soak["missed_replies"] == 0 and soak["rejected"] == 0
     assert soak["replies"] == soak["label_changes"] and soak["masks_received"] > 0
     assert soak["node_rss_mb"]["start"] and soak["node_rss_mb"]["end"]
+    # Issue 19's command: RSS over deactivate/cleanup/configure/activate rounds.
+    cycles = result["lifecycle"]
+    assert cycles["cycles"] == 2 and cycles["failed_label_changes"] == []
+    assert len(cycles["rss_mb"]["after_each_cycle"]) == 2 and cycles["rss_mb"]["end"] > 0

@@ -5,7 +5,8 @@ frames stamped with the publish time, and measures publish -> receipt of
 ``label_mask`` and of the relay's copy of the same frames, in the same run. The node's
 per-stage split comes from its own ``~/status``. Then it changes labels while streaming
 and measures service call -> the first mask under the new set (found through label_info,
-whose stamp is that frame's). No thresholds: numbers only.
+whose stamp is that frame's). Optionally a soak (--soak-seconds) and lifecycle rounds with
+the node's RSS after each (--lifecycle-cycles, issue 19). No thresholds: numbers only.
 
 Isolation: unless --no-isolate, the bench and the processes it starts use
 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a random ROS_DOMAIN_ID, so the benchmark
@@ -139,6 +140,52 @@ def _soak(args, node_pid: int, call, publish, period: float, lock, arrivals) -> 
                             "samples": rss_samples}}
 
 
+def _lifecycle_cycles(args, node_pid: int, change_state, call, publish, period: float) -> dict:
+    """Stream at the bench rate while the node goes through ``lifecycle_cycles`` rounds of
+    deactivate, cleanup, configure, activate, each followed by a label change to new words
+    (``lifecycle_labels`` of them): a lifecycle manager restarting the node and a robot
+    asking for new classes. RSS before the first and after every round; the comparison
+    that counts is against a node that has served a set of the same size since its start
+    (``rss_mb.start``, taken after one such change), because a larger set alone costs
+    memory (ONNX Runtime's arena grows with K). Issue 19: 20 rounds left the default node
+    at 654-701 MB."""
+    from lifecycle_msgs.msg import Transition
+
+    def words(c: int) -> list[str]:   # words no cache has seen: a full encoding each time
+        return [f"zq{c}w{i}" for i in range(args.lifecycle_labels)]
+
+    streamer = _BackgroundStream(publish, period).start()
+    failures = []
+    try:
+        reply = call(words(-1), 30.0)
+        if reply is None or not reply.success:
+            raise RuntimeError(f"set_labels failed: {reply.message if reply else 'no reply'}")
+        time.sleep(2.0)
+        rss0 = rss_mb(node_pid)
+        samples, seconds = [], []
+        for c in range(args.lifecycle_cycles):
+            t0 = time.time()
+            for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
+                        Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+                if not change_state(tid):
+                    raise RuntimeError(f"cycle {c}: transition {tid} failed")
+            reply = call(words(c), 30.0)
+            if reply is None or not reply.success:
+                failures.append(c)
+            seconds.append(time.time() - t0)
+            time.sleep(0.5)
+            samples.append(rss_mb(node_pid))
+    finally:
+        streamer.stop()
+    time.sleep(2.0)
+    rss1 = rss_mb(node_pid)
+    return {"cycles": args.lifecycle_cycles, "labels_per_set": args.lifecycle_labels,
+            "failed_label_changes": failures, "cycle_ms": _pct(seconds),
+            "rss_mb": {"start": rss0, "end": rss1,
+                       "growth": round(rss1 - rss0, 1) if rss0 and rss1 else None,
+                       "max": max(samples, default=None), "after_each_cycle": samples}}
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="lgseg bench-node", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="", help="model_config (e.g. lite-minilm, test-tiny)")
@@ -163,6 +210,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         "gaps and the node's memory growth")
     p.add_argument("--soak-change-period", type=float, default=0.5,
                    help="seconds between label changes during the soak")
+    p.add_argument("--lifecycle-cycles", type=int, default=0,
+                   help="then this many deactivate/cleanup/configure/activate rounds, each "
+                        "followed by a label change, while streaming; the node's RSS after each")
+    p.add_argument("--lifecycle-labels", type=int, default=32,
+                   help="labels per set in the lifecycle rounds (new words each round)")
     p.add_argument("--startup-timeout", type=float, default=600.0,
                    help="seconds to wait for the node (a TensorRT engine build can take minutes)")
     p.add_argument("--no-isolate", action="store_true",
@@ -414,6 +466,22 @@ def main(argv: list[str] | None = None) -> int:
                                   "service_ms": _pct(service_s), "first_mask_ms": _pct(first_mask_s)}
         if args.soak_seconds > 0:
             result["soak"] = _soak(args, procs["node"].pid, call, publish, period, lock, arrivals)
+        if args.lifecycle_cycles > 0:
+            from lifecycle_msgs.msg import Transition
+            from lifecycle_msgs.srv import ChangeState
+
+            lifecycle = bench.create_client(ChangeState, f"{node_out}/change_state")
+            if not lifecycle.wait_for_service(timeout_sec=10):
+                raise RuntimeError("change_state service not available")
+
+            def change_state(transition_id: int) -> bool:
+                future = lifecycle.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+                end = time.monotonic() + 120
+                while not future.done() and time.monotonic() < end:
+                    time.sleep(0.002)
+                return bool(future.done() and future.result().success)
+            result["lifecycle"] = _lifecycle_cycles(args, procs["node"].pid, change_state, call,
+                                                    publish, period)
         result["ok"] = True
     except Exception as e:  # reported in the JSON: a benchmark that fails says why
         result["error"] = str(e)

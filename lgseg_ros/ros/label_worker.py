@@ -64,18 +64,24 @@ class LabelWorker:
             job = self._jobs.get()
             if job is None:
                 return
-            fn, future, executor = job
-            try:
-                result = fn()
-            except BaseException as e:  # noqa: BLE001 - handed to the awaiting request
-                with self._lock:
-                    self._pending -= 1
-                future.set_exception(e)
-            else:
-                with self._lock:
-                    self._pending -= 1
-                future.set_result(result)
-            wake_awaiting(executor)
+            self._run_job(*job)
+            # Dropped before waiting for the next job: a job's closure holds what it ran on
+            # (the node's: a whole Segmenter), and kept here it outlived the node's cleanup,
+            # so each lifecycle cycle left the previous model's heap behind (issue 19).
+            job = None
+
+    def _run_job(self, fn: Callable[[], Any], future: Future, executor) -> None:
+        try:
+            result = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting request
+            with self._lock:
+                self._pending -= 1
+            future.set_exception(e)
+        else:
+            with self._lock:
+                self._pending -= 1
+            future.set_result(result)
+        wake_awaiting(executor)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """End the thread and wait for it (a job in progress finishes first). Joined, not

@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     # once, with a line and exit 0, not "did not reach active" and exit 1 after the load, or
     # a KeyboardInterrupt traceback (issue 20, item 10; probe round 5).
     previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Before anything large is allocated: freed models go back to the system (procinfo).
+    from lgseg_ros.procinfo import fix_mmap_threshold
+
+    fix_mmap_threshold()
     sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
     try:
         rc = _run(argv)
