@@ -216,6 +216,45 @@ def test_two_source_training_with_the_data_on_the_device(two_sources, tmp_path):
     assert recs and all(np.isfinite(r["loss"]) for r in recs)
 
 
+def test_a_written_text_table_trains_exactly_as_the_encoder_without_it(two_sources, tmp_path,
+                                                                      monkeypatch):
+    """`--write-text-table` then `--text-table`: the run a GPU machine without the text
+    encoder would make. Same seed, same losses; the encoder is never built."""
+    common = ["--config", "test-tiny", "--train-split", "x", "--batch-size", "2",
+              "--crop", "72", "96", "--scale", "0.2", "0.3", "--workers", "0",
+              "--no-progress", "--log-every", "1", "--threads", "1", "--no-eval",
+              "--source", f"{two_sources / 'street'}:0.5",
+              "--source", f"{two_sources / 'other'}:0.5", "--iters", "3", "--seed", "5"]
+    table = tmp_path / "table.safetensors"
+    assert train.main([*common, "--write-text-table", str(table), "--out", str(tmp_path / "w")]) == 0
+    assert table.is_file() and not (tmp_path / "w" / "final.safetensors").exists()
+    assert train.main([*common, "--out", str(tmp_path / "enc")]) == 0
+
+    import lgseg_ros.text
+
+    def no_encoder(*a, **k):
+        raise AssertionError("the text encoder was built although --text-table was given")
+    monkeypatch.setattr(lgseg_ros.text, "build_text_encoder", no_encoder)
+    assert train.main([*common, "--text-table", str(table), "--out", str(tmp_path / "tab")]) == 0
+
+    def losses(run):
+        return [json.loads(x)["loss"] for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+    assert losses("tab") == pytest.approx(losses("enc"), rel=1e-5)
+
+    from lgseg_ros.train.text_table import load_text_table
+    with pytest.raises(ValueError, match="text encoder"):
+        load_text_table(table, "openclip:ViT-B-32", None)
+    enc = load_text_table(table, *_tiny_text())
+    with pytest.raises(KeyError, match="no embedding for 1 name"):
+        enc.encode(["sky", "a word no run asks"])
+
+
+def _tiny_text():
+    from lgseg_ros.model.configs import get_config
+    cfg = get_config("test-tiny")
+    return cfg.text_encoder, cfg.prompt_template
+
+
 def test_agreement_scores_nested_words_as_training_targets_them():
     from lgseg_ros.train.agreement import _targets
     names = ["building", "building > window", "road"]

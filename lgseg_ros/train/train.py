@@ -125,6 +125,13 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
     p.add_argument("--no-cache", action="store_true", help="do not keep decoded images in RAM")
+    p.add_argument("--write-text-table", metavar="FILE",
+                   help="write the label embeddings this run would use (every name it can "
+                        "ask) to FILE and stop: for --text-table on a machine without the "
+                        "text encoder")
+    p.add_argument("--text-table", metavar="FILE",
+                   help="read the label embeddings from FILE (--write-text-table) instead of "
+                        "running the text encoder")
     p.add_argument("--data-on-device", action="store_true",
                    help="hold the training set on the training device as uint8 and augment "
                         "it there (a GPU then never waits on DataLoader workers; "
@@ -421,7 +428,14 @@ def main(argv=None) -> int:
             distill_on = {i for i, d in enumerate(given) if d in args.distill_sources}
         log.info("distilling from %s (weight %.2f, T %.1f, sources %s)", args.distill,
                  args.distill_weight, args.distill_temperature, args.distill_sources or "all")
-    encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
+    if args.text_table:
+        from .text_table import load_text_table
+        try:
+            encoder = load_text_table(args.text_table, cfg.text_encoder, cfg.prompt_template)
+        except (OSError, ValueError) as e:
+            raise SystemExit(str(e)) from None
+    else:
+        encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
     sampler_rng = random.Random(args.seed * 1009 + rank)
     if multi:
         labels = multi_source_labels(args, train_ds, encoder, sampler_rng)
@@ -433,6 +447,13 @@ def main(argv=None) -> int:
                               distractor_prob=args.distractor_prob,
                               max_distractors=args.max_distractors, rng=sampler_rng)
         table = EmbeddingTable(encoder, labels.all_names())
+    if args.write_text_table:
+        from .text_table import write_text_table
+        n = write_text_table(args.write_text_table, table.table, cfg.text_encoder,
+                             cfg.prompt_template)
+        log.info("wrote %d label embeddings to %s; stopping (--write-text-table)", n,
+                 args.write_text_table)
+        return 0
 
     opt = torch.optim.AdamW(param_groups(net, args.lr, args.backbone_lr_mult, args.weight_decay),
                             lr=args.lr, weight_decay=args.weight_decay)
