@@ -35,3 +35,34 @@ def test_a_callback_that_raises_costs_its_request_not_the_executor():
         assert reply.success
     finally:
         h.close()
+
+
+def test_a_flood_of_one_error_is_logged_once_and_counted(caplog):
+    """Probe round 9: with use_sim_time, /clock messages of negative seconds make rclpy's
+    clock callback raise, one 2 KB traceback each at the peer's rate. The same error from
+    the same place is logged once per ERROR_LOG_PERIOD_S; every one is still counted."""
+    import logging
+
+    h = RosHarness()
+    try:
+        node = h.add(Node("lgseg_raising_timer", context=h.context))
+        raised = []
+
+        def tick():
+            raised.append(1)
+            raise ValueError("one more bad clock")
+
+        with caplog.at_level(logging.ERROR, logger="lgseg_ros.ros.executor"):
+            timer = node.create_timer(0.002, tick)
+            deadline = time.monotonic() + 20
+            while len(raised) < 200:
+                assert time.monotonic() < deadline, f"the timer ran {len(raised)} times"
+                time.sleep(0.01)
+            node.destroy_timer(timer)
+        lines = [r for r in caplog.records if "one more bad clock" in r.getMessage()]
+        assert len(raised) >= 200 and h.executor.callback_errors >= 200
+        assert len(lines) == 1, [r.getMessage()[:120] for r in lines]
+        assert h.spin.alive and not h.spin.error
+        h.executor.callback_errors = 0
+    finally:
+        h.close()

@@ -358,6 +358,22 @@ def test_what_the_node_loads_is_chosen_at_start_up_only(env):
     serve_one(env)
 
 
+def test_use_sim_time_is_chosen_at_start_up_only(env):
+    """Probe round 9: any peer could set use_sim_time=true at run time; with no /clock on
+    the domain the node's ROS clock stopped, and ~/status and /diagnostics with it, for
+    good, while masks kept coming. Refused by name; status keeps coming."""
+    h, proc, rec, pub = env
+    flip = ParameterMsg(name="use_sim_time", value=ParameterValue(
+        type=ParameterType.PARAMETER_BOOL, bool_value=True))
+    reply = call(h, SetParameters, "set_parameters", SetParameters.Request(parameters=[flip]))
+    assert not reply.results[0].successful
+    assert "use_sim_time is set at start-up only" in reply.results[0].reason, reply.results[0].reason
+    got = call(h, GetParameters, "get_parameters", GetParameters.Request(names=["use_sim_time"]))
+    assert got.values[0].bool_value is False
+    status_counts(rec)          # a fresh ~/status after the attempt
+    serve_one(env)
+
+
 def test_one_pixel_frames_get_every_output(env):
     """Item 11: OpenCV took a 1x1 mask for a scalar, so a 1x1 frame lost its overlay and
     class masks half way, counted as failed with a traceback in the log."""

@@ -24,7 +24,11 @@ it: catching the error and spinning on is the whole fix (as in ros2_ros_bt_py#23
 
 Any other exception a callback raises is logged and spun past too: a request that makes
 some callback raise (rclpy's own parameter service raised ValueError on an unknown
-ParameterValue.type) must cost that request, not the process.
+ParameterValue.type) must cost that request, not the process. The log is throttled per
+exception type and place: with use_sim_time, a peer's /clock message of negative seconds
+makes rclpy's own clock callback raise, and /clock at 500 Hz wrote a 2 KB traceback per
+message (probe round 9). One traceback per ``ERROR_LOG_PERIOD_S`` and place, the rest
+counted in the next line.
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor, S
                              SingleThreadedExecutor)
 
 _log = logging.getLogger(__name__)
+
+ERROR_LOG_PERIOD_S = 10.0
+_MAX_ERROR_PLACES = 64
 
 
 class _Respin:
@@ -61,8 +68,27 @@ class _Respin:
                 raise
             self.callback_errors += 1
             self.last_callback_error = traceback.format_exc()[-4000:]
-            _log.error("a callback raised %s: %.300s; spinning on\n%s", type(e).__name__, e,
-                       self.last_callback_error[-1500:])
+            quiet = self._count_if_logged_lately(e)
+            if quiet is not None:
+                _log.error("a callback raised %s: %.300s; spinning on%s\n%s", type(e).__name__,
+                           e, quiet, self.last_callback_error[-1500:])
+
+    def _count_if_logged_lately(self, e: BaseException) -> str | None:
+        """None when this kind of error was logged less than ERROR_LOG_PERIOD_S ago (it is
+        counted instead); else what the line adds about the ones counted since."""
+        tb = traceback.extract_tb(e.__traceback__)
+        place = (type(e).__name__, tb[-1].filename, tb[-1].lineno) if tb else (type(e).__name__,)
+        errors = self.__dict__.setdefault("_error_places", {})
+        now = time.monotonic()
+        logged_at, skipped = errors.get(place, (float("-inf"), 0))
+        if now - logged_at < ERROR_LOG_PERIOD_S:
+            errors[place] = (logged_at, skipped + 1)
+            return None
+        if len(errors) >= _MAX_ERROR_PLACES and place not in errors:
+            errors.clear()      # bounded: a flood of distinct places costs a few more lines
+        errors[place] = (now, 0)
+        return f" ({skipped} more like it in the last {now - logged_at:.0f} s, not logged)" \
+            if skipped else ""
 
 
 class RespinExecutor(_Respin, SingleThreadedExecutor):

@@ -341,6 +341,14 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         return {n: self._param(n) for n in ("max_image_pixels", "overlay_alpha", "colormap")}
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name == "use_sim_time" and p.value != self.get_parameter("use_sim_time").value:
+                # A peer switching it stopped the node's ROS clock until a /clock arrived,
+                # and ~/status and /diagnostics with it (probe round 9).
+                return SetParametersResult(successful=False, reason=(
+                    "use_sim_time is set at start-up only (-p use_sim_time:=true): switched "
+                    "at run time it would stop the node's clock, and its status, until a "
+                    "/clock arrives"))
         try:
             for p in params:
                 if p.name != "labels":
