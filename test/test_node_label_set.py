@@ -98,3 +98,53 @@ def test_labels_tool_says_what_an_unseen_word_reads_as(env):
     lines = proc.stdout.splitlines()
     assert "sedan  (reads as 'car' = car, 0.6" in lines[1], lines[1]
     assert "reads as" not in lines[2] and lines[2].split()[:2] == ["1", "road"], lines[2]
+
+
+def test_a_small_change_during_a_large_one_does_not_undo_its_publishers(tmp_path):
+    """Probe round 9: a large change makes its class-mask publishers a chunk per executor
+    turn while it awaits; a one-word change swapped in between chunks retired every
+    publisher outside its own set, the large change's new ones too, and the large change's
+    swap then made them all again in one go on the executor thread (16 cameras x 256 new
+    words: 8 s without a mask). Now a change being prepared holds its topics: each of them
+    is made once, and none is left behind when it is swapped out again."""
+    import torch
+
+    from lgseg_ros.model import build_model, get_config, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = get_config("test-tiny")
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", build_model(cfg), cfg, {})
+    cams = [f"c{i}" for i in range(4)]
+    big = [f"thing {i:03d}" for i in range(100)]
+    h = RosHarness()
+    try:
+        node = h.add(LgsegNode("lgseg_race_node", context=h.context, parameter_overrides=node_params(
+            str(ckpt), labels=["road"], cameras=cams)))
+        assert node.lifecycle_state == "active"
+        made: list[str] = []
+        real_create = node.create_lifecycle_publisher
+
+        def counting_create(msg_type, topic, *a, **k):   # the real call, counted
+            made.append(topic)
+            return real_create(msg_type, topic, *a, **k)
+        node.create_lifecycle_publisher = counting_create
+        client = h.client.create_client(SetLabels, "/lgseg_race_node/set_labels")
+        assert client.wait_for_service(timeout_sec=20)
+        future = client.call_async(SetLabels.Request(labels=big))
+        small, swapped = 0, 0
+        deadline = __import__("time").monotonic() + 120
+        while not future.done():
+            assert __import__("time").monotonic() < deadline, "the large change never finished"
+            reply = h.call(client, SetLabels.Request(labels=[["road"], ["car"]][small % 2]))
+            small += 1
+            swapped += bool(reply.success)
+        assert future.result().success, future.result().message
+        assert swapped >= 1
+        thing_topics = [t for t in made if "/class/thing" in t]
+        assert len(thing_topics) == len(big) * len(cams), (len(thing_topics), small, swapped)
+        # Swapped out again: the large set's publishers go, none is left holding a topic.
+        assert h.call(client, SetLabels.Request(labels=["car"])).success
+        for cam in node._cameras:
+            assert set(cam.class_pubs) == {"car"} and not cam.reserved
+    finally:
+        h.close()

@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,9 @@ class _Camera:
     class_pubs: dict[str, Any] = field(default_factory=dict)     # token -> publisher
     class_order: list[str] = field(default_factory=list)         # tokens in id order
     class_set: Any = None       # the LabelSet class_order was built for
+    # Tokens a label change being prepared has made publishers for: a swap in the meantime
+    # keeps them (token -> number of preparations holding it).
+    reserved: Counter = field(default_factory=Counter)
     info_set: Any = None        # the LabelSet last announced with a frame header
     info_header: Header | None = None
     last_mask_stamp: tuple[int, int] | None = None   # (sec, nanosec) of the newest label mask
@@ -430,15 +434,16 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         finally:
             self._syncing_labels = False
 
-    async def _prepare_labels_off_executor(self, labels: Any) -> None:
+    async def _prepare_labels_off_executor(self, labels: Any) -> list | None:
         """Validate ``labels`` here and encode them on the label worker, awaiting the result
         without holding the executor; the synchronous _set_labels that follows (on the
         executor thread, before anything else runs) finds them in _prepared and only swaps.
-        Raises LabelSetError (bad set, worker busy, node reconfigured meanwhile)."""
+        Returns the reservation of their class topics, for release_class_tokens once the
+        swap is done. Raises LabelSetError (bad set, worker busy, node reconfigured)."""
         names = validate_labels(list(labels) if isinstance(labels, (list, tuple)) else labels)
         segmenter = self._segmenter
         if segmenter is None or (self._label_set is not None and names == tuple(self._label_set.names)):
-            return
+            return None
         try:
             future = self._label_worker.submit(lambda: segmenter.prepare_labels(names),
                                                executor=self.executor)
@@ -447,20 +452,48 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         new = await future
         # Their class-mask publishers too, a chunk per executor turn: 16 cameras x 256 new
         # labels are 4,096 DDS entities, 3.3 s made in one go, during which no frame was
-        # taken (probe round 5). The swap then finds them made.
+        # taken (probe round 5). The swap then finds them made. Reserved meanwhile: a small
+        # change swapped in between chunks retired every publisher outside its own set,
+        # these too, and this change's swap then made all 4,096 again in one go (8 s
+        # without a mask; probe round 9).
         tokens = topic_tokens(new.names)
-        chunks = [(cam, missing[i:i + PUBLISHERS_PER_TURN]) for cam in list(self._cameras)
-                  for missing in [[t for t in tokens if t not in cam.class_pubs]]
-                  for i in range(0, len(missing), PUBLISHERS_PER_TURN)]
-        for n, (cam, chunk) in enumerate(chunks):
+        reservation = self._reserve_class_tokens(tokens)
+        try:
+            chunks = [(cam, missing[i:i + PUBLISHERS_PER_TURN]) for cam in list(self._cameras)
+                      for missing in [[t for t in tokens if t not in cam.class_pubs]]
+                      for i in range(0, len(missing), PUBLISHERS_PER_TURN)]
+            for n, (cam, chunk) in enumerate(chunks):
+                if self._segmenter is not segmenter:
+                    break
+                self._create_class_pubs(cam, chunk)
+                if n + 1 < len(chunks):   # one camera's usual change is one chunk: no wait added
+                    await self._next_turn()
             if self._segmenter is not segmenter:
-                break
-            self._create_class_pubs(cam, chunk)
-            if n + 1 < len(chunks):   # one camera's usual change is one chunk: no wait added
-                await self._next_turn()
-        if self._segmenter is not segmenter:
-            raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
+                raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
+        except BaseException:
+            self.release_class_tokens(reservation)
+            raise
         self._prepared = (segmenter, new)
+        return reservation
+
+    def _reserve_class_tokens(self, tokens: list[str]) -> list:
+        reservation = [(cam, list(tokens)) for cam in self._cameras]
+        for cam, held in reservation:
+            cam.reserved.update(held)
+        return reservation
+
+    def release_class_tokens(self, reservation) -> None:
+        """End a preparation's hold on its tokens (after its swap, or when it failed); the
+        publishers it made that no set uses are retired."""
+        stale = []
+        for cam, held in reservation or ():
+            cam.reserved.subtract(held)
+            for t in set(held):
+                if cam.reserved[t] <= 0:
+                    del cam.reserved[t]
+                    if t not in cam.class_order and t in cam.class_pubs:
+                        stale.append(cam.class_pubs.pop(t))
+        self._retire(stale)
 
     async def _next_turn(self) -> None:
         """Give the executor a turn (frames, other requests) before going on."""
@@ -495,8 +528,11 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         try:
             if self.lifecycle_state == "finalized":
                 raise LabelSetError("the node is shut down (finalized); nothing will use a label set")
-            await self._prepare_labels_off_executor(list(req.labels))
-            names = self._set_labels(list(req.labels), from_parameter=False)
+            reservation = await self._prepare_labels_off_executor(list(req.labels))
+            try:
+                names = self._set_labels(list(req.labels), from_parameter=False)
+            finally:
+                self.release_class_tokens(reservation)
             await self._drain_retiring()
             resp.success = True
             if self._segmenter is None:

@@ -128,7 +128,7 @@ class OutputsMixin:
         ``destroy=False`` the publishers of labels that left are returned, for the caller to
         destroy once it has released the frame lock."""
         tokens = topic_tokens(label_set.names)
-        keep = set(tokens)
+        keep = set(tokens) | set(cam.reserved)   # and what a change being prepared made
         self._create_class_pubs(cam, tokens)
         stale = [cam.class_pubs.pop(t) for t in [t for t in cam.class_pubs if t not in keep]]
         cam.class_order, cam.class_set = tokens, label_set

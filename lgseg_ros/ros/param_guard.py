@@ -177,19 +177,25 @@ class ParameterGuardMixin:
             return f"labels given {n_labels} times in one request; give it once"
         return None
 
-    async def _prepare_labels_entry(self, param: Parameter) -> SetParametersResult | None:
+    async def _prepare_labels_entry(self, param: Parameter, held: list) -> SetParametersResult | None:
         """Encode a `labels` value on the label worker; None when it may be set, else the
-        refusal. The set call that follows finds the encoded set and only swaps it in."""
+        refusal. The set call that follows finds the encoded set and only swaps it in; the
+        class topics it reserved go into ``held``, for release_class_tokens after that."""
         if param.name != "labels" or param.type_ != Parameter.Type.STRING_ARRAY:
             return None
         try:
-            await self._prepare_labels_off_executor(param.value)
+            held.append(await self._prepare_labels_off_executor(param.value))
         except LabelSetError as e:
             return SetParametersResult(successful=False, reason=str(e))
         except Exception as e:  # encoder failure: keep the old set, say why
             return SetParametersResult(successful=False,
                                        reason=f"label encoding failed: {shown(str(e), 300)}")
         return None
+
+    def _release_held(self, held: list) -> None:
+        for reservation in held:
+            self.release_class_tokens(reservation)
+        held.clear()
 
     async def _on_set_parameters_request(self, req, resp):
         why = self._request_refusal("set_parameters", req.parameters)
@@ -199,11 +205,16 @@ class ParameterGuardMixin:
             self._refuse_request("set_parameters", why)
             resp.results = [SetParametersResult(successful=False, reason=f"request refused: {why}")]
             return resp
-        for msg in req.parameters:
-            param, refused = self._parameter_from_msg(msg)
-            if refused is None:
-                refused = await self._prepare_labels_entry(param)
-            resp.results.append(refused or self._set_one([param]))
+        held: list = []
+        try:
+            for msg in req.parameters:
+                param, refused = self._parameter_from_msg(msg)
+                if refused is None:
+                    refused = await self._prepare_labels_entry(param, held)
+                resp.results.append(refused or self._set_one([param]))
+                self._release_held(held)
+        finally:
+            self._release_held(held)
         await self._drain_retiring()
         return resp
 
@@ -220,11 +231,15 @@ class ParameterGuardMixin:
                 resp.result = refused
                 return resp
             params.append(param)
-        for param in params:
-            refused = await self._prepare_labels_entry(param)
-            if refused is not None:
-                resp.result = refused
-                return resp
-        resp.result = self._set_one(params)
+        held: list = []
+        try:
+            for param in params:
+                refused = await self._prepare_labels_entry(param, held)
+                if refused is not None:
+                    resp.result = refused
+                    return resp
+            resp.result = self._set_one(params)
+        finally:
+            self._release_held(held)
         await self._drain_retiring()
         return resp
