@@ -72,15 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     # once, with a line and exit 0, not "did not reach active" and exit 1 after the load, or
     # a KeyboardInterrupt traceback (issue 20, item 10; probe round 5).
     previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
-    # Before anything large is allocated: freed models go back to the system (procinfo).
-    from lgseg_ros.procinfo import fix_mmap_threshold
-
-    fix_mmap_threshold()
     sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
     try:
+        # Before anything large is allocated: freed models go back to the system
+        # (procinfo). Inside the try: a stop may already arrive while it is imported.
+        from lgseg_ros.procinfo import fix_mmap_threshold
+
+        fix_mmap_threshold()
         rc = _run(argv)
     except StopRequested as e:   # before the ROS logger exists
         print(f"[lgseg_node] stopped by {e.args[0]} during start-up", file=sys.stderr)
+        rc = 0
+    except Exception:
+        if not _STOPS:
+            raise
+        # The stop was raised inside an import that re-raises what it catches as its own
+        # error: numpy's C extension turned it into "ImportError: initialization failed"
+        # and the node exited 1 with a traceback (2 of 40 stops at 0.23-0.25 s).
+        print(f"[lgseg_node] stopped by {_STOPS[0]} during start-up", file=sys.stderr)
         rc = 0
     finally:
         for sig, old in previous.items():
