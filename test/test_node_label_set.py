@@ -148,3 +148,17 @@ def test_a_small_change_during_a_large_one_does_not_undo_its_publishers(tmp_path
             assert set(cam.class_pubs) == {"car"} and not cam.reserved
     finally:
         h.close()
+
+
+def test_class_mask_publishers_add_nothing_for_the_executor_to_walk(env):
+    """Probe round 9: each class-mask publisher came with rclpy's two default QoS event
+    handlers, waitables that the executor walks on every turn; 16 cameras x 256 labels made
+    8,192, and the executor burnt a core with no frames at all. The node's waitables do not
+    grow with the label set."""
+    h, node, client = env
+    assert h.call(client, SetLabels.Request(labels=["car"])).success
+    before = sum(1 for _ in node.waitables)
+    many = [f"widget {i:02d}" for i in range(40)]
+    assert h.call(client, SetLabels.Request(labels=many)).success
+    assert len(node._cameras[0].class_pubs) == 40
+    assert sum(1 for _ in node.waitables) == before

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -148,8 +149,15 @@ class OutputsMixin:
                 # handler ever added and never drop it, so with the node's default group each
                 # label change leaked ~3 KB (measured over 1000 changes). This group goes
                 # with its publisher.
-                pub = self.create_lifecycle_publisher(Image, f"{cam.out}/class/{token}/mask", OUTPUT_QOS,
-                                                      callback_group=MutuallyExclusiveCallbackGroup())
+                # And no QoS event handlers: rclpy's defaults add two waitables per
+                # publisher, which its executor walks on every turn; 16 cameras x 256 labels
+                # made 8,192 of them, and the executor thread burnt a core with no frames at
+                # all, masks at 1.3 Hz instead of 10 (probe round 9). Their only use was a
+                # warning for a subscriber asking for transient_local on a class mask.
+                pub = self.create_lifecycle_publisher(
+                    Image, f"{cam.out}/class/{token}/mask", OUTPUT_QOS,
+                    callback_group=MutuallyExclusiveCallbackGroup(),
+                    event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
                 if self._active:
                     pub.on_activate(None)
                 cam.class_pubs[token] = pub
