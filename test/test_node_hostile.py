@@ -599,10 +599,13 @@ def _fuzz(env_, compressed: bool, seed: int, seconds: float) -> dict:
                     pub.publish(random_image(rng))
                 stats["messages"] += 1
                 if i % 5 == 0:  # label sets and parameter requests between the frames
-                    h.call(labels_client, SetLabels.Request(labels=random_labels(rng)), retry=False)
+                    # Sent again when unanswered for 5 s: after a request over 1 MB (some
+                    # of these are) the node renews that server, and a request caught in
+                    # the switch gets no reply (service_renewal.py); repeating is harmless.
+                    h.call(labels_client, SetLabels.Request(labels=random_labels(rng)), retry=True)
                     h.call(params_client, SetParameters.Request(
                         parameters=[random_parameter(rng) for _ in range(int(rng.integers(1, 4)))]),
-                        retry=False)
+                        retry=True)
                     stats["label_requests"] += 1
                     stats["parameter_requests"] += 1
                 time.sleep(0.04)  # the node keeps the newest frame only: let each one be looked at

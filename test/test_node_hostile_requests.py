@@ -374,6 +374,32 @@ def test_use_sim_time_is_chosen_at_start_up_only(env):
     serve_one(env)
 
 
+def test_requests_cannot_fill_the_log(env):
+    """Probe round 9: each accepted entry logged "<name> changed; takes effect at the next
+    activate": 100 requests of 64 qos_depth entries wrote 6,400 lines (640 KB in 7 s); each
+    refused set_labels, each ~/enable and each label change logged its own lines. Now one
+    line per request, and each kind at most once per 5 s with the count held back."""
+    h, proc, rec, pub = env
+    log_at = proc.log_bytes()
+    depth = [ParameterMsg(name="qos_depth", value=ParameterValue(
+        type=ParameterType.PARAMETER_INTEGER, integer_value=1 + k % 2)) for k in range(64)]
+    for _ in range(20):
+        reply = call(h, SetParameters, "set_parameters", SetParameters.Request(parameters=depth),
+                     retry=True)
+        assert all(r.successful for r in reply.results)
+    for k in range(20):
+        reply = call(h, SetLabels, "set_labels", SetLabels.Request(labels=["", f"bad {k}"]), retry=True)
+        assert not reply.success
+    for k in range(20):
+        assert call(h, SetBool, "enable", SetBool.Request(data=k % 2 == 1), retry=True).success
+    assert call(h, SetBool, "enable", SetBool.Request(data=True), retry=True).success
+    text = proc.text_since(log_at)
+    assert text.count("taking effect at the next") <= 2, text[-3000:]
+    assert text.count("set_labels [") <= 2 and text.count("processing ") <= 2, text[-3000:]
+    assert len(text.splitlines()) < 30, text[-3000:]
+    serve_one(env)
+
+
 def test_one_pixel_frames_get_every_output(env):
     """Item 11: OpenCV took a 1x1 mask for a scalar, so a 1x1 frame lost its overlay and
     class masks half way, counted as failed with a traceback in the log."""

@@ -364,14 +364,35 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             return SetParametersResult(successful=False, reason=str(e))
         except Exception as e:  # encoder failure: keep the old set, say why
             return SetParametersResult(successful=False, reason=f"label encoding failed: {shown(str(e), 300)}")
+        later = {}
         for p in params:
             if p.name in self._dyn:
                 self._dyn[p.name] = p.value
             spec = P.PARAM_BY_NAME.get(p.name)
             if spec and spec.applies in (P.CONFIGURE, P.ACTIVATE) and self._segmenter is not None:
-                self.get_logger().info(
-                    f"{p.name} changed; takes effect at the next {spec.applies}")
+                later.setdefault(spec.applies, []).append(p.name)
+        if later:
+            # One line per request, not per entry: 100 requests of 64 entries wrote 6,400.
+            self._request_line("parameters", "; ".join(
+                f"{', '.join(dict.fromkeys(names))} changed, taking effect at the next {when}"
+                for when, names in later.items()))
         return SetParametersResult(successful=True)
+
+    def _request_line(self, kind: str, line: str, level: str = "info", extra: list[str] = ()) -> None:
+        """A log line that a peer's request causes: one per kind every 5 s (the node's
+        Throttle), with the count held back. Requests were the one path peers could still
+        fill the log by (probe round 9: 640 KB in 7 s of parameter sets)."""
+        suppressed = self._throttle(("request", kind))
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more since the last such line)" if suppressed else ""
+        # One call site per severity: rclpy refuses a call site whose severity changes.
+        if level == "warning":
+            self.get_logger().warning(line + more)
+        else:
+            self.get_logger().info(line + more)
+        for x in extra:
+            self.get_logger().warning(x)
 
     # -- labels -----------------------------------------------------------------------------
     def _current_names(self) -> tuple[str, ...]:
@@ -414,9 +435,8 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             if not from_parameter:
                 self._write_back(new.names)
             more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
-            self.get_logger().info(f"labels ({len(new.names)}): {', '.join(new.names[:16])}{more}")
-            for line in self._grounding_warnings(new):
-                self.get_logger().warning(line)
+            self._request_line("labels", f"labels ({len(new.names)}): {', '.join(new.names[:16])}{more}",
+                               extra=self._grounding_warnings(new))
             return tuple(new.names)
 
     @staticmethod
@@ -549,7 +569,8 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             # At most 8 labels of SHOWN_CHARS each: a request of 8 labels of 1 MB once wrote 8 MB.
             labels = [shown(x) for x in req.labels[:8]]
             more = f" ... {len(req.labels)} in all" if len(req.labels) > 8 else ""
-            self.get_logger().warning(f"set_labels [{', '.join(labels)}{more}]: {shown(resp.message, 400)}")
+            self._request_line("set_labels refused", f"set_labels [{', '.join(labels)}{more}]: "
+                               f"{shown(resp.message, 400)}", level="warning")
         resp.class_map = [SrvVisionClass(class_id=i, class_name=n)
                           for i, n in enumerate(self._current_names())]
         # Unconfigured, the set is only stored: no encoder has read it yet, so no grounding.
@@ -564,7 +585,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             self._slots.clear()
         resp.success = True
         resp.message = "processing enabled" if self._enabled else "processing disabled"
-        self.get_logger().info(resp.message)
+        self._request_line("enable", resp.message)
         return resp
 
     # -- lifecycle --------------------------------------------------------------------------
