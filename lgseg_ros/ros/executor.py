@@ -41,6 +41,8 @@ from rclpy.exceptions import InvalidHandle
 from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor, ShutdownException,
                              SingleThreadedExecutor)
 
+from lgseg_ros.ros.frames import Throttle
+
 _log = logging.getLogger(__name__)
 
 ERROR_LOG_PERIOD_S = 10.0
@@ -78,17 +80,13 @@ class _Respin:
         counted instead); else what the line adds about the ones counted since."""
         tb = traceback.extract_tb(e.__traceback__)
         place = (type(e).__name__, tb[-1].filename, tb[-1].lineno) if tb else (type(e).__name__,)
-        errors = self.__dict__.setdefault("_error_places", {})
-        now = time.monotonic()
-        logged_at, skipped = errors.get(place, (float("-inf"), 0))
-        if now - logged_at < ERROR_LOG_PERIOD_S:
-            errors[place] = (logged_at, skipped + 1)
+        throttle = self.__dict__.get("_error_throttle")
+        if throttle is None:   # a mixin: no __init__ of its own to make it in
+            throttle = self.__dict__["_error_throttle"] = Throttle(ERROR_LOG_PERIOD_S, _MAX_ERROR_PLACES)
+        skipped = throttle(place)
+        if skipped is None:
             return None
-        if len(errors) >= _MAX_ERROR_PLACES and place not in errors:
-            errors.clear()      # bounded: a flood of distinct places costs a few more lines
-        errors[place] = (now, 0)
-        return f" ({skipped} more like it in the last {now - logged_at:.0f} s, not logged)" \
-            if skipped else ""
+        return f" ({skipped} more like it since the last such line, not logged)" if skipped else ""
 
 
 class RespinExecutor(_Respin, SingleThreadedExecutor):

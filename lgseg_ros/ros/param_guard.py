@@ -83,14 +83,9 @@ class ParameterGuardMixin:
         self._guard_warning(service, f"{service}: request refused: {why}")
 
     def _guard_warning(self, service: str, line: str) -> None:
-        """One line per service every few seconds (the node's Throttle), with the count of
-        the ones held back: a peer repeating a refused request must not fill the log."""
-        throttle = getattr(self, "_throttle", None)
-        suppressed = throttle(("parameter service", service)) if throttle is not None else 0
-        if suppressed is None:
-            return
-        more = f" ({suppressed} more refusals since the last line)" if suppressed else ""
-        self.get_logger().warning(line + more)
+        """One line per service every few seconds, with the count of the ones held back: a
+        peer repeating a refused request must not fill the log (the node's _request_line)."""
+        self._request_line(f"parameter service {service}", line, level="warning")
 
     def _guarded_parameter_service(self, name: str, callback):
         def guarded(req, resp):
