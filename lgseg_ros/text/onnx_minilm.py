@@ -248,9 +248,10 @@ class OnnxMiniLMEncoder:
         so.intra_op_num_threads = int(threads)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
-        self.session = ort.InferenceSession(model, sess_options=so,
-                                            providers=["CPUExecutionProvider"])
-        del model
+        from lgseg_ros.runtime.ort_session import session_from_bytes
+
+        self.session = session_from_bytes(ort, model, so, ["CPUExecutionProvider"])
+        del model   # not kept by the session (runtime/ort_session.py): 66 MB
         self._lock = threading.Lock()   # the Rust tokenizer is not re-entrant with padding set
         self.dim = int(self.encode(["warm-up"]).shape[1])
 

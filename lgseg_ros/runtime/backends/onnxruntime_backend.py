@@ -103,9 +103,14 @@ class OnnxRuntimeBackend:
             from ..engine_cache import read_verified_bytes
 
             model = read_verified_bytes(path, self._onnx_sha256)
-        session = self._ort.InferenceSession(model, sess_options=self._options(),
-                                             providers=self.providers)
-        del model
+        if isinstance(model, bytes):
+            from ..ort_session import session_from_bytes
+
+            session = session_from_bytes(self._ort, model, self._options(), self.providers)
+        else:
+            session = self._ort.InferenceSession(model, sess_options=self._options(),
+                                                 providers=self.providers)
+        del model   # the verified bytes are not kept by the session (runtime/ort_session.py)
         shapes = {i.name: list(i.shape) for i in session.get_inputs()}
         if "image" not in shapes or "text" not in shapes:
             raise ValueError(f"{path}: not an lgseg frame-path model (inputs {list(shapes)})")
