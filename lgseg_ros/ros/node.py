@@ -435,8 +435,8 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             if not from_parameter:
                 self._write_back(new.names)
             more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
-            self._request_line("labels", f"labels ({len(new.names)}): {', '.join(new.names[:16])}{more}",
-                               extra=self._grounding_warnings(new))
+            self._request_line("labels", f"labels ({len(new.names)}): {', '.join(new.names[:16])}{more}"
+                               f"{_route_note(new)}", extra=self._grounding_warnings(new))
             return tuple(new.names)
 
     @staticmethod
@@ -559,7 +559,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 resp.message = (f"{len(names)} labels stored; the node is unconfigured, they "
                                 "take effect at the next configure")
             else:
-                resp.message = f"{len(names)} labels in force"
+                resp.message = f"{len(names)} labels in force" + _route_note(self._label_set)
         except LabelSetError as e:
             resp.success, resp.message = False, f"rejected, old set kept: {e}"
         except Exception as e:
@@ -627,9 +627,11 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 self.get_logger().error(f"configure failed: {e}")
                 self._release()
                 return FAILURE
+        routing = ("; a label set with a word it has no class for runs on the rooms model"
+                   if getattr(segmenter, "routes", False) else "")
         self.get_logger().info(
             f"configured in {time.perf_counter() - t0:.1f} s: model {segmenter.cfg.name} "
-            f"({segmenter.checkpoint or 'untrained'}), backend {segmenter.backend_name}, "
+            f"({segmenter.checkpoint or 'untrained'}{routing}), backend {segmenter.backend_name}, "
             f"net {segmenter.net_size[0]}x{segmenter.net_size[1]}, {len(label_set.names)} labels, "
             f"cameras: {', '.join(c.image_topic for c in self._cameras)}")
         return super().on_configure(state)
@@ -638,7 +640,10 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         from lgseg_ros.runtime.segmenter import Segmenter, default_checkpoint_path
 
         checkpoint = cfg["checkpoint"] or None
-        if checkpoint is None and not cfg["model_config"]:
+        # The shipped default goes to Segmenter as None: it then routes each label set to the
+        # street or the rooms model (runtime/routing.py); a named checkpoint runs alone.
+        shipped = checkpoint is None and not cfg["model_config"]
+        if shipped:
             checkpoint = default_checkpoint_path()
             if checkpoint is None:
                 raise ConfigError(
@@ -654,7 +659,8 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             check_private_dir(cache_dir)
         try:
             return Segmenter(
-                checkpoint=checkpoint, config=cfg["model_config"] or None, backend=cfg["backend"],
+                checkpoint=None if shipped else checkpoint, config=cfg["model_config"] or None,
+                backend=cfg["backend"],
                 device=cfg["device"], precision=cfg["precision"],
                 net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
                 score_threshold=cfg["score_threshold"],
@@ -1001,6 +1007,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             cam.bad_at_last_status = snap["frames_rejected"] + snap["frames_failed"]
             values = {"input": cam.image_topic, "outputs": cam.out, "labels": len(self._label_set.names),
                       "label_generation": self._label_set.generation, "backend": seg.backend_name,
+                      "model": getattr(self._label_set, "model", ""),
                       "enabled": self._enabled, **snap}
             st.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
@@ -1008,6 +1015,12 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         for pub in self._status_pubs:
             pub.publish(arr)
 
+
+
+def _route_note(label_set) -> str:
+    """Which shipped model runs the set and why, where the default routes (runtime/routing.py)."""
+    route = getattr(label_set, "route", "")
+    return f"; {route}" if route else ""
 
 
 def main(argv: list[str] | None = None) -> int:

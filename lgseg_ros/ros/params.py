@@ -66,9 +66,11 @@ PARAMETERS: tuple[Param, ...] = (
           "Model config name (lgseg_ros.model configs, e.g. lite-minilm, test-tiny). Empty: "
           "the config recorded in the checkpoint."),
     Param("checkpoint", "", "string", START,
-          "Path to a .safetensors checkpoint. Empty: the shipped default checkpoint "
-          "(Segmenter's default_checkpoint_path()), unless model_config alone names a "
-          "config to build with untrained weights."),
+          "Path to a .safetensors checkpoint, which then answers every label set. Empty: "
+          "the shipped models: the street model (default_checkpoint_path()) for a set of "
+          "street classes, the rooms model beside it for a set with any other word "
+          "(README 'Two shipped models'), unless model_config alone names a config to build "
+          "with untrained weights."),
     Param("backend", "auto", "string", CONFIGURE,
           "Inference backend: auto, torch, onnxruntime or tensorrt.", BACKENDS),
     Param("device", "auto", "string", CONFIGURE,

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
+import weakref
 from typing import Sequence
 
 import cv2
@@ -54,6 +56,13 @@ class LabelSet:
     encoder: str = ""
     # per label, what the model's training makes of the word (runtime/grounding.py)
     grounding: tuple = ()
+    # the checkpoint file that runs this set, and why (runtime/routing.py: the default
+    # Segmenter runs each set on the street or the rooms model)
+    model: str = ""
+    route: str = ""
+    # a weak reference to the Segmenter that prepared it: a set kept by a publisher must not
+    # keep a released model (and its ONNX Runtime session) alive
+    served_by: object = dataclasses.field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -111,9 +120,13 @@ class Segmenter:
                  text_encoder=None, torch_threads: int | str | None = None,
                  grounding_warn_below: float = DEFAULT_WARN_BELOW,
                  label_anchor: float = DEFAULT_ANCHOR, text_runtime: str = "auto",
-                 calibration: str | None = None, **backend_opts) -> None:
-        """checkpoint None and config None: the shipped model (default_checkpoint_path()),
-        as the node runs it; config alone: that config with untrained weights.
+                 calibration: str | None = None, route: bool | str = "auto",
+                 **backend_opts) -> None:
+        """checkpoint None and config None: the shipped models as the node runs them: the
+        street model (default_checkpoint_path()), and for a label set with any word the
+        street model has no class for, the rooms model beside it (runtime/routing.py; built on
+        the first such set; ``route=False`` keeps the street model alone); config alone: that
+        config with untrained weights.
 
         torch_threads: an int sets torch's (process-wide) intra-op pool; "auto" sets 1
         when torch is loaded and the frame path is not torch on CPU, so that label encoding
@@ -142,7 +155,8 @@ class Segmenter:
             raise ValueError(f"text_runtime must be 'auto', 'torch' or 'onnxruntime', not {text_runtime!r}")
         from .artefacts import model_source
 
-        if not checkpoint and not config:
+        shipped_default = not checkpoint and not config
+        if shipped_default:
             checkpoint = default_checkpoint_path()
             if checkpoint is None:
                 log.warning("no checkpoint given and the shipped %s is not installed",
@@ -182,6 +196,16 @@ class Segmenter:
                  cfg.name, self.backend.name, getattr(self.backend, "device", "?"),
                  getattr(self.backend, "precision", "?"), *self.net_size,
                  getattr(self.text_encoder.encoder, "runtime", "torch"))
+        self._router = None
+        self._rooms: Segmenter | None = None
+        self._rooms_lock = threading.Lock()
+        if shipped_default and route not in (False, "off") and self.checkpoint and not self.untrained:
+            self._setup_router(dict(
+                backend=backend, device=device, precision=precision, net_size=net_size,
+                keep_aspect=keep_aspect, score_threshold=score_threshold,
+                engine_cache_dir=engine_cache_dir, force_rebuild=force_rebuild,
+                grounding_warn_below=grounding_warn_below, label_anchor=label_anchor,
+                text_runtime=text_runtime, calibration=calibration, **backend_opts))
         self._frame_lock = threading.Lock()
         self._loaded_generation: int | None = None
         self._geometry: dict[tuple[int, int], pp.Geometry] = {}
@@ -222,6 +246,52 @@ class Segmenter:
     def backend_name(self) -> str:
         return self.backend.name
 
+    # -- the rooms model beside the street one (runtime/routing.py) ----------------------
+    def _setup_router(self, rooms_kwargs: dict) -> None:
+        from .artefacts import model_source, preload_vocabulary
+        from .routing import ModelRouter, rooms_checkpoint_path
+
+        rooms = rooms_checkpoint_path()
+        if rooms is None:
+            log.info("the rooms model is not installed: the street model answers every label set")
+            return
+        source, untrained = model_source(rooms)
+        if untrained or text_dim_of(source.cfg) != self.text_dim or \
+                source.cfg.text_encoder != self.cfg.text_encoder:
+            log.warning("%s does not share the street model's text encoder: not routing", rooms)
+            return
+        self._router = ModelRouter.from_metadata(self.source.meta, source.meta, self.text_encoder,
+                                                 warn_below=self.grounding.warn_below)
+        if not self.untrained:
+            preload_vocabulary(self._router.reporter, self.text_encoder.encoder,
+                               source.checkpoint_sha256)
+        self._rooms_args = dict(rooms_kwargs, checkpoint=rooms, route=False,
+                                text_encoder=self.text_encoder)
+
+    @property
+    def routes(self) -> bool:
+        """True when label sets are routed between the street and the rooms model."""
+        return self._router is not None
+
+    def _rooms_segmenter(self) -> "Segmenter | None":
+        # Built on the first set that needs it, on the label path (the node's label worker),
+        # never on the frame path; the text encoder and its cache are shared. If it cannot
+        # be built (its ONNX artefacts missing on a torch-free install, say), the street
+        # model keeps answering every set rather than refusing room words.
+        with self._rooms_lock:
+            if self._rooms is None and self._router is not None:
+                t0 = time.perf_counter()
+                try:
+                    self._rooms = Segmenter(**self._rooms_args)
+                except (OSError, ValueError, RuntimeError, ImportError) as exc:
+                    log.warning("rooms model unavailable, the street model answers every label "
+                                "set: %s", str(exc)[:300])
+                    self._router = None
+                    return None
+                log.info("rooms model loaded for routed label sets in %.2f s",
+                         time.perf_counter() - t0)
+            return self._rooms
+
     # -- label path ---------------------------------------------------------------------
     def prepare_labels(self, labels: Sequence[object]) -> LabelSet:
         """Validate and encode; thread-safe, never touches the frame path."""
@@ -237,11 +307,22 @@ class Segmenter:
         if not isinstance(emb, np.ndarray):   # a torch encoder
             emb = emb.detach().cpu().numpy()
         emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if self._router is not None:
+            route = self._router.route(names, emb)
+            rooms = self._rooms_segmenter() if route.rooms else None
+            if rooms is not None:
+                return rooms._encoded_label_set(names, emb, route.describe())
+            return self._encoded_label_set(names, emb, route.describe() if not route.rooms else "")
+        return self._encoded_label_set(names, emb)
+
+    def _encoded_label_set(self, names: tuple[str, ...], emb: np.ndarray, route: str = "") -> LabelSet:
         grounding, emb = self.grounding.ground(names, emb, self.label_anchor)
         emb = np.ascontiguousarray(emb)
         emb.setflags(write=False)
         return LabelSet(names=names, embeddings=emb, generation=_next_generation(),
-                        encoder=self.text_encoder.name, grounding=grounding)
+                        encoder=self.text_encoder.name, grounding=grounding,
+                        model=os.path.basename(self.checkpoint or self.cfg.name), route=route,
+                        served_by=weakref.ref(self))
 
     # -- frame path ---------------------------------------------------------------------
     def segment(self, rgb: np.ndarray, label_set: LabelSet) -> SegmentResult:
@@ -249,6 +330,9 @@ class Segmenter:
         if not isinstance(label_set, LabelSet):
             raise ValueError(f"label_set must be a LabelSet from prepare_labels(), got "
                              f"{type(label_set).__name__}")
+        rooms = self._rooms
+        if rooms is not None and label_set.served_by is not None and label_set.served_by() is rooms:
+            return rooms.segment(rgb, label_set)
         with self._frame_lock:
             t0 = time.perf_counter()
             release = False

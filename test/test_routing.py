@@ -1,0 +1,109 @@
+"""runtime/routing.py: the default Segmenter runs a set of street classes on the street model
+and a set with any other word on the rooms model, as each model alone would."""
+import numpy as np
+import pytest
+
+from lgseg_ros.runtime.routing import rooms_checkpoint_path
+from lgseg_ros.runtime.segmenter import Segmenter, default_checkpoint_path
+
+pytestmark = pytest.mark.skipif(rooms_checkpoint_path() is None or default_checkpoint_path() is None,
+                                reason="the shipped models are not installed")
+
+STREET_SETS = [["road", "car", "person", "sky"], ["galaxy", "road"], ["bicyclist"]]
+ROOMS_SETS = [["floor", "door", "wall"], ["car", "bus"], ["building", "wall"], ["kitchen sink"]]
+
+
+@pytest.fixture(scope="module")
+def routed():
+    return Segmenter(backend="onnxruntime", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def frame():
+    import cv2
+    from lgseg_ros.resources import package_path
+
+    bgr = cv2.imread(str(package_path("demo/frames/0016E5_08109.jpg")))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def test_street_sets_stay_on_the_street_model_and_the_rooms_model_loads_only_when_needed():
+    seg = Segmenter(backend="onnxruntime", precision="fp32")
+    assert seg.routes
+    for labels in STREET_SETS:
+        ls = seg.prepare_labels(labels)
+        assert ls.model == "lgseg_lite_minilm.safetensors", (labels, ls.route)
+    assert seg._rooms is None, "a street-only session paid for the rooms model"
+    ls = seg.prepare_labels(["floor", "door"])
+    assert ls.model == "lgseg_lite_minilm_rooms.safetensors"
+    assert "'floor' (floor)" in ls.route and "'door' (door)" in ls.route
+
+
+@pytest.mark.parametrize("labels", ROOMS_SETS)
+def test_a_set_with_a_word_the_street_model_has_no_class_for_runs_on_the_rooms_model(routed, labels):
+    ls = routed.prepare_labels(labels)
+    assert ls.model == "lgseg_lite_minilm_rooms.safetensors", ls.route
+    assert ls.route.startswith("rooms model: ")
+
+
+@pytest.mark.parametrize("labels", [STREET_SETS[0], ROOMS_SETS[0], ROOMS_SETS[1]])
+def test_routed_masks_are_those_of_the_model_that_serves_the_set(routed, frame, labels):
+    ls = routed.prepare_labels(labels)
+    alone = Segmenter(checkpoint=default_checkpoint_path() if ls.model == "lgseg_lite_minilm.safetensors"
+                      else rooms_checkpoint_path(), backend="onnxruntime", precision="fp32")
+    assert not alone.routes, "a named checkpoint must answer every set itself"
+    ref = alone.segment(frame, alone.prepare_labels(labels))
+    out = routed.segment(frame, ls)
+    np.testing.assert_array_equal(out.ids, ref.ids)
+    # the grounding report is the serving model's: its vocabulary, its classes
+    assert [g.nearest_class for g in ls.grounding] == \
+        [g.nearest_class for g in alone.prepare_labels(labels).grounding]
+
+
+def test_the_rooms_model_knows_room_words_the_street_model_reads_as_unknown(routed):
+    street = Segmenter(backend="onnxruntime", precision="fp32", route=False)
+    assert not street.routes
+    words = ["floor", "door", "chair"]
+    assert not any(g.well_grounded for g in street.prepare_labels(words).grounding)
+    assert all(g.well_grounded for g in routed.prepare_labels(words).grounding)
+
+
+def test_switching_between_models_frame_by_frame_keeps_each_sets_masks(routed, frame):
+    street, rooms = routed.prepare_labels(STREET_SETS[0]), routed.prepare_labels(ROOMS_SETS[0])
+    first = {id(s): routed.segment(frame, s).ids for s in (street, rooms)}
+    for s in (rooms, street, rooms, street):
+        np.testing.assert_array_equal(routed.segment(frame, s).ids, first[id(s)])
+
+
+def test_street_parts_are_the_nesting_training_used():
+    """STREET_PARTS must say what the rooms model was trained on (train/concepts.NEST_RULES)."""
+    from lgseg_ros.runtime.routing import STREET_PARTS
+    from lgseg_ros.train.concepts import NEST_RULES
+
+    for concept, parents in STREET_PARTS.items():
+        assert set(parents) == set(NEST_RULES[concept]), concept
+
+
+@pytest.mark.parametrize("labels, rooms", [
+    # a renamed street class stays on the street model...
+    (["clouds", "road", "bike"], False), (["streetlight", "car"], False),
+    # ...the part beside its class asks for the difference
+    (["bicyclist", "bicycle"], True), (["pole", "street light"], True), (["road", "road marking"], True),
+    # a weak match to a room concept ('walker' is nearest 'hill' at about 0.5) moves nothing
+    (["walker", "road"], False),
+    # walls, windows and doors are room concepts first
+    (["wall", "door"], True), (["window"], True),
+])
+def test_street_parts_and_weak_matches_keep_street_sets_on_the_street_model(routed, labels, rooms):
+    ls = routed.prepare_labels(labels)
+    assert (ls.model == "lgseg_lite_minilm_rooms.safetensors") == rooms, ls.route
+
+
+def test_if_the_rooms_model_cannot_load_the_street_model_answers_instead_of_refusing(tmp_path):
+    seg = Segmenter(backend="onnxruntime", precision="fp32")
+    broken = tmp_path / "rooms.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")   # a header and no tensors
+    seg._rooms_args["checkpoint"] = str(broken)    # as if its artefacts were missing
+    ls = seg.prepare_labels(["floor", "door"])
+    assert ls.model == "lgseg_lite_minilm.safetensors" and not seg.routes
+    assert seg.segment(np.zeros((48, 64, 3), np.uint8), ls).ids.shape == (48, 64)
