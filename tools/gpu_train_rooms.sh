@@ -57,20 +57,31 @@ local_py() {
 prepare() {
   local py; py=$(local_py)
   export OMP_WAIT_POLICY=PASSIVE
-  # 1-3: models/README.md's commands for the rooms model's sources (skipped when present)
+  # models/README.md's steps 1-3 and 9's labels (skipped when present): the two training
+  # sources, and the evaluation lists and labels tools/evaluate_rooms_model.sh reads
   if [ ! -f runs/pl/indoor/s4train.txt ]; then
+    local pids=()      # one process a core; a shard that fails stops here (set -e)
     for s in 0 1; do $py -m lgseg_ros.cli pseudo-label \
       --teacher $T/ade20k_deeplabv3_mnv2.tflite --images ../shared/datasets/indoor --every 2 \
-      --holdout-share 0.15 --shard $s/2 --out runs/pl/indoor --no-progress & done; wait
+      --holdout-share 0.15 --shard $s/2 --out runs/pl/indoor --no-progress & pids+=($!); done
+    for p in "${pids[@]}"; do wait "$p"; done
     (cd runs/pl/indoor
      grep -v -E "^(office_walk|tum_fr3_cabinet)__" train.txt > s4train.txt
-     (cat holdout.txt; grep -E "^(office_walk|tum_fr3_cabinet)__" train.txt) | sort -u > s4hold.txt)
+     (cat holdout.txt; grep -E "^(office_walk|tum_fr3_cabinet)__" train.txt) | sort -u > s4hold.txt
+     grep -E "^(houses|doordetect)__" s4hold.txt > s4eval_photos.txt
+     grep -E "^(office_walk|tum_fr3_cabinet)__" s4hold.txt > s4eval_seq.txt)
   fi
   if [ ! -f runs/pl/camvid_fine/teacher.json ]; then
     $py -m lgseg_ros.cli pseudo-label \
       --teacher $T/cityscapes_deeplab_mnv2_edgetpu_slim_quant.tflite \
       --teacher $T/ade20k_deeplabv3_mnv2.tflite --images camvid:train --nest-into-camvid \
       --road-markings --out runs/pl/camvid_fine --no-progress
+  fi
+  if [ ! -f runs/pl/camvid_val_eval/EVALUATION_ONLY ]; then     # scoring only, never packed
+    $py -m lgseg_ros.cli pseudo-label \
+      --teacher $T/cityscapes_deeplab_mnv2_edgetpu_slim_quant.tflite \
+      --teacher $T/ade20k_deeplabv3_mnv2.tflite --images camvid:val --nest-into-camvid \
+      --road-markings --for-evaluation --out runs/pl/camvid_val_eval --no-progress
   fi
   # 4: the pack (CamVid's PNG frames re-encoded as JPEG; the indoor JPEGs kept as they are)
   if [ ! -f "$PACK/lgseg_pack.json" ]; then
