@@ -182,3 +182,22 @@ def test_training_from_a_pack_with_a_text_table_and_the_data_on_the_device(packe
     assert [(s["pack"], s["split"]) for s in meta["sources"]] == [(str(out), "s4train")] * 2
     recs = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert len(recs) == 2 and all(np.isfinite(r["loss"]) for r in recs)
+
+
+def test_camvid_and_max_side(sources, tmp_path, camvid_root):
+    """`camvid` packs with its void as ignore; --max-side shrinks images (area) and labels
+    (nearest) together."""
+    m = P.pack_sources([("camvid", 1.0), (str(sources / "rooms"), 1.0)], "train",
+                       tmp_path / "p", max_side=240, limit_images=1)
+    assert m["sources"][0]["class_names"][0] == "sky" and len(m["sources"][0]["class_names"]) == 11
+    pack = P.Pack(tmp_path / "p")
+    img, lbl = pack.dataset(0).load(0)
+    ref_img, ref_lbl = load_camvid(camvid_root, "train").load(0)
+    assert img.shape == (180, 240, 3) and lbl.shape == (180, 240)
+    np.testing.assert_array_equal(lbl, cv2.resize(ref_lbl, (240, 180),
+                                                  interpolation=cv2.INTER_NEAREST))
+    assert IGNORE in np.unique(lbl) and lbl.max() == IGNORE and (lbl[lbl != IGNORE] < 11).all()
+    small = cv2.resize(ref_img, (240, 180), interpolation=cv2.INTER_AREA)
+    assert np.abs(img.astype(int) - small).mean() < 3
+    # the rooms frames are smaller than --max-side: kept as they were
+    assert pack.dataset(1).load(0)[0].shape == (48, 64, 3)
