@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("lgseg_ros.train.train", "train a model (CamVid or a folder dataset)"),
     "eval": ("lgseg_ros.train.evaluate", "evaluate a checkpoint: mIoU, subset and renamed-label queries"),
     "pseudo-label": ("lgseg_ros.train.pseudo_label", "label a folder of images with a closed-set teacher (a folder dataset for train)"),
+    "pack-data": ("lgseg_ros.train.pack", "pack training sources into checksummed chunks (for a GPU machine; train --source pack:DIR)"),
     "agreement": ("lgseg_ros.train.agreement", "agreement with teacher labels on held-out images, words together and alone (JSON)"),
     "average": ("lgseg_ros.train.average", "average the weights of checkpoints of one model (a model soup)"),
     "flops": ("lgseg_ros.model.flops", "parameters and GFLOPs of model variants"),

@@ -21,6 +21,7 @@ ignore, so stray values never reach the loss as an out-of-range index.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,8 @@ class SegDataset(Dataset):
     ``transform(image_rgb_uint8_hwc, label_uint8_hw) -> (image, label)`` runs on numpy
     arrays before conversion. ``cache=True`` keeps decoded pairs in memory: PNG decoding
     costs more than the augmentation on a small CPU (CamVid train is ~190 MB decoded).
+    ``reader(pair) -> (rgb, stored label)`` replaces reading the pair's files: a packed
+    bundle (pack.py) holds its frames in memory, under names that are not files.
     """
 
     pairs: list[tuple[Path, Path]]
@@ -94,6 +97,7 @@ class SegDataset(Dataset):
     transform: Callable | None = None
     cache: bool = False
     name: str = "dataset"
+    reader: Callable | None = None
 
     def __post_init__(self):
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -110,7 +114,11 @@ class SegDataset(Dataset):
         if self.cache and i in self._cache:
             return self._cache[i]
         img_path, lbl_path = self.pairs[i]
-        img, lbl = read_rgb(img_path), self.lut[read_label(lbl_path)]
+        if self.reader is not None:
+            img, raw = self.reader(self.pairs[i])
+        else:
+            img, raw = read_rgb(img_path), read_label(lbl_path)
+        lbl = self.lut[raw]
         if img.shape[:2] != lbl.shape:
             raise ValueError(f"{img_path} is {img.shape[:2]} but {lbl_path} is {lbl.shape}")
         if self.cache:
@@ -125,8 +133,7 @@ class SegDataset(Dataset):
 
     def subset(self, n: int) -> "SegDataset":
         """The first ``n`` pairs (for smoke tests and quick looks)."""
-        return SegDataset(self.pairs[:n], self.class_names, self.lut, self.transform,
-                          self.cache, self.name)
+        return dataclasses.replace(self, pairs=self.pairs[:n])
 
 
 def _lut(num_classes: int, ignore_values: Sequence[int] = ()) -> np.ndarray:
@@ -211,7 +218,10 @@ def build_dataset(spec: str, split: str, **kw) -> SegDataset:
     """``spec``: "camvid" (the shared copy), a CamVid-layout folder, or a folder dataset."""
     if spec == "camvid":
         return load_camvid(None, split, **kw)
-    root = Path(spec)
+    root = Path(spec.removeprefix("pack:"))
+    if (root / "lgseg_pack.json").exists():
+        raise FileNotFoundError(f"{spec!r} is a packed bundle (lgseg pack-data): it is read "
+                                f"as lgseg train --source pack:{root}, not as a dataset folder")
     if (root / "images").is_dir():
         return load_folder(root, split, **kw)
     if (root / f"{split}.txt").exists() and (root / "classes.txt").exists():
@@ -226,7 +236,7 @@ def relabelled(ds: SegDataset, class_names: Sequence[str]) -> SegDataset:
     remap = np.full(256, IGNORE, dtype=np.uint8)
     for i, name in enumerate(ds.class_names):
         remap[i] = list(class_names).index(name)
-    return SegDataset(ds.pairs, tuple(class_names), remap[ds.lut], ds.transform, ds.cache, ds.name)
+    return dataclasses.replace(ds, class_names=tuple(class_names), lut=remap[ds.lut])
 
 
 class MixedDataset(Dataset):

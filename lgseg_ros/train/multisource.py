@@ -34,6 +34,8 @@ from .openvocab import LabelBatch
 class SourceSpec:
     data: str
     share: float
+    pack: str | None = None     # read from this pack (pack.py), as packed from ``data``
+    split: str | None = None    # with ``pack``: the split it was packed with
 
     @classmethod
     def parse(cls, text: str) -> "SourceSpec":
@@ -42,6 +44,25 @@ class SourceSpec:
         if sep and data and share.replace(".", "", 1).isdigit():
             return cls(data, float(share))
         return cls(text, 1.0)
+
+
+def expand_sources(specs: Sequence[SourceSpec]) -> list[SourceSpec]:
+    """``pack:DIR[:SHARE]`` becomes the sources packed in DIR, named as they were packed
+    (so ``--distill-sources runs/pl/camvid_fine`` still names one), with the pack's shares
+    scaled to sum to SHARE (default 1: alone, a pack trains with its recorded shares)."""
+    from .pack import PREFIX, read_manifest
+
+    out = []
+    for spec in specs:
+        if spec.pack is not None or not spec.data.startswith(PREFIX):
+            out.append(spec)
+            continue
+        root = spec.data[len(PREFIX):]
+        sources = read_manifest(root)["sources"]
+        total = sum(s["share"] for s in sources)
+        out += [SourceSpec(s["data"], spec.share * s["share"] / total, root, s["split"])
+                for s in sources]
+    return out
 
 
 class ConceptSpace:
@@ -75,6 +96,7 @@ class MultiSourceDataset(Dataset):
 
     def __init__(self, specs: Sequence[SourceSpec], split: str = "train", cache: bool = True,
                  limit_images: int | None = None):
+        specs = expand_sources(specs)
         if not specs:
             raise ValueError("no sources")
         if any(s.share <= 0 for s in specs):
@@ -83,11 +105,20 @@ class MultiSourceDataset(Dataset):
         self.parts: list[SegDataset] = []
         self.askable: list[list[int]] = []
         self.negatable: list[list[int]] = []
+        packs: dict = {}     # each pack read and verified once, however many sources it holds
         for spec in specs:
-            if (Path(spec.data) / "EVALUATION_ONLY").exists():
-                raise ValueError(f"source {spec.data} holds labels of evaluation frames "
-                                 "(lgseg pseudo-label --for-evaluation): never training input")
-            ds = build_dataset(spec.data, split, cache=cache)
+            if spec.pack is not None:
+                from .pack import Pack
+                if spec.pack not in packs:
+                    packs[spec.pack] = Pack(spec.pack)
+                pack = packs[spec.pack]
+                ds = pack.dataset(pack.source_index(spec.data), cache=cache)
+            else:
+                if (Path(spec.data) / "EVALUATION_ONLY").exists():
+                    raise ValueError(f"source {spec.data} holds labels of evaluation frames "
+                                     "(lgseg pseudo-label --for-evaluation): never training "
+                                     "input")
+                ds = build_dataset(spec.data, split, cache=cache)
             if limit_images:
                 ds = ds.subset(limit_images)
             to_global = np.full(256, IGNORE, np.uint8)
@@ -100,8 +131,8 @@ class MultiSourceDataset(Dataset):
                     own.update(self.space.chains[g])
             # ds.lut maps stored values to source ids (IGNORE stays IGNORE)
             lut = np.where(ds.lut == IGNORE, IGNORE, to_global[np.minimum(ds.lut, 255)])
-            self.parts.append(SegDataset(ds.pairs, ds.class_names, lut.astype(np.uint8),
-                                         None, cache, ds.name))
+            self.parts.append(dataclasses.replace(ds, lut=lut.astype(np.uint8),
+                                                  transform=None, cache=cache))
             self.askable.append(sorted(askable))
             # A concept such a source knows only as a refinement ("door" inside "building",
             # marked where a teacher was sure) is asked when present but never as an absent

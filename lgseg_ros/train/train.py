@@ -32,7 +32,7 @@ from .augment import TrainAugment
 from .datasets import (CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, MixedDataset, build_dataset,
                        relabelled)
 from .losses import distill_loss, seg_loss
-from .multisource import MultiSourceDataset, SourceBatchSampler, SourceSpec
+from .multisource import MultiSourceDataset, SourceBatchSampler, SourceSpec, expand_sources
 from .openvocab import EmbeddingTable, LabelSampler, jitter_text
 
 log = logging.getLogger("lgseg.train")
@@ -68,7 +68,9 @@ def parse_args(argv):
                         "folder dataset, e.g. from lgseg pseudo-label), each batch from one "
                         "source drawn by SHARE; classes are concepts merged by name, chains "
                         "'parent > child' nest (train/multisource.py). --data then only "
-                        "names the evaluation data")
+                        "names the evaluation data. pack:DIR[:SHARE] reads the sources "
+                        "`lgseg pack-data` packed into DIR, with their split and shares "
+                        "(scaled to sum to SHARE)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
     g = p.add_mutually_exclusive_group()
@@ -345,9 +347,18 @@ def main(argv=None) -> int:
             raise SystemExit("--replay and --source: give the replayed data as a --source")
         if world > 1:
             raise SystemExit("--source is single-process for now (one source per batch)")
-        train_ds = MultiSourceDataset([SourceSpec.parse(s) for s in args.source],
-                                      args.train_split, cache=not args.no_cache,
-                                      limit_images=args.limit_images)
+        from .pack import PackError
+        try:
+            source_specs = expand_sources([SourceSpec.parse(s) for s in args.source])
+            train_ds = MultiSourceDataset(source_specs, args.train_split,
+                                          cache=not args.no_cache,
+                                          limit_images=args.limit_images)
+        except PackError as e:
+            raise SystemExit(f"--source: {e}") from None
+        for spec in source_specs:
+            if spec.pack is not None and spec.split != args.train_split:
+                log.info("source %s from pack %s: split %s as packed (not --train-split %s)",
+                         spec.data, spec.pack, spec.split, args.train_split)
     else:
         train_ds = build_dataset(args.data, args.train_split, cache=not args.no_cache)
         if args.limit_images:
@@ -421,7 +432,7 @@ def main(argv=None) -> int:
         if args.distill_sources:
             if not multi:
                 raise SystemExit("--distill-sources needs --source")
-            given = [SourceSpec.parse(x).data for x in args.source]
+            given = [spec.data for spec in source_specs]
             unknown = [x for x in args.distill_sources if x not in given]
             if unknown:
                 raise SystemExit(f"--distill-sources {unknown}: not among --source {given}")
@@ -509,7 +520,7 @@ def main(argv=None) -> int:
         "vocabulary": vocab,
         "distractors": distractors,
         "dataset": args.data, "train_split": args.train_split, "replay": args.replay,
-        "sources": [dataclasses.asdict(SourceSpec.parse(s)) for s in args.source or []],
+        "sources": [dataclasses.asdict(s) for s in source_specs] if multi else [],
         "train_args": json.loads(json.dumps(vars(args), default=str)),
         "world_size": world, "total_iters": total,
     }
