@@ -33,9 +33,9 @@ from lgseg_ros.viz import colorize, overlay
 DEFAULT_FRAMES = package_path("demo/frames")
 CAMVID_LABELS = list(CAMVID_CLASSES)
 DEFAULT_SCHEDULE = [CAMVID_LABELS, ["road", "car", "pedestrian"], ["sky"]]
-# The indoor sequence: TUM RGB-D freiburg3_cabinet frames, held out of training whole, through
-# the rooms model (models/README.md: the default model stays the street one, which is blind
-# indoors; the rooms model sees rooms but is 9 mIoU worse on CamVid).
+# The indoor sequence: TUM RGB-D freiburg3_cabinet frames, held out of training whole, through a
+# second node on the default model, which runs these room words on the rooms model
+# (runtime/routing.py; --indoor-checkpoint names one model instead).
 DEFAULT_INDOOR_FRAMES = package_path("demo/frames_indoor")
 ROOMS_CHECKPOINT = package_path("models/lgseg_lite_minilm_rooms.safetensors")
 DEFAULT_INDOOR_SCHEDULE = [["floor", "wall", "door", "chair", "table", "person", "cabinet"],
@@ -65,9 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--indoor-source", default=str(DEFAULT_INDOOR_FRAMES or "demo/frames_indoor"),
                    help="a second sequence streamed to the same node after the first (default: "
                         "the shipped indoor frames); '' for none")
-    p.add_argument("--indoor-checkpoint", default=str(ROOMS_CHECKPOINT or ""),
+    p.add_argument("--indoor-checkpoint", default="",
                    help="checkpoint for the indoor sequence, run by a second node (default: the "
-                        "shipped rooms model; '' for the street sequence's model)")
+                        "street sequence's model; with no --checkpoint, the shipped pair, which "
+                        f"runs room words on {ROOMS_CHECKPOINT.name if ROOMS_CHECKPOINT else 'the rooms model'})")
     p.add_argument("--indoor-label-sets", default=None,
                    help="label sets of the indoor sequence, as --label-sets (default: floor, "
                         "wall, door, chair, table, person, cabinet; then cabinet; then floor)")
