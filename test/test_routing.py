@@ -107,25 +107,3 @@ def test_if_the_rooms_model_cannot_load_the_street_model_answers_instead_of_refu
     ls = seg.prepare_labels(["floor", "door"])
     assert ls.model == "lgseg_lite_minilm.safetensors" and not seg.routes
     assert seg.segment(np.zeros((48, 64, 3), np.uint8), ls).ids.shape == (48, 64)
-
-
-def test_both_models_run_on_one_shared_cpu_arena_and_shrink_after_smaller_sets(frame):
-    """Each session's own arena kept its peak while the other model ran; one shared arena
-    (onnxruntime_backend.shared_cpu_arena) serves both, and release_memory still shrinks it."""
-    import onnxruntime as ort
-
-    from lgseg_ros.runtime.backends.onnxruntime_backend import shared_cpu_arena
-
-    seg = Segmenter(backend="onnxruntime", precision="fp32")
-    big_street = seg.prepare_labels(["sky", "building", "pole", "road", "pavement", "tree",
-                                     "sign symbol", "fence", "car", "pedestrian", "bicyclist"])
-    big_rooms = seg.prepare_labels(["floor", "wall", "door", "chair", "table", "cabinet", "bed",
-                                    "window", "sink", "toilet", "mirror", "ceiling"])
-    small_street, small_rooms = seg.prepare_labels(["road"]), seg.prepare_labels(["floor"])
-    assert shared_cpu_arena(ort)
-    sessions = [next(iter(s.backend._sessions.values())) for s in (seg, seg._rooms)]
-    for session in sessions:
-        assert session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
-    first = {id(s): seg.segment(frame, s).ids for s in (big_street, big_rooms, small_street, small_rooms)}
-    for s in (small_rooms, big_street, small_street, big_rooms, small_rooms, small_street):
-        np.testing.assert_array_equal(seg.segment(frame, s).ids, first[id(s)])

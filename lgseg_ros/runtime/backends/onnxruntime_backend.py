@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 
 import numpy as np
 
@@ -16,34 +15,6 @@ from . import check_embeddings, check_image, text_dim_of
 log = logging.getLogger(__name__)
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "layout", "all")
-
-_shared_arena_lock = threading.Lock()
-_shared_arena: bool | None = None   # None: not tried yet
-
-
-def shared_cpu_arena(ort) -> bool:
-    """One CPU arena for every frame-path session of this process, growing by what is asked
-    (not by the next power of two). Registered once; False where it cannot be (another
-    component registered its own, or this ONNX Runtime lacks the call): sessions then keep
-    arenas of their own.
-
-    Why: the default shipped model is two networks (runtime/routing.py), and each session's
-    own arena kept its high-water mark while the other model ran (label sets of 1-24 words
-    on both models, int8, a bare process: 313 MB peak with an arena each, 269 MB with one
-    shared). Shrinkage after a smaller set (release_memory) works on the shared arena too."""
-    global _shared_arena
-    with _shared_arena_lock:
-        if _shared_arena is None:
-            try:
-                info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                                         ort.OrtMemType.DEFAULT)
-                # arena_extend_strategy 1: kSameAsRequested
-                ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
-                _shared_arena = True
-            except Exception as exc:   # noqa: BLE001 - any failure means: no shared arena
-                log.info("ONNX Runtime sessions keep their own CPU arenas (%s)", str(exc)[:200])
-                _shared_arena = False
-        return _shared_arena
 
 
 class OnnxRuntimeBackend:
@@ -119,8 +90,6 @@ class OnnxRuntimeBackend:
         # the next operator waits for (lite-minilm 360x480 on the shared 2-core development
         # machine: p50 125 ms spinning, 69 ms not).
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-        if self.providers == ["CPUExecutionProvider"] and shared_cpu_arena(ort):
-            so.add_session_config_entry("session.use_env_allocators", "1")
         so.log_severity_level = 3
         return so
 
