@@ -162,3 +162,42 @@ def test_class_mask_publishers_add_nothing_for_the_executor_to_walk(env):
     assert h.call(client, SetLabels.Request(labels=many)).success
     assert len(node._cameras[0].class_pubs) == 40
     assert sum(1 for _ in node.waitables) == before
+
+
+def test_rapid_label_changes_are_announced_at_most_ten_times_a_second_and_the_last_always(env):
+    """A peer changing cached labels as fast as the node answers (72 changes a second were
+    answered) must not make it announce each one on every camera: label_info and ~/label_set
+    go out at most once per ANNOUNCE_PERIOD_S, and the set left in force is announced."""
+    import time
+
+    from lgseg_ros.msg import LabelInfo
+    from lgseg_ros.ros.node import ANNOUNCE_PERIOD_S
+
+    h, node, client = env
+    a, b = ["road", "car", "person"], ["person", "car", "road"]
+    for labels in (a, b):     # encoded once: the changes below are cached, as fast as it gets
+        assert h.call(client, SetLabels.Request(labels=labels)).success
+    rec = Recorder(h)
+    rec.listen(f"{NS}/label_set", LabelSet, LATCHED)
+    rec.listen(f"{NS}/label_info", LabelInfo, LATCHED)
+    rec.wait_for(lambda: rec.get(f"{NS}/label_set"), what="the latched label_set")
+    time.sleep(2 * ANNOUNCE_PERIOD_S)
+    before = {t: len(rec.get(t)) for t in (f"{NS}/label_set", f"{NS}/label_info")}
+    t0 = time.monotonic()
+    n = 30
+    for i in range(n):
+        assert h.call(client, SetLabels.Request(labels=a if i % 2 else b), retry=False).success
+    elapsed = time.monotonic() - t0
+    last = a if (n - 1) % 2 else b
+    msgs = rec.wait_for(lambda: [m for m in rec.get(f"{NS}/label_set")[before[f"{NS}/label_set"]:]
+                                 if [e.label for e in m.labels] == last
+                                 and m is rec.get(f"{NS}/label_set")[-1]],
+                        what="the last set announced")
+    time.sleep(3 * ANNOUNCE_PERIOD_S)
+    allowed = elapsed / ANNOUNCE_PERIOD_S + 2
+    for topic in (f"{NS}/label_set", f"{NS}/label_info"):
+        got = len(rec.get(topic)) - before[topic]
+        assert got <= allowed, (topic, got, n, elapsed)
+    assert [e.label for e in rec.get(f"{NS}/label_set")[-1].labels] == last
+    assert [c.class_name for c in rec.get(f"{NS}/label_info")[-1].class_map] == last
+    assert msgs

@@ -100,6 +100,8 @@ _PARAM_TYPES = {
 _TYPE_NAMES = {t.value: t.name.lower() for t in Parameter.Type}
 # How long an active node may see no frame before it says so (and why that may be).
 NO_INPUT_WARN_S = 5.0
+# At most 10 at-change label announcements a second (_announce_labels).
+ANNOUNCE_PERIOD_S = 0.1
 # Class-mask publishers made or destroyed per executor turn in a label change (~50 ms of
 # DDS entity work at ~0.8 ms each), so frames are taken between chunks.
 PUBLISHERS_PER_TURN = 64
@@ -209,6 +211,11 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         self._status_timer = None
         self._status_pubs: list[Any] = []
         self._throttle = Throttle(5.0)
+        # At-change announcements (label_info, ~/label_set for every camera) at most once per
+        # ANNOUNCE_PERIOD_S; a change inside that window is announced when it ends, if it is
+        # still in force and no frame has announced it (see _announce_labels).
+        self._announce_gate = Throttle(ANNOUNCE_PERIOD_S)
+        self._announce_timer = None
         guard_change_state(self, self._throttle)
         # The slow half of a label change (encoding) runs here, off the executor thread;
         # _prepared carries its result to the synchronous swap (see _set_labels).
@@ -427,10 +434,9 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             stale = []
             with self._frame_lock:
                 self._label_set = new
-                now = self.get_clock().now().to_msg()
                 for cam in self._cameras:
                     stale += self._reconcile_class_pubs(cam, new, destroy=False)
-                    self._publish_label_info(cam, new, Header(stamp=after_last_mask(cam, now)))
+                self._announce_labels()
             self._retire(stale)
             if not from_parameter:
                 self._write_back(new.names)
@@ -438,6 +444,44 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             self._request_line("labels", f"labels ({len(new.names)}): {', '.join(new.names[:16])}{more}"
                                f"{_route_note(new)}", extra=self._grounding_warnings(new))
             return tuple(new.names)
+
+    def _announce_labels(self, deferred: bool = False) -> None:
+        """label_info and ~/label_set for the set in force, on every camera, stamped after
+        its last mask (a frame under the set announces it again with its own header).
+
+        Bounded: a peer changing cached labels as fast as it can got 72 changes a second
+        answered, each announced on every camera (up to 16 x 2 messages of 256 entries), so
+        the node published without limit. At most one announcement per ANNOUNCE_PERIOD_S
+        now; a change inside that window is announced when it ends, unless a frame or a
+        newer change did it meanwhile. Every set that masks are made with is still
+        announced by its first frame; only announcements of sets no frame ever used merge."""
+        timer = self._announce_timer
+        if deferred and timer is not None:
+            timer.cancel()
+        if self._label_set is None or not self._cameras:
+            return
+        if self._announce_gate("announce") is None:
+            if timer is not None and timer.is_canceled():
+                timer.reset()   # one timer per configure, armed and disarmed: rclpy's callback
+            return              # groups keep an entry for every timer ever created
+        now = self.get_clock().now().to_msg()
+        for cam in self._cameras:
+            if deferred and cam.info_set is self._label_set:
+                continue   # a frame under this set announced it already
+            self._publish_label_info(cam, self._label_set, Header(stamp=after_last_mask(cam, now)))
+
+    def _deferred_announce(self) -> None:
+        with self._labels_lock, self._frame_lock:
+            self._announce_labels(deferred=True)
+
+    def _make_announce_timer(self) -> None:
+        self._announce_timer = self.create_timer(ANNOUNCE_PERIOD_S, self._deferred_announce)
+        self._announce_timer.cancel()
+
+    def _destroy_announce_timer(self) -> None:
+        if self._announce_timer is not None:
+            self.destroy_timer(self._announce_timer)
+            self._announce_timer = None
 
     @staticmethod
     def _grounding_warnings(label_set, limit: int = 16) -> list[str]:
@@ -623,6 +667,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 self._status_pubs = [
                     self.create_lifecycle_publisher(DiagnosticArray, "~/status", OUTPUT_QOS),
                     self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)]
+                self._make_announce_timer()
             except Exception as e:  # e.g. a camera namespace that is not a valid ROS name
                 self.get_logger().error(f"configure failed: {e}")
                 self._release()
@@ -856,6 +901,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
 
     def _release(self) -> None:
         with self._labels_lock:
+            self._destroy_announce_timer()
             for cam in self._cameras:
                 for pub in [*cam.pubs.values(), *cam.class_pubs.values()]:
                     self.destroy_lifecycle_publisher(pub)
