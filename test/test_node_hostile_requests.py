@@ -503,6 +503,43 @@ def test_an_oversized_camera_info_is_refused_not_republished(env):
         h.client.destroy_publisher(info_pub)
 
 
+def test_a_malformed_camera_info_is_refused_not_relayed(env):
+    """Probe round 10: CameraInfo is passed on as the bytes received, and nothing checked
+    that they were a CameraInfo: 64 bytes of garbage, and a real one cut to 40 bytes, went
+    out on ~/camera_info to every consumer. Now each field is read from the serialized
+    sample before it is passed on; a bad one is refused naming the field, a good one still
+    goes out byte for byte."""
+    h, proc, rec, pub = env
+    info_topic, out = f"{NS}/camera/camera_info", f"{NODE}/camera_info"
+    relayed: list[bytes] = []
+    sub = h.client.create_subscription(CameraInfo, out, relayed.append, RELIABLE, raw=True)
+    info_pub = h.client.create_publisher(CameraInfo, info_topic, RELIABLE)
+    try:
+        wait_until(lambda: info_pub.get_subscription_count() > 0 and sub.get_publisher_count() > 0,
+                   timeout=15, what="camera_info links")
+        good = CameraInfo(width=120, height=90, distortion_model="plumb_bob", d=[0.5] * 5)
+        good.header.frame_id = "camera"
+        bad = {"header.frame_id": b"\x00\x01\x00\x00" + b"\xff" * 60,
+               "truncated or corrupt": serialize_message(good)[:40]}
+        for why, raw in bad.items():
+            log_at = proc.log_bytes()
+            publish_until(info_pub, raw, lambda _: "skipped camera_info" in proc.text_since(log_at),
+                          what=f"the camera_info ({why}) to be refused", proc=proc)
+            assert why in proc.text_since(log_at), proc.text_since(log_at)[-2000:]
+
+        def fresh() -> bytes:
+            good.header.stamp.nanosec = random.randrange(10**9)
+            return serialize_message(good)
+        def went_out(raw: bytes) -> bool:   # the writer may pad the sample to 4 bytes
+            return any(got[:len(raw)] == raw for got in list(relayed))
+        publish_until(info_pub, fresh, went_out, what="a good camera_info relayed", proc=proc)
+        assert not any(went_out(raw) for raw in bad.values())
+        serve_one(env)
+    finally:
+        h.client.destroy_publisher(info_pub)
+        h.client.destroy_subscription(sub)
+
+
 def test_class_masks_per_frame_are_bounded(env):
     """Probe round 4: every subscribed class topic gets a full-resolution mask, so 256 labels
     with a subscriber each made one 2048x2048 frame (from a 66 KB JPEG) publish a gigabyte.

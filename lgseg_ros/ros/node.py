@@ -84,7 +84,7 @@ from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, 
 from lgseg_ros.ros.lifecycle_guard import guard_change_state
 from lgseg_ros.ros.param_guard import ParameterGuardMixin
 from lgseg_ros.ros.service_renewal import watch_node_services
-from lgseg_ros.ros.wire import MAX_CAMERA_INFO_BYTES, RENEW_INPUT_ABOVE_BYTES, read_frame
+from lgseg_ros.ros.wire import RENEW_INPUT_ABOVE_BYTES, check_camera_info, read_frame
 from lgseg_ros.srv import SetLabels
 from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response uses ours
 
@@ -801,15 +801,15 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                                         event_callbacks=events, raw=True)
 
     def _on_info(self, cam: _Camera, raw: bytes) -> None:
-        if len(raw) <= MAX_CAMERA_INFO_BYTES:
-            cam.pubs["camera_info"].publish(raw)
+        try:
+            check_camera_info(raw)
+        except ImageConversionError as e:
+            cam.stats.count("camera_info_rejected")
+            self._log_throttled(cam, "skipped camera_info", e, self.get_logger().warning)
+            if len(raw) > RENEW_INPUT_ABOVE_BYTES:
+                self._renew_input(cam, 1)
             return
-        cam.stats.count("camera_info_rejected")
-        self._log_throttled(cam, "skipped camera_info", f"{len(raw)} bytes, more than "
-                            f"{MAX_CAMERA_INFO_BYTES} (a real CameraInfo is under 1 KB)",
-                            self.get_logger().warning)
-        if len(raw) > RENEW_INPUT_ABOVE_BYTES:
-            self._renew_input(cam, 1)
+        cam.pubs["camera_info"].publish(raw)
 
     def _renew_input(self, cam: _Camera, index: int = 0) -> None:
         """A new subscription (0: image, 1: camera_info) in place of the old one: Fast DDS
