@@ -954,6 +954,31 @@ def _start_and_wait(args: list[str], timeout: float = 180) -> tuple[int | None, 
     return rc, proc.text(), peak
 
 
+def test_library_log_lines_are_not_doubled_after_a_quantisation(tmp_path, tiny_checkpoint):
+    """Probe round 10: an int8 quantisation at configure imports onnxruntime.quantization,
+    which calls logging.basicConfig; from then on every line of the library's logging went
+    to the ROS log and, again, to stderr ("INFO:lgseg_ros.runtime...."): twice the log. A
+    fresh cache folder makes the node quantise here."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    proc = NodeProcess(["-r", "__ns:=/hostile3_quant", "-p", f"checkpoint:={tiny_checkpoint}",
+                        "-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", "precision:=int8",
+                        "-p", f"net_height:={NET_HW[0]}", "-p", f"net_width:={NET_HW[1]}"],
+                       env={**node_env(), "LGSEG_CACHE_DIR": str(cache)})
+    try:
+        wait_until(lambda: "]: active" in proc.text() or not proc.alive(), timeout=180,
+                   what="the node to quantise and come up", period=0.2)
+        text = proc.text()
+        assert proc.alive(), text[-3000:]
+        assert "quantised" in text, text[-3000:]        # the case this test is about
+        lines = text.splitlines()
+        doubled = [ln for ln in lines if ln.startswith(("INFO:lgseg_ros", "WARNING:lgseg_ros"))]
+        assert not doubled, doubled[:5]
+        assert sum("quantised" in ln for ln in lines) == 1, [ln for ln in lines if "quantised" in ln]
+    finally:
+        assert proc.stop() == 0, proc.text()[-3000:]
+
+
 def test_a_checkpoint_header_bomb_is_refused_at_configure(tmp_path):
     """Item 6, through the node: a 640-byte checkpoint describing a huge network raised
     peak RSS by 2.7 GB before it was refused. Now configure fails on the header, naming the

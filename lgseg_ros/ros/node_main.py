@@ -143,6 +143,10 @@ def _run(argv: list[str] | None) -> int:
         handler = _RosLogHandler(get_logger(P.NODE_NAME))
         lib_log.addHandler(handler)
         lib_log.setLevel(logging.INFO)
+        # The ROS log only: onnxruntime.quantization calls logging.basicConfig when imported
+        # (an int8 quantisation at configure), after which every library line also went to
+        # the root logger's stderr handler, each printed twice (probe round 10).
+        lib_log.propagate = False
         try:
             node = LgsegNode()
         except (ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
@@ -173,6 +177,7 @@ def _run(argv: list[str] | None) -> int:
             node.destroy_node()
         if handler is not None:
             logging.getLogger("lgseg_ros").removeHandler(handler)
+            logging.getLogger("lgseg_ros").propagate = True
         rclpy.try_shutdown()
 
 
