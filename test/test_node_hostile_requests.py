@@ -24,10 +24,12 @@ import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.msg import ParameterEvent, ParameterType, ParameterValue
 from rcl_interfaces.srv import (DescribeParameters, GetParameters, GetParameterTypes, ListParameters,
                                 SetParameters, SetParametersAtomically)
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import SetBool
@@ -501,6 +503,43 @@ def test_an_oversized_camera_info_is_refused_not_republished(env):
         h.client.destroy_publisher(info_pub)
 
 
+def test_a_malformed_camera_info_is_refused_not_relayed(env):
+    """Probe round 10: CameraInfo is passed on as the bytes received, and nothing checked
+    that they were a CameraInfo: 64 bytes of garbage, and a real one cut to 40 bytes, went
+    out on ~/camera_info to every consumer. Now each field is read from the serialized
+    sample before it is passed on; a bad one is refused naming the field, a good one still
+    goes out byte for byte."""
+    h, proc, rec, pub = env
+    info_topic, out = f"{NS}/camera/camera_info", f"{NODE}/camera_info"
+    relayed: list[bytes] = []
+    sub = h.client.create_subscription(CameraInfo, out, relayed.append, RELIABLE, raw=True)
+    info_pub = h.client.create_publisher(CameraInfo, info_topic, RELIABLE)
+    try:
+        wait_until(lambda: info_pub.get_subscription_count() > 0 and sub.get_publisher_count() > 0,
+                   timeout=15, what="camera_info links")
+        good = CameraInfo(width=120, height=90, distortion_model="plumb_bob", d=[0.5] * 5)
+        good.header.frame_id = "camera"
+        bad = {"header.frame_id": b"\x00\x01\x00\x00" + b"\xff" * 60,
+               "truncated or corrupt": serialize_message(good)[:40]}
+        for why, raw in bad.items():
+            log_at = proc.log_bytes()
+            publish_until(info_pub, raw, lambda _: "skipped camera_info" in proc.text_since(log_at),
+                          what=f"the camera_info ({why}) to be refused", proc=proc)
+            assert why in proc.text_since(log_at), proc.text_since(log_at)[-2000:]
+
+        def fresh() -> bytes:
+            good.header.stamp.nanosec = random.randrange(10**9)
+            return serialize_message(good)
+        def went_out(raw: bytes) -> bool:   # the writer may pad the sample to 4 bytes
+            return any(got[:len(raw)] == raw for got in list(relayed))
+        publish_until(info_pub, fresh, went_out, what="a good camera_info relayed", proc=proc)
+        assert not any(went_out(raw) for raw in bad.values())
+        serve_one(env)
+    finally:
+        h.client.destroy_publisher(info_pub)
+        h.client.destroy_subscription(sub)
+
+
 def test_class_masks_per_frame_are_bounded(env):
     """Probe round 4: every subscribed class topic gets a full-resolution mask, so 256 labels
     with a subscriber each made one 2048x2048 frame (from a 66 KB JPEG) publish a gigabyte.
@@ -553,14 +592,22 @@ def test_incompatible_qos_warnings_are_throttled(env):
     try:
         wait_until(lambda: pub.get_subscription_count() > 0, timeout=15, what="reliable subscription")
         log_at = proc.log_bytes()
+        info_topic = CAMERA.rsplit("/", 1)[0] + "/camera_info"
         for _ in range(60):
             p = h.client.create_publisher(Image, CAMERA, qos_profile_sensor_data)
+            # probe round 10: camera_info's subscription kept rclpy's default handler, a
+            # line per publisher ("New publisher discovered ... offering incompatible QoS")
+            q = h.client.create_publisher(CameraInfo, info_topic, qos_profile_sensor_data)
             time.sleep(0.02)
             h.client.destroy_publisher(p)
+            h.client.destroy_publisher(q)
         time.sleep(1.0)
-        lines = [ln for ln in proc.text_since(log_at).splitlines() if "QoS incompatible" in ln]
-        print(json.dumps({"incompatible_qos_lines": len(lines)}))
+        text = proc.text_since(log_at)
+        lines = [ln for ln in text.splitlines() if "QoS incompatible" in ln and CAMERA + " " in ln]
+        info_lines = [ln for ln in text.splitlines() if "incompatible" in ln and "camera_info" in ln]
+        print(json.dumps({"incompatible_qos_lines": len(lines), "camera_info_lines": len(info_lines)}))
         assert 1 <= len(lines) <= 3, lines
+        assert 1 <= len(info_lines) <= 3, info_lines
     finally:
         value.string_value = "best_effort"  # the default
         assert call(h, SetParameters, "set_parameters", SetParameters.Request(
@@ -568,6 +615,97 @@ def test_incompatible_qos_warnings_are_throttled(env):
         _reactivate(h)
         wait_until(lambda: pub.get_subscription_count() > 0, timeout=15, what="subscription")
     serve_one(env)
+
+
+def test_incompatible_subscribers_to_outputs_are_reported_once(env):
+    """Probe round 10: rclpy's default handler logged a line for every subscriber asking an
+    output for a QoS it does not offer: 200 transient_local subscribers to ~/label_mask, made
+    and dropped in 4 s, wrote 200 lines (40 KB) to the node's log; /parameter_events did the
+    same. Now one line per topic per 5 s, naming the topic and the policy."""
+    h, proc, rec, pub = env
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    quiet = SubscriptionEventCallbacks(use_default_callbacks=False)  # this side's own warning
+    topics = ((Image, f"{NODE}/label_mask"), (ParameterEvent, "/parameter_events"))
+    log_at = proc.log_bytes()
+    for _ in range(40):
+        for msg_type, topic in topics:
+            sub = h.client.create_subscription(msg_type, topic, lambda m: None, latched,
+                                               event_callbacks=quiet)
+            time.sleep(0.02)
+            h.client.destroy_subscription(sub)
+    time.sleep(1.0)
+    text = proc.text_since(log_at)
+    lines = [ln for ln in text.splitlines() if "incompatible QoS" in ln or "asks for QoS" in ln]
+    per_topic = {t: [ln for ln in lines if t.rsplit("/", 1)[1] in ln] for _, t in topics}
+    print(json.dumps({"output_incompatible_qos_lines": {t: len(v) for t, v in per_topic.items()}}))
+    for topic, found in per_topic.items():
+        assert 1 <= len(found) <= 2, (topic, len(found), found[:3])
+    assert all("DURABILITY" in ln for ln in lines), lines
+    serve_one(env)
+
+
+def test_a_sim_time_clock_cannot_drive_the_status_rate(tiny_checkpoint):
+    """Probe round 10: with use_sim_time the status timer ran on ROS time, so every /clock
+    message a period ahead of the last fired it: 1,921 /clock messages (12 bytes each) in 3 s
+    made 1,431 ~/status and 1,431 /diagnostics (1.3 KB each), and with no /clock at all there
+    was no status. The node's timers run on the steady clock now."""
+    ns = "/hostile3_sim"
+    status = f"{ns}/lgseg_node/status"
+    with serving_node(ns, f"{ns}/camera/image_raw",
+                      tiny_torch_args(tiny_checkpoint, "-p", "use_sim_time:=true"), env=node_env()) as parts:
+        h, proc, rec, pub = parts
+
+        def statuses_since(t: float) -> int:
+            with rec.cond:
+                return sum(1 for at, _ in rec.msgs[status] if at > t)
+        t0 = time.monotonic()
+        wait_until(lambda: statuses_since(t0) >= 2, timeout=10, what="~/status with no /clock")
+        clock = h.client.create_publisher(Clock, "/clock", RELIABLE)
+        wait_until(lambda: clock.get_subscription_count() > 0, timeout=15, what="the node's /clock")
+        t1, sent = time.monotonic(), 0
+        while time.monotonic() - t1 < 2.0:
+            msg = Clock()
+            msg.clock.sec = 1000 + sent          # each one 5 status periods (0.2 s) ahead
+            clock.publish(msg)
+            sent += 1
+            time.sleep(0.002)
+        time.sleep(0.5)
+        took = time.monotonic() - t1
+        got = statuses_since(t1)
+        print(json.dumps({"sim_clock": {"clock_messages": sent, "status_messages": got,
+                                        "seconds": round(took, 2)}}))
+        assert got <= took / 0.2 + 3, (sent, got, took)
+        h.client.destroy_publisher(clock)
+        frame = camvid_frames(1)[0]
+        publish_until(pub, lambda: rgb_msg(frame),
+                      lambda m: rec.find_stamp(f"{ns}/lgseg_node/label_mask", stamp_key(m.header)), proc=proc)
+
+
+def test_a_hangup_stops_the_node_and_user_signals_are_ignored(tiny_checkpoint):
+    """Probe round 10: SIGHUP (what a closed terminal or ssh session sends) killed the node
+    by the signal (exit -1, no orderly leave of the graph), and so did SIGUSR1, SIGUSR2 and
+    SIGALRM (-10, -12, -14). Those three are now ignored with one line each; SIGHUP stops the
+    node as SIGTERM does: one line, exit 0."""
+    ns = "/hostile3_hup"
+    ignored = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+    with serving_node(ns, f"{ns}/camera/image_raw", tiny_torch_args(tiny_checkpoint), env=node_env()) as parts:
+        h, proc, rec, pub = parts
+        for sig in ignored * 2:
+            proc.proc.send_signal(sig)
+            time.sleep(0.2)
+        assert proc.alive(), (proc.proc.returncode, proc.text()[-3000:])
+        frame = camvid_frames(1)[0]
+        publish_until(pub, lambda: rgb_msg(frame),
+                      lambda m: rec.find_stamp(f"{ns}/lgseg_node/label_mask", stamp_key(m.header)), proc=proc)
+        text = proc.text()
+        for sig in ignored:
+            assert text.count(f"{sig.name} ignored") == 1, (sig.name, text[-3000:])
+        proc.proc.send_signal(signal.SIGHUP)
+        rc = proc.wait(30)
+        text = proc.text()
+        assert rc == 0, (rc, text[-3000:])
+        assert "stopped by SIGHUP" in text and "Traceback" not in text, text[-3000:]
 
 
 # --- fuzz of parameter and service requests -----------------------------------------------
@@ -814,6 +952,31 @@ def _start_and_wait(args: list[str], timeout: float = 180) -> tuple[int | None, 
     rc = proc.wait(5)
     proc.stop()
     return rc, proc.text(), peak
+
+
+def test_library_log_lines_are_not_doubled_after_a_quantisation(tmp_path, tiny_checkpoint):
+    """Probe round 10: an int8 quantisation at configure imports onnxruntime.quantization,
+    which calls logging.basicConfig; from then on every line of the library's logging went
+    to the ROS log and, again, to stderr ("INFO:lgseg_ros.runtime...."): twice the log. A
+    fresh cache folder makes the node quantise here."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    proc = NodeProcess(["-r", "__ns:=/hostile3_quant", "-p", f"checkpoint:={tiny_checkpoint}",
+                        "-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", "precision:=int8",
+                        "-p", f"net_height:={NET_HW[0]}", "-p", f"net_width:={NET_HW[1]}"],
+                       env={**node_env(), "LGSEG_CACHE_DIR": str(cache)})
+    try:
+        wait_until(lambda: "]: active" in proc.text() or not proc.alive(), timeout=180,
+                   what="the node to quantise and come up", period=0.2)
+        text = proc.text()
+        assert proc.alive(), text[-3000:]
+        assert "quantised" in text, text[-3000:]        # the case this test is about
+        lines = text.splitlines()
+        doubled = [ln for ln in lines if ln.startswith(("INFO:lgseg_ros", "WARNING:lgseg_ros"))]
+        assert not doubled, doubled[:5]
+        assert sum("quantised" in ln for ln in lines) == 1, [ln for ln in lines if "quantised" in ln]
+    finally:
+        assert proc.stop() == 0, proc.text()[-3000:]
 
 
 def test_a_checkpoint_header_bomb_is_refused_at_configure(tmp_path):

@@ -2,9 +2,9 @@
 
 Start-up and ending, kept apart from the node itself: the Fast DDS profile before
 rclpy.init, the library's logging into the ROS log, refusals of start-up values as one
-line (exit 2), SIGINT / SIGTERM handled by the node (a stop during start-up: one line, exit
-0), a lifecycle shutdown ending the process (exit 0), and one clear line when SROS2 is asked
-for but this Fast DDS cannot provide it.
+line (exit 2), SIGINT / SIGTERM / SIGHUP handled by the node (a stop during start-up: one
+line, exit 0; SIGUSR1, SIGUSR2 and SIGALRM ignored), a lifecycle shutdown ending the process
+(exit 0), and one clear line when SROS2 is asked for but this Fast DDS cannot provide it.
 """
 from __future__ import annotations
 
@@ -67,11 +67,12 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`ros2 run lgseg_ros lgseg_node [--ros-args ...]` and `lgseg node [--ros-args ...]`."""
-    # Our own SIGINT / SIGTERM handlers instead of rclpy's, from the first instant: a stop
-    # asked for while the node starts (imports, model load, export: seconds) ends start-up at
-    # once, with a line and exit 0, not "did not reach active" and exit 1 after the load, or
-    # a KeyboardInterrupt traceback (issue 20, item 10; probe round 5).
-    previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Our own SIGINT / SIGTERM / SIGHUP handlers instead of rclpy's, from the first instant:
+    # a stop asked for while the node starts (imports, model load, export: seconds) ends
+    # start-up at once, with a line and exit 0, not "did not reach active" and exit 1 after
+    # the load, or a KeyboardInterrupt traceback (issue 20, item 10; probe round 5).
+    previous = {sig: signal.signal(sig, _stop_requested) for sig in STOP_SIGNALS}
+    previous.update({sig: signal.signal(sig, _ignored_signal) for sig in IGNORED_SIGNALS})
     sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
     try:
         # Before anything large is allocated: freed models go back to the system
@@ -142,6 +143,10 @@ def _run(argv: list[str] | None) -> int:
         handler = _RosLogHandler(get_logger(P.NODE_NAME))
         lib_log.addHandler(handler)
         lib_log.setLevel(logging.INFO)
+        # The ROS log only: onnxruntime.quantization calls logging.basicConfig when imported
+        # (an int8 quantisation at configure), after which every library line also went to
+        # the root logger's stderr handler, each printed twice (probe round 10).
+        lib_log.propagate = False
         try:
             node = LgsegNode()
         except (ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
@@ -172,11 +177,29 @@ def _run(argv: list[str] | None) -> int:
             node.destroy_node()
         if handler is not None:
             logging.getLogger("lgseg_ros").removeHandler(handler)
+            logging.getLogger("lgseg_ros").propagate = True
         rclpy.try_shutdown()
 
 
 class StopRequested(KeyboardInterrupt):
-    """SIGINT or SIGTERM; a KeyboardInterrupt, so spin_until_shutdown ends on it too."""
+    """SIGINT, SIGTERM or SIGHUP; a KeyboardInterrupt, so spin_until_shutdown ends on it too."""
+
+
+# Signals that stop the node like SIGINT: SIGHUP is what a closed terminal or ssh session
+# sends, and by default it killed the node (exit -1) without leaving the graph cleanly.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Signals with no meaning to the node, which by default ended it (SIGUSR1: exit -10, SIGUSR2
+# -12, SIGALRM -14; probe round 10): ignored, with one line per signal the first time.
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+
+
+def _ignored_signal(signum, frame) -> None:
+    # os.write, not print: the handler may run while the main thread is inside a print to
+    # stderr, where a second one raises ("reentrant call"). Then SIG_IGN: one line, no more.
+    name = signal.Signals(signum).name
+    os.write(2, f"[lgseg_node] {name} ignored: it has no meaning to this node (SIGINT, SIGTERM "
+                f"or SIGHUP stop it); further {name} are ignored silently\n".encode())
+    signal.signal(signum, signal.SIG_IGN)
 
 
 # The signals received, kept as well as raised: an exception raised by a signal handler

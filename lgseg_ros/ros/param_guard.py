@@ -12,8 +12,8 @@ held it for 48 s, encoding one set after another (issue 20, items 2 and 4). Here
 * ``labels`` is given at most once per request, and its text encoding runs on the label
   worker while the executor serves everything else (the handlers are coroutines).
 
-A mixin of LgsegNode: it uses the node's ``_prepare_labels_off_executor``, ``_logger_line``
-and rclpy's parameter API.
+A mixin of LgsegNode: it uses the node's ``_prepare_labels_off_executor``, ``_logger_line``,
+``_output_events`` and rclpy's parameter API.
 """
 from __future__ import annotations
 
@@ -78,6 +78,14 @@ class ParameterGuardMixin:
                 srv.callback_group.entities.discard(weakref.ref(srv))
             srv.callback_group = self._parameter_group
             self._parameter_group.add_entity(srv)
+        # /parameter_events again, with the outputs' throttled QoS warning (outputs.py): rclpy's
+        # default logged a line for every subscriber asking it for transient_local.
+        old = self._parameter_event_publisher
+        if old is not None:
+            self.destroy_publisher(old)
+            self._parameter_event_publisher = self.create_publisher(
+                old.msg_type, "/parameter_events", old.qos_profile,
+                event_callbacks=self._output_events("/parameter_events"))
 
     def _refuse_request(self, service: str, why: str) -> None:
         self._guard_warning(service, f"{service}: request refused: {why}")

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 
 # Far above any legitimate request: 256 labels of 64 characters are 17 KB, `ros2 param
 # dump` asks for ~25 names.
@@ -144,8 +145,10 @@ class ServiceRenewal:
             if watched.timer is not None:
                 return
             watched.due_since = time.monotonic()
+            # Steady clock: on ROS time a /clock that stops (or never comes) kept the buffer.
             watched.timer = self._node.create_timer(RENEW_CHECK_S, lambda: self._renew(watched),
-                                                    callback_group=self._group)
+                                                    callback_group=self._group,
+                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _renew(self, watched: _Watched) -> None:
         node = self._node

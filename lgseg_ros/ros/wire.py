@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from builtin_interfaces.msg import Time
 from std_msgs.msg import Header
 
 from lgseg_ros.labels import shown
-from lgseg_ros.ros.frame_checks import MAX_FRAME_ID_CHARS, FrameRejected
+from lgseg_ros.ros.frame_checks import MAX_FRAME_ID_CHARS, FrameRejected, check_frame
 from lgseg_ros.ros.image_conversion import ENCODINGS, check_pixel_limit
 
 # Bytes per pixel of the widest encoding the node accepts (rgba16 / bgra16).
@@ -58,6 +59,7 @@ class _Reader:
             raise FrameRejected(f"CDR encapsulation {kind.hex()} is not plain CDR "
                                 "(0000, 0001, 0006 or 0007)")
         self.order = "<" if kind[1] & 1 else ">"
+        self.max_align = 4 if kind[1] >= 6 else 8
         self.pos = 4
 
     def take(self, n: int, field: str) -> memoryview:
@@ -69,7 +71,14 @@ class _Reader:
         return out
 
     def _align(self, size: int) -> None:
+        # XCDR2 aligns nothing to more than 4 bytes; XCDR1 aligns a float64 to 8.
+        size = min(size, self.max_align)
         self.pos += (-(self.pos - 4)) % size
+
+    def f64s(self, n: int, field: str) -> None:
+        """Skip ``n`` float64 values (bounds-checked)."""
+        self._align(8)
+        self.take(8 * n, field)
 
     def u32(self, field: str) -> int:
         self._align(4)
@@ -174,6 +183,28 @@ RENEW_INPUT_ABOVE_BYTES = 16 << 20
 # character frame_id, D of 5-14 coefficients, K, R, P); an 80 MB D array raised peak RSS
 # by 336 MB and kept 160 MB (the receive pool and the republished sample; probe round 4).
 MAX_CAMERA_INFO_BYTES = 64 << 10
+
+
+def check_camera_info(raw: bytes | memoryview) -> None:
+    """A serialized sensor_msgs/CameraInfo the node may pass on as it is: at most
+    MAX_CAMERA_INFO_BYTES, and every field there (header, sizes, distortion model and D, K,
+    R, P, binning, ROI), with a frame_id of at most 256 characters. FrameRejected otherwise,
+    naming the field. The bytes are republished unconverted, so a peer's 64 bytes of garbage
+    or a sample cut short went out on ~/camera_info to every consumer (probe round 10)."""
+    if len(raw) > MAX_CAMERA_INFO_BYTES:
+        raise FrameRejected(f"{len(raw)} bytes, more than {MAX_CAMERA_INFO_BYTES} (a real "
+                            "CameraInfo is under 1 KB)")
+    r = _Reader(raw)
+    check_frame(SimpleNamespace(header=_header(r)))
+    r.u32("height")
+    r.u32("width")
+    r.string("distortion_model", MAX_NAME_CHARS)
+    r.f64s(r.u32("d length"), "d")
+    for field, n in (("k", 9), ("r", 9), ("p", 12)):
+        r.f64s(n, field)
+    for field in ("binning_x", "binning_y", "roi.x_offset", "roi.y_offset", "roi.height", "roi.width"):
+        r.u32(field)
+    r.u8("roi.do_rectify")
 
 
 def read_frame(raw: bytes, compressed: bool, max_pixels: int | None) -> WireImage | WireCompressedImage:
