@@ -35,13 +35,13 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import SetBool
 
 from lgseg_ros.labels import topic_tokens
-from lgseg_ros.ros.outputs import CLASS_MASK_BUDGET_PIXELS
+from lgseg_ros.ros.outputs import CLASS_MASK_BUDGET_PIXELS, LabelInfo
 from lgseg_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS
 from lgseg_ros.ros.wire import MAX_CAMERA_INFO_BYTES
 from lgseg_ros.srv import SetLabels
-from test_node_support import (FRAME_HW, NET_HW, RELIABLE, NodeProcess, camvid_frames, node_env,
-                               publish_big_sample_from_another_process, publish_until, rgb_msg,
-                               serving_node, tiny_torch_args)
+from test_node_support import (FRAME_HW, LATCHED, NET_HW, RELIABLE, NodeProcess, camvid_frames,
+                               node_env, publish_big_sample_from_another_process, publish_until,
+                               rgb_msg, serving_node, tiny_torch_args)
 from test_node_support import reference_segmenter, stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (fixtures)
 
 NS = "/hostile3"
@@ -441,6 +441,33 @@ def test_zero_and_backwards_stamps_are_logged(env):
     pub.publish(late)  # its stamp is older than serve_one's frame
     wait_until(lambda: "header.stamp went back" in proc.text_since(log_at), timeout=10,
                what="backwards stamp warning")
+    serve_one(env)
+
+
+def test_a_label_change_after_the_last_stamp_a_time_holds_is_not_stamped_negative(env):
+    """Probe round 10: a label change is announced 1 ns after the newest mask when that is
+    ahead of the node's clock; after a frame stamped 2**31 - 1 s + 999999999 ns that
+    successor overflowed, and label_info went out stamped -2**31 s, before every mask. It
+    is stamped with the newest mask's own stamp now (nothing later exists)."""
+    h, proc, rec, pub = env
+    topic = f"{NODE}/label_info"
+    rec.listen(topic, LabelInfo, LATCHED)
+    try:
+        last = rgb_msg(camvid_frames(1)[0])
+        last.header.stamp.sec, last.header.stamp.nanosec = 2**31 - 1, 999_999_999
+        publish_until(pub, last, lambda m: rec.find_stamp(f"{NODE}/label_mask", stamp_key(m.header)),
+                      proc=proc)
+        at = time.monotonic()
+        assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=["road", "car", "tree"])).success
+
+        def announced():
+            with rec.cond:
+                return [m for t, m in rec.msgs[topic] if t > at and not m.header.frame_id]
+        info = rec.wait_for(announced, timeout=10, what="the change's label_info")[-1]
+        assert stamp_key(info.header) == (2**31 - 1, 999_999_999), info.header
+    finally:
+        rec.stop(topic)
+        assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=["road", "car", "sky"])).success
     serve_one(env)
 
 
