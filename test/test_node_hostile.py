@@ -444,6 +444,13 @@ def jpeg_with_size(w: int, h: int) -> bytes:
     return bytes(b)
 
 
+def jpeg_padded_before_sof(segments: int) -> bytes:
+    """A real small JPEG with ``segments`` empty COM segments between SOI and its frame header
+    (probe round 10: 8.6 million of them, 34 MB, held the node 1.6 s in the header walk)."""
+    ok, jpg = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
+    return jpg.tobytes()[:2] + b"\xff\xfe\x00\x02" * segments + jpg.tobytes()[2:]
+
+
 BOMBS = {
     "bmp_rle_30000x30000": (bmp_rle_bomb(), "BMP"),
     "webp_12000x12000": (webp_bomb(), "WebP"),
@@ -456,6 +463,8 @@ BOMBS = {
     "jpeg2000": (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(1000), "JPEG 2000"),
     "hdr": (b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 30000 +X 30000\n" + bytes(100), "Radiance HDR"),
     "jpeg_without_sof": (b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(1000), "no image size"),
+    # decodes fine (a 16x16 frame) but for the walk to its frame header, refused unwalked
+    "jpeg_100000_segments_before_sof": (jpeg_padded_before_sof(100_000), "before its frame header"),
 }
 
 

@@ -35,13 +35,13 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import SetBool
 
 from lgseg_ros.labels import topic_tokens
-from lgseg_ros.ros.outputs import CLASS_MASK_BUDGET_PIXELS
+from lgseg_ros.ros.outputs import CLASS_MASK_BUDGET_PIXELS, LabelInfo
 from lgseg_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS
 from lgseg_ros.ros.wire import MAX_CAMERA_INFO_BYTES
 from lgseg_ros.srv import SetLabels
-from test_node_support import (FRAME_HW, NET_HW, RELIABLE, NodeProcess, camvid_frames, node_env,
-                               publish_big_sample_from_another_process, publish_until, rgb_msg,
-                               serving_node, tiny_torch_args)
+from test_node_support import (FRAME_HW, LATCHED, NET_HW, RELIABLE, NodeProcess, camvid_frames,
+                               node_env, publish_big_sample_from_another_process, publish_until,
+                               rgb_msg, serving_node, tiny_torch_args)
 from test_node_support import reference_segmenter, stamp_key, tiny_checkpoint, wait_until  # noqa: F401 (fixtures)
 
 NS = "/hostile3"
@@ -444,6 +444,33 @@ def test_zero_and_backwards_stamps_are_logged(env):
     serve_one(env)
 
 
+def test_a_label_change_after_the_last_stamp_a_time_holds_is_not_stamped_negative(env):
+    """Probe round 10: a label change is announced 1 ns after the newest mask when that is
+    ahead of the node's clock; after a frame stamped 2**31 - 1 s + 999999999 ns that
+    successor overflowed, and label_info went out stamped -2**31 s, before every mask. It
+    is stamped with the newest mask's own stamp now (nothing later exists)."""
+    h, proc, rec, pub = env
+    topic = f"{NODE}/label_info"
+    rec.listen(topic, LabelInfo, LATCHED)
+    try:
+        last = rgb_msg(camvid_frames(1)[0])
+        last.header.stamp.sec, last.header.stamp.nanosec = 2**31 - 1, 999_999_999
+        publish_until(pub, last, lambda m: rec.find_stamp(f"{NODE}/label_mask", stamp_key(m.header)),
+                      proc=proc)
+        at = time.monotonic()
+        assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=["road", "car", "tree"])).success
+
+        def announced():
+            with rec.cond:
+                return [m for t, m in rec.msgs[topic] if t > at and not m.header.frame_id]
+        info = rec.wait_for(announced, timeout=10, what="the change's label_info")[-1]
+        assert stamp_key(info.header) == (2**31 - 1, 999_999_999), info.header
+    finally:
+        rec.stop(topic)
+        assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=["road", "car", "sky"])).success
+    serve_one(env)
+
+
 def test_a_long_transition_label_is_refused_and_not_logged_whole(env):
     """Probe round 4: ~/change_state with a 1,000,000-character transition label was logged
     whole by rcl_lifecycle, once per request (5 requests: 5 MB of log). Now a label over 64
@@ -455,7 +482,7 @@ def test_a_long_transition_label_is_refused_and_not_logged_whole(env):
         resp = call(h, ChangeState, "change_state",
                     ChangeState.Request(transition=Transition(id=0, label="x" * 1_000_000)))
         assert not resp.success
-    # A short unknown label still reaches rcl_lifecycle and is refused there.
+    # A short unknown label is refused too (since probe round 10 before rcl_lifecycle).
     assert not call(h, ChangeState, "change_state",
                     ChangeState.Request(transition=Transition(id=0, label="no_such_transition"))).success
     time.sleep(0.5)
@@ -467,6 +494,37 @@ def test_a_long_transition_label_is_refused_and_not_logged_whole(env):
     for label in ("deactivate", "activate"):
         assert call(h, ChangeState, "change_state",
                     ChangeState.Request(transition=Transition(id=0, label=label))).success
+    serve_one(env, deadline=5.0)
+
+
+def test_transitions_the_state_does_not_have_are_refused_in_one_line(env):
+    """Probe round 10: a ~/change_state request for a transition the current state does not
+    have (an unknown id, `activate` while active, a short unknown label) cost two log lines,
+    rcl_lifecycle's "No transition matching ..." and rclpy's "Unable to start transition
+    ...": 3,870 such requests (128 KB) in 5 s wrote 767 KB of log. Now they are refused
+    before rcl_lifecycle, one line per 5 s naming the transitions that are available."""
+    h, proc, rec, pub = env
+    serve_one(env)
+    client = h.client.create_client(ChangeState, f"{NODE}/change_state")
+    try:
+        assert client.wait_for_service(10)
+        log_at = proc.log_bytes()
+        requests = [Transition(id=250), Transition(id=Transition.TRANSITION_ACTIVATE),
+                    Transition(id=Transition.TRANSITION_CONFIGURE), Transition(id=0, label="nope")]
+        for i in range(200):
+            assert not h.call(client, ChangeState.Request(transition=requests[i % 4]), retry=False).success
+        time.sleep(0.5)
+        text = proc.text_since(log_at)
+        lines = text.splitlines()
+        assert not [ln for ln in lines if "No transition matching" in ln or "Unable to start" in ln], text[-2000:]
+        refusals = [ln for ln in lines if "~/change_state: transition" in ln]
+        assert len(refusals) <= 2, refusals
+        assert len(text) < 4000, len(text)
+        # (the line may have come within the 5 s before, from the test above)
+        assert "not available from state 'active' (available: deactivate (4), shutdown (7))" in proc.text()
+    finally:
+        h.client.destroy_client(client)
+    _reactivate(h)                     # the transitions the state has still work, by id
     serve_one(env, deadline=5.0)
 
 

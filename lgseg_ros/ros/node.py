@@ -185,6 +185,10 @@ def after_last_mask(cam: _Camera, now):
     sec, nanosec = last[0], last[1] + 1
     if nanosec >= 1_000_000_000:
         sec, nanosec = sec + 1, 0
+    if sec > 2**31 - 1:
+        # A mask stamped at the last second a Time holds: nothing later exists, and sec + 1
+        # went out as -2**31, before every mask (probe round 10). The same stamp, then.
+        sec, nanosec = last
     return type(now)(sec=sec, nanosec=nanosec)
 
 

@@ -195,11 +195,15 @@ IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 
 def _ignored_signal(signum, frame) -> None:
     # os.write, not print: the handler may run while the main thread is inside a print to
-    # stderr, where a second one raises ("reentrant call"). Then SIG_IGN: one line, no more.
+    # stderr, where a second one raises ("reentrant call"). SIG_IGN from then on: one line.
+    # A closed stderr (a reader gone) must not turn the signal into an error of the spin.
     name = signal.Signals(signum).name
-    os.write(2, f"[lgseg_node] {name} ignored: it has no meaning to this node (SIGINT, SIGTERM "
-                f"or SIGHUP stop it); further {name} are ignored silently\n".encode())
     signal.signal(signum, signal.SIG_IGN)
+    try:
+        os.write(2, f"[lgseg_node] {name} ignored: it has no meaning to this node (SIGINT, "
+                    f"SIGTERM or SIGHUP stop it); further {name} are ignored silently\n".encode())
+    except OSError:
+        pass
 
 
 # The signals received, kept as well as raised: an exception raised by a signal handler
