@@ -881,14 +881,11 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
     def _on_incompatible_qos(self, topic: str, info) -> None:
         # The most common "no output" report of camera nodes: say what to change. Throttled
         # per topic: 200 best-effort publishers coming and going wrote 200 lines (57 KB).
-        suppressed = self._throttle(("incompatible_qos", topic))
-        if suppressed is None:
-            return
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
-        self.get_logger().warning(
+        self._warn_throttled(
+            ("incompatible_qos", topic),
             f"a publisher on {topic} has QoS incompatible with this node's subscription "
             f"(policy {info.last_policy_kind}); with qos_reliability=reliable a best-effort "
-            f"camera cannot connect: set qos_reliability to best_effort{more}")
+            "camera cannot connect: set qos_reliability to best_effort")
 
     def _unsubscribe(self) -> None:
         for cam in self._cameras:

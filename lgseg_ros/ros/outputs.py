@@ -58,16 +58,21 @@ class OutputsMixin:
             incompatible_qos=lambda info, t=topic: self._on_output_incompatible_qos(t, info),
             use_default_callbacks=False)
 
-    def _on_output_incompatible_qos(self, topic: str, info) -> None:
-        suppressed = self._throttle(("incompatible_qos_out", topic))
+    def _warn_throttled(self, key, text: str) -> None:
+        """One warning per ``key`` every 5 s (the node's Throttle), with the count held back."""
+        suppressed = self._throttle(key)
         if suppressed is None:
             return
         more = f" ({suppressed} more since the last report)" if suppressed else ""
-        self.get_logger().warning(
+        self.get_logger().warning(text + more)
+
+    def _on_output_incompatible_qos(self, topic: str, info) -> None:
+        self._warn_throttled(
+            ("incompatible_qos_out", topic),
             f"a subscriber to {self.resolve_topic_name(topic)} asks for QoS this publisher does "
             f"not offer (policy {qos_policy_name_from_kind(info.last_policy_kind)}) and gets "
             "nothing: outputs are reliable and volatile, label_info and label_set transient "
-            f"local (README, Topics){more}")
+            "local (README, Topics)")
 
     def _publish_outputs(self, cam, header: Header, rgb: np.ndarray, result) -> None:
         ls = result.label_set
