@@ -49,7 +49,9 @@ runtime-demo: runtime
 
 # Every GPU path in one command: GPU tests, fp16-vs-fp32 agreement and `lgseg bench` at
 # 384x480 and 720x960 (batch throughput, ViT-L/R50 references) into outputs/gpu_check.json.
-# Without CUDA it writes a JSON saying so and exits 0.
+# Without CUDA it writes a JSON saying so and exits 0. On a borrowed GPU machine that reaches
+# no package index: `make gpu-check NO_SETUP=1 PY=python3 GPU_CHECK_ARGS="--text-table FILE"`
+# (that machine's own torch; the label embeddings made here, see README "GPU check").
 .PHONY: gpu-check
-gpu-check: setup
+gpu-check: $(if $(NO_SETUP),,setup)
 	$(LOCAL_ROS) $(PY) -m lgseg_ros.runtime.gpu_check -o outputs/gpu_check.json $(GPU_CHECK_ARGS)

@@ -45,3 +45,22 @@ def test_check_returns_values_and_raises_on_errors():
     assert cuda_buffers.check((ok, 1, 2), "x") == (1, 2)
     with pytest.raises(RuntimeError, match="cudaFoo failed"):
         cuda_buffers.check((rt.cudaError_t.cudaErrorInvalidValue, None), "cudaFoo")
+
+
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA device: runs under make gpu-check")
+def test_on_a_gpu_pinned_and_device_buffers_round_trip_through_a_stream():
+    """What the TensorRT backend does per frame, without TensorRT: pinned host -> device ->
+    pinned host on one stream, byte for byte."""
+    name, cc = cuda_buffers.device_info()
+    assert name and cc[0] >= 3, (name, cc)
+    shape = (1, 3, 64, 80)
+    src = cuda_buffers.PinnedArray(shape, np.float32)
+    dst = cuda_buffers.PinnedArray(shape, np.float32)
+    dev = cuda_buffers.DeviceArray(shape, np.float32)
+    src.array[...] = np.random.default_rng(0).random(shape, dtype=np.float32)
+    dst.array[...] = -1.0
+    stream = cuda_buffers.Stream()
+    cuda_buffers.copy_async(dev.ptr, src.ptr, src.nbytes, True, stream)
+    cuda_buffers.copy_async(dst.ptr, dev.ptr, dev.nbytes, False, stream)
+    stream.synchronize()
+    assert np.array_equal(src.array, dst.array)

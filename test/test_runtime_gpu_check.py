@@ -55,3 +55,28 @@ def test_batch_ratios_pair_same_size_k_and_batch():
              "batch_throughput": {"skipped": "OutOfMemoryError"}}]
     got = [(r["reference"], r["size"], r["ratio"]) for r in batch_ratios(ours, refs)]
     assert got == [("lseg-vitl16", [720, 960], 20.0), ("lseg-vitl16", [360, 480], 30.0)]
+
+
+def test_a_text_table_made_here_serves_the_bench_without_the_encoder(tmp_path):
+    """The GPU machine has no MiniLM weights: the check's label embeddings travel as a table.
+    The bench run from it gives the same masks' latencies and says the label path was not
+    timed; a word the table lacks is an error naming it, never a zero vector."""
+    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+    from lgseg_ros.runtime import bench
+    from lgseg_ros.train.text_table import load_text_table
+
+    ckpt = gpu_check.default_checkpoint()
+    table = tmp_path / "table.safetensors"
+    assert gpu_check.main(["--write-text-table", str(table)]) == 0
+    cfg = read_checkpoint_metadata(ckpt)[0]
+    enc = load_text_table(table, cfg.text_encoder, cfg.prompt_template)
+    assert enc.name == cfg.text_encoder and enc.encode(bench.labels_for(11)).shape == (11, 384)
+    with pytest.raises(KeyError, match="'giraffe'"):
+        enc.encode(["giraffe"])
+    out = tmp_path / "bench.json"
+    assert bench.main(["--checkpoint", ckpt, "--text-table", str(table), "--backends",
+                       "onnxruntime", "--device", "cpu", "--sizes", "96x128", "--iters", "2",
+                       "--warmup", "1", "--no-references", "--no-flops", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["runs"][0]["model_latency"]["p50_ms"] > 0
+    assert "--text-table" in result["label_path"]["skipped"]

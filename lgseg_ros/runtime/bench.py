@@ -432,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", nargs="*", default=None, metavar="NAME",
                    help=f"reference models to time beside ours (default, or no names: all of {', '.join(REFERENCES)})")
     p.add_argument("--no-references", action="store_true", help="skip the reference models")
+    p.add_argument("--text-table", default=None, metavar="FILE",
+                   help="label embeddings from a table (`python -m lgseg_ros.runtime.gpu_check "
+                        "--write-text-table FILE`, made where the text encoder is) instead of "
+                        "the encoder: for a borrowed GPU machine without the MiniLM weights; the "
+                        "label-path timing is then skipped")
     p.add_argument("--no-flops", dest="flops", action="store_false", default=True,
                    help="skip counting GFLOPs of each model")
     p.add_argument("--label-k", type=int, default=10, help="labels for the label-path timing")
@@ -489,7 +494,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = get_config(args.config).text_encoder if args.config else "minilm"
     t = time.perf_counter()
     runtime = args.text_runtime if spec.startswith("minilm") else "torch"
-    encoder = CachedTextEncoder(build_text_encoder(spec, runtime=runtime))
+    if args.text_table:
+        from lgseg_ros.train.text_table import load_text_table
+
+        template = get_config(args.config).prompt_template if args.config else None
+        if args.checkpoint:
+            from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+
+            cfg = read_checkpoint_metadata(args.checkpoint)[0]
+            spec, template = cfg.text_encoder, cfg.prompt_template
+        encoder = CachedTextEncoder(load_text_table(args.text_table, spec, template))
+    else:
+        encoder = CachedTextEncoder(build_text_encoder(spec, runtime=runtime))
     encoder_load_s = time.perf_counter() - t
 
     args.auto_backend = resolve_auto(args.device)
@@ -528,8 +544,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.compare_int8:
         result["int8_vs_fp32"] = bench_int8(args)
-    result["label_path"] = bench_label_path(args, encoder, segmenters)
-    result["label_path"]["encoder_load_s"] = round(encoder_load_s, 3)
+    if args.text_table:
+        result["label_path"] = {"skipped": f"label embeddings came from --text-table "
+                                           f"{args.text_table}, not a text encoder"}
+    else:
+        result["label_path"] = bench_label_path(args, encoder, segmenters)
+        result["label_path"]["encoder_load_s"] = round(encoder_load_s, 3)
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[2]
-GPU_TESTS = ("test/test_runtime_backends.py", "test/test_runtime_gpu.py")
+GPU_TESTS = ("test/test_runtime_backends.py", "test/test_runtime_gpu.py",
+             "test/test_runtime_cuda_buffers.py")
 SIZES = ("384x480", "720x960")
 # The issue's targets (set for an H100): (name, bench size, limit).
 LATENCY_TARGETS_MS = (("torch fp16 CUDA graph p50 @384x480", (384, 480), 1.0),
@@ -64,7 +65,7 @@ def run_tests(workdir: Path, timeout: int) -> dict:
 
 
 def fp16_agreement(checkpoint: str | None, config: str | None, size=(384, 480), k: int = 11,
-                   frames: int = 4) -> dict:
+                   frames: int = 4, text_encoder=None) -> dict:
     """torch CUDA fp16 (CUDA graphs) against torch CUDA fp32 on random frames."""
     import numpy as np
     import torch
@@ -74,7 +75,7 @@ def fp16_agreement(checkpoint: str | None, config: str | None, size=(384, 480), 
     from .segmenter import Segmenter
 
     seg = Segmenter(checkpoint=checkpoint, config=config, backend="torch", device="cuda",
-                    precision="fp16", net_size=size)
+                    precision="fp16", net_size=size, text_encoder=text_encoder)
     ref = TorchBackend(seg.net, seg.cfg, device="cuda", precision="fp32", cuda_graphs=False)
     emb = seg.prepare_labels(labels_for(k)).embeddings
     seg.backend.set_labels(emb)
@@ -93,10 +94,13 @@ def fp16_agreement(checkpoint: str | None, config: str | None, size=(384, 480), 
             "argmax_agreement_min": round(min(agree), 5), "max_confidence_diff": round(max(diff), 5)}
 
 
-def run_bench(workdir: Path, checkpoint: str | None, extra: Sequence[str], timeout: int) -> dict:
+def run_bench(workdir: Path, checkpoint: str | None, extra: Sequence[str], timeout: int,
+              text_table: str | None = None) -> dict:
     out_json = workdir / "bench.json"
     cmd = [sys.executable, "-m", "lgseg_ros.runtime.bench", "--sizes", *SIZES, "--num-labels", "11",
            "--backends", "all", "--precision", "auto", "--batch", "8", "-o", str(out_json), *extra]
+    if text_table:
+        cmd += ["--text-table", text_table]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
@@ -133,6 +137,24 @@ def evaluate_targets(bench: dict | None, parity: dict | None) -> list[dict]:
     return targets
 
 
+def write_text_table(path: str, checkpoint: str | None) -> dict:
+    """Where the text encoder is: every string the check encodes (the model's grounding
+    vocabulary and the benchmark's labels), for a GPU machine without the MiniLM weights.
+    The table records the encoder and template, and the bench refuses one from another."""
+    from lgseg_ros.train.text_table import write_text_table as write
+    from .bench import labels_for
+    from .segmenter import Segmenter
+
+    seg = Segmenter(checkpoint=checkpoint, backend="onnxruntime", device="cpu", route=False)
+    names = list(dict.fromkeys([*seg.grounding.names, *labels_for(11), *labels_for(16)]))
+    emb = seg.text_encoder.encode(names)
+    import torch
+
+    rows = torch.as_tensor(emb.detach().cpu().numpy() if hasattr(emb, "detach") else emb)
+    n = write(path, dict(zip(names, rows)), seg.text_encoder.name, seg.text_encoder.template)
+    return {"text_table": path, "names": n, "encoder": seg.text_encoder.name}
+
+
 def default_checkpoint() -> str | None:
     path = REPO / "models" / "lgseg_lite_minilm.safetensors"
     return str(path) if path.exists() else None
@@ -147,7 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-bench", action="store_true")
     p.add_argument("--bench-args", default="", help="extra `lgseg bench` arguments, one string")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per step")
+    p.add_argument("--text-table", default=None, metavar="FILE",
+                   help="label embeddings from this table instead of the text encoder (a GPU "
+                        "machine without the MiniLM weights); make it with --write-text-table")
+    p.add_argument("--write-text-table", default=None, metavar="FILE",
+                   help="write that table here, where the text encoder is, and stop")
     args = p.parse_args(argv)
+    if args.write_text_table:
+        print(json.dumps(write_text_table(args.write_text_table,
+                                          args.checkpoint or default_checkpoint())))
+        return 0
 
     from .bench import environment
 
@@ -178,13 +209,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed |= result["tests"].get("returncode", 0) != 0 or any(
                     s.startswith(("failed", "error")) for s in statuses)
             try:
+                table = None
+                if args.text_table:
+                    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+                    from lgseg_ros.train.text_table import load_text_table
+
+                    cfg = read_checkpoint_metadata(checkpoint)[0]
+                    table = load_text_table(args.text_table, cfg.text_encoder, cfg.prompt_template)
                 result["fp16_parity"] = fp16_agreement(
-                    checkpoint, None if checkpoint else (args.config or "lite-minilm"))
+                    checkpoint, None if checkpoint else (args.config or "lite-minilm"),
+                    text_encoder=table)
             except Exception as exc:  # reported; the rest of the check still runs
                 result["fp16_parity"] = {"error": f"{type(exc).__name__}: {exc}"}
                 failed = True
             if not args.no_bench:
-                result["bench"] = run_bench(work, checkpoint, args.bench_args.split(), args.timeout)
+                result["bench"] = run_bench(work, checkpoint, args.bench_args.split(), args.timeout,
+                                            args.text_table)
                 failed |= result["bench"]["returncode"] != 0
         result["targets"] = evaluate_targets(result.get("bench", {}).get("result"),
                                              result.get("fp16_parity"))

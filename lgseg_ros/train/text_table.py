@@ -37,8 +37,12 @@ class TableTextEncoder:
     """The encoder interface training uses (``encode(names)``), served from a table file;
     a name not in it is an error naming it, never a silent zero vector."""
 
-    def __init__(self, path: str | Path, names: Sequence[str], rows: torch.Tensor):
+    def __init__(self, path: str | Path, names: Sequence[str], rows: torch.Tensor,
+                 encoder: str = "table", template: str | None = None):
         self.path = str(path)
+        # The encoder the rows came from, so a Segmenter takes them as that encoder's (the
+        # checkpoint's text_encoder check) and caches them under its name.
+        self.name, self.template = encoder, template
         self.rows = {n: rows[i] for i, n in enumerate(names)}
         self.dim = int(rows.shape[1])
 
@@ -71,4 +75,4 @@ def load_text_table(path: str | Path, encoder: str, template: str | None) -> Tab
     if rows.ndim != 2 or len(names) != rows.shape[0] or len(set(names)) != len(names):
         raise ValueError(f"--text-table {path}: {len(names)} names for embeddings of shape "
                          f"{tuple(rows.shape)}")
-    return TableTextEncoder(path, names, rows)
+    return TableTextEncoder(path, names, rows, encoder, template)
