@@ -495,15 +495,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.perf_counter()
     runtime = args.text_runtime if spec.startswith("minilm") else "torch"
     if args.text_table:
-        from lgseg_ros.train.text_table import load_text_table
+        from lgseg_ros.train.text_table import load_text_table_for_model
 
-        template = get_config(args.config).prompt_template if args.config else None
-        if args.checkpoint:
-            from lgseg_ros.model.checkpoint import read_checkpoint_metadata
-
-            cfg = read_checkpoint_metadata(args.checkpoint)[0]
-            spec, template = cfg.text_encoder, cfg.prompt_template
-        encoder = CachedTextEncoder(load_text_table(args.text_table, spec, template))
+        encoder = CachedTextEncoder(
+            load_text_table_for_model(args.text_table, args.checkpoint, args.config))
     else:
         encoder = CachedTextEncoder(build_text_encoder(spec, runtime=runtime))
     encoder_load_s = time.perf_counter() - t

@@ -146,11 +146,12 @@ def write_text_table(path: str, checkpoint: str | None) -> dict:
     from .segmenter import Segmenter
 
     seg = Segmenter(checkpoint=checkpoint, backend="onnxruntime", device="cpu", route=False)
-    names = list(dict.fromkeys([*seg.grounding.names, *labels_for(11), *labels_for(16)]))
-    emb = seg.text_encoder.encode(names)
+    # labels_for(k) is a prefix of labels_for(16): the bench's 11 and its label path's 10.
+    names = list(dict.fromkeys([*seg.grounding.names, *labels_for(16)]))
+    import numpy as np
     import torch
 
-    rows = torch.as_tensor(emb.detach().cpu().numpy() if hasattr(emb, "detach") else emb)
+    rows = torch.as_tensor(np.asarray(seg.text_encoder.encode(names), np.float32))
     n = write(path, dict(zip(names, rows)), seg.text_encoder.name, seg.text_encoder.template)
     return {"text_table": path, "names": n, "encoder": seg.text_encoder.name}
 
@@ -211,11 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 table = None
                 if args.text_table:
-                    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
-                    from lgseg_ros.train.text_table import load_text_table
+                    from lgseg_ros.train.text_table import load_text_table_for_model
 
-                    cfg = read_checkpoint_metadata(checkpoint)[0]
-                    table = load_text_table(args.text_table, cfg.text_encoder, cfg.prompt_template)
+                    table = load_text_table_for_model(args.text_table, checkpoint, args.config)
                 result["fp16_parity"] = fp16_agreement(
                     checkpoint, None if checkpoint else (args.config or "lite-minilm"),
                     text_encoder=table)

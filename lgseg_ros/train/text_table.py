@@ -76,3 +76,20 @@ def load_text_table(path: str | Path, encoder: str, template: str | None) -> Tab
         raise ValueError(f"--text-table {path}: {len(names)} names for embeddings of shape "
                          f"{tuple(rows.shape)}")
     return TableTextEncoder(path, names, rows, encoder, template)
+
+
+def load_text_table_for_model(path: str | Path, checkpoint: str | None = None,
+                              config: str | None = None) -> TableTextEncoder:
+    """The table for the model a run serves (its checkpoint's encoder and template, else its
+    config's, else plain MiniLM's), refused if it was made for another."""
+    if checkpoint:
+        from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+
+        cfg = read_checkpoint_metadata(checkpoint)[0]
+    elif config:
+        from lgseg_ros.model import get_config
+
+        cfg = get_config(config)
+    else:
+        return load_text_table(path, "minilm", None)
+    return load_text_table(path, cfg.text_encoder, cfg.prompt_template)
