@@ -201,3 +201,24 @@ def test_camvid_and_max_side(sources, tmp_path, camvid_root):
     assert np.abs(img.astype(int) - small).mean() < 3
     # the rooms frames are smaller than --max-side: kept as they were
     assert pack.dataset(1).load(0)[0].shape == (48, 64, 3)
+
+
+def test_lgseg_train_refuses_evaluation_data_by_every_option(sources, tmp_path):
+    """The guard pack-data has holds for `lgseg train` itself: an evaluation split by name,
+    or a folder of evaluation labels as --data, --source or --replay, never trains."""
+    from lgseg_ros.train import train
+    marked = tmp_path / "marked"
+    shutil.copytree(sources / "rooms", marked)
+    (marked / "EVALUATION_ONLY").write_text("x\n")
+    common = ["--config", "test-tiny", "--iters", "1", "--batch-size", "1", "--no-eval",
+              "--out", str(tmp_path / "out")]
+    for split in ("val", "test", "trainval", "s4hold"):
+        with pytest.raises(SystemExit, match=f"--train-split {split}: looks like an evaluation"):
+            train.main(common + ["--data", "camvid", "--train-split", split])
+    with pytest.raises(SystemExit, match="--data .*marked holds labels of evaluation frames"):
+        train.main(common + ["--data", str(marked)])
+    with pytest.raises(SystemExit, match="--replay .*marked holds labels of evaluation frames"):
+        train.main(common + ["--data", str(sources / "rooms"), "--replay", str(marked)])
+    with pytest.raises(ValueError, match="marked holds labels of evaluation frames"):
+        train.main(common + ["--source", f"{marked}:1.0", "--train-split", "train"])
+    assert not (tmp_path / "out" / "final.safetensors").exists()

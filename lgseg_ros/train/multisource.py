@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, Sampler
 
 from . import concepts as C
 from .datasets import IGNORE, SegDataset, build_dataset
+from .training_input import check_training_source
 from .openvocab import LabelBatch
 
 
@@ -114,10 +115,10 @@ class MultiSourceDataset(Dataset):
                 pack = packs[spec.pack]
                 ds = pack.dataset(pack.source_index(spec.data), cache=cache)
             else:
-                if (Path(spec.data) / "EVALUATION_ONLY").exists():
-                    raise ValueError(f"source {spec.data} holds labels of evaluation frames "
-                                     "(lgseg pseudo-label --for-evaluation): never training "
-                                     "input")
+                try:
+                    check_training_source(spec.data)
+                except SystemExit as e:     # a library error here; the CLI's is SystemExit
+                    raise ValueError(str(e)) from None
                 ds = build_dataset(spec.data, split, cache=cache)
             if limit_images:
                 ds = ds.subset(limit_images)

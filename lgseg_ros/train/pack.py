@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from .datasets import IGNORE, SegDataset, _lut, build_dataset, read_label, read_rgb
+from .training_input import check_training_source, refuse_evaluation_split
 
 FORMAT, VERSION = "lgseg-pack", 1
 MANIFEST = "lgseg_pack.json"
@@ -60,21 +61,6 @@ HEADER_MARGIN = 160
 
 class PackError(ValueError):
     """A pack that cannot be read as it is: the message names the file."""
-
-
-def refuse_evaluation_split(split: str) -> None:
-    """Training input only: CamVid's val/test and the hold-out lists stay out of a pack."""
-    low = split.lower()
-    if any(w in low for w in ("val", "test", "hold", "eval")):
-        raise SystemExit(f"--train-split {split}: looks like an evaluation split (val, test, "
-                         "holdout, eval); a pack is training input only")
-
-
-def check_training_source(data: str) -> None:
-    """The guard `lgseg train --source` has: labels of evaluation frames never train."""
-    if (Path(data) / "EVALUATION_ONLY").exists():
-        raise SystemExit(f"source {data} holds labels of evaluation frames "
-                         "(lgseg pseudo-label --for-evaluation): never training input")
 
 
 # ------------------------------------------------------------------ writing

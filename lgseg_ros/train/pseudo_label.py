@@ -43,7 +43,7 @@ from lgseg_ros.labels import CAMVID_CLASSES
 
 EVAL_ONLY_SPLITS = ("val", "test")
 # A folder holding labels of evaluation frames: `lgseg train` refuses it as a source.
-EVALUATION_ONLY_MARKER = "EVALUATION_ONLY"
+from .training_input import EVALUATION_ONLY_MARKER  # noqa: E402
 
 
 def parse_args(argv):

@@ -34,6 +34,7 @@ from .datasets import (CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, MixedDataset,
 from .losses import distill_loss, seg_loss
 from .multisource import MultiSourceDataset, SourceBatchSampler, SourceSpec, expand_sources
 from .openvocab import EmbeddingTable, LabelSampler, jitter_text
+from .training_input import check_training_source, refuse_evaluation_split
 
 log = logging.getLogger("lgseg.train")
 
@@ -341,6 +342,12 @@ def main(argv=None) -> int:
     seed_everything(args.seed + rank)
 
     # ---------------- data
+    # CamVid val is where every reported number is measured: no frame of it, and no
+    # pseudo-label of one, may train, whichever option names it.
+    refuse_evaluation_split(args.train_split)
+    for data, option in ([(args.data, "--data")] if not args.source else []) + \
+            ([(args.replay, "--replay")] if args.replay else []):
+        check_training_source(data, option)
     multi = bool(args.source)
     if multi:
         if args.replay:
@@ -668,7 +675,7 @@ def main(argv=None) -> int:
                     rec = {"step": step, "loss": lv, "loss_ema": ema, "lr": lr,
                            "img_per_s": ips, "elapsed_s": now - t0, "k": len(batch.names)}
                     if kd is not None:
-                        rec["distill"] = float(kd)
+                        rec["distill"] = float(kd.detach())
                     jsonl.write(json.dumps(rec) + "\n")
                     jsonl.flush()
                     log.info("step %d/%d loss %.4f (ema %.4f) lr %.2e %.1f img/s elapsed %.0fs",
