@@ -21,6 +21,7 @@ setup(
         "safetensors>=0.4",
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
+        "simplejpeg>=1.8",
         "onnx>=1.16",
         "onnxruntime>=1.18",
         "pyyaml",

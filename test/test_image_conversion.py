@@ -171,6 +171,42 @@ def test_compressed_garbage_is_rejected():
         compressed_to_rgb(CompressedImage(format="png"))
 
 
+def test_a_damaged_jpeg_is_refused_naming_the_damage_and_prints_nothing(capfd):
+    """Probe round 9 left this known: a JPEG cut short and closed with an end marker decoded
+    with its missing half grey and was served as a frame, and libjpeg printed "Corrupt JPEG
+    data: ..." to the process's stderr, outside the node's log and its throttle. JPEG now
+    decodes strictly: such a frame is refused with libjpeg's reason and nothing is printed."""
+    rng = np.random.default_rng(3)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (0, 0), 2)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    whole = buf.tobytes()
+    msg = CompressedImage(format="jpeg")
+    msg.data = whole
+    good = compressed_to_rgb(msg)
+    assert good.shape == (240, 320, 3)
+    # The same pixels OpenCV decodes (both are libjpeg-turbo; at most rounding differs).
+    ref = cv2.cvtColor(cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.abs(good.astype(int) - ref).max() <= 2
+    capfd.readouterr()
+    cut_and_closed = whole[:len(whole) // 2] + b"\xff\xd9"
+    cut = whole[:len(whole) // 2]
+    scan = whole.index(b"\xff\xda")
+    corrupt = whole[:scan + 600] + b"\xff\xc4" + whole[scan + 602:]   # a table marker mid-scan
+    for name, data, reason in (("cut and closed", cut_and_closed, "premature end of data segment"),
+                               ("cut", cut, "Premature end of JPEG file"),
+                               ("marker inside the scan", corrupt, "")):
+        msg.data = data
+        # What OpenCV did with it: a frame, the damaged part filled in.
+        if name == "cut and closed":
+            assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
+            capfd.readouterr()
+        with pytest.raises(ImageConversionError, match=f"could not decode JPEG.*{reason}") as e:
+            compressed_to_rgb(msg)
+        assert f"{len(data)} bytes" in str(e.value), name
+        assert capfd.readouterr().err == "", name
+
+
 def _progressive_jpeg_with_repeated_scan(rgb: np.ndarray, extra_scans: int) -> bytes:
     """A real progressive JPEG (OpenCV) with its last scan repeated: libjpeg decodes every
     copy as a refinement pass over the whole image, so bytes stay small and time grows."""

