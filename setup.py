@@ -14,6 +14,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["lgseg_ros", "lgseg_ros.*"]),
+    # the WordNet-built tables the library reads at run time and at training time
+    package_data={"lgseg_ros.runtime": ["word_aliases.json"], "lgseg_ros.train": ["camvid_vocab.json"]},
     install_requires=[
         "torch>=2.1",
         "timm>=1.0",

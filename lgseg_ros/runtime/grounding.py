@@ -52,6 +52,9 @@ class Grounding:
     nearest_class: str       # trained class of nearest_name; ABSENT for a distractor
     score: float             # cosine similarity in the text encoder's space; NaN if unknown
     well_grounded: bool
+    # read as nearest_class by the WordNet alias table (runtime/aliases.py), not by the
+    # embedding search: the label enters the model as that concept's name (score 1.0)
+    alias: bool = False
 
     @property
     def known(self) -> bool:
@@ -97,7 +100,7 @@ class GroundingReporter:
 
     def __init__(self, vocabulary: Mapping[str, Sequence[str]], encoder,
                  distractors: Sequence[str] = (), warn_below: float = DEFAULT_WARN_BELOW,
-                 anchor_floor: float = DEFAULT_ANCHOR_FLOOR):
+                 anchor_floor: float = DEFAULT_ANCHOR_FLOOR, aliases: bool = True):
         if not 0.0 <= float(warn_below) <= 1.0:
             raise ValueError(f"grounding warn_below must be in [0, 1], got {warn_below}")
         if not 0.0 <= float(anchor_floor) <= 1.0:
@@ -116,6 +119,12 @@ class GroundingReporter:
                 self._names.append(d)
                 self._classes.append(ABSENT)
         self._emb: np.ndarray | None = None
+        # each concept's own name (its first row): what an alias is read as
+        self._concept_row = {c: self._names.index(c) for c in vocabulary}
+        self.aliases = None
+        if aliases and self._concept_row:
+            from .aliases import AliasReader
+            self.aliases = AliasReader(self._concept_row, self._names)
 
     @property
     def empty(self) -> bool:
@@ -161,12 +170,21 @@ class GroundingReporter:
         if self.empty or emb.shape[0] == 0:
             return tuple(Grounding(lb, "", "", float("nan"), True) for lb in labels), emb
         nearest, score = self._nearest(emb)
+        # A word the alias table reads as a concept of this model takes that concept's
+        # name, whatever the embedding search found (runtime/aliases.py).
+        alias = np.zeros(len(emb), bool)
+        if self.aliases is not None:
+            for k, lb in enumerate(labels):
+                concept = self.aliases.concept_of(lb) if lb else None
+                if concept is not None:
+                    nearest[k], score[k], alias[k] = self._concept_row[concept], 1.0, True
         report = tuple(Grounding(lb, self._names[i], self._classes[i], sc,
-                                 self._classes[i] != ABSENT and sc >= self.warn_below)
-                       for lb, i, sc in zip(labels, nearest.tolist(), score.tolist()))
-        if weight == 0.0:
+                                 self._classes[i] != ABSENT and sc >= self.warn_below, bool(a))
+                       for lb, i, sc, a in zip(labels, nearest.tolist(), score.tolist(), alias))
+        if weight == 0.0 and not alias.any():
             return report, emb
         w = np.where(score >= self.anchor_floor, float(weight), 0.0)[:, None]
+        w[alias] = 1.0      # read as the concept whatever label_anchor says
         moved = (1.0 - w) * emb + w * self._vocab_embeddings()[nearest]
         moved /= np.linalg.norm(moved, axis=1, keepdims=True).clip(1e-12)
         return report, moved.astype(np.float32)
@@ -199,4 +217,5 @@ class AnchoredEncoder:
 
         emb = self.encoder.encode(list(names))
         raw = emb.detach().cpu().float().numpy() if hasattr(emb, "detach") else np.asarray(emb)
-        return torch.from_numpy(np.ascontiguousarray(self.reporter.anchor(raw, self.weight)))
+        moved = self.reporter.ground(list(names), raw, self.weight)[1]
+        return torch.from_numpy(np.ascontiguousarray(moved))

@@ -12,9 +12,10 @@ model. Each frame still runs one network. "person, car, road" stays on the stree
 rooms model, which answers for every concept of the set, the street ones included.
 
 Two rules keep street sets on the street model. A word moves a set only when it is well
-grounded (at or above the grounding line, 0.6 by default) to its concept: "walker" is
-nearest "hill" at 0.51, and would otherwise take a whole set of renamed street classes to
-the weaker model. And a part of a street thing that the street model reads as that thing
+grounded (at or above the grounding line, 0.6 by default) to its concept, or named by the
+WordNet table (runtime/aliases.py): "graffiti" is nearest "painting" at 0.54, and would
+otherwise take a whole set of street classes to the weaker model ("walker", nearest "hill",
+did so before the table read it as pedestrian). And a part of a street thing that the street model reads as that thing
 (STREET_PARTS: a bicycle is CamVid's bicyclist, a street light its pole, a bus its car)
 moves a set only when its street class is asked too: "bike" or "streetlight" among street
 words means the class; "bicyclist, bicycle" asks for the difference, which only the rooms

@@ -48,6 +48,8 @@ def parse_args(argv):
     p.add_argument("--regions", action="append", default=[], help="region recall for WORD")
     p.add_argument("--min-region", type=float, default=0.01)
     p.add_argument("--found-share", type=float, default=0.25)
+    p.add_argument("--no-aliases", action="store_true",
+                   help="without the WordNet alias table the node uses (runtime/aliases.py)")
     p.add_argument("--label-anchor", type=float, default=None,
                    help="anchoring weight (default: the node's)")
     p.add_argument("--long-side", type=int, default=480)
@@ -112,7 +114,8 @@ def main(argv=None) -> int:
     vocab, distractors = vocabulary_from_metadata(read_checkpoint_metadata(a.checkpoint)[1])
     enc = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template)
     anchor = DEFAULT_ANCHOR if a.label_anchor is None else a.label_anchor
-    enc = AnchoredEncoder(enc, GroundingReporter(vocab, enc, distractors), anchor)
+    enc = AnchoredEncoder(enc, GroundingReporter(vocab, enc, distractors,
+                                                 aliases=not a.no_aliases), anchor)
     n = len(words)
     ask_as = dict(item.split("=", 1) for item in a.ask_as.split(",") if "=" in item)
     asked = [ask_as.get(w, w) for w in words]
@@ -148,7 +151,7 @@ def main(argv=None) -> int:
             r["pred"] += int(np.sum((pred == c) & sel))
     iou = m_together.iou()[:n]
     out = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "images": len(ds),
-           "label_anchor": anchor, "context": context, "asked_as": asked,
+           "label_anchor": anchor, "aliases": not a.no_aliases, "context": context, "asked_as": asked,
            "together": {"per_word_iou": {w: _r(v) for w, v in zip(words, iou)},
                         "mean_iou": _r(np.nanmean(iou))}}
     if a.alone:

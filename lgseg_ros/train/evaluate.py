@@ -69,6 +69,9 @@ def parse_args(argv):
                    help="move each label's embedding this share of the way towards its "
                         "nearest trained name when it is well grounded, as the node does "
                         "(its label_anchor parameter); 0: the words as they are")
+    p.add_argument("--no-aliases", action="store_true",
+                   help="read words by the embedding search alone, without the WordNet alias "
+                        "table the node uses (runtime/aliases.py): to measure what it adds")
     p.add_argument("--anchor-floor", type=float, default=None, metavar="S",
                    help="words whose nearest trained name scores below S are not anchored "
                         "(default: the node's, runtime/grounding.py)")
@@ -230,7 +233,7 @@ def main(argv=None) -> int:
     if not 0.0 <= args.label_anchor <= 1.0:
         raise SystemExit(f"--label-anchor must be in [0, 1], got {args.label_anchor}")
     vocab, distractors = vocabulary_from_metadata(getattr(net, "checkpoint_metadata", {}) or {})
-    reporter = GroundingReporter(vocab, encoder, distractors,
+    reporter = GroundingReporter(vocab, encoder, distractors, aliases=not args.no_aliases,
                                  **({} if args.anchor_floor is None
                                     else {"anchor_floor": args.anchor_floor}))
     label_encoder = AnchoredEncoder(encoder, reporter, args.label_anchor)
@@ -298,7 +301,8 @@ def grounding_table(rep, encoder, renames, probes) -> dict:
             continue
         grounding = rep.report(words, encoder.encode(words).numpy())
         out[group] = {g.label: {"nearest": g.nearest_name, "class": g.nearest_class,
-                                "score": _f(g.score), "well_grounded": g.well_grounded}
+                                "score": _f(g.score), "well_grounded": g.well_grounded,
+                                "alias": g.alias}
                       for g in grounding}
     return out
 

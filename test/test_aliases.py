@@ -1,0 +1,96 @@
+"""The WordNet alias table: words the text space misreads are read as the concept WordNet
+says they name (runtime/aliases.py, built by train/aliases.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lgseg_ros.runtime.aliases import ALIAS_FILE, AliasReader, load_aliases, shipped_aliases
+
+REPO = Path(__file__).resolve().parents[1]
+STREET = REPO / "models" / "lgseg_lite_minilm.safetensors"
+ROOMS = REPO / "models" / "lgseg_lite_minilm_rooms.safetensors"
+
+
+def test_the_shipped_table_is_what_the_rule_builds():
+    from lgseg_ros.train import aliases as build
+    from lgseg_ros.train.wordnet import DEFAULT_ROOT
+    if not (Path(DEFAULT_ROOT) / "data.noun").is_file():
+        pytest.skip("WordNet (Debian's wordnet-base) is not installed: the table cannot be rebuilt here")
+    assert build.dumps(build.build()) == ALIAS_FILE.read_text(), \
+        "stale: rebuild with python -m lgseg_ros.train.aliases"
+
+
+def test_no_trained_name_distractor_or_near_miss_is_an_alias():
+    from lgseg_ros.train.aliases import model_vocabularies
+    from lgseg_ros.train.vocabulary import NEAR_MISS
+    table = shipped_aliases()
+    vocab, distractors = model_vocabularies()
+    trained = {n.lower() for c, ns in vocab.items() for n in [c, *ns]}
+    assert len(table) > 5000
+    assert not trained & set(table)
+    assert not {d.lower() for d in distractors} & set(table)
+    assert not {n.lower() for n in NEAR_MISS} & set(table)
+    # every concept named is one a shipped model was trained on
+    assert {c for cs in table.values() for c in cs} <= set(vocab)
+
+
+def test_the_reader_folds_plurals_defers_to_trained_words_and_refuses_ambiguity():
+    table = {"walker": ("pedestrian",), "minibus": ("bus", "car"), "hedge": ("fence",)}
+    street = AliasReader(["pedestrian", "car", "fence"], ["pedestrian", "car", "fence", "hedges"], table)
+    assert street.concept_of("Walker") == "pedestrian"
+    assert street.concept_of("  walkers ") == "pedestrian"
+    assert street.concept_of("minibus") == "car"            # the street model knows only car
+    assert street.concept_of("hedges") is None              # a trained word speaks for itself
+    assert street.concept_of("ranger") is None
+    rooms = AliasReader(["pedestrian", "car", "bus"], ["pedestrian", "car", "bus"], table)
+    assert rooms.concept_of("minibus") is None              # bus or car: the embedding decides
+    assert rooms.concept_of("hedge") is None                # no fence in this model
+
+
+def test_a_damaged_or_oversized_table_is_refused(tmp_path):
+    bad = tmp_path / "a.json"
+    bad.write_text(json.dumps({"format": 99, "aliases": {}}))
+    with pytest.raises(ValueError, match="format 1"):
+        load_aliases(bad)
+    big = tmp_path / "b.json"
+    with open(big, "wb") as f:
+        f.truncate(9 << 20)
+    with pytest.raises(ValueError, match="more than an alias table can be"):
+        load_aliases(big)
+
+
+@pytest.fixture(scope="module")
+def street_segmenter():
+    from lgseg_ros.runtime.segmenter import Segmenter
+    return Segmenter(checkpoint=str(STREET), backend="onnxruntime", precision="fp32")
+
+
+def test_a_word_the_text_space_misreads_gets_its_concepts_masks(street_segmenter):
+    """"walker" is WordNet's synonym of "pedestrian", but its embedding lies nearest the road
+    name "lane" (0.46), so the street model read it as road (the rooms model as "hill").
+    Read by the table, its masks are the pedestrian's, and the report says so."""
+    import cv2
+
+    from lgseg_ros.resources import package_path
+    from lgseg_ros.runtime.grounding import GroundingReporter, vocabulary_from_metadata
+    seg = street_segmenter
+    emb = np.asarray(seg.text_encoder.encode(["walker"]), np.float32)
+    vocab, distractors = vocabulary_from_metadata(seg.source.meta)
+    plain = GroundingReporter(vocab, seg.text_encoder, distractors, aliases=False)
+    assert plain.report(["walker"], emb)[0].nearest_class != "pedestrian"
+    g = seg.grounding.report(["walker"], emb)[0]
+    assert (g.nearest_class, g.nearest_name, g.alias, g.well_grounded, g.score) == \
+        ("pedestrian", "pedestrian", True, True, 1.0)
+
+    rgb = cv2.cvtColor(cv2.imread(str(package_path("demo/frames/0016E5_08109.jpg"))), cv2.COLOR_BGR2RGB)
+    words = ["road", "car", "building", "sky"]
+    walker = seg.prepare_labels(words + ["walker"])
+    person = seg.prepare_labels(words + ["pedestrian"])
+    a, b = seg.segment(rgb, walker), seg.segment(rgb, person)
+    assert (b.ids == 4).sum() > 100, "the frame should show pedestrians"
+    np.testing.assert_array_equal(a.ids, b.ids)
+    assert [x.alias for x in walker.grounding] == [False] * 4 + [True]
