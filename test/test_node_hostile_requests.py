@@ -1255,3 +1255,60 @@ def test_an_oversized_sample_is_refused_before_conversion_and_its_buffer_given_b
         assert info_rise < OVERSIZED_PEAK_FACTOR * (info_size >> 20), info_rise
         assert info_kept < 64, info_kept
         assert len(times) >= 10 and max(gaps) < STALL_BOUND_S, gaps
+
+
+def test_a_label_change_across_a_reconfigure_builds_each_model_file_once(tmp_path, camvid_root):
+    """Probe round 11: a set_labels that reaches the rooms model, still encoding on the label
+    worker when a peer drives deactivate, cleanup and configure, loaded the released
+    segmenter's rooms model there while configure loaded the new one's on the executor
+    thread. On a machine where the net size was not cached both built the same files at
+    once: two torch exports (the second raised "GLOBALS.in_onnx_export must be False"; the
+    auto backend then ran that rooms model on torch, or with backend onnxruntime routing
+    stopped) or two int8 quantisations into one .tmp file, and configure failed ("Unable to
+    open proto file ... int8.onnx.tmp"), leaving the node unconfigured. Builds in a process
+    are now one at a time: the second builder waits and loads the first one's file."""
+    from lgseg_ros.runtime.routing import rooms_checkpoint_path
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+
+    if default_checkpoint_path() is None or rooms_checkpoint_path() is None:
+        pytest.skip("needs the two shipped models (street and rooms)")
+    pytest.importorskip("torch")   # the exports on a cache miss
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    env = {**node_env(), "LGSEG_CACHE_DIR": str(cache / "engines"),
+           "LGSEG_CAMVID": str(camvid_root)}   # int8 calibration frames
+    env.pop("LGSEG_ARTEFACTS", None)
+    ns = "/hostile3_rebuild"
+    node = f"{ns}/lgseg_node"
+    args = ["-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+            "-p", f"net_width:={NET_HW[1]}", "-p", "labels:=[road, car, sky]", "-p", "status_period:=0.5"]
+    with serving_node(ns, f"{ns}/cam", args, env=env, timeout=300) as (h, proc, rec, pub):
+        change = h.client.create_client(ChangeState, f"{node}/change_state")
+        set_labels = h.client.create_client(SetLabels, f"{node}/set_labels")
+        assert change.wait_for_service(20) and set_labels.wait_for_service(20)
+        log_at = proc.log_bytes()
+        first = set_labels.call_async(SetLabels.Request(labels=["chair", "sofa", "bed"]))
+        wait_until(lambda: "exporting" in proc.text_since(log_at) or first.done(), timeout=60,
+                   what="the label worker to start building the rooms model")
+        for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):
+            assert h.call(change, ChangeState.Request(transition=Transition(id=tid)), retry=False).success
+        stored = h.call(set_labels, SetLabels.Request(labels=["chair", "lamp"]), retry=False)
+        assert stored.success and "stored" in stored.message, stored.message
+        for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            done = h.call(change, ChangeState.Request(transition=Transition(id=tid)), timeout=180, retry=False)
+            assert done.success, (tid, proc.text_since(log_at)[-4000:])
+        wait_until(first.done, timeout=120, what="the first set_labels reply")
+        log = proc.text_since(log_at)
+        rooms = [ln for ln in log.splitlines() if "rooms" in ln or "5cacbdb" in ln]
+        print(json.dumps({"label_change_across_reconfigure": {
+            "first_reply": first.result().message, "exports": log.count("exporting "),
+            "quantisations": log.count("quantised ")}}))
+        assert "configure failed" not in log and "in_onnx_export" not in log, log[-4000:]
+        assert "rooms model unavailable" not in log and "trying the next backend" not in log, log[-4000:]
+        assert log.count("exporting ") == 1, rooms         # the rooms model's fp32 file, once
+        assert log.count("quantised ") == 1, rooms         # and its int8 file, once
+        reply = h.call(set_labels, SetLabels.Request(labels=["chair", "table", "bed"]), timeout=60, retry=False)
+        assert reply.success and "rooms model" in reply.message, reply.message
+        msg = rgb_msg(camvid_frames(1)[0])
+        publish_until(pub, msg, lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)),
+                      timeout=5, proc=proc)

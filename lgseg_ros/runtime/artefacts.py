@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from .engine_cache import (default_cache_dir, read_manifest_file, read_verified_bytes, sha256_file,
@@ -38,6 +39,15 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 _MAX_MANIFEST = 1 << 16
+# One build or cache write at a time in this process. A node's label change that reaches
+# the rooms model runs on the label worker; a reconfigure meanwhile builds the next
+# segmenter's rooms model on the executor thread: both exported the same file at once
+# (torch.onnx.export is not reentrant: "AssertionError: GLOBALS.in_onnx_export must be
+# False", then a torch fallback or no rooms model) or quantised it into the same .tmp file,
+# and configure failed ("Unable to open proto file ... int8.onnx.tmp"), leaving the node
+# unconfigured (probe round 11). Reentrant: an int8 build asks for its fp32 file. The
+# second builder waits, then finds the first one's file and verifies it.
+BUILD_LOCK = threading.RLock()
 
 
 class ArtefactError(RuntimeError):
@@ -207,6 +217,27 @@ class ModelSource:
             return cached_export(self.net, size, self.cfg.text_dim, precision=precision)
         sha = self.checkpoint_sha256
         name = frame_name(sha, size, precision)
+        found, reasons = self._find(name, sha, size, precision, allow_build)
+        if found is not None:
+            return found
+        if not allow_build:
+            raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
+                                f"{precision} ({'; '.join(reasons)})")
+        with BUILD_LOCK:
+            # Another thread may have built it while this one waited for the lock.
+            found, reasons = self._find(name, sha, size, precision, allow_build)
+            if found is not None:
+                return found
+            refused = [r for r in reasons if not r.endswith(": not built")]
+            if refused:   # a file was there and is not served: say why (capped)
+                log.warning("not serving a cached frame path: %s", "; ".join(refused)[:600])
+            out = artefact_write_dir() / "frame" / name
+            return self.build(out, size, precision, reasons)
+
+    def _find(self, name: str, sha: str, size: tuple[int, int], precision: str,
+              allow_build: bool) -> tuple[Path | None, list[str]]:
+        """The first verified file called ``name`` in the artefact folders, and why the
+        others were not served."""
         reasons = []
         code = code_digest()
         for folder in artefact_dirs():
@@ -227,17 +258,14 @@ class ModelSource:
                 log.warning("%s was exported by another version of the model code; serving it "
                             "(rebuild with `lgseg artefacts` where torch is installed)", path)
             self._verified[str(path)] = manifest["onnx_sha256"]
-            return path
-        if not allow_build:
-            raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
-                                f"{precision} ({'; '.join(reasons)})")
-        refused = [r for r in reasons if not r.endswith(": not built")]
-        if refused:   # a file was there and is not served: say why (capped)
-            log.warning("not serving a cached frame path: %s", "; ".join(refused)[:600])
-        out = artefact_write_dir() / "frame" / name
-        return self.build(out, size, precision, reasons)
+            return path, reasons
+        return None, reasons
 
     def build(self, out: Path, size: tuple[int, int], precision: str, reasons=()) -> Path:
+        with BUILD_LOCK:
+            return self._build(out, size, precision, reasons)
+
+    def _build(self, out: Path, size: tuple[int, int], precision: str, reasons=()) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         fields = {"kind": "frame-path", "checkpoint_sha256": self.checkpoint_sha256,
                   "checkpoint_name": Path(self.checkpoint).name, "size": list(size),
@@ -298,11 +326,12 @@ def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
     emb = reporter.vocabulary_embeddings()
     out = artefact_write_dir() / "vocab" / file
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp.npy")
-        np.save(tmp, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
-        os.replace(tmp, out)
-        write_manifest(out, key)   # "onnx_sha256" there is this file's own sha256
+        with BUILD_LOCK:   # two segmenters of one process write the same .tmp names
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp.npy")
+            np.save(tmp, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
+            os.replace(tmp, out)
+            write_manifest(out, key)   # "onnx_sha256" there is this file's own sha256
     except OSError as exc:   # a read-only cache still runs; the next start encodes again
         log.info("could not cache the vocabulary embeddings: %s", exc)
     return f"encoded {len(names)} names"
