@@ -977,6 +977,21 @@ def test_rcl_init_failures_are_one_line(tmp_path):
         assert len(text.strip().splitlines()) <= 3, (what, text)
 
 
+def test_a_namespace_or_node_name_too_long_for_its_services_is_one_line():
+    """Probe round 11: a namespace (or node name) of 215+ characters makes a service name
+    past ROS's 255 (rclpy's parameter services, `~/get_available_transitions`), and rclpy
+    raised out of Node.__init__: a 2.4 KB traceback, exit 1. Now one line naming the
+    namespace and node name arguments, exit 2 (shorter ones that leave no room for class-mask
+    topics were already refused at configure)."""
+    for remap in (f"__ns:=/{'n' * 240}", f"__node:={'n' * 228}"):
+        out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args", "-r", remap],
+                             capture_output=True, text=True, timeout=120, env=node_env())
+        text = out.stdout + out.stderr
+        assert out.returncode == 2, (remap[:10], out.returncode, text[-2000:])
+        assert "Traceback" not in text and "cannot start" in text and "-r __ns:=" in text, text[-2000:]
+        assert len(text.strip().splitlines()) == 1 and len(text) < 600, text
+
+
 def test_security_without_plugins_is_one_clear_line(tmp_path):
     """Security: with ROS_SECURITY_ENABLE=true, the PyPI Fast DDS (no security plugins)
     made `lgseg node` exit 1 with a raw RCLError traceback. Now one line says what is
