@@ -740,6 +740,46 @@ def test_a_sim_time_clock_cannot_drive_the_status_rate(tiny_checkpoint):
                       lambda m: rec.find_stamp(f"{ns}/lgseg_node/label_mask", stamp_key(m.header)), proc=proc)
 
 
+def test_a_sim_time_clock_past_the_last_time_cannot_stamp_outputs_negative(tiny_checkpoint):
+    """Probe round 11: with use_sim_time, a /clock of seconds 2**31 - 1 and nanosec
+    4,294,967,295 (the field takes any uint32) put the node's clock 4 s past the last
+    instant a Time holds; rclpy's to_msg() gave 2**31 + 3 seconds, which went out as
+    -2**31 + 3: a label change's label_info and every ~/status were stamped before every
+    mask. Stamps from the node's clock now stop at that last instant."""
+    ns = "/hostile3_simmax"
+    node = f"{ns}/lgseg_node"
+    with serving_node(ns, f"{ns}/camera/image_raw",
+                      tiny_torch_args(tiny_checkpoint, "-p", "use_sim_time:=true"), env=node_env()) as parts:
+        h, proc, rec, pub = parts
+        rec.listen(f"{node}/label_info", LabelInfo, LATCHED)
+        clock = h.client.create_publisher(Clock, "/clock", RELIABLE)
+        wait_until(lambda: clock.get_subscription_count() > 0, timeout=15, what="the node's /clock")
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = 2**31 - 1, 2**32 - 1
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.0:
+            clock.publish(msg)
+            time.sleep(0.01)
+        infos_before = len(rec.get(f"{node}/label_info"))
+        client = h.client.create_client(SetLabels, f"{node}/set_labels")
+        reply = h.call(client, SetLabels.Request(labels=["road", "car"]), retry=False)
+        assert reply.success, reply.message
+        rec.wait_for(lambda: len(rec.get(f"{node}/label_info")) > infos_before, timeout=10,
+                     what="the change's label_info")
+        t1 = time.monotonic()
+        rec.wait_for(lambda: sum(1 for at, _ in rec.msgs[f"{node}/status"] if at > t1) >= 2,
+                     timeout=10, what="two ~/status")
+        with rec.cond:
+            statuses = [m.header.stamp for at, m in rec.msgs[f"{node}/status"] if at > t1]
+        info = rec.get(f"{node}/label_info")[-1].header.stamp
+        stamps = [(s.sec, s.nanosec) for s in (info, *statuses)]
+        print(json.dumps({"sim_clock_past_time_max": stamps[:3]}))
+        assert all(st == (2**31 - 1, 999_999_999) for st in stamps), stamps
+        frame = camvid_frames(1)[0]
+        publish_until(pub, lambda: rgb_msg(frame),
+                      lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)), proc=proc)
+
+
 def test_a_hangup_stops_the_node_and_user_signals_are_ignored(tiny_checkpoint):
     """Probe round 10: SIGHUP (what a closed terminal or ssh session sends) killed the node
     by the signal (exit -1, no orderly leave of the graph), and so did SIGUSR1, SIGUSR2 and
