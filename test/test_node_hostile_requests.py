@@ -1367,3 +1367,56 @@ def test_a_label_change_across_a_reconfigure_builds_each_model_file_once(tmp_pat
         msg = rgb_msg(camvid_frames(1)[0])
         publish_until(pub, msg, lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)),
                       timeout=5, proc=proc)
+
+
+def test_a_reconfigure_at_a_new_net_size_does_not_keep_torch_in_the_node(tmp_path):
+    """Probe round 11: net_height / net_width apply at configure, so a peer that set a size
+    never used here and drove cleanup + configure made the node export the model at that
+    size in its own process: torch and the eager network loaded for it stayed, RSS 283 ->
+    1031 MB for the node's life. The export now runs in a child process; the node reads the
+    file it wrote, checked as before."""
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+
+    if default_checkpoint_path() is None:
+        pytest.skip("needs the shipped model")
+    pytest.importorskip("torch")   # the exports on a cache miss
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    env = {**node_env(), "LGSEG_CACHE_DIR": str(cache / "engines")}
+    env.pop("LGSEG_ARTEFACTS", None)
+    ns = "/hostile3_netsize"
+    node = f"{ns}/lgseg_node"
+    args = ["-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", "precision:=fp32",
+            "-p", f"net_height:={NET_HW[0]}", "-p", f"net_width:={NET_HW[1]}",
+            "-p", "labels:=[road, car, sky]", "-p", "status_period:=0.5"]
+    first = NodeProcess(["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam", *args], env=env)
+    try:   # the start-up size into the cache, so that the node below starts without an export
+        wait_until(lambda: "]: active" in first.text() or not first.alive(), timeout=300, what="first start")
+    finally:
+        first.stop()
+    with serving_node(ns, f"{ns}/cam", args, env=env, timeout=300) as (h, proc, rec, pub):
+        assert "exporting" not in proc.text(), proc.text()[-3000:]
+        change = h.client.create_client(ChangeState, f"{node}/change_state")
+        params = h.client.create_client(SetParameters, f"{node}/set_parameters")
+        assert change.wait_for_service(20) and params.wait_for_service(20)
+        frame = camvid_frames(1)[0]
+        publish_until(pub, lambda: rgb_msg(frame),
+                      lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)), proc=proc)
+        rss0, log_at = proc.rss_mb(), proc.log_bytes()
+        size = (NET_HW[0] + 32, NET_HW[1] + 32)
+        done = h.call(params, SetParameters.Request(parameters=[
+            ParameterMsg(name="net_height", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=size[0])),
+            ParameterMsg(name="net_width", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=size[1]))]))
+        assert all(r.successful for r in done.results), done
+        for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
+                    Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            reply = h.call(change, ChangeState.Request(transition=Transition(id=tid)), timeout=300, retry=False)
+            assert reply.success, (tid, proc.text_since(log_at)[-3000:])
+        log = proc.text_since(log_at)
+        assert f"for {size[0]}x{size[1]} fp32" in log and f"net {size[0]}x{size[1]}" in log, log[-3000:]
+        publish_until(pub, lambda: rgb_msg(frame),
+                      lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)), proc=proc)
+        rise = proc.rss_mb() - rss0
+        print(json.dumps({"reconfigure_at_new_net_size": {"rss_before_mb": round(rss0), "rss_rise_mb": round(rise)}}))
+        assert rise < RSS_RISE_LIMIT_MB, rise
+

@@ -124,11 +124,15 @@ def _run(argv: list[str] | None) -> int:
     from lgseg_ros.ros.dds import apply_dds_config
     from lgseg_ros.ros.executor import spin_until_shutdown
     from lgseg_ros.ros.node import ConfigError, LgsegNode
+    from lgseg_ros.runtime.artefacts import export_in_child
 
     # Before rclpy.init: the DDS reads its configuration when the first participant is
     # created. Fast DDS: our outputs (overlay, colour mask) are as large as the camera's
     # frames; Cyclone DDS: a cap on the size of any sample a peer sends.
     apply_dds_config()
+    # An export on a cache miss (a net size never used here) in a child process: torch
+    # and the eager network would otherwise stay in the node (+750 MB; probe round 11).
+    export_in_child(True)
     _check_stop()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)

@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -282,13 +283,63 @@ class ModelSource:
                     f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} {precision} "
                     f"({'; '.join(reasons) or 'none built'}), and exporting one needs torch: run "
                     "`lgseg artefacts` where torch is installed and copy models/artefacts here")
-            from .export import export_onnx
-
             log.warning("exporting %s for %dx%d %s (once; later starts read the file)",
                         self.checkpoint, size[0], size[1], precision)
-            export_onnx(self.net, out, size, self.cfg.text_dim, precision=precision)
+            if _EXPORT_IN_CHILD and "torch" not in sys.modules and not self.net_loaded:
+                _export_in_child(self.checkpoint, out, size, precision)
+            else:
+                from .export import export_onnx
+
+                export_onnx(self.net, out, size, self.cfg.text_dim, precision=precision)
         self._verified[str(out)] = write_manifest(out, fields)["onnx_sha256"]
         return out
+
+
+# Set by the node (export_in_child): an export on a cache miss runs torch in a process of its
+# own, so torch and the eager network do not stay in the node. A peer that set net_height /
+# net_width and drove cleanup + configure made the node export in-process: RSS 283 -> 1031 MB,
+# kept for the node's life (probe round 11). In-process where torch is loaded already (the
+# torch backend) or for tools (`lgseg artefacts`), as before.
+_EXPORT_IN_CHILD = False
+# An export takes seconds (torch import, trace); on a loaded machine a minute at most.
+CHILD_EXPORT_TIMEOUT_S = 600
+
+
+def export_in_child(enabled: bool = True) -> None:
+    global _EXPORT_IN_CHILD
+    _EXPORT_IN_CHILD = bool(enabled)
+
+
+_CHILD_EXPORT = """
+import sys
+from lgseg_ros.runtime.artefacts import model_source
+from lgseg_ros.runtime.export import export_onnx
+checkpoint, out, h, w, precision = sys.argv[1:6]
+source, _ = model_source(checkpoint)
+export_onnx(source.net, out, (int(h), int(w)), source.cfg.text_dim, precision=precision)
+"""
+
+
+def _export_in_child(checkpoint: str, out: Path, size: tuple[int, int], precision: str) -> None:
+    """export_onnx of ``checkpoint`` into ``out``, run by this Python in a child process
+    (same environment, so the same package and artefact folders). The caller verifies and
+    records what it wrote, as for an export of its own."""
+    import subprocess
+
+    from lgseg_ros.labels import shown
+
+    cmd = [sys.executable, "-c", _CHILD_EXPORT, str(checkpoint), str(out), str(size[0]), str(size[1]), precision]
+    try:
+        # A stop raised here while it waits (the node's SIGINT / SIGTERM) kills the child.
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=CHILD_EXPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ArtefactError(f"exporting {checkpoint} for {size[0]}x{size[1]} {precision} took "
+                            f"more than {CHILD_EXPORT_TIMEOUT_S} s") from None
+    if done.returncode != 0 or not out.is_file():
+        tail = (done.stderr or done.stdout or "").strip().splitlines()[-1:] or [""]
+        raise ArtefactError(f"exporting {checkpoint} for {size[0]}x{size[1]} {precision} failed "
+                            f"(exit {done.returncode}): {shown(tail[0], 300)}")
 
 
 def _vocab_key(checkpoint_sha: str, encoder, names) -> dict:
