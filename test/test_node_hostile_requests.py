@@ -1405,8 +1405,8 @@ def test_a_reconfigure_at_a_new_net_size_does_not_keep_torch_in_the_node(tmp_pat
         rss0, log_at = proc.rss_mb(), proc.log_bytes()
         size = (NET_HW[0] + 32, NET_HW[1] + 32)
         done = h.call(params, SetParameters.Request(parameters=[
-            ParameterMsg(name="net_height", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=size[0])),
-            ParameterMsg(name="net_width", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=size[1]))]))
+            ParameterMsg(name=name, value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v))
+            for name, v in (("net_height", size[0]), ("net_width", size[1]))]))
         assert all(r.successful for r in done.results), done
         for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
                     Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):

@@ -328,7 +328,8 @@ def _export_in_child(checkpoint: str, out: Path, size: tuple[int, int], precisio
 
     from lgseg_ros.labels import shown
 
-    cmd = [sys.executable, "-c", _CHILD_EXPORT, str(checkpoint), str(out), str(size[0]), str(size[1]), precision]
+    cmd = [sys.executable, "-c", _CHILD_EXPORT, str(checkpoint), str(out), str(size[0]), str(size[1]),
+           precision]
     try:
         # A stop raised here while it waits (the node's SIGINT / SIGTERM) kills the child.
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
