@@ -47,7 +47,9 @@ _MAX_MANIFEST = 1 << 16
 # False", then a torch fallback or no rooms model) or quantised it into the same .tmp file,
 # and configure failed ("Unable to open proto file ... int8.onnx.tmp"), leaving the node
 # unconfigured (probe round 11). Reentrant: an int8 build asks for its fp32 file. The
-# second builder waits, then finds the first one's file and verifies it.
+# second builder waits, then finds the first one's file and verifies it. Held here, not in
+# export.py: that file's bytes are part of code_digest(), and a change there would make
+# every shipped and cached export "exported by other model code".
 BUILD_LOCK = threading.RLock()
 
 
@@ -215,7 +217,8 @@ class ModelSource:
                                     "would measure nothing)")
             from .export import cached_export
 
-            return cached_export(self.net, size, self.cfg.text_dim, precision=precision)
+            with BUILD_LOCK:
+                return cached_export(self.net, size, self.cfg.text_dim, precision=precision)
         sha = self.checkpoint_sha256
         name = frame_name(sha, size, precision)
         found, reasons = self._find(name, sha, size, precision, allow_build)

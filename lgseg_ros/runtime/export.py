@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artefacts import BUILD_LOCK
 from .frame_path import FramePath
 # Kept importable from here; they live in onnx_info so that torch-free code can use them.
 from .onnx_info import graph_precision, onnx_io_shapes, onnx_precision  # noqa: F401
@@ -98,14 +97,11 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, size: tuple[int, int], 
     text = torch.nn.functional.normalize(torch.randn(3, int(text_dim)), dim=-1)
     start = time.perf_counter()
     tmp = path.with_name(path.name + ".tmp")
-    # torch.onnx.export is not reentrant (a second thread's export raised "GLOBALS.
-    # in_onnx_export must be False"), and two exports of one file share its .tmp name.
-    with BUILD_LOCK:
-        try:
-            _export_to(frame, image, text, tmp, exporter, opset)
-            os.replace(tmp, path)
-        finally:  # a full disk or a failed trace leaves no partial .onnx.tmp behind
-            tmp.unlink(missing_ok=True)
+    try:
+        _export_to(frame, image, text, tmp, exporter, opset)
+        os.replace(tmp, path)
+    finally:  # a full disk or a failed trace leaves no partial .onnx.tmp behind
+        tmp.unlink(missing_ok=True)
     log.info("exported %s (%dx%d, %s, opset %d) in %.1f s", path, h, w, precision, opset,
              time.perf_counter() - start)
     if check:
