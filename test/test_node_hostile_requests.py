@@ -740,6 +740,46 @@ def test_a_sim_time_clock_cannot_drive_the_status_rate(tiny_checkpoint):
                       lambda m: rec.find_stamp(f"{ns}/lgseg_node/label_mask", stamp_key(m.header)), proc=proc)
 
 
+def test_a_sim_time_clock_past_the_last_time_cannot_stamp_outputs_negative(tiny_checkpoint):
+    """Probe round 11: with use_sim_time, a /clock of seconds 2**31 - 1 and nanosec
+    4,294,967,295 (the field takes any uint32) put the node's clock 4 s past the last
+    instant a Time holds; rclpy's to_msg() gave 2**31 + 3 seconds, which went out as
+    -2**31 + 3: a label change's label_info and every ~/status were stamped before every
+    mask. Stamps from the node's clock now stop at that last instant."""
+    ns = "/hostile3_simmax"
+    node = f"{ns}/lgseg_node"
+    with serving_node(ns, f"{ns}/camera/image_raw",
+                      tiny_torch_args(tiny_checkpoint, "-p", "use_sim_time:=true"), env=node_env()) as parts:
+        h, proc, rec, pub = parts
+        rec.listen(f"{node}/label_info", LabelInfo, LATCHED)
+        clock = h.client.create_publisher(Clock, "/clock", RELIABLE)
+        wait_until(lambda: clock.get_subscription_count() > 0, timeout=15, what="the node's /clock")
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = 2**31 - 1, 2**32 - 1
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.0:
+            clock.publish(msg)
+            time.sleep(0.01)
+        infos_before = len(rec.get(f"{node}/label_info"))
+        client = h.client.create_client(SetLabels, f"{node}/set_labels")
+        reply = h.call(client, SetLabels.Request(labels=["road", "car"]), retry=False)
+        assert reply.success, reply.message
+        rec.wait_for(lambda: len(rec.get(f"{node}/label_info")) > infos_before, timeout=10,
+                     what="the change's label_info")
+        t1 = time.monotonic()
+        rec.wait_for(lambda: sum(1 for at, _ in rec.msgs[f"{node}/status"] if at > t1) >= 2,
+                     timeout=10, what="two ~/status")
+        with rec.cond:
+            statuses = [m.header.stamp for at, m in rec.msgs[f"{node}/status"] if at > t1]
+        info = rec.get(f"{node}/label_info")[-1].header.stamp
+        stamps = [(s.sec, s.nanosec) for s in (info, *statuses)]
+        print(json.dumps({"sim_clock_past_time_max": stamps[:3]}))
+        assert all(st == (2**31 - 1, 999_999_999) for st in stamps), stamps
+        frame = camvid_frames(1)[0]
+        publish_until(pub, lambda: rgb_msg(frame),
+                      lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)), proc=proc)
+
+
 def test_a_hangup_stops_the_node_and_user_signals_are_ignored(tiny_checkpoint):
     """Probe round 10: SIGHUP (what a closed terminal or ssh session sends) killed the node
     by the signal (exit -1, no orderly leave of the graph), and so did SIGUSR1, SIGUSR2 and
@@ -975,6 +1015,21 @@ def test_rcl_init_failures_are_one_line(tmp_path):
         assert out.returncode == 2, (what, out.returncode, text[-2000:])
         assert "Traceback" not in text and "cannot start" in text, (what, text[-2000:])
         assert len(text.strip().splitlines()) <= 3, (what, text)
+
+
+def test_a_namespace_or_node_name_too_long_for_its_services_is_one_line():
+    """Probe round 11: a namespace (or node name) of 215+ characters makes a service name
+    past ROS's 255 (rclpy's parameter services, `~/get_available_transitions`), and rclpy
+    raised out of Node.__init__: a 2.4 KB traceback, exit 1. Now one line naming the
+    namespace and node name arguments, exit 2 (shorter ones that leave no room for class-mask
+    topics were already refused at configure)."""
+    for remap in (f"__ns:=/{'n' * 240}", f"__node:={'n' * 228}"):
+        out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args", "-r", remap],
+                             capture_output=True, text=True, timeout=120, env=node_env())
+        text = out.stdout + out.stderr
+        assert out.returncode == 2, (remap[:10], out.returncode, text[-2000:])
+        assert "Traceback" not in text and "cannot start" in text and "-r __ns:=" in text, text[-2000:]
+        assert len(text.strip().splitlines()) == 1 and len(text) < 600, text
 
 
 def test_security_without_plugins_is_one_clear_line(tmp_path):
@@ -1255,3 +1310,113 @@ def test_an_oversized_sample_is_refused_before_conversion_and_its_buffer_given_b
         assert info_rise < OVERSIZED_PEAK_FACTOR * (info_size >> 20), info_rise
         assert info_kept < 64, info_kept
         assert len(times) >= 10 and max(gaps) < STALL_BOUND_S, gaps
+
+
+def test_a_label_change_across_a_reconfigure_builds_each_model_file_once(tmp_path, camvid_root):
+    """Probe round 11: a set_labels that reaches the rooms model, still encoding on the label
+    worker when a peer drives deactivate, cleanup and configure, loaded the released
+    segmenter's rooms model there while configure loaded the new one's on the executor
+    thread. On a machine where the net size was not cached both built the same files at
+    once: two torch exports (the second raised "GLOBALS.in_onnx_export must be False"; the
+    auto backend then ran that rooms model on torch, or with backend onnxruntime routing
+    stopped) or two int8 quantisations into one .tmp file, and configure failed ("Unable to
+    open proto file ... int8.onnx.tmp"), leaving the node unconfigured. Builds in a process
+    are now one at a time: the second builder waits and loads the first one's file."""
+    from lgseg_ros.runtime.routing import rooms_checkpoint_path
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+
+    if default_checkpoint_path() is None or rooms_checkpoint_path() is None:
+        pytest.skip("needs the two shipped models (street and rooms)")
+    pytest.importorskip("torch")   # the exports on a cache miss
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    env = {**node_env(), "LGSEG_CACHE_DIR": str(cache / "engines"),
+           "LGSEG_CAMVID": str(camvid_root)}   # int8 calibration frames
+    env.pop("LGSEG_ARTEFACTS", None)
+    ns = "/hostile3_rebuild"
+    node = f"{ns}/lgseg_node"
+    args = ["-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", f"net_height:={NET_HW[0]}",
+            "-p", f"net_width:={NET_HW[1]}", "-p", "labels:=[road, car, sky]", "-p", "status_period:=0.5"]
+    with serving_node(ns, f"{ns}/cam", args, env=env, timeout=300) as (h, proc, rec, pub):
+        change = h.client.create_client(ChangeState, f"{node}/change_state")
+        set_labels = h.client.create_client(SetLabels, f"{node}/set_labels")
+        assert change.wait_for_service(20) and set_labels.wait_for_service(20)
+        log_at = proc.log_bytes()
+        first = set_labels.call_async(SetLabels.Request(labels=["chair", "sofa", "bed"]))
+        wait_until(lambda: "exporting" in proc.text_since(log_at) or first.done(), timeout=60,
+                   what="the label worker to start building the rooms model")
+        for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):
+            assert h.call(change, ChangeState.Request(transition=Transition(id=tid)), retry=False).success
+        stored = h.call(set_labels, SetLabels.Request(labels=["chair", "lamp"]), retry=False)
+        assert stored.success and "stored" in stored.message, stored.message
+        for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            done = h.call(change, ChangeState.Request(transition=Transition(id=tid)), timeout=180, retry=False)
+            assert done.success, (tid, proc.text_since(log_at)[-4000:])
+        wait_until(first.done, timeout=120, what="the first set_labels reply")
+        log = proc.text_since(log_at)
+        rooms = [ln for ln in log.splitlines() if "rooms" in ln or "5cacbdb" in ln]
+        print(json.dumps({"label_change_across_reconfigure": {
+            "first_reply": first.result().message, "exports": log.count("exporting "),
+            "quantisations": log.count("quantised ")}}))
+        assert "configure failed" not in log and "in_onnx_export" not in log, log[-4000:]
+        assert "rooms model unavailable" not in log and "trying the next backend" not in log, log[-4000:]
+        assert log.count("exporting ") == 1, rooms         # the rooms model's fp32 file, once
+        assert log.count("quantised ") == 1, rooms         # and its int8 file, once
+        reply = h.call(set_labels, SetLabels.Request(labels=["chair", "table", "bed"]), timeout=60, retry=False)
+        assert reply.success and "rooms model" in reply.message, reply.message
+        msg = rgb_msg(camvid_frames(1)[0])
+        publish_until(pub, msg, lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)),
+                      timeout=5, proc=proc)
+
+
+def test_a_reconfigure_at_a_new_net_size_does_not_keep_torch_in_the_node(tmp_path):
+    """Probe round 11: net_height / net_width apply at configure, so a peer that set a size
+    never used here and drove cleanup + configure made the node export the model at that
+    size in its own process: torch and the eager network loaded for it stayed, RSS 283 ->
+    1031 MB for the node's life. The export now runs in a child process; the node reads the
+    file it wrote, checked as before."""
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+
+    if default_checkpoint_path() is None:
+        pytest.skip("needs the shipped model")
+    pytest.importorskip("torch")   # the exports on a cache miss
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    env = {**node_env(), "LGSEG_CACHE_DIR": str(cache / "engines")}
+    env.pop("LGSEG_ARTEFACTS", None)
+    ns = "/hostile3_netsize"
+    node = f"{ns}/lgseg_node"
+    args = ["-p", "backend:=onnxruntime", "-p", "device:=cpu", "-p", "precision:=fp32",
+            "-p", f"net_height:={NET_HW[0]}", "-p", f"net_width:={NET_HW[1]}",
+            "-p", "labels:=[road, car, sky]", "-p", "status_period:=0.5"]
+    first = NodeProcess(["-r", f"__ns:={ns}", "-r", f"image:={ns}/cam", *args], env=env)
+    try:   # the start-up size into the cache, so that the node below starts without an export
+        wait_until(lambda: "]: active" in first.text() or not first.alive(), timeout=300, what="first start")
+    finally:
+        first.stop()
+    with serving_node(ns, f"{ns}/cam", args, env=env, timeout=300) as (h, proc, rec, pub):
+        assert "exporting" not in proc.text(), proc.text()[-3000:]
+        change = h.client.create_client(ChangeState, f"{node}/change_state")
+        params = h.client.create_client(SetParameters, f"{node}/set_parameters")
+        assert change.wait_for_service(20) and params.wait_for_service(20)
+        frame = camvid_frames(1)[0]
+        publish_until(pub, lambda: rgb_msg(frame),
+                      lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)), proc=proc)
+        rss0, log_at = proc.rss_mb(), proc.log_bytes()
+        size = (NET_HW[0] + 32, NET_HW[1] + 32)
+        done = h.call(params, SetParameters.Request(parameters=[
+            ParameterMsg(name=name, value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v))
+            for name, v in (("net_height", size[0]), ("net_width", size[1]))]))
+        assert all(r.successful for r in done.results), done
+        for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
+                    Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            reply = h.call(change, ChangeState.Request(transition=Transition(id=tid)), timeout=300, retry=False)
+            assert reply.success, (tid, proc.text_since(log_at)[-3000:])
+        log = proc.text_since(log_at)
+        assert f"for {size[0]}x{size[1]} fp32" in log and f"net {size[0]}x{size[1]}" in log, log[-3000:]
+        publish_until(pub, lambda: rgb_msg(frame),
+                      lambda m: rec.find_stamp(f"{node}/label_mask", stamp_key(m.header)), proc=proc)
+        rise = proc.rss_mb() - rss0
+        print(json.dumps({"reconfigure_at_new_net_size": {"rss_before_mb": round(rss0), "rss_rise_mb": round(rise)}}))
+        assert rise < RSS_RISE_LIMIT_MB, rise
+

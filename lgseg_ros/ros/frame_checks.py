@@ -53,3 +53,20 @@ class StampWatch:
             return (f"header.stamp went back or repeated ({ns} ns after {last} ns): masks "
                     "stamped before a label change may look as if made under the new set")
         return None
+
+
+# The last instant a builtin_interfaces/Time holds (int32 seconds).
+TIME_MAX_SEC = 2**31 - 1
+
+
+def clock_stamp(clock):
+    """``clock``'s now as a builtin_interfaces/Time, held to the last instant a Time holds.
+    With use_sim_time the node's clock is a peer's /clock: seconds 2**31 - 1 with nanosec
+    4,294,967,295 (the field takes any uint32) put it 4 s past that instant, and rclpy's
+    to_msg() then gave seconds that went out as -2**31 + 3, so the label_info of a change
+    and ~/status were stamped before every mask (probe round 11)."""
+    stamp = clock.now().to_msg()
+    if stamp.sec > TIME_MAX_SEC:
+        stamp = type(stamp)(sec=TIME_MAX_SEC, nanosec=999_999_999)
+    return stamp
+

@@ -75,7 +75,7 @@ from std_srvs.srv import SetBool
 from lgseg_ros.labels import LabelSetError, shown, topic_tokens, validate_labels
 from lgseg_ros.procinfo import trim_heap
 from lgseg_ros.ros import params as P
-from lgseg_ros.ros.frame_checks import StampWatch, check_frame
+from lgseg_ros.ros.frame_checks import StampWatch, check_frame, clock_stamp
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
 from lgseg_ros.ros.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
 from lgseg_ros.ros.label_worker import LabelWorker, LabelWorkerBusy, wake_awaiting
@@ -471,7 +471,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             if timer is not None and timer.is_canceled():
                 timer.reset()   # one timer per configure, armed and disarmed: rclpy's callback
             return              # groups keep an entry for every timer ever created
-        now = self.get_clock().now().to_msg()
+        now = clock_stamp(self.get_clock())
         for cam in self._cameras:
             if deferred and cam.info_set is self._label_set:
                 continue   # a frame under this set announced it already
@@ -810,7 +810,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 for cam in self._cameras:
                     header = cam.info_header if cam.info_set is self._label_set else None
                     self._publish_label_info(cam, self._label_set, header or Header(
-                        stamp=after_last_mask(cam, self.get_clock().now().to_msg())))
+                        stamp=after_last_mask(cam, clock_stamp(self.get_clock()))))
             self._stop.clear()
             self._slots.reopen()
             self._worker = threading.Thread(target=self._work, name="lgseg-worker", daemon=True)
@@ -1034,7 +1034,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         if seg is None:
             return
         arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.header.stamp = clock_stamp(self.get_clock())
         now = time.monotonic()
         for cam in self._cameras:
             snap = cam.stats.snapshot()

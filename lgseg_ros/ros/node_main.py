@@ -115,7 +115,8 @@ def _run(argv: list[str] | None) -> int:
         return 0
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
-    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+    from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                                  NameValidationException)
     from rclpy.logging import get_logger
     from rclpy.signals import SignalHandlerOptions
 
@@ -123,11 +124,15 @@ def _run(argv: list[str] | None) -> int:
     from lgseg_ros.ros.dds import apply_dds_config
     from lgseg_ros.ros.executor import spin_until_shutdown
     from lgseg_ros.ros.node import ConfigError, LgsegNode
+    from lgseg_ros.runtime.artefacts import export_in_child
 
     # Before rclpy.init: the DDS reads its configuration when the first participant is
     # created. Fast DDS: our outputs (overlay, colour mask) are as large as the camera's
     # frames; Cyclone DDS: a cap on the size of any sample a peer sends.
     apply_dds_config()
+    # An export on a cache miss (a net size never used here) in a child process: torch
+    # and the eager network would otherwise stay in the node (+750 MB; probe round 11).
+    export_in_child(True)
     _check_stop()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -152,6 +157,12 @@ def _run(argv: list[str] | None) -> int:
         except (ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
             # A start-up value the node refuses: the reason, not a traceback.
             get_logger(P.NODE_NAME).fatal(f"bad parameter: {shown(str(e), 400)}")
+            return 2
+        except NameValidationException as e:
+            # A namespace or node name long enough that a service name the node (or rclpy,
+            # for its parameter services) makes from it passes ROS's 255 characters: rclpy
+            # raised from inside Node.__init__, a 2.4 KB traceback and exit 1 (probe round 11).
+            get_logger(P.NODE_NAME).fatal(name_refused_line(e))
             return 2
         except RCLError as e:
             line = security_unavailable_line(e)
@@ -231,6 +242,19 @@ def _quiet_stop_hook(default):
 def _check_stop() -> None:
     if _STOPS:
         raise StopRequested(_STOPS[0])
+
+
+def name_refused_line(error: Exception) -> str:
+    """One line for a name rclpy refused while the node was made: its first line (what and
+    why), the name cut short with its length, and what to change."""
+    lines = str(error).splitlines()
+    what = lines[0].rstrip(":") if lines else type(error).__name__
+    name = lines[1].strip().strip("'") if len(lines) > 1 else ""
+    from lgseg_ros.labels import shown
+
+    return (f"cannot start: {shown(what, 120)}: {shown(name, 60)}; a service or topic name made "
+            "from the namespace (-r __ns:=...) and node name (-r __node:=...) must fit ROS's "
+            "limit: use a shorter namespace or node name")
 
 
 def security_unavailable_line(error: Exception) -> str | None:

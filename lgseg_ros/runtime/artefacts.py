@@ -28,6 +28,8 @@ import io
 import json
 import logging
 import os
+import sys
+import threading
 from pathlib import Path
 
 from .engine_cache import (default_cache_dir, read_manifest_file, read_verified_bytes, sha256_file,
@@ -38,6 +40,17 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 _MAX_MANIFEST = 1 << 16
+# One build or cache write at a time in this process. A node's label change that reaches
+# the rooms model runs on the label worker; a reconfigure meanwhile builds the next
+# segmenter's rooms model on the executor thread: both exported the same file at once
+# (torch.onnx.export is not reentrant: "AssertionError: GLOBALS.in_onnx_export must be
+# False", then a torch fallback or no rooms model) or quantised it into the same .tmp file,
+# and configure failed ("Unable to open proto file ... int8.onnx.tmp"), leaving the node
+# unconfigured (probe round 11). Reentrant: an int8 build asks for its fp32 file. The
+# second builder waits, then finds the first one's file and verifies it. Held here, not in
+# export.py: that file's bytes are part of code_digest(), and a change there would make
+# every shipped and cached export "exported by other model code".
+BUILD_LOCK = threading.RLock()
 
 
 class ArtefactError(RuntimeError):
@@ -204,9 +217,31 @@ class ModelSource:
                                     "would measure nothing)")
             from .export import cached_export
 
-            return cached_export(self.net, size, self.cfg.text_dim, precision=precision)
+            with BUILD_LOCK:
+                return cached_export(self.net, size, self.cfg.text_dim, precision=precision)
         sha = self.checkpoint_sha256
         name = frame_name(sha, size, precision)
+        found, reasons = self._find(name, sha, size, precision, allow_build)
+        if found is not None:
+            return found
+        if not allow_build:
+            raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
+                                f"{precision} ({'; '.join(reasons)})")
+        with BUILD_LOCK:
+            # Another thread may have built it while this one waited for the lock.
+            found, reasons = self._find(name, sha, size, precision, allow_build)
+            if found is not None:
+                return found
+            refused = [r for r in reasons if not r.endswith(": not built")]
+            if refused:   # a file was there and is not served: say why (capped)
+                log.warning("not serving a cached frame path: %s", "; ".join(refused)[:600])
+            out = artefact_write_dir() / "frame" / name
+            return self.build(out, size, precision, reasons)
+
+    def _find(self, name: str, sha: str, size: tuple[int, int], precision: str,
+              allow_build: bool) -> tuple[Path | None, list[str]]:
+        """The first verified file called ``name`` in the artefact folders, and why the
+        others were not served."""
         reasons = []
         code = code_digest()
         for folder in artefact_dirs():
@@ -227,17 +262,14 @@ class ModelSource:
                 log.warning("%s was exported by another version of the model code; serving it "
                             "(rebuild with `lgseg artefacts` where torch is installed)", path)
             self._verified[str(path)] = manifest["onnx_sha256"]
-            return path
-        if not allow_build:
-            raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
-                                f"{precision} ({'; '.join(reasons)})")
-        refused = [r for r in reasons if not r.endswith(": not built")]
-        if refused:   # a file was there and is not served: say why (capped)
-            log.warning("not serving a cached frame path: %s", "; ".join(refused)[:600])
-        out = artefact_write_dir() / "frame" / name
-        return self.build(out, size, precision, reasons)
+            return path, reasons
+        return None, reasons
 
     def build(self, out: Path, size: tuple[int, int], precision: str, reasons=()) -> Path:
+        with BUILD_LOCK:
+            return self._build(out, size, precision, reasons)
+
+    def _build(self, out: Path, size: tuple[int, int], precision: str, reasons=()) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         fields = {"kind": "frame-path", "checkpoint_sha256": self.checkpoint_sha256,
                   "checkpoint_name": Path(self.checkpoint).name, "size": list(size),
@@ -254,13 +286,64 @@ class ModelSource:
                     f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} {precision} "
                     f"({'; '.join(reasons) or 'none built'}), and exporting one needs torch: run "
                     "`lgseg artefacts` where torch is installed and copy models/artefacts here")
-            from .export import export_onnx
-
             log.warning("exporting %s for %dx%d %s (once; later starts read the file)",
                         self.checkpoint, size[0], size[1], precision)
-            export_onnx(self.net, out, size, self.cfg.text_dim, precision=precision)
+            if _EXPORT_IN_CHILD and "torch" not in sys.modules and not self.net_loaded:
+                _export_in_child(self.checkpoint, out, size, precision)
+            else:
+                from .export import export_onnx
+
+                export_onnx(self.net, out, size, self.cfg.text_dim, precision=precision)
         self._verified[str(out)] = write_manifest(out, fields)["onnx_sha256"]
         return out
+
+
+# Set by the node (export_in_child): an export on a cache miss runs torch in a process of its
+# own, so torch and the eager network do not stay in the node. A peer that set net_height /
+# net_width and drove cleanup + configure made the node export in-process: RSS 283 -> 1031 MB,
+# kept for the node's life (probe round 11). In-process where torch is loaded already (the
+# torch backend) or for tools (`lgseg artefacts`), as before.
+_EXPORT_IN_CHILD = False
+# An export takes seconds (torch import, trace); on a loaded machine a minute at most.
+CHILD_EXPORT_TIMEOUT_S = 600
+
+
+def export_in_child(enabled: bool = True) -> None:
+    global _EXPORT_IN_CHILD
+    _EXPORT_IN_CHILD = bool(enabled)
+
+
+_CHILD_EXPORT = """
+import sys
+from lgseg_ros.runtime.artefacts import model_source
+from lgseg_ros.runtime.export import export_onnx
+checkpoint, out, h, w, precision = sys.argv[1:6]
+source, _ = model_source(checkpoint)
+export_onnx(source.net, out, (int(h), int(w)), source.cfg.text_dim, precision=precision)
+"""
+
+
+def _export_in_child(checkpoint: str, out: Path, size: tuple[int, int], precision: str) -> None:
+    """export_onnx of ``checkpoint`` into ``out``, run by this Python in a child process
+    (same environment, so the same package and artefact folders). The caller verifies and
+    records what it wrote, as for an export of its own."""
+    import subprocess
+
+    from lgseg_ros.labels import shown
+
+    cmd = [sys.executable, "-c", _CHILD_EXPORT, str(checkpoint), str(out), str(size[0]), str(size[1]),
+           precision]
+    try:
+        # A stop raised here while it waits (the node's SIGINT / SIGTERM) kills the child.
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=CHILD_EXPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ArtefactError(f"exporting {checkpoint} for {size[0]}x{size[1]} {precision} took "
+                            f"more than {CHILD_EXPORT_TIMEOUT_S} s") from None
+    if done.returncode != 0 or not out.is_file():
+        tail = (done.stderr or done.stdout or "").strip().splitlines()[-1:] or [""]
+        raise ArtefactError(f"exporting {checkpoint} for {size[0]}x{size[1]} {precision} failed "
+                            f"(exit {done.returncode}): {shown(tail[0], 300)}")
 
 
 def _vocab_key(checkpoint_sha: str, encoder, names) -> dict:
@@ -298,11 +381,12 @@ def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
     emb = reporter.vocabulary_embeddings()
     out = artefact_write_dir() / "vocab" / file
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp.npy")
-        np.save(tmp, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
-        os.replace(tmp, out)
-        write_manifest(out, key)   # "onnx_sha256" there is this file's own sha256
+        with BUILD_LOCK:   # two segmenters of one process write the same .tmp names
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp.npy")
+            np.save(tmp, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
+            os.replace(tmp, out)
+            write_manifest(out, key)   # "onnx_sha256" there is this file's own sha256
     except OSError as exc:   # a read-only cache still runs; the next start encodes again
         log.info("could not cache the vocabulary embeddings: %s", exc)
     return f"encoded {len(names)} names"

@@ -103,7 +103,10 @@ def export_minilm_onnx(model_dir: Path, path: Path, opset: int = OPSET) -> Path:
     start = time.perf_counter()
     import warnings
 
-    with warnings.catch_warnings(), torch.no_grad():
+    from lgseg_ros.runtime.artefacts import BUILD_LOCK
+
+    # BUILD_LOCK: torch.onnx.export is not reentrant, and the frame path may export at once.
+    with BUILD_LOCK, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(Pooled(bert), (ids, mask, torch.zeros_like(ids)), str(tmp),
                           input_names=list(INPUTS), output_names=["embedding"],
