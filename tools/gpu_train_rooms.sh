@@ -13,7 +13,7 @@
 #
 # Run from the repository root. Settings (environment; the same on both sides, since the
 # text table is written here for the --init and options used there):
-#   INIT     starting weights (default the shipped rooms model, stage 6,
+#   INIT     starting weights (default the shipped rooms model, stage 11 since session 10,
 #            models/lgseg_lite_minilm_rooms.safetensors; the first GPU run started from the
 #            street model, models/lgseg_lite_minilm.safetensors, at LR 1e-3 and full-prob 0.3,
 #            and lost a quarter of its single-label IoU: models/README.md)
