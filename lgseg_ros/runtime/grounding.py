@@ -110,7 +110,10 @@ class GroundingReporter:
         self.encoder = encoder
         self._names: list[str] = []
         self._classes: list[str] = []
+        # each concept's own name (its first row): what an alias is read as
+        self._concept_row: dict[str, int] = {}
         for cls, names in vocabulary.items():
+            self._concept_row[cls] = len(self._names)
             for n in dict.fromkeys([cls, *names]):
                 self._names.append(n)
                 self._classes.append(cls)
@@ -119,8 +122,6 @@ class GroundingReporter:
                 self._names.append(d)
                 self._classes.append(ABSENT)
         self._emb: np.ndarray | None = None
-        # each concept's own name (its first row): what an alias is read as
-        self._concept_row = {c: self._names.index(c) for c in vocabulary}
         self.aliases = None
         if aliases and self._concept_row:
             from .aliases import AliasReader

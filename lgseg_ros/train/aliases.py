@@ -49,17 +49,14 @@ MODELS = ("models/lgseg_lite_minilm.safetensors", "models/lgseg_lite_minilm_room
 
 def model_vocabularies(paths=MODELS) -> tuple[dict[str, list[str]], set[str]]:
     """Union of the checkpoints' concept -> trained names, and of their distractors."""
-    from safetensors import safe_open
-
+    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
     from lgseg_ros.runtime.grounding import vocabulary_from_metadata
 
     repo = Path(__file__).resolve().parents[2]
     vocab: dict[str, list[str]] = {}
     distractors: set[str] = set()
     for p in paths:
-        with safe_open(str(repo / p), "np") as f:
-            extra = json.loads((f.metadata() or {}).get("extra", "{}"))
-        v, d = vocabulary_from_metadata(extra)
+        v, d = vocabulary_from_metadata(read_checkpoint_metadata(repo / p)[1])
         for c, names in v.items():
             vocab.setdefault(c, [])
             vocab[c] += [n for n in names if n not in vocab[c]]
@@ -69,20 +66,6 @@ def model_vocabularies(paths=MODELS) -> tuple[dict[str, list[str]], set[str]]:
 
 def _key(name: str) -> str:
     return name.lower().replace(" ", "_")
-
-
-def _depths(wn, seed, depth: int) -> dict[int, int]:
-    """offset -> hyponym steps below ``seed`` (breadth first, so the shortest)."""
-    out, frontier = {seed.offset: 0}, [seed]
-    for d in range(1, depth + 1):
-        nxt = []
-        for s in frontier:
-            for o in s.hyponyms:
-                if o not in out:
-                    out[o] = d
-                    nxt.append(wn.synsets[o])
-        frontier = nxt
-    return out
 
 
 def seed_senses(wn, concept: str, names: list[str]) -> list:
@@ -117,7 +100,7 @@ def build(wordnet_root: str | None = None, models=MODELS) -> dict:
         seeds = seed_senses(wn, concept, names)
         seeds_used[concept] = [f"{s.names()[0] if s.names() else s.offset}:{s.offset}" for s in seeds]
         for seed in seeds:
-            for off, d in _depths(wn, seed, DEPTH).items():
+            for off, d in wn.hyponym_depths(seed, DEPTH).items():
                 prev = reach.setdefault(off, {}).get(concept)
                 reach[off][concept] = d if prev is None else min(prev, d)
     # A synonym of a trained name means what that name means: "streetlight" is WordNet's

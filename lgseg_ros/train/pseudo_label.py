@@ -39,11 +39,11 @@ import numpy as np
 
 from . import concepts as C
 from .datasets import CAMVID_VOID, IGNORE, IMAGE_EXTS, load_camvid, read_label, read_rgb
+# A folder holding labels of evaluation frames: `lgseg train` refuses it as a source.
+from .training_input import EVALUATION_ONLY_MARKER
 from lgseg_ros.labels import CAMVID_CLASSES
 
 EVAL_ONLY_SPLITS = ("val", "test")
-# A folder holding labels of evaluation frames: `lgseg train` refuses it as a source.
-from .training_input import EVALUATION_ONLY_MARKER  # noqa: E402
 
 
 def parse_args(argv):

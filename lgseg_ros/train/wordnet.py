@@ -94,15 +94,19 @@ class WordNet:
 
     def hyponym_closure(self, syn: Synset, depth: int) -> list[Synset]:
         """``syn`` and its hyponyms down to ``depth`` levels, breadth first, no repeats."""
-        seen, out, frontier = {syn.offset}, [syn], [syn]
-        for _ in range(depth):
+        return [self.synsets[o] for o in self.hyponym_depths(syn, depth)]
+
+    def hyponym_depths(self, syn: Synset, depth: int) -> dict[int, int]:
+        """offset -> hyponym steps below ``syn`` (breadth first, so the fewest), for ``syn``
+        and its hyponyms down to ``depth`` levels, in breadth-first order."""
+        out, frontier = {syn.offset: 0}, [syn]
+        for d in range(1, depth + 1):
             nxt = []
             for s in frontier:
                 for o in s.hyponyms:
-                    if o not in seen:
-                        seen.add(o)
+                    if o not in out:
+                        out[o] = d
                         nxt.append(self.synsets[o])
-            out += nxt
             frontier = nxt
         return out
 
