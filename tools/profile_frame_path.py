@@ -1,6 +1,7 @@
 """Where the frame path's time goes, fp32 against int8: ONNX Runtime's own profiler over the
 verified artefacts of a checkpoint (models/artefacts or the user cache), one CamVid train
-frame, kernel milliseconds per frame by operator type, as JSON.
+frame, kernel milliseconds per frame by operator type, and the convolutions split into
+depthwise (group > 1) and dense ones, as JSON.
 
     .venv/bin/python tools/profile_frame_path.py [--checkpoint C] [--size H W] [--frames N]
 
@@ -19,6 +20,7 @@ import numpy as np
 
 def main() -> None:
     import cv2
+    import onnx
     import onnxruntime as ort
 
     from lgseg_ros.runtime import preprocess as pp
@@ -45,21 +47,34 @@ def main() -> None:
             so.intra_op_num_threads = args.threads
             so.enable_profiling = True
             so.profile_file_prefix = f"{tmp}/{precision}"
+            # the optimised graph, to read each (fused) convolution's group from
+            so.optimized_model_filepath = f"{tmp}/{precision}_optimised.onnx"
             session = ort.InferenceSession(str(source.onnx(size, precision)), so,
                                            providers=["CPUExecutionProvider"])
-            by_op = collections.Counter()
+            groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1)
+                      for n in onnx.load(so.optimized_model_filepath).graph.node}
+            by_op, by_conv = collections.Counter(), collections.Counter()
             for _ in range(args.frames):
                 session.run(None, feed)
             with open(session.end_profiling()) as f:
                 for e in json.load(f):
                     if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-                        by_op[e["args"]["op_name"]] += e["dur"]
+                        op = e["args"]["op_name"]
+                        by_op[op] += e["dur"]
+                        if op in ("Conv", "QLinearConv"):
+                            node = e["name"][:-len("_kernel_time")]
+                            by_conv["depthwise" if groups.get(node, 1) > 1 else "dense"] += e["dur"]
             ms = {k: round(v / args.frames / 1000, 2) for k, v in by_op.most_common()}
             conv = sum(v for k, v in ms.items() if k in ("Conv", "QLinearConv"))
             out[precision] = {"kernel_ms": round(sum(ms.values()), 2), "conv_ms": round(conv, 2),
+                              "conv_split_ms": {k: round(v / args.frames / 1000, 2)
+                                                for k, v in sorted(by_conv.items())},
                               "other_ms": round(sum(ms.values()) - conv, 2), "by_op": ms}
     out["conv_speedup"] = round(out["fp32"]["conv_ms"] / out["int8"]["conv_ms"], 2)
     out["kernel_speedup"] = round(out["fp32"]["kernel_ms"] / out["int8"]["kernel_ms"], 2)
+    out["conv_split_speedup"] = {k: round(v / out["int8"]["conv_split_ms"][k], 2)
+                                 for k, v in out["fp32"]["conv_split_ms"].items()
+                                 if out["int8"]["conv_split_ms"].get(k)}
     print(json.dumps(out, indent=1))
 
 
