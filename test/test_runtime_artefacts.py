@@ -200,3 +200,29 @@ def test_pixel_embeddings_reach_the_label_scoring_without_a_transpose(artefact_d
     tmp = tmp_path_factory.mktemp("opt")
     for precision in ("fp32", "int8"):
         assert _transposes_after_embedding(source.onnx(NET, precision), tmp) == [], precision
+
+
+def test_first_use_builds_keep_the_most_recently_used_sizes(artefact_dir, tmp_path_factory, monkeypatch):
+    """Round 11: a peer that set net size after size and cycled the lifecycle made the node
+    write ~25 MB per size into the artefact cache, without end (1,024 sizes are valid). The
+    write folder now keeps FRAME_FILES_PER_SIZE x LGSEG_CACHE_KEEP files, least recently used
+    first out, each with its manifest; a file served counts as a use."""
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime.artefacts import FRAME_FILES_PER_SIZE
+
+    monkeypatch.setenv("LGSEG_CACHE_KEEP", "1")
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    sizes = [(32, 32 + 8 * i) for i in range(FRAME_FILES_PER_SIZE + 1)]
+    paths = [model_source(ckpt)[0].onnx(size, "fp32") for size in sizes[:FRAME_FILES_PER_SIZE]]
+    assert model_source(ckpt)[0].onnx(sizes[0], "fp32") == paths[0]   # served: now the newest use
+    newest = model_source(ckpt)[0].onnx(sizes[-1], "fp32")              # one file too many
+    frame = artefact_dir / "frame"
+    kept = {p.name for p in frame.glob("*.onnx")}
+    assert kept == {p.name for p in [paths[0], *paths[2:], newest]}, kept
+    assert not paths[1].exists() and not paths[1].with_suffix(".json").exists()
+    assert {p.stem for p in frame.glob("*.json")} == {Path(n).stem for n in kept}
+    # What was pruned is built again on its next use, and verified like any other.
+    again = model_source(ckpt)[0].onnx(sizes[1], "fp32")
+    assert verify_frame(again, model_source(ckpt)[0].checkpoint_sha256, sizes[1], "fp32")
+    assert len(list(frame.glob("*.onnx"))) == FRAME_FILES_PER_SIZE

@@ -32,8 +32,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .engine_cache import (default_cache_dir, read_manifest_file, read_verified_bytes, sha256_file,
-                           untrusted_reason)
+from .engine_cache import (cache_keep, default_cache_dir, mark_used, prune_cache,
+                           read_manifest_file, read_verified_bytes, sha256_file, untrusted_reason)
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,14 @@ def verify_frame(onnx_path: Path, checkpoint_sha: str, size, precision: str) -> 
     return manifest
 
 
+# A first-use build (a net size or model not in models/artefacts) writes about 25 MB per size
+# and model: a peer that set size after size and drove the lifecycle filled the disk (1,024
+# sizes are valid). The write folder keeps the most recently used files: 4 per size (fp32 and
+# int8 of the street and the rooms model) times LGSEG_CACHE_KEEP, so the 8 most recent sizes.
+# The shipped models/artefacts folder is never pruned.
+FRAME_FILES_PER_SIZE = 4
+
+
 class ModelSource:
     """A checkpoint (or a config with untrained weights) as the backends need it: an ONNX
     file per (size, precision), read from the artefact directories without torch, or the
@@ -236,7 +244,10 @@ class ModelSource:
             if refused:   # a file was there and is not served: say why (capped)
                 log.warning("not serving a cached frame path: %s", "; ".join(refused)[:600])
             out = artefact_write_dir() / "frame" / name
-            return self.build(out, size, precision, reasons)
+            built = self.build(out, size, precision, reasons)
+            prune_cache(out.parent, "lgseg_*.onnx", keep=FRAME_FILES_PER_SIZE * cache_keep(),
+                        protect=built, companions=(".json",))
+            return built
 
     def _find(self, name: str, sha: str, size: tuple[int, int], precision: str,
               allow_build: bool) -> tuple[Path | None, list[str]]:
@@ -262,6 +273,7 @@ class ModelSource:
                 log.warning("%s was exported by another version of the model code; serving it "
                             "(rebuild with `lgseg artefacts` where torch is installed)", path)
             self._verified[str(path)] = manifest["onnx_sha256"]
+            mark_used(path)   # the cache keeps the most recently used files
             return path, reasons
         return None, reasons
 

@@ -430,9 +430,10 @@ def mark_used(path: Path) -> None:
 
 
 def prune_cache(directory: str | os.PathLike, pattern: str, keep: int | None = None,
-                protect: Path | None = None) -> list[Path]:
+                protect: Path | None = None, companions: tuple[str, ...] = ()) -> list[Path]:
     """Delete all but the `keep` most recently used files matching `pattern`; never `protect`
-    (the file just built or served). Returns what was deleted."""
+    (the file just built or served). Each file's `companions` (suffixes: its manifest) go with
+    it. Returns what was deleted."""
     keep = cache_keep() if keep is None else keep
     used = []
     for path in Path(directory).glob(pattern):
@@ -448,8 +449,10 @@ def prune_cache(directory: str | os.PathLike, pattern: str, keep: int | None = N
         try:
             path.unlink()
             removed.append(path)
+            for suffix in companions:
+                path.with_suffix(suffix).unlink(missing_ok=True)
         except OSError as exc:
-            log.warning("could not prune cache file %s: %s", path, exc)
+            log.warning("could not prune cache file %s: %s", str(path)[:300], str(exc)[:300])
     if removed:
         log.info("pruned %d cache file(s) from %s, keeping the %d most recently used "
                  "(LGSEG_CACHE_KEEP)", len(removed), directory, keep)
