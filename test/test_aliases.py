@@ -38,6 +38,28 @@ def test_no_trained_name_distractor_or_near_miss_is_an_alias():
     assert {c for cs in table.values() for c in cs} <= set(vocab)
 
 
+def test_concepts_are_seeded_with_the_sense_their_class_means(monkeypatch):
+    """WordNet's first sense of a class name is often another thing: its first "poster" is a
+    post horse, its first "barrel" a gun barrel, its first "toilet" the room. The table named
+    those things after ADE20K's classes until SENSE_SEEDS chose the senses by their glosses."""
+    from lgseg_ros.train import aliases
+    from lgseg_ros.train.wordnet import DEFAULT_ROOT, WordNet
+    if not (Path(DEFAULT_ROOT) / "data.noun").is_file():
+        pytest.skip("WordNet (Debian's wordnet-base) is not installed")
+    wn = WordNet(DEFAULT_ROOT)
+    vocab, _ = aliases.model_vocabularies()
+    chosen = dict(aliases.SENSE_SEEDS)
+    monkeypatch.setattr(aliases, "SENSE_SEEDS", {})
+    for concept, spec in chosen.items():
+        # a sense of the concept's own name, and one the automatic rule would not have taken
+        assert concept.replace(" ", "_") == spec.rsplit(".", 2)[0], (concept, spec)
+        assert aliases.seed_senses(wn, concept, vocab[concept]) != [wn.synset(spec)], spec
+    table = shipped_aliases()
+    assert table.get("placard") == ("poster",) and "post horse" not in table
+    assert table.get("commode") == ("toilet",) and table.get("notice board") == ("bulletin board",)
+    assert "gun barrel" not in table and "chromatography column" not in table
+
+
 def test_the_reader_folds_plurals_defers_to_trained_words_and_refuses_ambiguity():
     table = {"walker": ("pedestrian",), "minibus": ("bus", "car"), "hedge": ("fence",)}
     street = AliasReader(["pedestrian", "car", "fence"], ["pedestrian", "car", "fence", "hedges"], table)

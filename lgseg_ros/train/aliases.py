@@ -12,7 +12,8 @@ robots and the node never read WordNet.
 
 The rule (fixed before any evaluation with it; models/README.md reports what it gives):
 - Seeds: for CamVid's 11 classes, the senses ``vocabulary.CLASS_SEEDS`` names (what SegNet's
-  CamVid merges into each). For every other concept of the shipped models, one noun sense
+  CamVid merges into each); for the concepts in ``SENSE_SEEDS``, the sense named there (see
+  its comment). For every other concept of the shipped models, one noun sense
   of one of its trained names: among the senses a camera can see, the one whose hyponyms
   (to depth 2) contain the most of the concept's trained names; on a tie, food and people
   come last (``LEXNAME_PREFERENCE``), then WordNet's order (most frequent sense first).
@@ -42,6 +43,28 @@ SEED_SUPPORT_DEPTH = 2
 LEXNAME_PREFERENCE = {"noun.artifact": 2, "noun.object": 2, "noun.plant": 2, "noun.animal": 2,
                       "noun.substance": 2, "noun.location": 2, "noun.Tops": 2, "noun.food": 1,
                       "noun.person": 0}
+# Concepts whose automatic seed is another thing than the teacher's class of that name
+# (ADE20K's barrel is a cask, not a gun barrel; its poster a placard, not a post horse): the
+# sense whose gloss and lemmas match the class's own names. Chosen by reading the glosses of
+# every automatic seed (session 11), not by any score.
+SENSE_SEEDS = {
+    "bar": "bar.n.02",                         # a counter for food or drink, not the barroom
+    "barrel": "barrel.n.02",                   # barrel, cask
+    "bulletin board": "bulletin_board.n.02",   # a notice board, not a computer system
+    "canopy": "canopy.n.03",                   # a cloth roof, not a cockpit cover
+    "column": "column.n.07",                   # a pillar, not a chromatography tube
+    "cushion": "cushion.n.03",                 # a soft bag, not a shock absorber
+    "earth": "earth.n.02",                     # earth, ground: soil, not the planet
+    "hut": "hut.n.02",                         # hovel, hut, hutch, not an army hut
+    "plate": "plate.n.04",                     # a dish, not home plate
+    "poster": "poster.n.01",                   # poster, placard, not a post horse
+    "radiator": "radiator.n.02",               # the heater, not any radiating object
+    "runway": "runway.n.04",                   # the airstrip, not a railway track
+    "sconce": "sconce.n.04",                   # a wall bracket for lights, not a shelter
+    "sideboard": "sideboard.n.03",             # buffet, sideboard, not a wagon's board
+    "toilet": "toilet.n.02",                   # the fixture, not the room
+    "van": "van.n.05",                         # the truck, not a railway baggage car
+}
 MAX_ALIAS_CHARS = 40
 # The shipped models whose concepts get aliases (their recorded vocabularies).
 MODELS = ("models/lgseg_lite_minilm.safetensors", "models/lgseg_lite_minilm_rooms.safetensors")
@@ -72,6 +95,8 @@ def seed_senses(wn, concept: str, names: list[str]) -> list:
     """The concept's seed synsets (see the module's rule)."""
     if concept in CLASS_SEEDS:
         return [wn.synset(spec) for spec, _ in CLASS_SEEDS[concept]]
+    if concept in SENSE_SEEDS:
+        return [wn.synset(SENSE_SEEDS[concept])]
     wanted = {_key(n) for n in [concept, *names]}
     best, best_key = None, None
     for i, name in enumerate([concept, *names]):
