@@ -24,6 +24,7 @@ setup(
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
         "simplejpeg>=1.8",
+        "pillow>=10",
         "onnx>=1.16",
         "onnxruntime>=1.18",
         "pyyaml",

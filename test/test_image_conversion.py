@@ -251,3 +251,34 @@ def test_numpy_to_image_round_trips_with_the_header():
 
 def test_supported_list_covers_the_issue_minimum():
     assert {"rgb8", "bgr8", "rgba8", "bgra8", "mono8"} <= set(SUPPORTED_ENCODINGS)
+
+
+def test_a_damaged_png_is_refused_naming_the_damage_and_prints_nothing(capfd):
+    """Probe round 11 left this known: OpenCV's libpng printed "libpng error: ..." to the
+    process's stderr for every damaged PNG frame, outside the node's log and its throttle.
+    PNG now decodes through Pillow: a damaged frame is refused with the reason, and nothing
+    is printed. Good frames decode to the pixels OpenCV gives, 8- and 16-bit, colour and grey."""
+    rng = np.random.default_rng(4)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (0, 0), 2)
+    msg = CompressedImage(format="png")
+    for arr in (cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), rgb[..., 0],
+                rgb.astype(np.uint16) * 257 + 3, rgb[..., 1].astype(np.uint16) * 256 + 200):
+        ok, buf = cv2.imencode(".png", arr)
+        assert ok
+        msg.data = buf.tobytes()
+        ref = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(compressed_to_rgb(msg), ref, err_msg=str(arr.dtype))
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    whole = buf.tobytes()
+    idat = whole.index(b"IDAT")
+    flipped = bytearray(whole)
+    flipped[idat + 200] ^= 0xFF
+    capfd.readouterr()
+    for name, data in (("cut", whole[:len(whole) // 2]), ("damaged stream", bytes(flipped))):
+        # What OpenCV did with it: nothing decoded, and a libpng line on stderr.
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None
+        assert "libpng" in capfd.readouterr().err, name
+        msg.data = data
+        with pytest.raises(ImageConversionError, match=f"could not decode PNG.*{len(data)} bytes"):
+            compressed_to_rgb(msg)
+        assert capfd.readouterr().err == "", name

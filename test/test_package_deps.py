@@ -24,6 +24,7 @@ APT_KEYS = {
     "python3-tqdm": "apt python3-tqdm",
     "python3-matplotlib": "apt python3-matplotlib",
     "python3-imageio": "apt python3-imageio",
+    "python3-pil": "apt python3-pil",
     "python3-pytest": "apt python3-pytest",
 }
 # Keys that would install a second torch (apt's CPU build) or that no rule resolves
@@ -47,7 +48,7 @@ MODULES = {
     "ament_index_python": ("ros", "ament_index_python"), "vision_msgs": ("ros", "vision_msgs"),
     "numpy": ("rosdep", "python3-numpy"), "cv2": ("rosdep", "python3-opencv"),
     "tqdm": ("rosdep", "python3-tqdm"), "matplotlib": ("rosdep", "python3-matplotlib"),
-    "imageio": ("rosdep", "python3-imageio"),
+    "imageio": ("rosdep", "python3-imageio"), "PIL": ("rosdep", "python3-pil"),
     "torch": ("platform", "JetPack's or a CUDA-matched torch"),
     "torchvision": ("platform", "comes with torch (JetPack ships a matching build)"),
     "tensorrt": ("platform", "JetPack / NVIDIA's index"),

@@ -11,6 +11,7 @@ passes real ones, the tests too), which keeps it testable without a ROS graph.
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 import sys
@@ -35,6 +36,13 @@ try:
     import simplejpeg  # noqa: E402
 except ImportError:     # pragma: no cover - exercised where the wheel is missing
     simplejpeg = None
+# PNG through Pillow for the same reasons: its decoder raises with the reason (a bad CRC, a
+# stream cut short), where OpenCV's libpng printed "libpng error: ..." to the process's stderr
+# for every damaged frame, outside the node's log and its throttle.
+try:
+    from PIL import Image as PILImage  # noqa: E402
+except ImportError:     # pragma: no cover - exercised where the wheel is missing
+    PILImage = None
 
 from lgseg_ros.labels import shown  # noqa: E402
 
@@ -303,6 +311,8 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
                 "scan costs a pass over the whole image); not decoded")
     if fmt == "jpeg" and simplejpeg is not None:
         return _decode_jpeg_strict(data, size, msg)
+    if fmt == "png" and PILImage is not None:
+        return _decode_png_strict(data, size, msg)
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as e:  # OPENCV_IO_MAX_IMAGE_PIXELS and friends raise
@@ -317,6 +327,28 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
         raise ImageConversionError(f"{fmt} decoded to {bgr.shape[1]}x{bgr.shape[0]}, its header "
                                    f"said {size[0]}x{size[1]}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode_png_strict(data: np.ndarray, size: tuple[int, int], msg) -> np.ndarray:
+    """RGB from a PNG, refusing a damaged one with Pillow's reason; nothing is printed.
+    16-bit samples keep their high byte, as OpenCV's 8-bit decode did. The size was checked
+    against max_image_pixels from the IHDR before this is called."""
+    try:
+        with PILImage.open(io.BytesIO(data.tobytes()), formats=["PNG"]) as im:
+            im.load()
+            if im.mode.startswith("I"):    # 16-bit grey ("I;16", "I;16B") or 32-bit "I"
+                grey = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
+                rgb = np.repeat(grey[..., None], 3, axis=2)
+            else:
+                rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    except Exception as e:   # Pillow raises OSError, SyntaxError, ValueError, EOFError, ...
+        raise ImageConversionError(
+            f"could not decode PNG CompressedImage (format field {shown(msg.format)}, "
+            f"{data.size} bytes): {shown(str(e).strip(), 200)}") from None
+    if (rgb.shape[1], rgb.shape[0]) != tuple(size):
+        raise ImageConversionError(f"png decoded to {rgb.shape[1]}x{rgb.shape[0]}, its header "
+                                   f"said {size[0]}x{size[1]}")
+    return np.ascontiguousarray(rgb)
 
 
 def _decode_jpeg_strict(data: np.ndarray, size: tuple[int, int], msg) -> np.ndarray:
