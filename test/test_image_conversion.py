@@ -282,3 +282,36 @@ def test_a_damaged_png_is_refused_naming_the_damage_and_prints_nothing(capfd):
         with pytest.raises(ImageConversionError, match=f"could not decode PNG.*{len(data)} bytes"):
             compressed_to_rgb(msg)
         assert capfd.readouterr().err == "", name
+
+
+def _png_chunk(kind: bytes, body: bytes = b"") -> bytes:
+    import struct
+    import zlib
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_a_png_of_a_million_chunks_is_refused_before_decoding():
+    """Pillow reads PNG chunks in a Python loop holding the GIL: a 12 MB PNG with a million
+    empty chunks before its image data took 2 s to open, and every thread of the node waited.
+    Chunks are counted first (64 + one per 4 KB); real encoders' files pass whatever their
+    size, with libpng's 8 KB data chunks as with one large chunk."""
+    from lgseg_ros.ros.image_conversion import PNG_BYTES_PER_CHUNK, PNG_CHUNKS_BASE, png_chunk_count
+    rng = np.random.default_rng(5)
+    msg = CompressedImage(format="png")
+    for shape in ((48, 64, 3), (720, 1280, 3)):    # noise: libpng splits it into 8 KB chunks
+        ok, buf = cv2.imencode(".png", rng.integers(0, 256, shape, dtype=np.uint8))
+        msg.data = buf.tobytes()
+        assert compressed_to_rgb(msg).shape == shape
+    whole = buf.tobytes()
+    assert png_chunk_count(whole, 10**6) > 300          # libpng's 8 KB IDAT chunks
+    idat = whole.index(b"IDAT") - 4
+    for n, refused in ((PNG_CHUNKS_BASE, False), (10**6, True)):
+        data = whole[:idat] + _png_chunk(b"abCd") * n + whole[idat:]
+        msg.data = data
+        if not refused:
+            assert compressed_to_rgb(msg).shape == (720, 1280, 3)
+            continue
+        limit = PNG_CHUNKS_BASE + len(data) // PNG_BYTES_PER_CHUNK
+        assert png_chunk_count(data, limit) == limit + 1   # the walk stops there
+        with pytest.raises(ImageConversionError, match=f"more than {limit} chunks"):
+            compressed_to_rgb(msg)

@@ -262,6 +262,30 @@ def jpeg_scan_count(data: bytes | memoryview) -> int:
     return bytes(data).count(b"\xff\xda")
 
 
+# PNG chunks allowed before a frame is decoded: 64, plus one per 4 KB of the file. Encoders
+# write image data in chunks of 8-64 KB (libpng 8 KB, Pillow 64 KB) and a few small ones
+# beside them. Pillow walks chunks in Python holding the GIL: a 12 MB PNG of a million empty
+# chunks held every thread of the node for 2 s (this change's own test, before the limit).
+PNG_CHUNKS_BASE = 64
+PNG_BYTES_PER_CHUNK = 4096
+
+
+def png_chunk_count(data: bytes | memoryview, limit: int) -> int:
+    """Chunks from the signature to IEND (or the end of the data), counting stops past
+    ``limit``: the walk reads each chunk's 8-byte head and skips its body, so it costs at
+    most ``limit`` steps."""
+    view = memoryview(data)
+    pos, count, end = 8, 0, len(view)
+    while pos + 8 <= end and count <= limit:
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        kind = bytes(view[pos + 4:pos + 8])
+        count += 1
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return count
+
+
 def compressed_format(data: bytes | memoryview) -> str:
     """'jpeg', 'png', or the name of what the bytes are (refused), from their magic bytes."""
     head = bytes(data[:16])
@@ -309,6 +333,13 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
                 f"JPEG CompressedImage of {data.size} bytes has {scans} scans, more than "
                 f"{MAX_JPEG_SCANS} (a camera writes 1, a progressive encoder about 10; each "
                 "scan costs a pass over the whole image); not decoded")
+    if fmt == "png":
+        limit = PNG_CHUNKS_BASE + data.size // PNG_BYTES_PER_CHUNK
+        if png_chunk_count(data.data, limit) > limit:
+            raise ImageConversionError(
+                f"PNG CompressedImage of {data.size} bytes has more than {limit} chunks (an "
+                f"encoder writes one per 8-64 KB of image data; {PNG_CHUNKS_BASE} + one per "
+                f"{PNG_BYTES_PER_CHUNK // 1024} KB are allowed); not decoded")
     if fmt == "jpeg" and simplejpeg is not None:
         return _decode_jpeg_strict(data, size, msg)
     if fmt == "png" and PILImage is not None:
