@@ -1,4 +1,8 @@
 """Image <-> numpy conversion on real sensor_msgs messages, per encoding, including bad headers."""
+import io
+import json
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -313,5 +317,15 @@ def test_a_png_of_a_million_chunks_is_refused_before_decoding():
             continue
         limit = PNG_CHUNKS_BASE + len(data) // PNG_BYTES_PER_CHUNK
         assert png_chunk_count(data, limit) == limit + 1   # the walk stops there
+        start = time.perf_counter()
         with pytest.raises(ImageConversionError, match=f"more than {limit} chunks"):
             compressed_to_rgb(msg)
+        refused_s = time.perf_counter() - start
+        # What Pillow alone spends on it (what the node spent, holding the GIL, before).
+        from PIL import Image as PILImage
+        start = time.perf_counter()
+        with PILImage.open(io.BytesIO(data)) as im:
+            im.load()
+        print(json.dumps({"png_million_chunks_mb": round(len(data) / 1e6, 1),
+                          "pillow_open_s": round(time.perf_counter() - start, 2),
+                          "refused_s": round(refused_s, 4)}))

@@ -264,8 +264,8 @@ def jpeg_scan_count(data: bytes | memoryview) -> int:
 
 # PNG chunks allowed before a frame is decoded: 64, plus one per 4 KB of the file. Encoders
 # write image data in chunks of 8-64 KB (libpng 8 KB, Pillow 64 KB) and a few small ones
-# beside them. Pillow walks chunks in Python holding the GIL: a 12 MB PNG of a million empty
-# chunks held every thread of the node for 2 s (this change's own test, before the limit).
+# beside them. Pillow walks chunks in Python holding the GIL: a 15 MB PNG of a million empty
+# chunks held every thread of the node for 2 s (test_image_conversion.py prints it).
 PNG_CHUNKS_BASE = 64
 PNG_BYTES_PER_CHUNK = 4096
 
