@@ -430,13 +430,17 @@ def mark_used(path: Path) -> None:
 
 
 def prune_cache(directory: str | os.PathLike, pattern: str, keep: int | None = None,
-                protect: Path | None = None, companions: tuple[str, ...] = ()) -> list[Path]:
+                protect: Path | None = None, companions: tuple[str, ...] = (),
+                only=None) -> list[Path]:
     """Delete all but the `keep` most recently used files matching `pattern`; never `protect`
     (the file just built or served). Each file's `companions` (suffixes: its manifest) go with
-    it. Returns what was deleted."""
+    it. `only(path)`, where given, says which files are the cache's to delete at all (the
+    others neither count nor go). Returns what was deleted."""
     keep = cache_keep() if keep is None else keep
     used = []
     for path in Path(directory).glob(pattern):
+        if only is not None and not only(path):
+            continue
         try:
             used.append((path.stat().st_atime_ns, path))
         except OSError:  # removed meanwhile by another process
