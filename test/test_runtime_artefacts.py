@@ -211,6 +211,8 @@ def test_first_use_builds_keep_the_most_recently_used_sizes(artefact_dir, tmp_pa
 
     from lgseg_ros.runtime.artefacts import FRAME_FILES_PER_SIZE
 
+    # the order of use is under test: no file here was used "just now" by another process
+    monkeypatch.setattr("lgseg_ros.runtime.engine_cache.PRUNE_GRACE_S", 0.0)
     monkeypatch.setenv("LGSEG_CACHE_KEEP", "1")
     ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
     sizes = [(32, 32 + 8 * i) for i in range(FRAME_FILES_PER_SIZE + 1)]
@@ -240,6 +242,8 @@ def test_a_first_use_build_prunes_only_first_use_builds(artefact_dir, tmp_path_f
 
     from lgseg_ros.runtime.artefacts import FRAME_FILES_PER_SIZE, build_all, read_manifest
 
+    # the order of use is under test: no file here was used "just now" by another process
+    monkeypatch.setattr("lgseg_ros.runtime.engine_cache.PRUNE_GRACE_S", 0.0)
     monkeypatch.setenv("LGSEG_CACHE_KEEP", "1")
     ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
     built = [(32, 32 + 8 * i) for i in range(FRAME_FILES_PER_SIZE)]

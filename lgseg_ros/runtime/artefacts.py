@@ -272,10 +272,17 @@ class ModelSource:
             if why:
                 reasons.append(why)
                 continue
+            # Marked used before it is read: another process's prune keeps a file used in the
+            # last PRUNE_GRACE_S, so it does not vanish while this one verifies and loads it.
+            if path.exists():
+                mark_used(path)
             try:
                 manifest = verify_frame(path, sha, size, precision)
             except ArtefactError as exc:
                 reasons.append(str(exc))
+                continue
+            except OSError as exc:    # vanished meanwhile (another node's prune): not served
+                reasons.append(f"{path}: {str(exc)[:200]}")
                 continue
             if manifest.get("code_sha256") != code:
                 if allow_build and torch_installed():
