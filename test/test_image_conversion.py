@@ -420,3 +420,54 @@ def test_a_png_is_decoded_from_its_image_chunks_only():
             im.load()
         with pytest.raises(ImageConversionError, match=f"{len(data)} bytes.*{reason}"):
             compressed_to_rgb(msg)
+
+
+def test_a_png_with_a_second_ihdr_is_refused_before_decoding():
+    """Probe round 12: the pixel limit read the first IHDR, Pillow took the size of the last
+    one. A 0.42 MB PNG whose first IHDR said 16x16 and second 12000x12000 was decoded whole
+    (Pillow printed its DecompressionBombWarning on stderr) and only then refused for the
+    size mismatch. A second IHDR is now refused by the chunk walk, and Pillow's size is
+    compared with the header's before it allocates the pixels.
+    LGSEG_MEASURE_PILLOW=1 prints what Pillow alone spends on the file (a child process's
+    peak RSS and time), as JSON with -s."""
+    import os
+    import struct
+    import subprocess
+    import sys
+    import tracemalloc
+    import zlib
+
+    from PIL import Image as PILImage
+    side = 12000
+    z = zlib.compressobj(9)
+    row = b"\x00" + bytes(side * 3)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+            + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND"))
+    assert compressed_size(data) == (16, 16)                  # what the pixel limit checks
+    with pytest.warns(PILImage.DecompressionBombWarning):     # printed on stderr outside pytest
+        with PILImage.open(io.BytesIO(data)) as im:           # what Pillow would allocate
+            assert im.size == (side, side)
+    msg = CompressedImage(format="png", data=data)
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(ImageConversionError, match="second IHDR chunk at byte 33"):
+            compressed_to_rgb(msg)
+        took = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6 and took < 0.5, (peak, took)
+    report = {"png_mb": round(len(data) / 1e6, 2), "refused_s": round(took, 4),
+              "refused_peak_mb": round(peak / 1e6, 1)}
+    if os.environ.get("LGSEG_MEASURE_PILLOW") == "1":
+        child = ("import io, resource, sys, time; from PIL import Image; d = sys.stdin.buffer.read(); "
+                 "t = time.perf_counter(); Image.open(io.BytesIO(d)).convert('RGB'); "
+                 "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+        out = subprocess.run([sys.executable, "-c", child], input=data, capture_output=True, timeout=120)
+        seconds, peak_mb = map(float, out.stdout.split())
+        report.update(pillow_alone_s=round(seconds, 2), pillow_alone_peak_rss_mb=round(peak_mb),
+                      pillow_stderr=out.stderr.decode()[:100])
+    print(json.dumps({"png_second_ihdr": report}))

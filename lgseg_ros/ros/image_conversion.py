@@ -325,6 +325,13 @@ def png_image_only(data: bytes | memoryview, limit: int) -> bytes:
             raise ImageConversionError(
                 f"PNG CompressedImage of {end} bytes: chunk {shown(kind.decode('latin-1'))} at "
                 f"byte {pos} claims {length} bytes, past the end (cut short); not decoded")
+        if kind == b"IHDR" and pos != 8:
+            # Pillow took the last IHDR's size: a 0.4 MB PNG whose second IHDR said
+            # 12000x12000, behind a first one of 16x16 that the pixel limit had passed,
+            # decoded to 1.4 GB in 3 s (probe round 12). libpng refused it.
+            raise ImageConversionError(
+                f"PNG CompressedImage of {end} bytes has a second IHDR chunk at byte {pos} "
+                "(its size is read from the first); not decoded")
         if kind in PNG_IMAGE_CHUNKS:
             body = view[pos + 8:pos + 8 + length]
             crc = int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big")
@@ -413,12 +420,19 @@ def _decode_png_strict(image_only: bytes, nbytes: int, size: tuple[int, int], ms
     did. The size was checked against max_image_pixels from the IHDR before this is called."""
     try:
         with PILImage.open(io.BytesIO(image_only), formats=["PNG"]) as im:
+            if im.size != tuple(size):   # before anything is allocated for the pixels
+                raise ImageConversionError(
+                    f"PNG CompressedImage of {nbytes} bytes: the decoder read a size of "
+                    f"{im.size[0]}x{im.size[1]} where its header says {size[0]}x{size[1]}; "
+                    "not decoded")
             im.load()
             if im.mode.startswith("I"):    # 16-bit grey ("I;16", "I;16B") or 32-bit "I"
                 grey = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
                 rgb = np.repeat(grey[..., None], 3, axis=2)
             else:
                 rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    except ImageConversionError:
+        raise
     except Exception as e:   # Pillow raises OSError, SyntaxError, ValueError, EOFError, ...
         raise ImageConversionError(
             f"could not decode PNG CompressedImage (format field {shown(msg.format)}, "
