@@ -344,7 +344,8 @@ def test_a_png_is_decoded_from_its_image_chunks_only():
     print a UserWarning on the process's stderr; an IDAT with a wrong CRC, a chunk claiming
     more bytes than there are, or data without IEND were served (libpng refused all three).
     Pillow now gets IHDR, PLTE and IDAT only, CRC-checked: the same pixels, no warning,
-    ~2 MB for those frames, and damage refused naming the chunk."""
+    ~2 MB for those frames, and damage refused naming the chunk. An IHDR or PLTE longer than
+    the standard allows (13 bytes; 768) cost ~100 MB the same way, and is refused."""
     import struct
     import tracemalloc
     import warnings
@@ -405,6 +406,14 @@ def test_a_png_is_decoded_from_its_image_chunks_only():
                                  "decode_peak_mb": round(peak / 1e6, 1)}
         assert peak < 16e6, (kind, peak)
     print(json.dumps({"png_large_ancillary_chunk": report}))
+
+    # Image chunks larger than the standard allows cost the same: refused by their length.
+    for kind, ihdr, body in ((b"IHDR", None, rgb_ihdr + bytes(big)), (b"PLTE", pal_ihdr, bytes(big))):
+        data = (_png(rgb_ihdr, idat).replace(_png_chunk(b"IHDR", rgb_ihdr), _png_chunk(b"IHDR", body))
+                if ihdr is None else _png(pal_ihdr, _png_chunk(b"PLTE", body), pal_idat))
+        msg.data = data
+        with pytest.raises(ImageConversionError, match=f"chunk '{kind.decode()}' of {len(body)} bytes"):
+            compressed_to_rgb(msg)
 
     # Damage libpng refused and Pillow served: refused naming the chunk.
     good = plain

@@ -332,6 +332,12 @@ def png_image_only(data: bytes | memoryview, limit: int) -> bytes:
             raise ImageConversionError(
                 f"PNG CompressedImage of {end} bytes has a second IHDR chunk at byte {pos} "
                 "(its size is read from the first); not decoded")
+        if (kind == b"IHDR" and length != 13) or (kind == b"PLTE" and length > 768):
+            # the PNG standard's sizes (13 bytes; 256 colours of 3): Pillow read whatever the
+            # length said, and a 34 MB IHDR or PLTE cost ~100 MB as a large tEXt did
+            raise ImageConversionError(
+                f"PNG CompressedImage of {end} bytes: chunk {shown(kind.decode('latin-1'))} of "
+                f"{length} bytes (at most {13 if kind == b'IHDR' else 768}); not decoded")
         if kind in PNG_IMAGE_CHUNKS:
             body = view[pos + 8:pos + 8 + length]
             crc = int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big")
