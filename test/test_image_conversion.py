@@ -346,6 +346,7 @@ def test_a_png_is_decoded_from_its_image_chunks_only():
     Pillow now gets IHDR, PLTE and IDAT only, CRC-checked: the same pixels, no warning,
     ~2 MB for those frames, and damage refused naming the chunk. An IHDR or PLTE longer than
     the standard allows (13 bytes; 768) cost ~100 MB the same way, and is refused."""
+    import contextlib
     import struct
     import tracemalloc
     import warnings
@@ -406,6 +407,7 @@ def test_a_png_is_decoded_from_its_image_chunks_only():
                                  "decode_peak_mb": round(peak / 1e6, 1)}
         assert peak < 16e6, (kind, peak)
     print(json.dumps({"png_large_ancillary_chunk": report}))
+    report = {}
 
     # Image chunks larger than the standard allows cost the same: refused by their length.
     for kind, ihdr, body in ((b"IHDR", None, rgb_ihdr + bytes(big)), (b"PLTE", pal_ihdr, bytes(big))):
@@ -414,6 +416,16 @@ def test_a_png_is_decoded_from_its_image_chunks_only():
         msg.data = data
         with pytest.raises(ImageConversionError, match=f"chunk '{kind.decode()}' of {len(body)} bytes"):
             compressed_to_rgb(msg)
+        tracemalloc.start()
+        try:
+            with contextlib.suppress(Exception), PILImage.open(io.BytesIO(data)) as im:
+                im.load()                                     # what the node spent before
+            report[f"oversized {kind.decode()}"] = {
+                "png_mb": round(len(data) / 1e6, 1),
+                "pillow_whole_file_peak_mb": round(tracemalloc.get_traced_memory()[1] / 1e6, 1)}
+        finally:
+            tracemalloc.stop()
+    print(json.dumps({"png_oversized_image_chunks": report}))
 
     # Damage libpng refused and Pillow served: refused naming the chunk.
     good = plain
