@@ -283,7 +283,8 @@ def test_a_damaged_png_is_refused_naming_the_damage_and_prints_nothing(capfd):
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None
         assert "libpng" in capfd.readouterr().err, name
         msg.data = data
-        with pytest.raises(ImageConversionError, match=f"could not decode PNG.*{len(data)} bytes"):
+        # refused by the chunk walk (a chunk past the end, a CRC) or by Pillow, size named
+        with pytest.raises(ImageConversionError, match=f"PNG CompressedImage.*{len(data)} bytes"):
             compressed_to_rgb(msg)
         assert capfd.readouterr().err == "", name
 
@@ -329,3 +330,165 @@ def test_a_png_of_a_million_chunks_is_refused_before_decoding():
         print(json.dumps({"png_million_chunks_mb": round(len(data) / 1e6, 1),
                           "pillow_open_s": round(time.perf_counter() - start, 2),
                           "refused_s": round(refused_s, 4)}))
+
+
+def _png(ihdr: bytes, *chunks: bytes) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + b"".join(chunks) + _png_chunk(b"IEND")
+
+
+def test_a_png_is_decoded_from_its_image_chunks_only():
+    """Probe round 12. Pillow parsed every ancillary chunk it knows: a 34 MB tEXt, zTXt,
+    eXIf or private chunk beside a 16x16 image (inside the size cap of a 4 MP frame) was read,
+    split, decoded and kept, 104-172 MB of Python allocations for one frame that was then
+    served; an APNG control chunk out of place or a palette with a tRNS table made Pillow
+    print a UserWarning on the process's stderr; an IDAT with a wrong CRC, a chunk claiming
+    more bytes than there are, or data without IEND were served (libpng refused all three).
+    Pillow now gets IHDR, PLTE and IDAT only, CRC-checked: the same pixels, no warning,
+    ~2 MB for those frames, and damage refused naming the chunk. An IHDR or PLTE longer than
+    the standard allows (13 bytes; 768) cost ~100 MB the same way, and is refused."""
+    import contextlib
+    import struct
+    import tracemalloc
+    import warnings
+    import zlib
+
+    from PIL import Image as PILImage
+    rgb_ihdr = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
+    rows = np.random.default_rng(6).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    idat = _png_chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + r.tobytes() for r in rows)))
+    pal_ihdr = struct.pack(">IIBBBBB", 16, 16, 8, 3, 0, 0, 0)
+    pal_idat = _png_chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + bytes(range(i, i + 16))
+                                                          for i in range(16))))
+    msg = CompressedImage(format="png")
+
+    def served(data, image_only):
+        """Decoded without a warning, to OpenCV's pixels of the image chunks alone."""
+        msg.data = data
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = compressed_to_rgb(msg)
+        assert not caught, [str(w.message) for w in caught]
+        ref = cv2.imdecode(np.frombuffer(image_only, np.uint8), cv2.IMREAD_COLOR)
+        np.testing.assert_array_equal(out, cv2.cvtColor(ref, cv2.COLOR_BGR2RGB))
+        return out
+
+    # Warnings Pillow printed to stderr (each once per process outside pytest).
+    plain = _png(rgb_ihdr, idat)
+    served(_png(rgb_ihdr, _png_chunk(b"acTL", bytes(8)), idat), plain)
+    served(_png(rgb_ihdr, _png_chunk(b"acTL", struct.pack(">II", 1, 0)) * 2, idat), plain)
+    plte = _png_chunk(b"PLTE", bytes(range(256)) * 3)
+    served(_png(pal_ihdr, plte, _png_chunk(b"tRNS", bytes([0, 128, 255])), pal_idat),
+           _png(pal_ihdr, plte, pal_idat))
+    with warnings.catch_warnings(record=True) as caught:   # what Pillow alone does with it
+        warnings.simplefilter("always")
+        PILImage.open(io.BytesIO(_png(pal_ihdr, plte, _png_chunk(b"tRNS", bytes([0, 128, 255])),
+                                      pal_idat))).convert("RGB")
+    assert caught
+
+    # A large ancillary chunk costs the decoder nothing now.
+    report = {}
+    big = 34_000_000   # a 4 MP frame may be 8 bytes a pixel + 1 MB
+    for kind, body in ((b"tEXt", b"k\x00" + b"\xe9" * big), (b"zTXt", b"k\x00\x00" + b"x" * big),
+                       (b"prVt", b"a" * big)):
+        data = _png(rgb_ihdr, _png_chunk(kind, body), idat)
+        msg.data = data       # the message's own copy is not the decoder's
+        tracemalloc.start()
+        try:
+            np.testing.assert_array_equal(compressed_to_rgb(msg), rows)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            with PILImage.open(io.BytesIO(data)) as im:   # what the node spent before
+                im.load()
+            before = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        report[kind.decode()] = {"png_mb": round(len(data) / 1e6, 1),
+                                 "pillow_whole_file_peak_mb": round(before / 1e6, 1),
+                                 "decode_peak_mb": round(peak / 1e6, 1)}
+        assert peak < 16e6, (kind, peak)
+    print(json.dumps({"png_large_ancillary_chunk": report}))
+    report = {}
+
+    # Image chunks larger than the standard allows cost the same: refused by their length.
+    for kind, ihdr, body in ((b"IHDR", None, rgb_ihdr + bytes(big)), (b"PLTE", pal_ihdr, bytes(big))):
+        data = (_png(rgb_ihdr, idat).replace(_png_chunk(b"IHDR", rgb_ihdr), _png_chunk(b"IHDR", body))
+                if ihdr is None else _png(pal_ihdr, _png_chunk(b"PLTE", body), pal_idat))
+        msg.data = data
+        with pytest.raises(ImageConversionError, match=f"chunk '{kind.decode()}' of {len(body)} bytes"):
+            compressed_to_rgb(msg)
+        tracemalloc.start()
+        try:
+            with contextlib.suppress(Exception), PILImage.open(io.BytesIO(data)) as im:
+                im.load()                                     # what the node spent before
+            report[f"oversized {kind.decode()}"] = {
+                "png_mb": round(len(data) / 1e6, 1),
+                "pillow_whole_file_peak_mb": round(tracemalloc.get_traced_memory()[1] / 1e6, 1)}
+        finally:
+            tracemalloc.stop()
+    print(json.dumps({"png_oversized_image_chunks": report}))
+
+    # Damage libpng refused and Pillow served: refused naming the chunk.
+    good = plain
+    crc_at = good.index(b"IEND") - 4 - 1
+    bad_crc = bytearray(good)
+    bad_crc[crc_at] ^= 0x01
+    for data, reason in ((bytes(bad_crc), "chunk 'IDAT' at byte 33 fails its CRC"),
+                         (good[:-12], "ends without its IEND chunk"),
+                         (good[:33] + struct.pack(">I", 2**31 - 1) + good[37:-12],
+                          "chunk 'IDAT' at byte 33 claims 2147483647 bytes, past the end")):
+        msg.data = data
+        with PILImage.open(io.BytesIO(data)) as im:      # Pillow alone: served
+            im.load()
+        with pytest.raises(ImageConversionError, match=f"{len(data)} bytes.*{reason}"):
+            compressed_to_rgb(msg)
+
+
+def test_a_png_with_a_second_ihdr_is_refused_before_decoding():
+    """Probe round 12: the pixel limit read the first IHDR, Pillow took the size of the last
+    one. A 0.42 MB PNG whose first IHDR said 16x16 and second 12000x12000 was decoded whole
+    (Pillow printed its DecompressionBombWarning on stderr) and only then refused for the
+    size mismatch. A second IHDR is now refused by the chunk walk, and Pillow's size is
+    compared with the header's before it allocates the pixels.
+    LGSEG_MEASURE_PILLOW=1 prints what Pillow alone spends on the file (a child process's
+    peak RSS and time), as JSON with -s."""
+    import os
+    import struct
+    import subprocess
+    import sys
+    import tracemalloc
+    import zlib
+
+    from PIL import Image as PILImage
+    side = 12000
+    z = zlib.compressobj(9)
+    row = b"\x00" + bytes(side * 3)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+            + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND"))
+    assert compressed_size(data) == (16, 16)                  # what the pixel limit checks
+    with pytest.warns(PILImage.DecompressionBombWarning):     # printed on stderr outside pytest
+        with PILImage.open(io.BytesIO(data)) as im:           # what Pillow would allocate
+            assert im.size == (side, side)
+    msg = CompressedImage(format="png", data=data)
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(ImageConversionError, match="second IHDR chunk at byte 33"):
+            compressed_to_rgb(msg)
+        took = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6 and took < 0.5, (peak, took)
+    report = {"png_mb": round(len(data) / 1e6, 2), "refused_s": round(took, 4),
+              "refused_peak_mb": round(peak / 1e6, 1)}
+    if os.environ.get("LGSEG_MEASURE_PILLOW") == "1":
+        child = ("import io, resource, sys, time; from PIL import Image; d = sys.stdin.buffer.read(); "
+                 "t = time.perf_counter(); Image.open(io.BytesIO(d)).convert('RGB'); "
+                 "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+        out = subprocess.run([sys.executable, "-c", child], input=data, capture_output=True, timeout=120)
+        seconds, peak_mb = map(float, out.stdout.split())
+        report.update(pillow_alone_s=round(seconds, 2), pillow_alone_peak_rss_mb=round(peak_mb),
+                      pillow_stderr=out.stderr.decode()[:100])
+    print(json.dumps({"png_second_ihdr": report}))

@@ -436,6 +436,19 @@ def png_bomb(w: int = 30000, h: int = 30000) -> bytes:
             + chunk(b"IDAT", zlib.compress(bytes(1 << 20), 9)) + chunk(b"IEND", b""))
 
 
+def png_second_ihdr_bomb(side: int = 12000) -> bytes:
+    """A 16x16 IHDR, which the pixel limit reads, then a second one of side x side, whose
+    size Pillow took: 0.42 MB decoded whole before the size mismatch was noticed (probe round
+    12: +1353 MB peak RSS, masks held 2.17 s, a DecompressionBombWarning on stderr)."""
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    z = zlib.compressobj(9)
+    row = b"\x00" + bytes(side * 3)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
 def jpeg_with_size(w: int, h: int) -> bytes:
     ok, jpg = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
     b = bytearray(jpg.tobytes())
@@ -455,6 +468,7 @@ BOMBS = {
     "bmp_rle_30000x30000": (bmp_rle_bomb(), "BMP"),
     "webp_12000x12000": (webp_bomb(), "WebP"),
     "png_30000x30000": (png_bomb(), "max_image_pixels"),
+    "png_16x16_then_ihdr_12000x12000": (png_second_ihdr_bomb(), "second IHDR chunk"),
     "jpeg_sof_30000x30000": (jpeg_with_size(30000, 30000), "max_image_pixels"),
     "jpeg_sof_65535x65535": (jpeg_with_size(65535, 65535), "max_image_pixels"),
     "ppm_30000x30000": (b"P6 30000 30000 255\n" + bytes(1000), "PPM"),

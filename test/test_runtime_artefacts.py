@@ -211,6 +211,8 @@ def test_first_use_builds_keep_the_most_recently_used_sizes(artefact_dir, tmp_pa
 
     from lgseg_ros.runtime.artefacts import FRAME_FILES_PER_SIZE
 
+    # the order of use is under test: no file here was used "just now" by another process
+    monkeypatch.setattr("lgseg_ros.runtime.engine_cache.PRUNE_GRACE_S", 0.0)
     monkeypatch.setenv("LGSEG_CACHE_KEEP", "1")
     ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
     sizes = [(32, 32 + 8 * i) for i in range(FRAME_FILES_PER_SIZE + 1)]
@@ -226,3 +228,34 @@ def test_first_use_builds_keep_the_most_recently_used_sizes(artefact_dir, tmp_pa
     again = model_source(ckpt)[0].onnx(sizes[1], "fp32")
     assert verify_frame(again, model_source(ckpt)[0].checkpoint_sha256, sizes[1], "fp32")
     assert len(list(frame.glob("*.onnx"))) == FRAME_FILES_PER_SIZE
+
+
+def test_a_first_use_build_prunes_only_first_use_builds(artefact_dir, tmp_path_factory, monkeypatch):
+    """Probe round 12: the prune of first-use builds ran over the whole write folder, which
+    is $LGSEG_ARTEFACTS where it is set, the folder `lgseg artefacts -o` fills and the node is
+    pointed at (the worktree set-up points it at models/artefacts itself). A peer that set a
+    few new net sizes and cycled the lifecycle made the node delete the files built there on
+    purpose, least recently used first: int8 files, which need CamVid frames to build again,
+    and on a torch-free copy of that folder nothing at all. Now only files a first-use build
+    wrote (their manifest says so) are pruned; files `lgseg artefacts` built stay."""
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime.artefacts import FRAME_FILES_PER_SIZE, build_all, read_manifest
+
+    # the order of use is under test: no file here was used "just now" by another process
+    monkeypatch.setattr("lgseg_ros.runtime.engine_cache.PRUNE_GRACE_S", 0.0)
+    monkeypatch.setenv("LGSEG_CACHE_KEEP", "1")
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    built = [(32, 32 + 8 * i) for i in range(FRAME_FILES_PER_SIZE)]
+    build_all(ckpt, built, ["fp32"], artefact_dir)     # what `lgseg artefacts -o` writes
+    frame = artefact_dir / "frame"
+    deliberate = sorted(frame.glob("*.onnx"))
+    assert len(deliberate) == FRAME_FILES_PER_SIZE
+    assert not any(read_manifest(p).get("first_use") for p in deliberate)
+    # A peer's new sizes: each a first-use build into the same folder.
+    new = [model_source(ckpt)[0].onnx((32, 200 + 8 * i), "fp32") for i in range(FRAME_FILES_PER_SIZE + 2)]
+    missing = [p.name for p in deliberate if not p.exists()]
+    assert not missing, f"first-use builds pruned files `lgseg artefacts` built: {missing}"
+    assert all(read_manifest(p).get("first_use") for p in new[-FRAME_FILES_PER_SIZE:])
+    # The first-use builds are still bounded among themselves.
+    assert {p.name for p in frame.glob("*.onnx")} == {p.name for p in deliberate + new[-FRAME_FILES_PER_SIZE:]}

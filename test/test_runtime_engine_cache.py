@@ -157,6 +157,8 @@ def test_failed_build_leaves_no_file(tmp_path):
 def test_cache_keeps_the_most_recently_used_engines(tmp_path, monkeypatch):
     """A robot that rebuilds for every model update must not fill its disk: past
     LGSEG_CACHE_KEEP files the least recently used go, and a cache hit counts as a use."""
+    # the order of use is under test: no file here was used "just now" by another process
+    monkeypatch.setattr("lgseg_ros.runtime.engine_cache.PRUNE_GRACE_S", 0.0)
     monkeypatch.setenv("LGSEG_CACHE_KEEP", "2")
     cache = EngineCache(tmp_path)
     keys = [make_key(input_shape=(1, 3, 32 * (i + 1), 480)) for i in range(3)]
@@ -193,6 +195,62 @@ def test_prune_leaves_other_files_and_the_protected_one(tmp_path):
     removed = prune_cache(tmp_path, "lgseg_*.engine", keep=1, protect=files[0])
     assert sorted(removed) == sorted(files[1:3])          # the oldest is protected
     assert {p.name for p in tmp_path.iterdir()} == {"lgseg_0.engine", "lgseg_3.engine", "notes.txt"}
+
+
+def test_a_file_used_in_the_last_minute_is_not_pruned(tmp_path):
+    """Probe round 12, two nodes sharing a cache: node A finds its file (least recently used
+    there) and verifies and loads it; node B, building a new size meanwhile, pruned it, and
+    A's configure failed on a file that had vanished (FileNotFoundError out of the hash or
+    the read). A file used in the last PRUNE_GRACE_S is kept whatever its rank; A marks its
+    file used before it reads it (artefacts.ModelSource._find), and a file that vanishes
+    anyway is a reason, not an exception."""
+    import os
+    import time
+
+    from lgseg_ros.runtime.engine_cache import PRUNE_GRACE_S, prune_cache
+    now = time.time_ns()
+    ages = {"old": 3 * 3600, "older": 4 * 3600, "just_used_by_a": 5, "b_newest": 1}
+    files = {}
+    for name, age in ages.items():
+        f = tmp_path / f"lgseg_{name}.onnx"
+        f.write_bytes(b"x")
+        os.utime(f, ns=(now - int(age * 1e9), now - int(7200 * 1e9)))
+        files[name] = f
+    assert ages["just_used_by_a"] < PRUNE_GRACE_S
+    removed = prune_cache(tmp_path, "lgseg_*.onnx", keep=1, protect=files["b_newest"])
+    assert sorted(removed) == sorted([files["old"], files["older"]])
+    assert files["just_used_by_a"].exists()
+
+
+def test_a_frame_file_that_vanishes_while_verified_is_a_reason(tmp_path, monkeypatch):
+    """The other half: a file pruned between the lookup's checks and its hash (a real
+    FileNotFoundError from the real file system, by a second process's unlink) made
+    ModelSource.onnx raise it instead of building the file again."""
+    import threading
+
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime import artefacts
+    from lgseg_ros.runtime.artefacts import model_source
+
+    monkeypatch.setenv("LGSEG_ARTEFACTS", str(tmp_path / "art"))
+    monkeypatch.setenv("LGSEG_CACHE_DIR", str(tmp_path / "user_cache"))
+    ckpt = make_checkpoint(tmp_path / "tiny.safetensors")
+    first = model_source(ckpt)[0].onnx((32, 32), "fp32")
+    real_read = artefacts.read_manifest
+    pruned = []
+
+    def read_then_pruned(path):      # the manifest read, then the other process's unlink
+        manifest = real_read(path)
+        if path == first and not pruned:
+            pruned.append(threading.Thread(target=first.unlink))
+            pruned[0].start()
+            pruned[0].join()
+        return manifest
+
+    monkeypatch.setattr(artefacts, "read_manifest", read_then_pruned)
+    again = model_source(ckpt)[0].onnx((32, 32), "fp32")   # raised FileNotFoundError
+    assert pruned and again == first and again.exists()
 
 
 # -- origin: a checksum is not proof of origin (issue 20, item 5) ---------------------------

@@ -95,6 +95,8 @@ def test_cached_export_reuses_and_repairs(tiny, tmp_path):
 
 def test_export_cache_keeps_the_most_recently_used(tiny, tmp_path, monkeypatch):
     net, cfg = tiny
+    # the order of use is under test: no file here was used "just now" by another process
+    monkeypatch.setattr("lgseg_ros.runtime.engine_cache.PRUNE_GRACE_S", 0.0)
     monkeypatch.setenv("LGSEG_CACHE_KEEP", "2")
     a = ex.cached_export(net, (32, 64), cfg.text_dim, cache_dir=tmp_path)
     b = ex.cached_export(net, (64, 64), cfg.text_dim, cache_dir=tmp_path)

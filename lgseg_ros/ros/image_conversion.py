@@ -15,6 +15,7 @@ import io
 import os
 import struct
 import sys
+import zlib
 from dataclasses import dataclass
 
 # OpenCV's own cap on what a decoder may allocate, read once when cv2 is first loaded (so
@@ -286,6 +287,70 @@ def png_chunk_count(data: bytes | memoryview, limit: int) -> int:
     return count
 
 
+# What Pillow is given of a PNG: its image (IHDR, PLTE, IDAT, a fresh IEND). Pillow parses every
+# ancillary chunk it knows, and each cost something without changing a pixel of the RGB the
+# node makes: a 34 MB tEXt, zTXt, eXIf or private chunk beside a 16x16 image (within the size
+# cap of a 4 MP frame) was read, split, decoded and kept, 104-172 MB of Python allocations for
+# that frame; an APNG control chunk out of place, or a palette with a tRNS table, made Pillow
+# print a UserWarning to the process's stderr, outside the node's log and its throttle. Pillow
+# does not check IDAT CRCs either (libpng did): they are checked here, and a chunk that runs
+# past the end of the data, or data without IEND, is a frame cut short.
+PNG_IMAGE_CHUNKS = (b"IHDR", b"PLTE", b"IDAT")
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def png_image_only(data: bytes | memoryview, limit: int) -> bytes:
+    """The PNG's signature, IHDR, PLTE and IDAT chunks and an IEND, as one bytes object
+    (the one copy the decoder needs). ImageConversionError, naming the chunk, for more than
+    ``limit`` chunks, a chunk past the end, a wrong CRC on a kept chunk, or no IEND."""
+    view = memoryview(data)
+    pos, count, end = 8, 0, len(view)
+    kept = [view[:8]]
+    while True:
+        if pos + 8 > end:
+            raise ImageConversionError(
+                f"PNG CompressedImage of {end} bytes ends without its IEND chunk (cut short); "
+                "not decoded")
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        kind = bytes(view[pos + 4:pos + 8])
+        count += 1
+        if count > limit:
+            raise ImageConversionError(
+                f"PNG CompressedImage of {end} bytes has more than {limit} chunks (an encoder "
+                f"writes one per 8-64 KB of image data; {PNG_CHUNKS_BASE} + one per "
+                f"{PNG_BYTES_PER_CHUNK // 1024} KB are allowed); not decoded")
+        if kind == b"IEND":
+            break
+        if pos + 12 + length > end:
+            raise ImageConversionError(
+                f"PNG CompressedImage of {end} bytes: chunk {shown(kind.decode('latin-1'))} at "
+                f"byte {pos} claims {length} bytes, past the end (cut short); not decoded")
+        if kind == b"IHDR" and pos != 8:
+            # Pillow took the last IHDR's size: a 0.4 MB PNG whose second IHDR said
+            # 12000x12000, behind a first one of 16x16 that the pixel limit had passed,
+            # decoded to 1.4 GB in 3 s (probe round 12). libpng refused it.
+            raise ImageConversionError(
+                f"PNG CompressedImage of {end} bytes has a second IHDR chunk at byte {pos} "
+                "(its size is read from the first); not decoded")
+        if (kind == b"IHDR" and length != 13) or (kind == b"PLTE" and length > 768):
+            # the PNG standard's sizes (13 bytes; 256 colours of 3): Pillow read whatever the
+            # length said, and a 34 MB IHDR or PLTE cost ~100 MB as a large tEXt did
+            raise ImageConversionError(
+                f"PNG CompressedImage of {end} bytes: chunk {shown(kind.decode('latin-1'))} of "
+                f"{length} bytes (at most {13 if kind == b'IHDR' else 768}); not decoded")
+        if kind in PNG_IMAGE_CHUNKS:
+            body = view[pos + 8:pos + 8 + length]
+            crc = int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big")
+            if zlib.crc32(body, zlib.crc32(kind)) != crc:
+                raise ImageConversionError(
+                    f"PNG CompressedImage of {end} bytes: chunk {shown(kind.decode('latin-1'))} "
+                    f"at byte {pos} fails its CRC (damaged); not decoded")
+            kept.append(view[pos:pos + 12 + length])
+        pos += 12 + length
+    kept.append(_PNG_IEND)
+    return b"".join(kept)
+
+
 def compressed_format(data: bytes | memoryview) -> str:
     """'jpeg', 'png', or the name of what the bytes are (refused), from their magic bytes."""
     head = bytes(data[:16])
@@ -334,16 +399,11 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
                 f"{MAX_JPEG_SCANS} (a camera writes 1, a progressive encoder about 10; each "
                 "scan costs a pass over the whole image); not decoded")
     if fmt == "png":
-        limit = PNG_CHUNKS_BASE + data.size // PNG_BYTES_PER_CHUNK
-        if png_chunk_count(data.data, limit) > limit:
-            raise ImageConversionError(
-                f"PNG CompressedImage of {data.size} bytes has more than {limit} chunks (an "
-                f"encoder writes one per 8-64 KB of image data; {PNG_CHUNKS_BASE} + one per "
-                f"{PNG_BYTES_PER_CHUNK // 1024} KB are allowed); not decoded")
+        image_only = png_image_only(data.data, PNG_CHUNKS_BASE + data.size // PNG_BYTES_PER_CHUNK)
     if fmt == "jpeg" and simplejpeg is not None:
         return _decode_jpeg_strict(data, size, msg)
     if fmt == "png" and PILImage is not None:
-        return _decode_png_strict(data, size, msg)
+        return _decode_png_strict(image_only, data.size, size, msg)
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as e:  # OPENCV_IO_MAX_IMAGE_PIXELS and friends raise
@@ -360,22 +420,29 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _decode_png_strict(data: np.ndarray, size: tuple[int, int], msg) -> np.ndarray:
-    """RGB from a PNG, refusing a damaged one with Pillow's reason; nothing is printed.
-    16-bit samples keep their high byte, as OpenCV's 8-bit decode did. The size was checked
-    against max_image_pixels from the IHDR before this is called."""
+def _decode_png_strict(image_only: bytes, nbytes: int, size: tuple[int, int], msg) -> np.ndarray:
+    """RGB from a PNG's image chunks (png_image_only), refusing a damaged one with Pillow's
+    reason; nothing is printed. 16-bit samples keep their high byte, as OpenCV's 8-bit decode
+    did. The size was checked against max_image_pixels from the IHDR before this is called."""
     try:
-        with PILImage.open(io.BytesIO(data.tobytes()), formats=["PNG"]) as im:
+        with PILImage.open(io.BytesIO(image_only), formats=["PNG"]) as im:
+            if im.size != tuple(size):   # before anything is allocated for the pixels
+                raise ImageConversionError(
+                    f"PNG CompressedImage of {nbytes} bytes: the decoder read a size of "
+                    f"{im.size[0]}x{im.size[1]} where its header says {size[0]}x{size[1]}; "
+                    "not decoded")
             im.load()
             if im.mode.startswith("I"):    # 16-bit grey ("I;16", "I;16B") or 32-bit "I"
                 grey = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
                 rgb = np.repeat(grey[..., None], 3, axis=2)
             else:
                 rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    except ImageConversionError:
+        raise
     except Exception as e:   # Pillow raises OSError, SyntaxError, ValueError, EOFError, ...
         raise ImageConversionError(
             f"could not decode PNG CompressedImage (format field {shown(msg.format)}, "
-            f"{data.size} bytes): {shown(str(e).strip(), 200)}") from None
+            f"{nbytes} bytes): {shown(str(e).strip(), 200)}") from None
     if (rgb.shape[1], rgb.shape[0]) != tuple(size):
         raise ImageConversionError(f"png decoded to {rgb.shape[1]}x{rgb.shape[0]}, its header "
                                    f"said {size[0]}x{size[1]}")

@@ -164,8 +164,19 @@ def verify_frame(onnx_path: Path, checkpoint_sha: str, size, precision: str) -> 
 # and model: a peer that set size after size and drove the lifecycle filled the disk (1,024
 # sizes are valid). The write folder keeps the most recently used files: 4 per size (fp32 and
 # int8 of the street and the rooms model) times LGSEG_CACHE_KEEP, so the 8 most recent sizes.
-# The shipped models/artefacts folder is never pruned.
+# The shipped models/artefacts folder is never pruned, and only files a first-use build wrote
+# are (their manifest says "first_use"): the write folder is $LGSEG_ARTEFACTS where it is set,
+# the folder `lgseg artefacts -o` fills on purpose, and a peer's new sizes deleted those files
+# (probe round 12).
 FRAME_FILES_PER_SIZE = 4
+
+
+def built_on_first_use(onnx_path: Path) -> bool:
+    """Whether a first-use build wrote this file (its manifest says so); False when unsure."""
+    try:
+        return read_manifest(onnx_path).get("first_use") is True
+    except (ArtefactError, OSError, ValueError):
+        return False
 
 
 class ModelSource:
@@ -244,9 +255,9 @@ class ModelSource:
             if refused:   # a file was there and is not served: say why (capped)
                 log.warning("not serving a cached frame path: %s", "; ".join(refused)[:600])
             out = artefact_write_dir() / "frame" / name
-            built = self.build(out, size, precision, reasons)
+            built = self.build(out, size, precision, reasons, first_use=True)
             prune_cache(out.parent, "lgseg_*.onnx", keep=FRAME_FILES_PER_SIZE * cache_keep(),
-                        protect=built, companions=(".json",))
+                        protect=built, companions=(".json",), only=built_on_first_use)
             return built
 
     def _find(self, name: str, sha: str, size: tuple[int, int], precision: str,
@@ -261,10 +272,17 @@ class ModelSource:
             if why:
                 reasons.append(why)
                 continue
+            # Marked used before it is read: another process's prune keeps a file used in the
+            # last PRUNE_GRACE_S, so it does not vanish while this one verifies and loads it.
+            if path.exists():
+                mark_used(path)
             try:
                 manifest = verify_frame(path, sha, size, precision)
             except ArtefactError as exc:
                 reasons.append(str(exc))
+                continue
+            except OSError as exc:    # vanished meanwhile (another node's prune): not served
+                reasons.append(f"{path}: {str(exc)[:200]}")
                 continue
             if manifest.get("code_sha256") != code:
                 if allow_build and torch_installed():
@@ -277,15 +295,21 @@ class ModelSource:
             return path, reasons
         return None, reasons
 
-    def build(self, out: Path, size: tuple[int, int], precision: str, reasons=()) -> Path:
+    def build(self, out: Path, size: tuple[int, int], precision: str, reasons=(),
+              first_use: bool = False) -> Path:
+        """Build ``out``; ``first_use`` marks it as the cache's (prunable), not a file built
+        on purpose (`lgseg artefacts`)."""
         with BUILD_LOCK:
-            return self._build(out, size, precision, reasons)
+            return self._build(out, size, precision, reasons, first_use)
 
-    def _build(self, out: Path, size: tuple[int, int], precision: str, reasons=()) -> Path:
+    def _build(self, out: Path, size: tuple[int, int], precision: str, reasons=(),
+               first_use: bool = False) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         fields = {"kind": "frame-path", "checkpoint_sha256": self.checkpoint_sha256,
                   "checkpoint_name": Path(self.checkpoint).name, "size": list(size),
                   "precision": precision, "code_sha256": code_digest(), "config": self.cfg.name}
+        if first_use:
+            fields["first_use"] = True
         if precision == "int8":
             from .quantize import quantize_frame_path
 

@@ -411,6 +411,11 @@ class EngineCache:
 # tens of MB); a robot updated for a year would fill its disk. The most recently used ones
 # stay, which covers the cameras and models in use.
 CACHE_KEEP_DEFAULT = 8
+# A file used this recently is never pruned, however many newer ones there are: another
+# process sharing the cache may have found it and be verifying or loading it, and a prune in
+# between made that process's configure fail on a file that had vanished (probe round 12).
+# Builds take seconds (an export ~10 s), so this keeps at most a few more files.
+PRUNE_GRACE_S = 60.0
 
 
 def cache_keep() -> int:
@@ -430,21 +435,26 @@ def mark_used(path: Path) -> None:
 
 
 def prune_cache(directory: str | os.PathLike, pattern: str, keep: int | None = None,
-                protect: Path | None = None, companions: tuple[str, ...] = ()) -> list[Path]:
+                protect: Path | None = None, companions: tuple[str, ...] = (),
+                only=None) -> list[Path]:
     """Delete all but the `keep` most recently used files matching `pattern`; never `protect`
     (the file just built or served). Each file's `companions` (suffixes: its manifest) go with
-    it. Returns what was deleted."""
+    it. `only(path)`, where given, says which files are the cache's to delete at all (the
+    others neither count nor go). Returns what was deleted."""
     keep = cache_keep() if keep is None else keep
     used = []
     for path in Path(directory).glob(pattern):
+        if only is not None and not only(path):
+            continue
         try:
             used.append((path.stat().st_atime_ns, path))
         except OSError:  # removed meanwhile by another process
             continue
     used.sort(reverse=True)
     removed = []
-    for _, path in used[keep:]:
-        if protect is not None and path == protect:
+    recent = time.time_ns() - int(PRUNE_GRACE_S * 1e9)
+    for atime, path in used[keep:]:
+        if (protect is not None and path == protect) or atime >= recent:
             continue
         try:
             path.unlink()

@@ -1,0 +1,54 @@
+"""The latest-frame slots the node's worker takes frames from (lgseg_ros/ros/frames.py)."""
+from __future__ import annotations
+
+from lgseg_ros.ros.frames import LatestFrameSlots, Pending
+
+
+def _served(costs: dict[str, float], phases: dict[str, float], period: float = 0.1,
+            seconds: float = 60.0) -> dict[str, list[float]]:
+    """Cameras sending at ``period`` from ``phases``, one worker spending ``costs`` per frame,
+    on a virtual clock (the receipt times the node stamps, made here): when each was served."""
+    slots = LatestFrameSlots()
+    arrivals = sorted((phase + k * period, cam) for cam, phase in phases.items()
+                      for k in range(int(seconds / period)))
+    served: dict[str, list[float]] = {cam: [] for cam in phases}
+    now, i = 0.0, 0
+    while i < len(arrivals):
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            slots.put(Pending(arrivals[i][1], None, arrivals[i][0]))
+            i += 1
+        item = slots.take(timeout=0)
+        if item is None:
+            now = arrivals[i][0] if i < len(arrivals) else now
+            continue
+        now += costs[item.key]
+        served[item.key].append(now)
+    return served
+
+
+def test_a_camera_whose_frames_keep_arriving_does_not_lose_its_turn():
+    """Probe round 12: the worker took the slot whose newest frame arrived first, and a
+    replacing frame reset that, so the order followed the cameras' phases, not their
+    waiting. Beside a second camera sending 4 MP PNGs at 10 Hz (~0.35 s a frame on the
+    2-core machine), a 10 Hz camera's masks came at 1.2-1.7 Hz with gaps of 2.8-5.1 s
+    (attack script, a real node with `cameras: [front, rear]`). Now a camera's turn counts
+    from the first frame its slot got since it was served: the cameras alternate."""
+    slots = LatestFrameSlots()
+    slots.put(Pending("front", "f1", 1.00))
+    slots.put(Pending("rear", "r1", 1.05))
+    assert slots.put(Pending("front", "f2", 1.10))      # replaced: front has waited since 1.00
+    first = slots.take(timeout=0)
+    assert (first.key, first.msg, first.received) == ("front", "f2", 1.10)   # the newest frame
+    assert slots.take(timeout=0).key == "rear"
+    assert slots.take(timeout=0) is None
+
+    # A 10 Hz camera beside a heavy one (each frame 0.35 s of the worker), at several phases
+    # between their frames: the light camera waits at most for the heavy frame in progress and
+    # one that began waiting before its own, and is served about as often. The old order
+    # starved it at phase 0.02: served 96 times to the heavy one's 159, a 15.1 s gap.
+    for phase in (0.0, 0.02, 0.05, 0.08):
+        served = _served({"heavy": 0.35, "light": 0.05}, {"heavy": phase, "light": 0.05})
+        light = [t for t in served["light"] if t < 59.0]     # not the tail, after the last frames
+        gaps = [b - a for a, b in zip(light, light[1:])]
+        assert max(gaps) <= 2 * 0.35 + 0.05 + 0.1 + 1e-9, (phase, max(gaps))
+        assert len(served["light"]) >= 0.9 * len(served["heavy"]), (phase, len(served["light"]))
