@@ -271,19 +271,26 @@ PNG_CHUNKS_BASE = 64
 PNG_BYTES_PER_CHUNK = 4096
 
 
-def png_chunk_count(data: bytes | memoryview, limit: int) -> int:
-    """Chunks from the signature to IEND (or the end of the data), counting stops past
-    ``limit``: the walk reads each chunk's 8-byte head and skips its body, so it costs at
-    most ``limit`` steps."""
-    view = memoryview(data)
-    pos, count, end = 8, 0, len(view)
-    while pos + 8 <= end and count <= limit:
+def _png_chunk_heads(view: memoryview):
+    """(position, kind, length) of each chunk after the signature, up to IEND or the end of
+    the data: only each chunk's 8-byte head is read, its body skipped."""
+    pos, end = 8, len(view)
+    while pos + 8 <= end:
         length = int.from_bytes(view[pos:pos + 4], "big")
         kind = bytes(view[pos + 4:pos + 8])
-        count += 1
+        yield pos, kind, length
         if kind == b"IEND":
-            break
+            return
         pos += 12 + length
+
+
+def png_chunk_count(data: bytes | memoryview, limit: int) -> int:
+    """Chunks from the signature to IEND (or the end of the data), counting stops past
+    ``limit``: the walk costs at most ``limit`` + 1 steps."""
+    count = 0
+    for count, _ in enumerate(_png_chunk_heads(memoryview(data)), 1):
+        if count > limit:
+            break
     return count
 
 
@@ -304,16 +311,9 @@ def png_image_only(data: bytes | memoryview, limit: int) -> bytes:
     (the one copy the decoder needs). ImageConversionError, naming the chunk, for more than
     ``limit`` chunks, a chunk past the end, a wrong CRC on a kept chunk, or no IEND."""
     view = memoryview(data)
-    pos, count, end = 8, 0, len(view)
+    end = len(view)
     kept = [view[:8]]
-    while True:
-        if pos + 8 > end:
-            raise ImageConversionError(
-                f"PNG CompressedImage of {end} bytes ends without its IEND chunk (cut short); "
-                "not decoded")
-        length = int.from_bytes(view[pos:pos + 4], "big")
-        kind = bytes(view[pos + 4:pos + 8])
-        count += 1
+    for count, (pos, kind, length) in enumerate(_png_chunk_heads(view), 1):
         if count > limit:
             raise ImageConversionError(
                 f"PNG CompressedImage of {end} bytes has more than {limit} chunks (an encoder "
@@ -346,7 +346,10 @@ def png_image_only(data: bytes | memoryview, limit: int) -> bytes:
                     f"PNG CompressedImage of {end} bytes: chunk {shown(kind.decode('latin-1'))} "
                     f"at byte {pos} fails its CRC (damaged); not decoded")
             kept.append(view[pos:pos + 12 + length])
-        pos += 12 + length
+    else:
+        raise ImageConversionError(
+            f"PNG CompressedImage of {end} bytes ends without its IEND chunk (cut short); "
+            "not decoded")
     kept.append(_PNG_IEND)
     return b"".join(kept)
 
@@ -443,9 +446,6 @@ def _decode_png_strict(image_only: bytes, nbytes: int, size: tuple[int, int], ms
         raise ImageConversionError(
             f"could not decode PNG CompressedImage (format field {shown(msg.format)}, "
             f"{nbytes} bytes): {shown(str(e).strip(), 200)}") from None
-    if (rgb.shape[1], rgb.shape[0]) != tuple(size):
-        raise ImageConversionError(f"png decoded to {rgb.shape[1]}x{rgb.shape[0]}, its header "
-                                   f"said {size[0]}x{size[1]}")
     return np.ascontiguousarray(rgb)
 
 

@@ -272,10 +272,10 @@ class ModelSource:
             if why:
                 reasons.append(why)
                 continue
-            # Marked used before it is read: another process's prune keeps a file used in the
-            # last PRUNE_GRACE_S, so it does not vanish while this one verifies and loads it.
-            if path.exists():
-                mark_used(path)
+            # Marked used before it is read (the cache keeps the most recently used files, and
+            # another process's prune keeps one used in the last PRUNE_GRACE_S), so it does not
+            # vanish while this one verifies and loads it; a missing file is a no-op.
+            mark_used(path)
             try:
                 manifest = verify_frame(path, sha, size, precision)
             except ArtefactError as exc:
@@ -291,7 +291,6 @@ class ModelSource:
                 log.warning("%s was exported by another version of the model code; serving it "
                             "(rebuild with `lgseg artefacts` where torch is installed)", path)
             self._verified[str(path)] = manifest["onnx_sha256"]
-            mark_used(path)   # the cache keeps the most recently used files
             return path, reasons
         return None, reasons
 
