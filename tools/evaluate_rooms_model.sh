@@ -6,6 +6,9 @@ set -u
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE
 C=$1; O=$2; mkdir -p $O
+# The candidate's ONNX files go in its own folder, not models/artefacts: a candidate that is
+# not shipped must leave the install's artefacts (and their size) as they were.
+export LGSEG_ARTEFACTS=$PWD/$O/artefacts
 L=".venv/bin/lgseg"
 ROOM=wall,floor,ceiling,bed,window,cabinet,door,table,chair,sink,toilet,mirror
 CAMVID="sky,building,pole,road,pavement,tree,sign symbol,fence,car,pedestrian,bicyclist"
@@ -28,7 +31,7 @@ UWORDS="sofa,toilet,sink,curtain,door,floor,countertop,bed,plant,wall,lamp,blank
 wait
 echo done
 # int8 against fp32 (both ONNX Runtime): CamVid val, and all indoor concepts at once
-$L artefacts --checkpoint $C --size 360 480 --size 384 480 > $O/artefacts.log 2>&1
+$L artefacts --checkpoint $C --size 360 480 --size 384 480 -o "$LGSEG_ARTEFACTS" > $O/artefacts.log 2>&1
 (
  $L eval --checkpoint $C --data camvid --split val --precision fp32 --no-subset --no-probes --rename heldout --threads 1 --no-progress --grid 0 --out $O/onnx_fp32_val > /dev/null 2>&1
  $L eval --checkpoint $C --data runs/pl/indoor --split s4eval_photos --size 384 480 --batch-size 1 --precision fp32 --no-subset --no-probes --threads 1 --no-progress --grid 0 --out $O/onnx_fp32_indoor > /dev/null 2>&1

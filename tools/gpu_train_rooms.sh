@@ -9,6 +9,7 @@
 #   tools/gpu_train_rooms.sh table      # here: the text table again (after changing INIT)
 #   tools/gpu_train_rooms.sh plan       # here: the device calls, what each carries, sizes
 #   tools/gpu_train_rooms.sh device [--resume]   # there, inside the last call's command
+#   tools/gpu_train_rooms.sh device-pair          # there: two runs side by side (PAIR_A, PAIR_B)
 #   tools/gpu_train_rooms.sh join DIR [OUT]      # here: the weights from the parts that came back
 #
 # Run from the repository root. Settings (environment; the same on both sides, since the
@@ -32,6 +33,12 @@
 #            while the machine is warm, which is what --resume in a second call reads)
 #   CHUNK_MIB, QUALITY   pack settings (default 21 MiB chunks, JPEG quality 90)
 #   EXTRA    more lgseg train options that change which names a batch asks
+#   SEED     the training seed (default 12)
+#   PAIR_A, PAIR_B   device-pair's two runs, each a list of the settings above that differ
+#            (default PAIR_A="" and PAIR_B="LR=1.5e-4 DISTILL_WEIGHT=2 SEED=13"); both share
+#            the label options and so the one text table. One small model leaves most of the
+#            H200 idle (kernel launches, not arithmetic, bound a step), so two runs in one
+#            call cost about the device time of one
 set -euo pipefail
 
 INIT=${INIT:-models/lgseg_lite_minilm_rooms.safetensors}
@@ -51,6 +58,7 @@ BATCH=${BATCH:-16}
 CROP=${CROP:-360 480}
 SCALE=${SCALE:-0.5 2.0}
 EXTRA=${EXTRA:-}
+SEED=${SEED:-12}
 T=${T:-../shared/teachers}
 LIMIT_MIB=64           # the device tool's working-tree limit per call
 TABLE=$PACK/text_table.safetensors
@@ -166,7 +174,7 @@ device() {
     --scale $SCALE --iters "$ITERS" --time-budget "$BUDGET" --lr "$LR" $(distill_args) \
     --backbone-lr-mult 0.1 --warmup "$WARMUP" --class-weights concept-freq \
     --class-weight-power 0.5 --class-weight-clip 0.5 3.0 --ckpt-every 250 \
-    --log-every 100 --seed 12 --no-progress --no-eval --out "$RUN" $resume || rc=$?
+    --log-every 100 --seed "$SEED" --no-progress --no-eval --out "$RUN" $resume || rc=$?
   # What comes back: at most 8 files of at most 16 MiB. A checkpoint is 17.5 MB, so it
   # returns in two parts with its sha256 (join puts them together and checks it); the
   # optimizer state (35 MB more) stays on the machine for a --resume while it is warm.
@@ -183,6 +191,31 @@ device() {
     if [ -f "$RUN/$f" ]; then cp "$RUN/$f" "$OUT/"; fi
   done
   ls -l "$OUT"
+  return "$rc"
+}
+
+device_pair() {
+  # Two runs at once; what comes back must stay within 8 files, so each run returns its
+  # weights (two parts and a sha256) in $OUT/a or $OUT/b and the logs travel as one tar.
+  : "${OUT:?device-pair runs inside a device call, where OUT is set}"
+  local out=$OUT scratch v rc=0 pids=() settings
+  scratch=$(mktemp -d)
+  for v in a b; do
+    if [ "$v" = a ]; then settings=${PAIR_A-}; else settings=${PAIR_B-LR=1.5e-4 DISTILL_WEIGHT=2 SEED=13}; fi
+    mkdir -p "$scratch/$v"
+    echo "device-pair: run $v with ${settings:-the defaults}"
+    env $settings OUT="$scratch/$v" RUN="runs/gpu_rooms_$v" bash "$0" device \
+      > "$scratch/$v/device.log" 2>&1 &
+    pids+=($!)
+  done
+  for v in 0 1; do wait "${pids[$v]}" || rc=$?; done
+  for v in a b; do
+    mkdir -p "$out/$v"
+    mv "$scratch/$v"/weights.* "$out/$v/" 2>/dev/null || echo "device-pair: run $v returned no weights"
+    tail -n 5 "$scratch/$v/device.log"
+  done
+  tar -C "$scratch" -cf "$out/logs.tar" a b
+  ls -lR "$out"
   return "$rc"
 }
 
@@ -204,5 +237,6 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   prepare|table|plan|device|join) "$cmd" "$@" ;;
-  *) sed -n '2,34p' "$0"; exit 2 ;;
+  device-pair) device_pair "$@" ;;
+  *) sed -n '2,41p' "$0"; exit 2 ;;
 esac
