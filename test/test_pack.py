@@ -222,3 +222,64 @@ def test_lgseg_train_refuses_evaluation_data_by_every_option(sources, tmp_path):
     with pytest.raises(ValueError, match="marked holds labels of evaluation frames"):
         train.main(common + ["--source", f"{marked}:1.0", "--train-split", "train"])
     assert not (tmp_path / "out" / "final.safetensors").exists()
+
+
+def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_limits(
+        sources, packed, tmp_path):
+    """tools/gpu_train_rooms.sh's device-pair on the CPU: the text table written here, two
+    runs side by side from one pack (B with its own LR, distillation weight and seed), and
+    what comes back fits the device tool (at most 8 files, 16 MiB each, two folders down);
+    join puts each run's weights together and checks their sha256."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    from lgseg_ros.model import read_checkpoint_metadata
+    repo = Path(__file__).resolve().parent.parent
+    out, _ = packed
+    pack = tmp_path / "pack"
+    shutil.copytree(out, pack)
+    init = tmp_path / "init"          # a tiny starting model, also the distillation teacher
+    assert train.main(["--config", "test-tiny", "--data", str(sources / "street"),
+                       "--iters", "1", "--batch-size", "1", "--crop", "48", "64",
+                       "--workers", "0", "--threads", "1", "--no-progress", "--no-eval",
+                       "--out", str(init)]) == 0
+    env = {**os.environ, "PACK": str(pack), "RUN": str(tmp_path / "run"),
+           "INIT": str(init / "final.safetensors"), "DISTILL": str(init / "final.safetensors"),
+           "DISTILL_SOURCES": str(sources / "street"), "PY": sys.executable,
+           "LOCAL_PY": sys.executable, "ITERS": "2", "BATCH": "2", "BUDGET": "1",
+           "CROP": "48 64", "SCALE": "0.2 0.2", "WARMUP": "1", "OMP_NUM_THREADS": "1",
+           "EXTRA": "--workers 0 --threads 1", "OUT": str(tmp_path / "out")}
+    script = str(repo / "tools" / "gpu_train_rooms.sh")
+    subprocess.run(["bash", script, "table"], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    (tmp_path / "out").mkdir()
+    done = subprocess.run(["bash", script, "device-pair"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(files) <= 8
+    assert all(p.stat().st_size <= 16 << 20 for p in files)
+    assert all(len(p.relative_to(tmp_path / "out").parts) <= 3 for p in files)
+    with tarfile.open(tmp_path / "out" / "logs.tar") as tar:
+        names = set(tar.getnames())
+    assert {"a/train.log", "b/train.log", "a/args.json", "b/args.json"} <= names
+    args = {}
+    for v in "ab":
+        subprocess.run(["bash", script, "join", str(tmp_path / "out" / v),
+                        str(tmp_path / f"{v}.safetensors")], cwd=repo, env=env, check=True,
+                       capture_output=True)
+        _, meta = read_checkpoint_metadata(tmp_path / f"{v}.safetensors")
+        assert {"window", "door", "wall"} <= set(meta["labels"])
+        args[v] = json.loads((tmp_path / f"run_{v}" / "args.json").read_text())["args"]
+    assert (args["a"]["lr"], args["a"]["distill_weight"], args["a"]["seed"]) == (3e-4, 1.0, 12)
+    assert (args["b"]["lr"], args["b"]["distill_weight"], args["b"]["seed"]) == (1.5e-4, 2.0, 13)
+    # a part that came back short is caught by the sha256, not trained on later
+    part = tmp_path / "out" / "a" / "weights.safetensors.part0"
+    part.write_bytes(part.read_bytes()[:-100])
+    bad = subprocess.run(["bash", script, "join", str(tmp_path / "out" / "a"),
+                          str(tmp_path / "a2.safetensors")], cwd=repo, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "a part is missing or damaged" in bad.stderr

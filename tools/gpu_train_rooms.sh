@@ -30,7 +30,8 @@
 #   PACK     the pack folder (default .pack/rooms; ignored by git, so it travels only when a
 #            call's carry names it)
 #   RUN      the training folder (default runs/gpu_rooms; ignored: on the device it stays
-#            while the machine is warm, which is what --resume in a second call reads)
+#            while the machine is warm, which is what --resume in a second call reads;
+#            device-pair's runs are ${RUN}_a and ${RUN}_b)
 #   CHUNK_MIB, QUALITY   pack settings (default 21 MiB chunks, JPEG quality 90)
 #   EXTRA    more lgseg train options that change which names a batch asks
 #   SEED     the training seed (default 12)
@@ -124,7 +125,7 @@ table() {
   # Every name the run can ask, embedded here (the device has no MiniLM weights); again
   # after changing INIT or EXTRA.
   $(local_py) -m lgseg_ros.cli train $(label_args) --write-text-table "$TABLE" \
-    --out runs/gpu_rooms_table --no-progress --no-eval
+    --out "${RUN}_table" --no-progress --no-eval
 }
 
 plan() {
@@ -204,7 +205,7 @@ device_pair() {
     if [ "$v" = a ]; then settings=${PAIR_A-}; else settings=${PAIR_B-LR=1.5e-4 DISTILL_WEIGHT=2 SEED=13}; fi
     mkdir -p "$scratch/$v"
     echo "device-pair: run $v with ${settings:-the defaults}"
-    env $settings OUT="$scratch/$v" RUN="runs/gpu_rooms_$v" bash "$0" device \
+    env $settings OUT="$scratch/$v" RUN="${RUN}_$v" bash "$0" device \
       > "$scratch/$v/device.log" 2>&1 &
     pids+=($!)
   done
@@ -226,7 +227,7 @@ join() {
   want=$(cut -d' ' -f1 < "$dir/weights.sha256")
   got=$(sha256sum < "$out" | cut -d' ' -f1)
   if [ "$want" != "$got" ]; then
-    echo "join: $out has sha256 $got, the device wrote $want: a part is missing" >&2
+    echo "join: $out has sha256 $got, the device wrote $want: a part is missing or damaged" >&2
     return 1
   fi
   echo "$out ($(cat "$dir/weights.sha256" | cut -d' ' -f3-)): sha256 verified"
