@@ -259,3 +259,33 @@ def test_a_first_use_build_prunes_only_first_use_builds(artefact_dir, tmp_path_f
     assert all(read_manifest(p).get("first_use") for p in new[-FRAME_FILES_PER_SIZE:])
     # The first-use builds are still bounded among themselves.
     assert {p.name for p in frame.glob("*.onnx")} == {p.name for p in deliberate + new[-FRAME_FILES_PER_SIZE:]}
+
+
+def test_the_user_cache_prunes_files_from_before_the_first_use_mark(tmp_path_factory, monkeypatch):
+    """Where $LGSEG_ARTEFACTS is not set, first-use builds go to the user cache, which nothing
+    else writes: files that releases before the "first_use" mark built there (and, after an
+    upgrade, files of older model code that are never served again) are pruned with the rest,
+    least recently used first, instead of staying for ever."""
+    import os
+
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime.artefacts import FRAME_FILES_PER_SIZE, artefact_write_dir
+
+    monkeypatch.setattr("lgseg_ros.runtime.engine_cache.PRUNE_GRACE_S", 0.0)
+    monkeypatch.setenv("LGSEG_CACHE_KEEP", "1")
+    monkeypatch.delenv("LGSEG_ARTEFACTS", raising=False)
+    monkeypatch.setenv("LGSEG_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    src = model_source(ckpt)[0]
+    old = [src.onnx((32, 32 + 8 * i), "fp32") for i in range(FRAME_FILES_PER_SIZE)]
+    assert all(p.parent == artefact_write_dir() / "frame" for p in old)
+    for i, p in enumerate(old):      # as an earlier release wrote them: no mark, used long ago
+        manifest = p.with_suffix(".json")
+        fields = json.loads(manifest.read_text())
+        assert fields.pop("first_use") is True
+        manifest.write_text(json.dumps(fields))
+        os.utime(p, (1_000_000 + i, 1_000_000 + i))
+    new = [src.onnx((32, 200 + 8 * i), "fp32") for i in range(2)]
+    left = {p.name for p in (artefact_write_dir() / "frame").glob("*.onnx")}
+    assert left == {p.name for p in old[2:] + new}, "the two least recently used unmarked files go"

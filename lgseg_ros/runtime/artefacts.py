@@ -167,7 +167,9 @@ def verify_frame(onnx_path: Path, checkpoint_sha: str, size, precision: str) -> 
 # The shipped models/artefacts folder is never pruned, and only files a first-use build wrote
 # are (their manifest says "first_use"): the write folder is $LGSEG_ARTEFACTS where it is set,
 # the folder `lgseg artefacts -o` fills on purpose, and a peer's new sizes deleted those files
-# (probe round 12).
+# (probe round 12). The user cache, where $LGSEG_ARTEFACTS is not set, holds first-use
+# builds only, so every file there counts, also those that releases before the mark wrote
+# (older model code: never served again, and never pruned before).
 FRAME_FILES_PER_SIZE = 4
 
 
@@ -257,7 +259,8 @@ class ModelSource:
             out = artefact_write_dir() / "frame" / name
             built = self.build(out, size, precision, reasons, first_use=True)
             prune_cache(out.parent, "lgseg_*.onnx", keep=FRAME_FILES_PER_SIZE * cache_keep(),
-                        protect=built, companions=(".json",), only=built_on_first_use)
+                        protect=built, companions=(".json",),
+                        only=built_on_first_use if os.environ.get("LGSEG_ARTEFACTS") else None)
             return built
 
     def _find(self, name: str, sha: str, size: tuple[int, int], precision: str,
