@@ -47,6 +47,34 @@ def test_label_sets_come_from_what_the_source_can_answer():
     assert {"automobile", "banana"} <= seen_names and "lamp" not in seen_names
 
 
+def test_alone_prob_asks_one_present_concept_by_itself():
+    """--alone-prob: the single-label query (one word, nothing beside it) as a share of the
+    batches; otherwise about 1 % of them are (the subset draw rarely ends at one concept
+    with no absent ones and no distractors)."""
+    space = ConceptSpace(["sky", "car", "car > bus", "bed", "lamp"])
+    ids = {c: space.concepts.index(c) for c in space.concepts}
+    askable = [[ids["sky"], ids["car"], ids["bus"], ids["bed"]]]
+    kw = dict(distractors=["banana", "violin"], distractor_prob=0.5, synonym_prob=0.5)
+    shares = {}
+    for alone in (0.0, 0.3):
+        s = MultiSourceLabelSampler(space, askable, {"car": ["car", "automobile"]},
+                                    rng=random.Random(3), alone_prob=alone, **kw)
+        ones, names = 0, set()
+        for _ in range(2000):
+            b = s.sample(0, [0, 2])      # chains present: sky, car > bus
+            if len(b.classes) == 1:
+                ones += 1
+                assert b.classes[0] in (ids["sky"], ids["car"], ids["bus"])
+                names.update(b.names)
+                chain = {ids["sky"]: 0, ids["car"]: 1, ids["bus"]: 2}[b.classes[0]]
+                assert int(b.lut[chain]) == 0 and int(b.lut[3]) == 1    # asked / "none"
+        shares[alone] = ones / 2000
+        if alone:
+            assert "automobile" in names and not names & {"banana", "violin"}
+    # the subset draw alone ends at one concept now and then (6 % in this tiny space)
+    assert shares[0.0] < 0.1 and 0.3 < shares[0.3] < 0.4
+
+
 def test_a_refinement_is_asked_when_present_never_as_an_absent_negative():
     """A teacher marks only the windows it is sure of inside CamVid's buildings: asking
     "window" of a street frame with no window marked would call its windows "none"."""

@@ -283,3 +283,21 @@ def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_l
                           str(tmp_path / "a2.safetensors")], cwd=repo, env=env,
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "a part is missing or damaged" in bad.stderr
+
+
+def test_label_set_stats_reports_how_often_one_concept_is_asked_alone(sources):
+    """tools/label_set_stats.py (the README's label-set figures) on the two tiny sources:
+    --alone-prob raises the share of one-name batches by about what it says."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(repo / "tools" / "label_set_stats.py"),
+         f"{sources / 'street'}:0.45", f"{sources / 'rooms'}:0.55", "--split", "s4train",
+         "--batch", "2", "--alone-prob", "0", "0.5", "--draws", "2000"],
+        capture_output=True, text=True, check=True, cwd=repo)
+    stats = json.loads(done.stdout)
+    base, alone = stats["alone_prob 0.0, batch 2"], stats["alone_prob 0.5, batch 2"]
+    assert alone["K=1 share"] - base["K=1 share"] > 0.4
+    assert alone["mean K"] < base["mean K"]

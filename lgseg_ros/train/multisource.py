@@ -240,6 +240,11 @@ class MultiSourceLabelSampler:
     max_distractors: int = 6
     distractors: Sequence[str] = ()
     negatable: Sequence[Sequence[int]] | None = None   # per source: may be asked absent
+    # One present concept asked alone, nothing beside it: the query a robot makes for "the
+    # floor" or "doors", and the one the single-label ratio scores. The subset draw above
+    # makes it rare (one concept of n, no absent ones, no distractors: about 1 % of the
+    # batches), and long large-batch runs lost a tenth of its IoU (models/README.md).
+    alone_prob: float = 0.0
     rng: random.Random = dataclasses.field(default_factory=random.Random)
 
     def all_names(self) -> list[str]:
@@ -255,6 +260,8 @@ class MultiSourceLabelSampler:
         negatable = set(self.negatable[source]) if self.negatable is not None else set(askable)
         negatable.difference_update(present)
         absent = [c for c in askable if c in negatable]
+        if present and self.alone_prob > 0 and self.rng.random() < self.alone_prob:
+            return self._named([self.rng.choice(present)])
         if present and self.rng.random() >= self.full_prob:
             chosen = self.rng.sample(present, self.rng.randint(1, len(present)))
         else:
@@ -269,6 +276,11 @@ class MultiSourceLabelSampler:
             m = min(self.rng.randint(1, self.max_distractors), len(self.distractors))
             classes += [-1 - i for i in range(m)]
         self.rng.shuffle(classes)
+        return self._named(classes)
+
+    def _named(self, classes: list[int]) -> LabelBatch:
+        """The batch for these concept ids (and distractor slots, < 0): names drawn, a
+        synonym now and then."""
         picked = self.rng.sample(list(self.distractors), sum(c < 0 for c in classes))
         names = []
         for c in classes:

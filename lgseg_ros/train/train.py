@@ -110,6 +110,9 @@ def parse_args(argv):
                    help="with --source: probability a batch asks every concept present "
                         "(else a random subset), plus up to --max-absent absent ones")
     p.add_argument("--max-absent", type=int, default=8)
+    p.add_argument("--alone-prob", type=float, default=0.0,
+                   help="with --source: probability a batch asks one present concept alone "
+                        "(the single-label query; about 1%% of batches otherwise)")
     p.add_argument("--subset-prob", type=float, default=0.5,
                    help="probability a batch trains on a random subset of the labels")
     p.add_argument("--synonym-prob", type=float, default=0.2,
@@ -319,7 +322,8 @@ def multi_source_labels(args, train_ds, encoder, rng):
         train_ds.space, train_ds.askable, vocab, full_prob=args.full_prob,
         max_absent=args.max_absent, synonym_prob=args.synonym_prob,
         distractor_prob=args.distractor_prob, max_distractors=args.max_distractors,
-        distractors=distractors, negatable=train_ds.negatable, rng=rng)
+        distractors=distractors, negatable=train_ds.negatable, alone_prob=args.alone_prob,
+        rng=rng)
     table(sampler.all_names())
     sampler.table = table
     log.info("%d concepts, %d names, %d distractors kept of %d", len(train_ds.space.concepts),
