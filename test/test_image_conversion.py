@@ -492,3 +492,23 @@ def test_a_png_with_a_second_ihdr_is_refused_before_decoding():
         report.update(pillow_alone_s=round(seconds, 2), pillow_alone_peak_rss_mb=round(peak_mb),
                       pillow_stderr=out.stderr.decode()[:100])
     print(json.dumps({"png_second_ihdr": report}))
+
+
+def test_the_opencv_fallback_decodes_the_same_image_chunks_and_prints_nothing(monkeypatch, capfd):
+    """Without Pillow, PNG frames go to OpenCV's libpng, which printed "libpng warning: iCCP:
+    too short" (and the like for every ancillary chunk it dislikes) on the process's stderr,
+    once per frame and outside the log's throttle. The fallback now decodes the checked image
+    chunks (IHDR, PLTE, IDAT) that Pillow gets: the same pixels, nothing printed."""
+    import struct
+    import zlib
+
+    from lgseg_ros.ros import image_conversion as ic
+    monkeypatch.setattr(ic, "PILImage", None)
+    ihdr = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
+    rows = np.random.default_rng(8).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    idat = _png_chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + r.tobytes() for r in rows)))
+    iccp = _png_chunk(b"iCCP", b"prof\x00\x00" + zlib.compress(b"not a profile" * 10))
+    msg = CompressedImage(format="png", data=_png(ihdr, iccp, _png_chunk(b"tEXt", b"k\x00v"), idat))
+    capfd.readouterr()
+    np.testing.assert_array_equal(compressed_to_rgb(msg), rows)
+    assert "libpng" not in capfd.readouterr().err

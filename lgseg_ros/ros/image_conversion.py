@@ -407,8 +407,10 @@ def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
         return _decode_jpeg_strict(data, size, msg)
     if fmt == "png" and PILImage is not None:
         return _decode_png_strict(image_only, data.size, size, msg)
+    # The fallback decodes the same checked image chunks that Pillow would.
+    encoded = np.frombuffer(image_only, np.uint8) if fmt == "png" else data
     try:
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     except cv2.error as e:  # OPENCV_IO_MAX_IMAGE_PIXELS and friends raise
         raise ImageConversionError(f"could not decode {fmt} CompressedImage: "
                                    f"{shown(str(e).strip(), 120)}") from None
