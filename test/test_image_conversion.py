@@ -237,6 +237,36 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
         compressed_to_rgb(msg)
 
 
+def test_a_4mp_jpeg_at_the_scan_cap_costs_a_bounded_number_of_passes():
+    """Under the cap a frame is decoded (or refused by the strict decoder) after one pass per
+    scan: the worst a 4 MP frame can cost. Prints the decode times (run with -s): a baseline
+    JPEG, the encoder's progressive one, and the same with its last scan repeated up to the
+    cap (libjpeg's refinement of a repeated scan is inconsistent, which the strict decoder
+    reports only after the passes)."""
+    rng = np.random.default_rng(0)
+    rgb = cv2.resize(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8), (2048, 2048),
+                     interpolation=cv2.INTER_LINEAR)
+    prog = _progressive_jpeg_with_repeated_scan(rgb, 0)
+    frames = {"baseline": cv2.imencode(".jpg", rgb)[1].tobytes(), "progressive": prog,
+              "at the cap": _progressive_jpeg_with_repeated_scan(rgb, MAX_JPEG_SCANS - jpeg_scan_count(prog))}
+    report = {}
+    for name, data in frames.items():
+        msg = CompressedImage(format="jpeg", data=data)
+        times, outcome = [], "decoded"
+        for _ in range(3):
+            t0 = time.perf_counter()
+            try:
+                compressed_to_rgb(msg)
+            except ImageConversionError as e:
+                assert "scans, more than" not in str(e)      # counted, then decoded
+                outcome = "refused after decoding"
+            times.append(time.perf_counter() - t0)
+        report[name] = {"scans": jpeg_scan_count(data), "bytes": len(data),
+                        "ms_median": round(1000 * sorted(times)[1], 1), "outcome": outcome}
+    assert report["at the cap"]["scans"] == MAX_JPEG_SCANS
+    print(json.dumps({"jpeg_2048x2048_decode": report}))
+
+
 def test_numpy_to_image_round_trips_with_the_header():
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 12, 345
