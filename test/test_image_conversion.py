@@ -11,7 +11,7 @@ from std_msgs.msg import Header
 
 from lgseg_ros.ros.image_conversion import (
     MAX_JPEG_SCANS, SUPPORTED_ENCODINGS, ImageConversionError, compressed_size, compressed_to_rgb,
-    image_to_numpy, image_to_rgb, jpeg_scan_count, numpy_to_image)
+    _decode_jpeg_strict, image_to_numpy, image_to_rgb, jpeg_scan_count, numpy_to_image)
 
 RNG = np.random.default_rng(0)
 H, W = 6, 10
@@ -248,7 +248,10 @@ def test_a_4mp_jpeg_at_the_scan_cap_costs_a_bounded_number_of_passes():
                      interpolation=cv2.INTER_LINEAR)
     prog = _progressive_jpeg_with_repeated_scan(rgb, 0)
     frames = {"baseline": cv2.imencode(".jpg", rgb)[1].tobytes(), "progressive": prog,
-              "at the cap": _progressive_jpeg_with_repeated_scan(rgb, MAX_JPEG_SCANS - jpeg_scan_count(prog))}
+              "at the cap": _progressive_jpeg_with_repeated_scan(rgb, MAX_JPEG_SCANS - jpeg_scan_count(prog)),
+              # what the decoder alone spends on twice the cap (the node refuses it unread)
+              "twice the cap, decoder alone": _progressive_jpeg_with_repeated_scan(
+                  rgb, 2 * MAX_JPEG_SCANS - jpeg_scan_count(prog))}
     report = {}
     for name, data in frames.items():
         msg = CompressedImage(format="jpeg", data=data)
@@ -256,7 +259,10 @@ def test_a_4mp_jpeg_at_the_scan_cap_costs_a_bounded_number_of_passes():
         for _ in range(3):
             t0 = time.perf_counter()
             try:
-                compressed_to_rgb(msg)
+                if name.endswith("decoder alone"):
+                    _decode_jpeg_strict(np.frombuffer(data, np.uint8), (2048, 2048), msg)
+                else:
+                    compressed_to_rgb(msg)
             except ImageConversionError as e:
                 assert "scans, more than" not in str(e)      # counted, then decoded
                 outcome = "refused after decoding"
@@ -264,6 +270,9 @@ def test_a_4mp_jpeg_at_the_scan_cap_costs_a_bounded_number_of_passes():
         report[name] = {"scans": jpeg_scan_count(data), "bytes": len(data),
                         "ms_median": round(1000 * sorted(times)[1], 1), "outcome": outcome}
     assert report["at the cap"]["scans"] == MAX_JPEG_SCANS
+    msg = CompressedImage(format="jpeg", data=frames["twice the cap, decoder alone"])
+    with pytest.raises(ImageConversionError, match="scans, more than"):
+        compressed_to_rgb(msg)
     print(json.dumps({"jpeg_2048x2048_decode": report}))
 
 

@@ -253,7 +253,7 @@ ACCEPTED_COMPRESSED = ("jpeg", "png")
 # A camera writes baseline JPEG (1 scan); progressive encoders write about 10. libjpeg runs
 # every scan over the whole image and takes as many as it is given: a 337 KB 2048x2048 JPEG
 # repeating one 16-byte scan 20,000 times held the node's worker for 7.7 s. At the cap a
-# 4 MP frame still costs a pass per scan (64 scans: 0.70 s against 0.05 s for 10, on the
+# 4 MP frame still costs a pass per scan (64 scans: 0.6-0.7 s against 0.05 s for 10, on the
 # 2-core VM), so the cap is about 3x what an encoder writes, not 6x.
 MAX_JPEG_SCANS = 32
 
