@@ -244,5 +244,5 @@ shift || true
 case "$cmd" in
   prepare|table|plan|device|join) "$cmd" "$@" ;;
   device-pair) device_pair "$@" ;;
-  *) sed -n '2,41p' "$0"; exit 2 ;;
+  *) sed -n '2,45p' "$0"; exit 2 ;;
 esac
