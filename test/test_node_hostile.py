@@ -31,6 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from lgseg_ros.ros.node import ConfigError, LgsegNode, _check_checkpoint_path
 from lgseg_ros.srv import SetLabels
+from test_image_conversion import _png_chunk
 from test_node_support import (RELIABLE, node_env, RosHarness, camvid_frames, header,  # noqa: F401
                                node_params, rgb_msg, serving_node, stamp_key, tiny_checkpoint,
                                tiny_torch_args, wait_until)
@@ -427,11 +428,6 @@ def webp_bomb(w: int = 12000, h: int = 12000, size: int = 256 * 1024) -> bytes:
     body = b"\x2f" + struct.pack("<I", bits) + np.random.default_rng(1).bytes(size)
     chunk = b"VP8L" + struct.pack("<I", len(body)) + body
     return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    """A PNG chunk with its length and CRC."""
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def png_bomb(w: int = 30000, h: int = 30000) -> bytes:

@@ -3,7 +3,12 @@ chunks for a GPU machine. Two tiny sources (real CamVid frames with a nested cha
 JPEG "room" frames with a split list) packed into several chunks, read back, trained on
 for two steps; damaged, missing and evaluation-split packs refused."""
 import json
+import os
 import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +18,8 @@ from lgseg_ros.train import pack as P
 from lgseg_ros.train import train
 from lgseg_ros.train.datasets import IGNORE, build_dataset, load_camvid, read_label
 from lgseg_ros.train.multisource import MultiSourceDataset, SourceSpec, expand_sources
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -230,14 +237,7 @@ def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_l
     runs side by side from one pack (B with its own LR, distillation weight and seed), and
     what comes back fits the device tool (at most 8 files, 16 MiB each, two folders down);
     join puts each run's weights together and checks their sha256."""
-    import os
-    import subprocess
-    import sys
-    import tarfile
-    from pathlib import Path
-
     from lgseg_ros.model import read_checkpoint_metadata
-    repo = Path(__file__).resolve().parent.parent
     out, _ = packed
     pack = tmp_path / "pack"
     shutil.copytree(out, pack)
@@ -252,11 +252,11 @@ def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_l
            "LOCAL_PY": sys.executable, "ITERS": "2", "BATCH": "2", "BUDGET": "1",
            "CROP": "48 64", "SCALE": "0.2 0.2", "WARMUP": "1", "OMP_NUM_THREADS": "1",
            "EXTRA": "--workers 0 --threads 1", "OUT": str(tmp_path / "out")}
-    script = str(repo / "tools" / "gpu_train_rooms.sh")
-    subprocess.run(["bash", script, "table"], cwd=repo, env=env, check=True,
+    script = str(REPO / "tools" / "gpu_train_rooms.sh")
+    subprocess.run(["bash", script, "table"], cwd=REPO, env=env, check=True,
                    capture_output=True)
     (tmp_path / "out").mkdir()
-    done = subprocess.run(["bash", script, "device-pair"], cwd=repo, env=env,
+    done = subprocess.run(["bash", script, "device-pair"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
@@ -269,7 +269,7 @@ def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_l
     args = {}
     for v in "ab":
         subprocess.run(["bash", script, "join", str(tmp_path / "out" / v),
-                        str(tmp_path / f"{v}.safetensors")], cwd=repo, env=env, check=True,
+                        str(tmp_path / f"{v}.safetensors")], cwd=REPO, env=env, check=True,
                        capture_output=True)
         _, meta = read_checkpoint_metadata(tmp_path / f"{v}.safetensors")
         assert {"window", "door", "wall"} <= set(meta["labels"])
@@ -280,7 +280,7 @@ def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_l
     part = tmp_path / "out" / "a" / "weights.safetensors.part0"
     part.write_bytes(part.read_bytes()[:-100])
     bad = subprocess.run(["bash", script, "join", str(tmp_path / "out" / "a"),
-                          str(tmp_path / "a2.safetensors")], cwd=repo, env=env,
+                          str(tmp_path / "a2.safetensors")], cwd=REPO, env=env,
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "a part is missing or damaged" in bad.stderr
 
@@ -288,15 +288,11 @@ def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_l
 def test_label_set_stats_reports_how_often_one_concept_is_asked_alone(sources):
     """tools/label_set_stats.py (the README's label-set figures) on the two tiny sources:
     --alone-prob raises the share of one-name batches by about what it says."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    repo = Path(__file__).resolve().parent.parent
     done = subprocess.run(
-        [sys.executable, str(repo / "tools" / "label_set_stats.py"),
+        [sys.executable, str(REPO / "tools" / "label_set_stats.py"),
          f"{sources / 'street'}:0.45", f"{sources / 'rooms'}:0.55", "--split", "s4train",
          "--batch", "2", "--alone-prob", "0", "0.5", "--draws", "2000"],
-        capture_output=True, text=True, check=True, cwd=repo)
+        capture_output=True, text=True, check=True, cwd=REPO)
     stats = json.loads(done.stdout)
     base, alone = stats["alone_prob 0.0, batch 2"], stats["alone_prob 0.5, batch 2"]
     assert alone["K=1 share"] - base["K=1 share"] > 0.4

@@ -10,9 +10,9 @@ import argparse
 import json
 import random
 
-import cv2
 import numpy as np
 
+from lgseg_ros.train.datasets import read_label
 from lgseg_ros.train.multisource import (MultiSourceDataset, MultiSourceLabelSampler,
                                          SourceSpec)
 
@@ -33,7 +33,7 @@ def main() -> None:
     for part in ds.parts:
         frames = []
         for i in rng.choice(len(part), size=min(args.frames, len(part)), replace=False):
-            label = cv2.imread(str(part.pairs[i][1]), cv2.IMREAD_UNCHANGED)
+            label = read_label(part.pairs[i][1])
             frames.append({int(g) for g in part.lut[np.unique(label)] if g != 255})
         present.append(frames)
     out = {}
