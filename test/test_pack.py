@@ -297,3 +297,23 @@ def test_label_set_stats_reports_how_often_one_concept_is_asked_alone(sources):
     base, alone = stats["alone_prob 0.0, batch 2"], stats["alone_prob 0.5, batch 2"]
     assert alone["K=1 share"] - base["K=1 share"] > 0.4
     assert alone["mean K"] < base["mean K"]
+
+
+def test_label_coverage_counts_each_class_pixels_and_frames(sources):
+    """tools/label_coverage.py (the card's fine-word coverage figures): the tiny street
+    source's "window" chain covers the tops of its two frames' buildings, and a CamVid class
+    those frames lack is listed with zeros."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "label_coverage.py"), str(sources / "street"),
+         "--split", "s4train"], capture_output=True, text=True, check=True, cwd=REPO)
+    cov = json.loads(done.stdout)
+    labels = [read_label(p) for p in sorted((sources / "street" / "labels").glob("*.png"))]
+    window = sum(int((lbl == 11).sum()) for lbl in labels)
+    total = sum(lbl.size for lbl in labels)
+    assert cov["frames"] == 2
+    assert cov["classes"]["building > window"]["frames"] == 2
+    assert abs(cov["classes"]["building > window"]["pixel_share_pct"] - 100 * window / total) < 1e-3
+    absent = [n for n, c in cov["classes"].items() if c["frames"] == 0]
+    assert all(cov["classes"][n]["pixel_share_pct"] == 0 for n in absent)
+    assert sum(c["pixel_share_pct"] for c in cov["classes"].values()) \
+        + cov["ignore_share_pct"] == pytest.approx(100, abs=0.01)
