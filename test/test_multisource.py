@@ -311,3 +311,22 @@ def test_agreement_command_on_the_smoke_checkpoint(two_sources, tmp_path):
         ious = [v for v in r[part]["per_word_iou"].values() if v is not None]
         assert ious and all(0 <= v <= 100 for v in ious)
     assert r["regions"]["window"]["regions"] >= 1
+    # what the word was painted on: the label under each marked pixel; the window chain's
+    # share of them is the pixel precision itself
+    w = r["regions"]["window"]
+    assert set(w["marked_on"]) <= {"building", "building > window", "sky", "road", "tree",
+                                   "car", "pavement", "pole", "sign symbol", "fence",
+                                   "pedestrian", "bicyclist"}
+    if w["marked_on"]:
+        assert sum(w["marked_on"].values()) <= 100.1
+        assert w["marked_on"].get("building > window", 0.0) == pytest.approx(
+            w["pixel_precision"], abs=0.1)
+
+
+def test_marked_on_names_the_labels_under_a_words_pixels_largest_first():
+    from lgseg_ros.train.agreement import _marked_on
+    where = np.zeros(256, np.int64)
+    where[[0, 2, 255]] = [30, 60, 10]          # 255 (ignore) never reaches it in practice
+    assert _marked_on(where, ["wall", "floor", "door"]) == {"door": 60.0, "wall": 30.0,
+                                                             "255": 10.0}
+    assert _marked_on(np.zeros(256, np.int64), ["wall"]) == {}

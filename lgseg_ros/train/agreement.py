@@ -123,7 +123,10 @@ def main(argv=None) -> int:
     alone = [enc.encode([w]).float() for w in asked] if a.alone else []
     m_together, m_alone = _scores(n), _scores(n)
     lut = target_lut(ds.class_names, words)
-    regions = {w: {"regions": 0, "found": 0, "tp": 0, "pred": 0} for w in a.regions}
+    # "where": the labels under the pixels marked as the word, so that a low precision says
+    # what the word was painted on (a door on wall or on cabinet is not the same fault)
+    regions = {w: {"regions": 0, "found": 0, "tp": 0, "pred": 0,
+                   "where": np.zeros(256, np.int64)} for w in a.regions}
     for i in range(len(ds)):
         rgb, label = ds.load(i)
         target = lut[label]
@@ -149,6 +152,7 @@ def main(argv=None) -> int:
             sel = target != IGNORE
             r["tp"] += int(np.sum((pred == c) & (target == c) & sel))
             r["pred"] += int(np.sum((pred == c) & sel))
+            r["where"] += np.bincount(label[(pred == c) & sel].ravel(), minlength=256)[:256]
     iou = m_together.iou()[:n]
     out = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "images": len(ds),
            "label_anchor": anchor, "aliases": not a.no_aliases, "context": context, "asked_as": asked,
@@ -163,6 +167,7 @@ def main(argv=None) -> int:
                               "found_share": _r(r["found"] / max(r["regions"], 1)),
                               "pixel_precision": _r(r["tp"] / max(r["pred"], 1)),
                               "found_means": f">= {a.found_share:.0%} of the region marked",
+                              "marked_on": _marked_on(r["where"], ds.class_names),
                               "min_region": a.min_region}
                           for w, r in regions.items()}
     text = json.dumps(out, indent=2)
@@ -171,6 +176,14 @@ def main(argv=None) -> int:
         Path(a.out).write_text(text)
     print(text)
     return 0
+
+
+def _marked_on(where: np.ndarray, class_names, top: int = 6) -> dict[str, float]:
+    """The labels most often under a word's marked pixels, as % of those pixels."""
+    total = max(int(where.sum()), 1)
+    order = [i for i in np.argsort(-where) if where[i] > 0][:top]
+    return {class_names[i] if i < len(class_names) else str(i): _r(where[i] / total)
+            for i in order}
 
 
 def _r(v):
