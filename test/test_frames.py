@@ -52,3 +52,25 @@ def test_a_camera_whose_frames_keep_arriving_does_not_lose_its_turn():
         gaps = [b - a for a, b in zip(light, light[1:])]
         assert max(gaps) <= 2 * 0.35 + 0.05 + 0.1 + 1e-9, (phase, max(gaps))
         assert len(served["light"]) >= 0.9 * len(served["heavy"]), (phase, len(served["light"]))
+
+
+def test_the_flood_gate_counts_what_it_drops_and_each_camera_has_its_own(monkeypatch):
+    """Probe round 13: a camera sending frames with ever new encodings filled the one gate the
+    node logged everything through; the new keys it dropped were counted nowhere, and other
+    cameras' lines fell silent with them. Now the drops are counted (a line that passes says
+    how many), and each camera's bad-frame lines pass through a gate of its own."""
+    from lgseg_ros.ros import frames
+    from lgseg_ros.ros.node import _Camera
+    clock = [1000.0]
+    monkeypatch.setattr(frames.time, "monotonic", lambda: clock[0])
+    a = _Camera("a", "/a/image", "/a/image/compressed", "/a/camera_info", "~/a")
+    b = _Camera("b", "/b/image", "/b/image/compressed", "/b/camera_info", "~/b")
+    passed = [a.log_gate(("skipped frame", f"encoding enc{chr(97 + i % 26)}{i // 26}"))
+              for i in range(100)]
+    admitted = sum(p is not None for p in passed)
+    assert admitted == a.log_gate.flood_per_period
+    assert a.log_gate.take_flooded() == 100 - admitted
+    assert a.log_gate.take_flooded() == 0
+    assert b.log_gate(("frame failed", "something else")) == 0      # b's gate is untouched
+    clock[0] += a.log_gate.period
+    assert a.log_gate(("skipped frame", "a new reason")) == 0         # the flood has passed

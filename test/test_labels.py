@@ -65,6 +65,13 @@ def test_shown_bounds_lists_of_huge_items_and_printable_escapes():
     assert len(shown(["x" * 1_000_000] * 3)) < 120
     assert shown(["a", "b"]) == "['a', 'b']"
     assert shown([[1] * 10 ** 6]) == "[<list of 1000000>]"
+    # probe round 13: rclpy hands an array parameter over as array.array, and repr() of all
+    # 2,000,000 doubles of one wrongly typed request stalled the executor for seconds
+    from array import array
+    big = shown(array("d", range(2_000_000)))
+    assert len(big) < 80 and big.startswith("[0.0, 1.0") and big.endswith("(2000000 items)")
+    assert shown(array("q", [1, 2, 3])) == "[1, 2, 3]"
+    assert len(shown({"x" * 10 ** 6, "y"})) < 120 and len(shown(dict.fromkeys(range(10 ** 5)))) < 80
     safe = printable("ok \x1b]52;c;Zm9v\x07\u202e\r" + "y" * 500, limit=100)
     assert safe.isprintable() and "\\x1b" in safe and safe.endswith("(517 characters)")
 

@@ -156,6 +156,13 @@ def test_unknown_parameter_value_type_is_refused_and_the_node_keeps_serving(env)
     results = set_params(h, [raw_param("no_such_parameter", ParameterType.PARAMETER_INTEGER, integer_value=1),
                              raw_param("net_height", ParameterType.PARAMETER_NOT_SET)])
     assert [r.successful for r in results] == [False, False]
+    # Probe round 13: a wrongly typed value of 1,000,000 doubles was repr'd whole for the
+    # refusal (seconds of the executor); the refusal shows its head and its length
+    from array import array
+    big = set_params(h, [raw_param("overlay_alpha", ParameterType.PARAMETER_DOUBLE_ARRAY,
+                                   double_array_value=array("d", range(1_000_000)))])[0]
+    assert not big.successful and "overlay_alpha" in big.reason
+    assert "(1000000 items)" in big.reason and len(big.reason) < 300
     assert proc.alive()
     serve_one(env)
     assert get_params(h, ["overlay_alpha"])[0].double_value == 0.25

@@ -69,6 +69,20 @@ def test_segment_returns_input_resolution(seg, shape):
     assert result.confidence.min() >= 255 // 4
 
 
+def test_frames_of_ever_new_sizes_leave_no_state_behind(seg):
+    """Probe round 13: the per-size letterbox plans were kept in a dict with no bound, one entry
+    per new size a peer sent (1xN frames, N = 1, 2, 3, ...). Only the last size's plan is kept,
+    and a size seen again is planned again, correctly."""
+    ls = seg.prepare_labels(["road", "sky"])
+    for n in range(1, 40):
+        assert seg.segment(frame(1, n), ls).ids.shape == (1, n)
+    assert (seg._geometry.src_h, seg._geometry.src_w) == (1, 39)
+    again = seg.segment(frame(50, 70), ls)
+    assert again.ids.shape == (50, 70)
+    np.testing.assert_array_equal(seg.segment(frame(1, 5), ls).ids,
+                                  seg.segment(frame(1, 5), ls).ids)
+
+
 def test_none_channel_maps_to_unlabeled_and_matches_backend(seg):
     """At network size (no resize), segment() is exactly the backend's output with
     channel K -> 255 and confidence scaled to 0..255."""

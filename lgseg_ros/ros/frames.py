@@ -158,6 +158,7 @@ class Throttle:
         self._last: dict[Hashable, float] = {}
         self._suppressed: dict[Hashable, int] = {}
         self._new_at: deque = deque()
+        self._flooded = 0   # new keys the flood gate dropped since take_flooded() last ran
         self._lock = threading.Lock()
 
     def __call__(self, key: Hashable) -> int | None:
@@ -172,6 +173,7 @@ class Throttle:
                 while self._new_at and now - self._new_at[0] >= self.period:
                     self._new_at.popleft()
                 if len(self._new_at) >= self.flood_per_period:
+                    self._flooded += 1
                     return None
                 self._new_at.append(now)
             self._last.pop(key, None)  # re-inserted last: dicts keep insertion order
@@ -181,3 +183,10 @@ class Throttle:
                 del self._last[old]
                 self._suppressed.pop(old, None)
             return self._suppressed.pop(key, 0)
+
+    def take_flooded(self) -> int:
+        """How many messages of new keys the flood gate dropped since the last call: they
+        belong to no key's count, so a line that does pass says how many went unseen."""
+        with self._lock:
+            n, self._flooded = self._flooded, 0
+            return n

@@ -160,6 +160,11 @@ class _Camera:
     warned_no_input: bool = False
     warned_frame_id: bool = False
     bad_at_last_status: int = 0
+    # Its own gate for bad-frame lines, whose keys carry what the camera's peers sent: a
+    # flood of distinct reasons on one camera then cannot crowd out another camera's lines,
+    # nor the node's request and QoS lines (probe round 13: with one gate for all, they fell
+    # silent while it lasted, with no count)
+    log_gate: Throttle = field(default_factory=lambda: Throttle(5.0))
 
     @property
     def name(self) -> str:
@@ -995,9 +1000,12 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         text = str(err)
         if len(text) > 3000:  # a traceback's head and tail say enough
             text = f"{text[:1000]}\n... ({len(text)} characters) ...\n{text[-2000:]}"
-        suppressed = self._throttle((cam.key, what, re.sub(r"\d+", "N", text.split("\n")[0][:160])))
+        suppressed = cam.log_gate((what, re.sub(r"\d+", "N", text.split("\n")[0][:160])))
         if suppressed is not None:
             more = f" ({suppressed} more like it since the last report)" if suppressed else ""
+            flooded = cam.log_gate.take_flooded()
+            if flooded:
+                more += f" ({flooded} other lines of this camera dropped: too many distinct ones)"
             log(f"{cam.image_topic}: {what}: {text}{more}")
 
     def _process(self, cam: _Camera, item: Pending) -> None:

@@ -208,7 +208,9 @@ class Segmenter:
                 text_runtime=text_runtime, calibration=calibration, **backend_opts))
         self._frame_lock = threading.Lock()
         self._loaded_generation: int | None = None
-        self._geometry: dict[tuple[int, int], pp.Geometry] = {}
+        # the last frame size's plan only: a dict keyed by size grew by one entry per new
+        # size a peer sent (1xN frames, N = 1, 2, 3, ...), and a plan costs microseconds
+        self._geometry: pp.Geometry | None = None
         self._buffer = np.zeros((1, 3, *self.net_size), np.float32)
         self._peak_k = 0  # largest K run since memory was last released
 
@@ -347,9 +349,9 @@ class Segmenter:
                 self._peak_k = len(label_set) if release else max(self._peak_k, len(label_set))
             t1 = time.perf_counter()
             src = (rgb.shape[0], rgb.shape[1])
-            geom = self._geometry.get(src)
-            if geom is None:
-                geom = self._geometry[src] = pp.plan(src, self.net_size, self.keep_aspect)
+            geom = self._geometry
+            if geom is None or (geom.src_h, geom.src_w) != src:
+                geom = self._geometry = pp.plan(src, self.net_size, self.keep_aspect)
             image = pp.preprocess(rgb, geom, out=self._buffer)
             t2 = time.perf_counter()
             ids, conf = self.backend.infer(image)
