@@ -304,13 +304,19 @@ def test_agreement_command_on_the_smoke_checkpoint(two_sources, tmp_path):
                            "--data", str(two_sources / "street"), "--split", "x",
                            "--words", "building,window,sky", "--alone", "--regions", "window",
                            "--ask-as", "sky=heavens", "--long-side", "96",
-                           "--out", str(report)]) == 0
+                           "--sheet", str(tmp_path / "window.png"), "--out", str(report)]) == 0
     r = json.loads(report.read_text())
     assert r["images"] == 2 and r["asked_as"] == ["building", "window", "heavens"]
     for part in ("together", "alone"):
         ious = [v for v in r[part]["per_word_iou"].values() if v is not None]
         assert ious and all(0 <= v <= 100 for v in ious)
     assert r["regions"]["window"]["regions"] >= 1
+    # the contact sheet: one row per image holding a labelled window, three panels each, the
+    # middle one green exactly where the labels say window
+    sheet = cv2.imread(str(tmp_path / "window.png"))
+    assert r["sheet"]["rows"] == 2 and sheet.shape[0] == 2 * (200 + 4)
+    image, labelled = np.split(sheet[:200], 3, axis=1)[:2]
+    assert ((labelled == (0, 255, 0)).all(-1)).mean() > 0.01
     # what the word was painted on: the label under each marked pixel; the window chain's
     # share of them is the pixel precision itself
     w = r["regions"]["window"]

@@ -56,6 +56,11 @@ def parse_args(argv):
     p.add_argument("--limit-images", type=int)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out")
+    p.add_argument("--sheet", metavar="PNG",
+                   help="with --regions: a contact sheet of the first images holding the first "
+                        "region word, one row each: image | the labels' WORD (green) | the "
+                        "model's WORD (red), to see what each side calls WORD")
+    p.add_argument("--sheet-rows", type=int, default=8)
     return p.parse_args(argv)
 
 
@@ -127,10 +132,15 @@ def main(argv=None) -> int:
     # what the word was painted on (a door on wall or on cabinet is not the same fault)
     regions = {w: {"regions": 0, "found": 0, "tp": 0, "pred": 0,
                    "where": np.zeros(256, np.int64)} for w in a.regions}
+    sheet = []
     for i in range(len(ds)):
         rgb, label = ds.load(i)
         target = lut[label]
         pred = _predict(net, rgb, together, a.long_side)
+        if a.sheet and a.regions and a.regions[0] in words and len(sheet) < a.sheet_rows:
+            c = words.index(a.regions[0])
+            if (target == c).any():
+                sheet.append(_sheet_row(rgb, target == c, pred == c))
         pred = np.where(pred < n, pred, n)             # context words and none: "not scored"
         m_together.update(torch.from_numpy(pred), torch.from_numpy(target))
         for j, text in enumerate(alone):
@@ -170,12 +180,29 @@ def main(argv=None) -> int:
                               "marked_on": _marked_on(r["where"], ds.class_names),
                               "min_region": a.min_region}
                           for w, r in regions.items()}
+    if a.sheet and sheet:
+        width = max(r.shape[1] for r in sheet)
+        Path(a.sheet).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(a.sheet, np.concatenate(
+            [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in sheet], 0))
+        out["sheet"] = {"file": a.sheet, "rows": len(sheet)}
     text = json.dumps(out, indent=2)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text)
     print(text)
     return 0
+
+
+def _sheet_row(rgb: np.ndarray, labelled: np.ndarray, marked: np.ndarray, height: int = 200):
+    """image | labelled pixels in green | marked pixels in red, as one BGR row."""
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    green, red = bgr.copy(), bgr.copy()
+    green[labelled] = (0, 255, 0)
+    red[marked] = (0, 0, 255)
+    size = (max(1, round(bgr.shape[1] * height / bgr.shape[0])), height)
+    return np.concatenate([cv2.resize(x, size, interpolation=cv2.INTER_AREA)
+                           for x in (bgr, green, red)], 1)
 
 
 def _marked_on(where: np.ndarray, class_names, top: int = 6) -> dict[str, float]:
