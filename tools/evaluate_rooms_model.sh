@@ -20,7 +20,7 @@ UWORDS="sofa,toilet,sink,curtain,door,floor,countertop,bed,plant,wall,lamp,blank
  $L eval --checkpoint $C --data camvid --split val --threads 1 --no-progress --no-subset --no-probes --rename dev --rename heldout --anchor-floor 0.6 --out $O/camvid_val_floor06 > $O/camvid_val_floor06.log 2>&1
 ) &
 (
- $L agreement --checkpoint $C --data runs/pl/indoor --split s4eval_photos --words $ROOM --regions door --threads 1 --out $O/indoor_photos.json > /dev/null 2>&1
+ $L agreement --checkpoint $C --data runs/pl/indoor --split s4eval_photos --words $ROOM --regions door --sheet $O/door_sheet.png --threads 1 --out $O/indoor_photos.json > /dev/null 2>&1
  $L agreement --checkpoint $C --data runs/pl/indoor --split s4eval_seq --words $ROOM --regions door --threads 1 --out $O/indoor_seq.json > /dev/null 2>&1
  $L agreement --checkpoint $C --data runs/pl/indoor --split s4eval_photos --words door --regions door --threads 1 --out $O/indoor_door_alone.json > /dev/null 2>&1
  $L agreement --checkpoint $C --data runs/pl/indoor --split s4eval_photos --words "$UWORDS" --ask-as "$UNSEEN" --threads 1 --out $O/indoor_unseen.json > /dev/null 2>&1
