@@ -15,11 +15,20 @@ STREET = REPO / "models" / "lgseg_lite_minilm.safetensors"
 ROOMS = REPO / "models" / "lgseg_lite_minilm_rooms.safetensors"
 
 
+def _wordnet_root():
+    """WordNet for the tests that rebuild from it, installed as test_grounding installs it:
+    these tests run first alphabetically, and skipped on a fresh CI machine when they only
+    looked for it (session 13's first fresh-clone run)."""
+    from apt_support import ensure_debian_packages
+    from lgseg_ros.train.wordnet import DEFAULT_ROOT
+    ensure_debian_packages(["wordnet-base"], (Path(DEFAULT_ROOT) / "data.noun").is_file,
+                           "WordNet (Debian wordnet-base)")
+    return DEFAULT_ROOT
+
+
 def test_the_shipped_table_is_what_the_rule_builds():
     from lgseg_ros.train import aliases as build
-    from lgseg_ros.train.wordnet import DEFAULT_ROOT
-    if not (Path(DEFAULT_ROOT) / "data.noun").is_file():
-        pytest.skip("WordNet (Debian's wordnet-base) is not installed: the table cannot be rebuilt here")
+    _wordnet_root()
     assert build.dumps(build.build()) == ALIAS_FILE.read_text(), \
         "stale: rebuild with python -m lgseg_ros.train.aliases"
 
@@ -43,10 +52,8 @@ def test_concepts_are_seeded_with_the_sense_their_class_means(monkeypatch):
     post horse, its first "barrel" a gun barrel, its first "toilet" the room. The table named
     those things after ADE20K's classes until SENSE_SEEDS chose the senses by their glosses."""
     from lgseg_ros.train import aliases
-    from lgseg_ros.train.wordnet import DEFAULT_ROOT, WordNet
-    if not (Path(DEFAULT_ROOT) / "data.noun").is_file():
-        pytest.skip("WordNet (Debian's wordnet-base) is not installed")
-    wn = WordNet(DEFAULT_ROOT)
+    from lgseg_ros.train.wordnet import WordNet
+    wn = WordNet(_wordnet_root())
     vocab, _ = aliases.model_vocabularies()
     chosen = dict(aliases.SENSE_SEEDS)
     monkeypatch.setattr(aliases, "SENSE_SEEDS", {})
