@@ -139,8 +139,9 @@ def main(argv=None) -> int:
         pred = _predict(net, rgb, together, a.long_side)
         if a.sheet and a.regions and a.regions[0] in words and len(sheet) < a.sheet_rows:
             c = words.index(a.regions[0])
-            if (target == c).any():
-                sheet.append(_sheet_row(rgb, target == c, pred == c))
+            labelled = target == c
+            if labelled.any():
+                sheet.append(_sheet_row(rgb, labelled, pred == c))
         pred = np.where(pred < n, pred, n)             # context words and none: "not scored"
         m_together.update(torch.from_numpy(pred), torch.from_numpy(target))
         for j, text in enumerate(alone):
@@ -159,10 +160,10 @@ def main(argv=None) -> int:
                 r["regions"] += 1
                 region = comp == lab
                 r["found"] += int(np.mean(pred[region] == c) >= a.found_share)
-            sel = target != IGNORE
-            r["tp"] += int(np.sum((pred == c) & (target == c) & sel))
-            r["pred"] += int(np.sum((pred == c) & sel))
-            r["where"] += np.bincount(label[(pred == c) & sel].ravel(), minlength=256)[:256]
+            marked = (pred == c) & (target != IGNORE)
+            r["tp"] += int(np.sum(marked & (target == c)))
+            r["pred"] += int(np.sum(marked))
+            r["where"] += np.bincount(label[marked], minlength=256)
     iou = m_together.iou()[:n]
     out = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "images": len(ds),
            "label_anchor": anchor, "aliases": not a.no_aliases, "context": context, "asked_as": asked,
