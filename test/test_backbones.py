@@ -1,13 +1,15 @@
-"""Backbones: the packaged EfficientNet-Lite0 ImageNet weights still classify real photos, and
-the network is model-agnostic over timm features_only backbones."""
+"""Backbones: the packaged EfficientNet-Lite0/1/2 ImageNet weights still classify real photos,
+the larger ones fit the model budget, and the network is model-agnostic over timm
+features_only backbones."""
 import pytest
 import skimage.data
 import torch
 import torch.nn.functional as F
 
 from lgseg_ros.model import build_model, get_config
-from lgseg_ros.model.backbones import (LITE0_PYPI, Backbone, BackboneError, create_lite0_classifier,
-                                       select_out_indices)
+from lgseg_ros.model.backbones import (LITE0_PYPI, PYPI_LITE_WEIGHTS, Backbone, BackboneError,
+                                       create_lite_classifier, select_out_indices)
+from lgseg_ros.model.flops import measure
 from lgseg_ros.model.configs import IMAGENET_MEAN, IMAGENET_STD
 
 # ImageNet-1k ids: 281-285 domestic cats; 504 coffee mug, 967 espresso, 968 cup; 657 missile,
@@ -23,20 +25,21 @@ def _photo(name, size=224):
 
 @pytest.fixture(scope="module")
 def classifier():
-    return create_lite0_classifier(pretrained=True)
+    return create_lite_classifier(LITE0_PYPI, pretrained=True)
 
 
-@pytest.mark.parametrize("name", sorted(PHOTOS))
-def test_packaged_lite0_weights_classify_real_photos(classifier, name):
+@pytest.mark.parametrize("weights", sorted(PYPI_LITE_WEIGHTS))
+def test_packaged_lite_weights_classify_real_photos(weights):
+    net = create_lite_classifier(weights, pretrained=True)
     with torch.no_grad():
-        top1 = int(classifier(_photo(name)).argmax())
-    assert top1 in PHOTOS[name], f"{name}: predicted ImageNet class {top1}"
+        top1 = {name: int(net(_photo(name)).argmax()) for name in PHOTOS}
+    assert all(top1[n] in PHOTOS[n] for n in PHOTOS), f"{weights}: predicted ImageNet classes {top1}"
 
 
 def test_random_lite0_does_not_classify(classifier):
     """The photo test above can fail: a random network does not get all three right."""
     torch.manual_seed(0)
-    random_net = create_lite0_classifier(pretrained=False)
+    random_net = create_lite_classifier(LITE0_PYPI, pretrained=False)
     with torch.no_grad():
         hits = sum(int(random_net(_photo(n)).argmax()) in PHOTOS[n] for n in PHOTOS)
     assert hits < len(PHOTOS)
@@ -65,6 +68,21 @@ def test_lite_minilm_default_loads_pretrained(classifier):
     assert torch.equal(w, classifier.conv_stem.weight)
     # the packaged weights were trained with TF's BatchNorm epsilon
     assert net.backbone.body.bn1.eps == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("config, channels", [("lite1-minilm", [40, 112, 320]),
+                                             ("lite2-minilm", [48, 120, 352])])
+def test_larger_lite_configs_load_their_weights_and_fit_the_budget(config, channels):
+    """The candidates for a larger shipped model: their packaged weights land in the
+    segmentation network, and they stay inside issue 18's budget at 384x480 with the 12
+    room words (at most 25 MB of fp32 safetensors, at most 5 GFLOPs)."""
+    cfg = get_config(config)
+    net = build_model(cfg)
+    reference = create_lite_classifier(cfg.backbone_weights, pretrained=True)
+    assert torch.equal(net.backbone.body.conv_stem.weight, reference.conv_stem.weight)
+    assert net.backbone.channels == channels
+    row = measure(config, (384, 480), 12)
+    assert row["params_m"] * 4 <= 25.0 and row["gflops"] <= 5.0, row
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "mobilenetv3_small_100",
@@ -96,6 +114,8 @@ def test_bad_backbones_fail_clearly(tmp_path):
         Backbone("no_such_net")
     with pytest.raises(BackboneError, match="efficientnet_lite0 only"):
         Backbone("resnet18", LITE0_PYPI)
+    with pytest.raises(BackboneError, match="efficientnet_lite1 only, not efficientnet_lite0"):
+        Backbone("efficientnet_lite0", "efficientnet-lite1-pypi")
     with pytest.raises(BackboneError, match="no such file"):
         Backbone("resnet18", str(tmp_path / "missing.safetensors"))
     with pytest.raises(BackboneError, match="expected"):

