@@ -783,10 +783,15 @@ def test_a_sim_time_clock_past_the_last_time_cannot_stamp_outputs_negative(tiny_
 def test_a_hangup_stops_the_node_and_user_signals_are_ignored(tiny_checkpoint):
     """Probe round 10: SIGHUP (what a closed terminal or ssh session sends) killed the node
     by the signal (exit -1, no orderly leave of the graph), and so did SIGUSR1, SIGUSR2 and
-    SIGALRM (-10, -12, -14). Those three are now ignored with one line each; SIGHUP stops the
-    node as SIGTERM does: one line, exit 0."""
+    SIGALRM (-10, -12, -14); probe round 14 found the rest of the class (SIGVTALRM -26,
+    SIGPROF -27, SIGRTMIN -34). Every signal whose default would end the node and that means
+    nothing to it is now ignored with one line each; SIGHUP stops the node as SIGTERM does:
+    one line, exit 0."""
+    from lgseg_ros.ros.node_main import IGNORED_SIGNALS, signal_name
     ns = "/hostile3_hup"
-    ignored = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+    ignored = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF,
+               signal.SIGIO, signal.SIGPWR, signal.SIGRTMIN, signal.SIGRTMIN + 3, signal.SIGRTMAX)
+    assert set(ignored) <= set(IGNORED_SIGNALS)
     with serving_node(ns, f"{ns}/camera/image_raw", tiny_torch_args(tiny_checkpoint), env=node_env()) as parts:
         h, proc, rec, pub = parts
         for sig in ignored * 2:
@@ -798,7 +803,7 @@ def test_a_hangup_stops_the_node_and_user_signals_are_ignored(tiny_checkpoint):
                       lambda m: rec.find_stamp(f"{ns}/lgseg_node/label_mask", stamp_key(m.header)), proc=proc)
         text = proc.text()
         for sig in ignored:
-            assert text.count(f"{sig.name} ignored") == 1, (sig.name, text[-3000:])
+            assert text.count(f"{signal_name(sig)} ignored") == 1, (signal_name(sig), text[-3000:])
         proc.proc.send_signal(signal.SIGHUP)
         rc = proc.wait(30)
         text = proc.text()

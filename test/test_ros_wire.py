@@ -118,3 +118,21 @@ def test_plain_xcdr2_little_endian_reads_the_same():
     raw = serialize_message(_image())
     a, b = read_image(raw, None), read_image(b"\x00\x07" + raw[2:], None)
     assert (a.header, a.encoding, a.step, bytes(a.data)) == (b.header, b.encoding, b.step, bytes(b.data))
+
+
+def test_a_camera_info_with_bytes_appended_is_refused():
+    """Probe round 14: every field of a CameraInfo was read, but not where the sample ended,
+    so up to 63 KB appended to a valid one went out whole on ~/camera_info. Alignment
+    padding (at most 3 bytes) may follow the last field; anything more is refused."""
+    from sensor_msgs.msg import CameraInfo
+
+    from lgseg_ros.ros.wire import check_camera_info
+
+    info = CameraInfo(width=120, height=90, distortion_model="plumb_bob", d=[0.5] * 5)
+    info.header.frame_id = "camera"
+    raw = serialize_message(info)
+    check_camera_info(raw)
+    check_camera_info(raw + b"\0" * 3)
+    for extra in (4, 60_000):
+        with pytest.raises(FrameRejected, match=f"{extra} bytes after roi.do_rectify"):
+            check_camera_info(raw + b"\0" * extra)

@@ -58,7 +58,7 @@ from typing import Any
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                  SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -91,13 +91,6 @@ from lgseg_ros.msg import VisionClass as SrvVisionClass  # SetLabels.Response us
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
-_PARAM_TYPES = {
-    "string": ParameterType.PARAMETER_STRING,
-    "bool": ParameterType.PARAMETER_BOOL,
-    "int": ParameterType.PARAMETER_INTEGER,
-    "double": ParameterType.PARAMETER_DOUBLE,
-    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
-}
 _TYPE_NAMES = {t.value: t.name.lower() for t in Parameter.Type}
 # The node's own timers run on this clock, never on ROS time: /clock is whatever a peer sends.
 STEADY_CLOCK = Clock(clock_type=ClockType.STEADY_TIME)
@@ -217,6 +210,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         self._slots = LatestFrameSlots()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._worker_faults = 0   # errors inside the frame worker's own error handling
         self._enabled = True
         self._active = False
         self._activated_at = 0.0
@@ -271,7 +265,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             choices = f" One of: {', '.join(p.choices)}." if p.choices else ""
             desc = ParameterDescriptor(
                 description=f"{p.description}{choices} (applies: {p.applies})",
-                type=_PARAM_TYPES[p.kind], read_only=p.applies == P.START)
+                type=P.PARAM_TYPE_IDS[p.kind], read_only=p.applies == P.START)
             if p.limits and p.kind == "int":
                 desc.integer_range = [IntegerRange(from_value=p.limits[0], to_value=p.limits[1],
                                                    step=p.limits[2] if len(p.limits) > 2 else 0)]
@@ -424,6 +418,9 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         with self._labels_lock:
             if from_parameter and self._syncing_labels:
                 return self._current_names()  # our own write-back from the service
+            # Taken before any return: a prepared set left behind (two identical changes at
+            # once) held a model that cleanup had released (probe round 14).
+            prepared, self._prepared = self._prepared, None
             if isinstance(labels, (list, tuple)):
                 labels = list(labels)
             names = validate_labels(labels)
@@ -434,7 +431,6 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
                 return names
             if names == tuple(self._label_set.names):
                 return names
-            prepared, self._prepared = self._prepared, None
             if (prepared is not None and prepared[0] is self._segmenter
                     and tuple(prepared[1].names) == names):
                 new = prepared[1]  # encoded on the label worker
@@ -550,7 +546,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         except BaseException:
             self.release_class_tokens(reservation)
             raise
-        self._prepared = (segmenter, new)
+        self._prepared = (segmenter, new, reservation)
         return reservation
 
     def _reserve_class_tokens(self, tokens: list[str]) -> list:
@@ -866,7 +862,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             check_camera_info(raw)
         except ImageConversionError as e:
             cam.stats.count("camera_info_rejected")
-            self._log_throttled(cam, "skipped camera_info", e, self.get_logger().warning)
+            self._log_throttled(cam, "skipped camera_info", e)
             if len(raw) > RENEW_INPUT_ABOVE_BYTES:
                 self._renew_input(cam, 1)
             return
@@ -932,6 +928,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             self._status_pubs = []
             self._segmenter = None
             self._label_set = None
+            self._prepared = None   # it holds a segmenter too
         gc.collect()
         trim_heap()   # the released model's heap back to the system, not kept for the next
         torch = sys.modules.get("torch")
@@ -967,13 +964,21 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         cam.stats.count("frames_in")
         cam.last_frame_at = time.monotonic()
         if not self._enabled or not self._active:
+            if len(raw) > RENEW_INPUT_ABOVE_BYTES:
+                # Not served, but a sample the node would refuse still has its receive
+                # buffer freed: while disabled, a 200 MB one kept Fast DDS's pool at that
+                # size (probe round 14). A large frame it would serve keeps it, as when enabled.
+                try:
+                    read_frame(raw, compressed, int(self._dyn["max_image_pixels"]))
+                except ImageConversionError:
+                    self._renew_input(cam)
             return
         try:  # size and header checks first: a refused frame is not even held in the slot
             msg = read_frame(raw, compressed, int(self._dyn["max_image_pixels"]))
             check_frame(msg)
         except ImageConversionError as e:
             cam.stats.count("frames_rejected")
-            self._log_throttled(cam, "skipped frame", e, self.get_logger().warning)
+            self._log_throttled(cam, "skipped frame", e)
             if len(raw) > RENEW_INPUT_ABOVE_BYTES:
                 self._renew_input(cam)
             return
@@ -982,21 +987,29 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            item = self._slots.take(timeout=0.5)
-            if item is None or not self._enabled:
-                continue
-            cam: _Camera = item.key
             try:
-                self._process(cam, item)
-            except ImageConversionError as e:
-                cam.stats.count("frames_rejected")
-                self._log_throttled(cam, "skipped frame", e, self.get_logger().warning)
-            except Exception as e:  # the node keeps serving; the reason goes to the log
-                cam.stats.count("frames_failed")
-                self._log_throttled(cam, "frame failed", f"{e}\n{traceback.format_exc()}",
-                                    self.get_logger().error)
+                self._serve_next()
+            except Exception:  # noqa: BLE001 - the worker must outlive its own error handling
+                # Reached only if a handler in _serve_next raised (probe round 14: a logging
+                # call that raised ended this thread, and masks stopped for good while the
+                # node looked healthy). Counted; nothing logged, since logging is what failed.
+                self._worker_faults += 1
 
-    def _log_throttled(self, cam: _Camera, what: str, err: Any, log) -> None:
+    def _serve_next(self) -> None:
+        item = self._slots.take(timeout=0.5)
+        if item is None or not self._enabled:
+            return
+        cam: _Camera = item.key
+        try:
+            self._process(cam, item)
+        except ImageConversionError as e:
+            cam.stats.count("frames_rejected")
+            self._log_throttled(cam, "skipped frame", e)
+        except Exception as e:  # the node keeps serving; the reason goes to the log
+            cam.stats.count("frames_failed")
+            self._log_throttled(cam, "frame failed", f"{e}\n{traceback.format_exc()}", level="error")
+
+    def _log_throttled(self, cam: _Camera, what: str, err: Any, level: str = "warning") -> None:
         text = str(err)
         if len(text) > 3000:  # a traceback's head and tail say enough
             text = f"{text[:1000]}\n... ({len(text)} characters) ...\n{text[-2000:]}"
@@ -1006,7 +1019,13 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             flooded = cam.log_gate.take_flooded()
             if flooded:
                 more += f" ({flooded} other lines of this camera dropped: too many distinct ones)"
-            log(f"{cam.image_topic}: {what}: {text}{more}")
+            line = f"{cam.image_topic}: {what}: {text}{more}"
+            # One call site per severity: rclpy raises when a call site's severity changes,
+            # and a warning then an error through one call ended the frame worker (round 14).
+            if level == "error":
+                self.get_logger().error(line)
+            else:
+                self.get_logger().warning(line)
 
     def _process(self, cam: _Camera, item: Pending) -> None:
         t0 = time.perf_counter()
@@ -1017,7 +1036,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
         t1 = time.perf_counter()
         stamp_warning = self._stamps.setdefault(cam.key, StampWatch()).check(msg.header)
         if stamp_warning:
-            self._log_throttled(cam, "stamp", stamp_warning, self.get_logger().warning)
+            self._log_throttled(cam, "stamp", stamp_warning)
         with self._frame_lock:
             if self._stop.is_set() or self._segmenter is None:
                 return
@@ -1049,8 +1068,13 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             st = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: {cam.name}",
                                   hardware_id=str(getattr(seg.backend, "device", seg.backend_name)))
             idle = now - max(cam.last_frame_at, self._activated_at)
+            worker = self._worker
             if not self._enabled:
                 st.level, st.message = DiagnosticStatus.OK, "disabled (~/enable)"
+            elif self._active and (worker is None or not worker.is_alive()):
+                # Never expected (_work outlives its handlers); said plainly if it happens,
+                # where a stale rate would read as healthy.
+                st.level, st.message = DiagnosticStatus.ERROR, "frame worker stopped: no masks"
             elif idle > NO_INPUT_WARN_S:
                 st.level = DiagnosticStatus.WARN
                 st.message = f"no image for {idle:.0f} s on {cam.image_topic}"
@@ -1077,7 +1101,7 @@ class LgsegNode(ParameterGuardMixin, OutputsMixin, LifecycleNode):
             values = {"input": cam.image_topic, "outputs": cam.out, "labels": len(self._label_set.names),
                       "label_generation": self._label_set.generation, "backend": seg.backend_name,
                       "model": getattr(self._label_set, "model", ""),
-                      "enabled": self._enabled, **snap}
+                      "enabled": self._enabled, "worker_faults": self._worker_faults, **snap}
             st.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
             arr.status.append(st)

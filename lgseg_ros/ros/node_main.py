@@ -199,16 +199,32 @@ class StopRequested(KeyboardInterrupt):
 # Signals that stop the node like SIGINT: SIGHUP is what a closed terminal or ssh session
 # sends, and by default it killed the node (exit -1) without leaving the graph cleanly.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# Signals with no meaning to the node, which by default ended it (SIGUSR1: exit -10, SIGUSR2
-# -12, SIGALRM -14; probe round 10): ignored, with one line per signal the first time.
-IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+# Signals with no meaning to the node whose default action ends the process: ignored, with
+# one line per signal the first time. Probe round 10 found SIGUSR1, SIGUSR2 and SIGALRM
+# (exit -10, -12, -14); round 14 the rest of the class (SIGVTALRM -26, SIGPROF -27, SIGRTMIN
+# -34). Left at their defaults: SIGKILL and SIGSTOP (cannot be caught), SIGQUIT and the
+# fault signals (SEGV, BUS, FPE, ILL, ABRT, TRAP, SYS, XCPU: a core or a crash report is
+# their point), the job-control stops, and those ignored by default (CHLD, URG, WINCH) or
+# by Python (PIPE, XFSZ).
+IGNORED_SIGNALS = tuple(dict.fromkeys(
+    [getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
+                                        "SIGIO", "SIGPOLL", "SIGPWR", "SIGSTKFLT")
+     if hasattr(signal, name)]
+    + (list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1)) if hasattr(signal, "SIGRTMIN") else [])))
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:   # the real-time signals between SIGRTMIN and SIGRTMAX have no enum member
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 
 
 def _ignored_signal(signum, frame) -> None:
     # os.write, not print: the handler may run while the main thread is inside a print to
     # stderr, where a second one raises ("reentrant call"). SIG_IGN from then on: one line.
     # A closed stderr (a reader gone) must not turn the signal into an error of the spin.
-    name = signal.Signals(signum).name
+    name = signal_name(signum)
     signal.signal(signum, signal.SIG_IGN)
     try:
         os.write(2, f"[lgseg_node] {name} ignored: it has no meaning to this node (SIGINT, "

@@ -120,8 +120,7 @@ class OutputsMixin:
                     cam, "class masks over budget",
                     f"{len(skipped)} subscribed class masks not published for this "
                     f"{ids.shape[1]}x{ids.shape[0]} frame (ids {skipped[0]}..{skipped[-1]}): at most "
-                    f"{CLASS_MASK_BUDGET_PIXELS} x max_image_pixels pixels of class masks per frame",
-                    self.get_logger().warning)
+                    f"{CLASS_MASK_BUDGET_PIXELS} x max_image_pixels pixels of class masks per frame")
 
     @staticmethod
     def _went_back(cam, stamp: tuple[int, int]) -> bool:

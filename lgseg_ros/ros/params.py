@@ -39,6 +39,10 @@ PRECISIONS = ("auto", "fp32", "fp16", "int8")
 NOW, ACTIVATE, CONFIGURE, START = "now", "activate", "configure", "start"
 
 
+# rcl_interfaces/ParameterType's number for each kind (written here so this module stays
+# free of ROS imports; test_node_worker checks them against the message's constants).
+PARAM_TYPE_IDS = {"bool": 1, "int": 2, "double": 3, "string": 4, "string_array": 9}
+
 @dataclass(frozen=True)
 class Param:
     name: str

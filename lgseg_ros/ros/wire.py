@@ -205,6 +205,12 @@ def check_camera_info(raw: bytes | memoryview) -> None:
     for field in ("binning_x", "binning_y", "roi.x_offset", "roi.y_offset", "roi.height", "roi.width"):
         r.u32(field)
     r.u8("roi.do_rectify")
+    # Up to 3 bytes of alignment padding may follow the last field; more is a sample with
+    # something appended, which the node would have relayed whole (probe round 14).
+    trailing = len(r.buf) - r.pos
+    if trailing > 3:
+        raise FrameRejected(f"{trailing} bytes after roi.do_rectify, the message's last field "
+                            "(at most 3 bytes of padding may follow it)")
 
 
 def read_frame(raw: bytes, compressed: bool, max_pixels: int | None) -> WireImage | WireCompressedImage:
