@@ -336,3 +336,21 @@ def test_marked_on_names_the_labels_under_a_words_pixels_largest_first():
     assert _marked_on(where, ["wall", "floor", "door"]) == {"door": 60.0, "wall": 30.0,
                                                              "255": 10.0}
     assert _marked_on(np.zeros(256, np.int64), ["wall"]) == {}
+
+
+def test_agreement_routes_each_query_as_the_default_does(two_sources, tmp_path):
+    """--checkpoint default scores what a user of the default Segmenter gets: each set and
+    each word asked alone goes to the model runtime/routing.py picks (the shipped pair), and
+    the report says which."""
+    from lgseg_ros.train import agreement
+    report = tmp_path / "routed.json"
+    assert agreement.main(["--checkpoint", "default", "--data", str(two_sources / "street"),
+                           "--split", "x", "--words", "road,traffic light", "--alone",
+                           "--context", "sky", "--long-side", "96", "--threads", "1",
+                           "--out", str(report)]) == 0
+    r = json.loads(report.read_text())
+    # among street words a part reads as its class (street model); alone it is the thing
+    assert r["routes"] == {"road, traffic light, sky": "street", "road": "street",
+                           "traffic light": "rooms"}
+    for part in ("together", "alone"):
+        assert all(v is None or 0 <= v <= 100 for v in r[part]["per_word_iou"].values())

@@ -89,6 +89,8 @@ def test_street_parts_are_the_nesting_training_used():
     (["clouds", "road", "bike"], False), (["streetlight", "car"], False),
     # ...the part beside its class asks for the difference
     (["bicyclist", "bicycle"], True), (["pole", "street light"], True), (["road", "road marking"], True),
+    # ...and asked alone it means the thing itself, which only the rooms model knows
+    (["traffic light"], True), (["bus"], True), (["bike"], True),
     # a weak match to a room concept ('graffiti' is nearest 'painting' at about 0.54) moves
     # nothing; 'walker' (nearest 'hill') is WordNet's pedestrian now (runtime/aliases.py)
     (["graffiti", "road"], False), (["walker", "road"], False),

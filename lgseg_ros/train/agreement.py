@@ -37,7 +37,9 @@ from .metrics import ConfusionMatrix
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="lgseg agreement", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint, or 'default': the two shipped models routed per query "
+                        "(each set, and each word asked alone) as the node's default does")
     p.add_argument("--data", required=True, help="a folder dataset (lgseg pseudo-label)")
     p.add_argument("--split", default="holdout")
     p.add_argument("--words", required=True, help="comma-separated concepts to score")
@@ -99,14 +101,52 @@ def _scores(n):
     return ConfusionMatrix(n + 1)
 
 
+class _Answerer:
+    """One checkpoint's network with the encoder the node would give it (anchored to its
+    own trained vocabulary)."""
+
+    def __init__(self, checkpoint: str, label_anchor: float | None, aliases: bool):
+        from lgseg_ros.model import load_checkpoint
+        from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+        from lgseg_ros.runtime.grounding import (DEFAULT_ANCHOR, AnchoredEncoder,
+                                                 GroundingReporter, vocabulary_from_metadata)
+        from lgseg_ros.text import build_text_encoder
+
+        self.net, self.cfg = load_checkpoint(checkpoint)
+        self.net.eval()
+        self.meta = read_checkpoint_metadata(checkpoint)[1]
+        vocab, distractors = vocabulary_from_metadata(self.meta)
+        self.plain = build_text_encoder(self.cfg.text_encoder, template=self.cfg.prompt_template)
+        self.anchor = DEFAULT_ANCHOR if label_anchor is None else label_anchor
+        self.encoder = AnchoredEncoder(self.plain, GroundingReporter(
+            vocab, self.plain, distractors, aliases=aliases), self.anchor)
+
+
+class _Routed:
+    """--checkpoint default: each query goes to the street or the rooms model as
+    runtime/routing.py sends it in the node's default Segmenter."""
+
+    def __init__(self, label_anchor: float | None, aliases: bool):
+        from lgseg_ros.runtime.routing import ModelRouter, rooms_checkpoint_path
+        from lgseg_ros.runtime.segmenter import default_checkpoint_path
+
+        self.street = _Answerer(default_checkpoint_path(), label_anchor, aliases)
+        self.rooms = _Answerer(rooms_checkpoint_path(), label_anchor, aliases)
+        self.router = ModelRouter.from_metadata(self.street.meta, self.rooms.meta, self.street.plain)
+        self.anchor = self.street.anchor
+        self.routes: dict[str, str] = {}
+
+    def query(self, names: list[str]):
+        """(answerer, anchored embeddings) for one query."""
+        emb = self.street.plain.encode(list(names))
+        emb = emb.detach().cpu().numpy() if hasattr(emb, "detach") else np.asarray(emb)
+        who = self.rooms if self.router.route(names, np.asarray(emb, np.float32)).rooms else self.street
+        self.routes[", ".join(names)] = "rooms" if who is self.rooms else "street"
+        return who, who.encoder.encode(list(names)).float()
+
+
 def main(argv=None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
-    from lgseg_ros.model import load_checkpoint
-    from lgseg_ros.runtime.grounding import (DEFAULT_ANCHOR, AnchoredEncoder, GroundingReporter,
-                                             vocabulary_from_metadata)
-    from lgseg_ros.text import build_text_encoder
-    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
-
     if a.threads:
         torch.set_num_threads(a.threads)
     words = [w.strip() for w in a.words.split(",") if w.strip()]
@@ -114,18 +154,17 @@ def main(argv=None) -> int:
     ds = build_dataset(a.data, a.split)
     if a.limit_images:
         ds = ds.subset(a.limit_images)
-    net, cfg = load_checkpoint(a.checkpoint)
-    net.eval()
-    vocab, distractors = vocabulary_from_metadata(read_checkpoint_metadata(a.checkpoint)[1])
-    enc = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template)
-    anchor = DEFAULT_ANCHOR if a.label_anchor is None else a.label_anchor
-    enc = AnchoredEncoder(enc, GroundingReporter(vocab, enc, distractors,
-                                                 aliases=not a.no_aliases), anchor)
+    if a.checkpoint == "default":
+        routed = _Routed(a.label_anchor, not a.no_aliases)
+        query, anchor = routed.query, routed.anchor
+    else:
+        routed, one = None, _Answerer(a.checkpoint, a.label_anchor, not a.no_aliases)
+        query, anchor = (lambda names: (one, one.encoder.encode(list(names)).float())), one.anchor
     n = len(words)
     ask_as = dict(item.split("=", 1) for item in a.ask_as.split(",") if "=" in item)
     asked = [ask_as.get(w, w) for w in words]
-    together = enc.encode(asked + context).float()
-    alone = [enc.encode([w]).float() for w in asked] if a.alone else []
+    together = query(asked + context)
+    alone = [query([w]) for w in asked] if a.alone else []
     m_together, m_alone = _scores(n), _scores(n)
     lut = target_lut(ds.class_names, words)
     # "where": the labels under the pixels marked as the word, so that a low precision says
@@ -136,7 +175,7 @@ def main(argv=None) -> int:
     for i in range(len(ds)):
         rgb, label = ds.load(i)
         target = lut[label]
-        pred = _predict(net, rgb, together, a.long_side)
+        pred = _predict(together[0].net, rgb, together[1], a.long_side)
         if a.sheet and a.regions and a.regions[0] in words and len(sheet) < a.sheet_rows:
             c = words.index(a.regions[0])
             labelled = target == c
@@ -144,8 +183,8 @@ def main(argv=None) -> int:
                 sheet.append(_sheet_row(rgb, labelled, pred == c))
         pred = np.where(pred < n, pred, n)             # context words and none: "not scored"
         m_together.update(torch.from_numpy(pred), torch.from_numpy(target))
-        for j, text in enumerate(alone):
-            pj = _predict(net, rgb, text, a.long_side) == 0
+        for j, (who, text) in enumerate(alone):
+            pj = _predict(who.net, rgb, text, a.long_side) == 0
             t = np.where(target == IGNORE, IGNORE, np.where(target == j, j, n))
             m_alone.update(torch.from_numpy(np.where(pj, j, n)), torch.from_numpy(t))
         for w, r in regions.items():
@@ -167,6 +206,7 @@ def main(argv=None) -> int:
     iou = m_together.iou()[:n]
     out = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "images": len(ds),
            "label_anchor": anchor, "aliases": not a.no_aliases, "context": context, "asked_as": asked,
+           **({"routes": routed.routes} if routed is not None else {}),
            "together": {"per_word_iou": {w: _r(v) for w, v in zip(words, iou)},
                         "mean_iou": _r(np.nanmean(iou))}}
     if a.alone:
