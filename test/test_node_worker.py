@@ -232,3 +232,36 @@ def test_the_type_numbers_written_out_match_rcl_interfaces():
     for number, field in param_guard._VALUE_FIELDS.items():
         name = field[:-len("_value")].upper()
         assert getattr(ParameterType, f"PARAMETER_{name}") == number, field
+
+
+def test_lifecycle_cycles_leave_nothing_behind_and_log_one_line_per_kind(env, capfd):
+    """rclpy's callback groups keep an entry for every entity ever added: each deactivate /
+    activate left the input subscriptions' and the status timer's (and each cleanup /
+    configure the output publishers' event handlers), so a peer cycling ~/change_state grew
+    the node without bound (13.6 KB a cycle with 16 cameras), and wrote an "active" and an
+    "inactive" line per cycle (480 KB in 61 s). Both are bounded now."""
+    h, node = env
+    groups = {"input": node._input_group, "timer": node._timer_group,
+              "default": node.default_callback_group}
+
+    def sizes():
+        return {k: len(g.entities) for k, g in groups.items()}
+
+    def cycle(down: int, up: int):
+        assert _transition(h, down) and _transition(h, up)
+
+    cycle(Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE)
+    cycle(Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP)
+    assert _transition(h, Transition.TRANSITION_CONFIGURE) and _transition(h, Transition.TRANSITION_ACTIVATE)
+    capfd.readouterr()
+    start = sizes()
+    for _ in range(10):
+        cycle(Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE)
+    for _ in range(3):
+        cycle(Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP)
+        assert _transition(h, Transition.TRANSITION_CONFIGURE) and _transition(h, Transition.TRANSITION_ACTIVATE)
+    assert sizes() == start
+    err = capfd.readouterr().err
+    assert err.count("]: inactive") <= 2 and err.count("]: active") <= 2, err[-3000:]
+    _pub, _frame, serve = _serving(h, node)
+    serve("a mask after the cycles")

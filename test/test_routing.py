@@ -110,3 +110,23 @@ def test_if_the_rooms_model_cannot_load_the_street_model_answers_instead_of_refu
     ls = seg.prepare_labels(["floor", "door"])
     assert ls.model == "lgseg_lite_minilm.safetensors" and not seg.routes
     assert seg.segment(np.zeros((48, 64, 3), np.uint8), ls).ids.shape == (48, 64)
+
+
+def test_the_model_the_sets_moved_away_from_gives_back_its_large_set(frame):
+    """ONNX Runtime shrinks a session's arena only at the end of one of its runs, so with
+    two models the idle one kept what its largest set needed: a 250-word street set, then
+    "floor, door, wall" on the rooms model, held about 1.08 GB instead of 0.3 (probe round
+    14). The first frame after a switch now runs the idle model once with one label and the
+    shrinkage option; each model's own set still gives the same masks afterwards."""
+    from lgseg_ros.runtime.segmenter import IDLE_RELEASE_ABOVE_K
+
+    seg = Segmenter(backend="onnxruntime", precision="fp32")
+    big = seg.prepare_labels([f"thing {i}" for i in range(IDLE_RELEASE_ABOVE_K + 8)] + ["road"])
+    assert big.model == "lgseg_lite_minilm.safetensors", big.route
+    rooms = seg.prepare_labels(["floor", "door", "wall"])
+    before = seg.segment(frame, big).ids.copy()
+    assert seg._peak_k == len(big)
+    seg.segment(frame, rooms)
+    assert seg._peak_k == 1, "the idle street model kept its large set's memory"
+    assert np.array_equal(seg.segment(frame, big).ids, before)
+    assert seg._rooms._peak_k == 3   # 3 labels: under the line, nothing to give back

@@ -36,6 +36,9 @@ DEFAULT_CHECKPOINT_NAME = "lgseg_lite_minilm.safetensors"
 # The logits come out at stride 8; sizes that are multiples of 8 keep every logit cell
 # aligned with an 8x8 pixel block (the decoder copes with sizes that are not multiples of 32).
 NET_STRIDE = 8
+# The routed pair: an idle model gives back its arena (one extra run, once per switch) only
+# when its largest set was above this many labels (about 3 MB a label at 384x480).
+IDLE_RELEASE_ABOVE_K = 32
 
 _generations = itertools.count(1)
 _generation_lock = threading.Lock()
@@ -334,7 +337,11 @@ class Segmenter:
                              f"{type(label_set).__name__}")
         rooms = self._rooms
         if rooms is not None and label_set.served_by is not None and label_set.served_by() is rooms:
-            return rooms.segment(rgb, label_set)
+            result = rooms.segment(rgb, label_set)
+            self._release_idle()
+            return result
+        if rooms is not None:
+            rooms._release_idle()
         with self._frame_lock:
             t0 = time.perf_counter()
             release = False
@@ -363,6 +370,24 @@ class Segmenter:
         return SegmentResult(ids=out_ids, confidence=out_conf, label_set=label_set,
                              timings={"set_labels": t1 - t0, "preprocess": t2 - t1,
                                       "model": t3 - t2, "postprocess": t4 - t3})
+
+    def _release_idle(self) -> None:
+        """The routed pair: the model the sets have moved away from gives back what its
+        largest set needed. ONNX Runtime shrinks a session's arena only at the end of one of
+        its runs, and the idle model had none, so a 250-word set on the street model kept
+        about 780 MB while the rooms model served three words (probe round 14). One run
+        with a single label does it, once per switch, only above IDLE_RELEASE_ABOVE_K."""
+        if self._peak_k <= IDLE_RELEASE_ABOVE_K or not hasattr(self.backend, "release_memory"):
+            return
+        with self._frame_lock:
+            one = np.zeros((1, int(self.cfg.text_dim)), np.float32)
+            one[0, 0] = 1.0
+            self.backend.set_labels(one)
+            self._loaded_generation = None     # its next frame loads its own set again
+            self.backend.release_memory()
+            self.backend.infer(self._buffer)
+            self._peak_k = 1
+        trim_heap()
 
     def _postprocess(self, ids: np.ndarray, conf: np.ndarray, k: int, geom: pp.Geometry):
         unlabeled = unlabeled_value(k)
