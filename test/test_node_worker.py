@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import json
 import time
 import weakref
@@ -265,3 +266,17 @@ def test_lifecycle_cycles_leave_nothing_behind_and_log_one_line_per_kind(env, ca
     assert err.count("]: inactive") <= 2 and err.count("]: active") <= 2, err[-3000:]
     _pub, _frame, serve = _serving(h, node)
     serve("a mask after the cycles")
+
+
+def test_a_node_started_with_its_output_closed_gets_dev_null_there(tmp_path):
+    """`lgseg node >&- 2>&-`: the next files the process opened took fds 1 and 2, so the
+    console log went into the ROS log file and a Fast DDS socket (probe round 14)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "fds.txt"
+    code = ("import os; from lgseg_ros.ros.node_main import _fill_closed_std_fds; "
+            "_fill_closed_std_fds(); f = open(%r, 'w'); "
+            "f.write(' '.join(os.readlink(f'/proc/self/fd/{n}') for n in (0, 1, 2)))" % str(out))
+    subprocess.run(f"{sys.executable} -c \"{code}\" <&- >&- 2>&-", shell=True, check=True)
+    assert out.read_text().split() == [os.devnull] * 3

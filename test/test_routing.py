@@ -130,3 +130,28 @@ def test_the_model_the_sets_moved_away_from_gives_back_its_large_set(frame):
     assert seg._peak_k == 1, "the idle street model kept its large set's memory"
     assert np.array_equal(seg.segment(frame, big).ids, before)
     assert seg._rooms._peak_k == 3   # 3 labels: under the line, nothing to give back
+
+
+def test_a_rooms_model_that_fails_to_load_once_is_tried_again(monkeypatch):
+    """ONNX Runtime's own errors are plain Exceptions, which the rooms model's fallback did
+    not catch (room-word sets were refused, every time), and any failure it did catch turned
+    routing off until the next configure, a passing one too (a full disk, a memory spike):
+    room words were then answered "none" by the street model (probe round 14). Now a failure
+    that may pass serves that set on the street model and the rooms model is tried again
+    after ROOMS_RETRY_S."""
+    from lgseg_ros.runtime import ort_session
+
+    seg = Segmenter(backend="onnxruntime", precision="fp32")
+    seg.prepare_labels(["road", "car"])
+    real = ort_session.session_from_bytes
+
+    def fails(*args, **kwargs):
+        raise Exception("injected: onnxruntime_pybind11_state.Fail bad_alloc")
+
+    monkeypatch.setattr(ort_session, "session_from_bytes", fails)
+    ls = seg.prepare_labels(["floor", "door"])
+    assert ls.model == "lgseg_lite_minilm.safetensors" and seg.routes
+    monkeypatch.setattr(ort_session, "session_from_bytes", real)
+    assert seg.prepare_labels(["floor", "wall"]).model == "lgseg_lite_minilm.safetensors"  # waits
+    seg._rooms_retry_at = 0.0          # as if ROOMS_RETRY_S had passed
+    assert seg.prepare_labels(["floor", "door"]).model == "lgseg_lite_minilm_rooms.safetensors"

@@ -289,3 +289,77 @@ def test_the_user_cache_prunes_files_from_before_the_first_use_mark(tmp_path_fac
     new = [src.onnx((32, 200 + 8 * i), "fp32") for i in range(2)]
     left = {p.name for p in (artefact_write_dir() / "frame").glob("*.onnx")}
     assert left == {p.name for p in old[2:] + new}, "the two least recently used unmarked files go"
+
+
+def test_a_cache_that_cannot_be_written_does_not_put_torch_in_the_node(artefact_dir, tmp_path_factory,
+                                                                      monkeypatch):
+    """Probe round 14: where the node exports in a child (so that torch never stays in its
+    process), an ONNX file it could not build or cache (a full disk, a cache path that is a
+    file) made backend auto run the model in torch on the CPU in the node: +720 MB for the
+    node's life, and configure reported success. auto now stops there, naming the cause."""
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime import artefacts
+    from lgseg_ros.runtime.backends import create_backend
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    (artefact_dir / "frame").write_text("a file where the cache's folder should be")
+    monkeypatch.setattr(artefacts, "_EXPORT_IN_CHILD", True)
+    source, _ = model_source(ckpt)
+    with pytest.raises(RuntimeError, match="torch on the CPU would stay in this process"):
+        create_backend("auto", source, source.cfg, device="cpu", precision="fp32", net_size=NET)
+    assert not source.net_loaded
+    # where the node does not export in a child (tools, the torch backend), auto goes on as before
+    monkeypatch.setattr(artefacts, "_EXPORT_IN_CHILD", False)
+    assert create_backend("auto", source, source.cfg, device="cpu", precision="fp32",
+                          net_size=NET).name == "torch"
+
+
+def test_a_checkpoint_replaced_during_its_export_is_not_cached_under_the_old_sha(artefact_dir,
+                                                                                  tmp_path_factory,
+                                                                                  monkeypatch):
+    """The export reads the checkpoint again by name: one replaced meanwhile (a deploy, a
+    training run writing the same path) was exported and filed under the first file's
+    sha256, and later served as verified to that first checkpoint (probe round 14: its masks
+    matched the other model on 99.9 % of pixels)."""
+    import shutil
+
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime import export
+
+    d = tmp_path_factory.mktemp("ckpt")
+    path, other = make_checkpoint(d / "tiny.safetensors", seed=0), make_checkpoint(d / "b.safetensors", seed=1)
+    source, _ = model_source(path)
+    sha = source.checkpoint_sha256
+    real = export.export_onnx
+
+    def swapped_during(*args, **kwargs):
+        shutil.copyfile(other, path)          # the file changes while the export runs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "export_onnx", swapped_during)
+    with pytest.raises(ArtefactError, match="changed while it was exported"):
+        source.onnx(NET, "fp32")
+    assert not list((artefact_dir / "frame").glob(f"lgseg_{sha[:16]}_*.onnx"))
+
+
+def test_a_failed_quantisation_leaves_no_half_written_file(artefact_dir, tmp_path_factory, monkeypatch):
+    """A failure after the quantiser had written its .tmp (a full disk, a stop, a check that
+    fails) left it in the cache, where no prune looks (probe round 14)."""
+    import onnx
+
+    from test_node_support import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    source, _ = model_source(ckpt)
+    source.onnx(NET, "fp32")
+
+    def fails(path, *args, **kwargs):
+        raise onnx.checker.ValidationError("injected")
+
+    monkeypatch.setattr(onnx.checker, "check_model", fails)
+    with pytest.raises(onnx.checker.ValidationError):
+        source.onnx(NET, "int8")
+    left = [p.name for p in artefact_dir.rglob("*") if ".tmp" in p.name]
+    assert left == [] and not list(artefact_dir.rglob("*int8.onnx"))

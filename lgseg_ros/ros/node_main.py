@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, _stop_requested) for sig in STOP_SIGNALS}
     previous.update({sig: signal.signal(sig, _ignored_signal) for sig in IGNORED_SIGNALS})
     sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
+    _fill_closed_std_fds()
     try:
         # Before anything large is allocated: freed models go back to the system
         # (procinfo). Inside the try: a stop may already arrive while it is imported.
@@ -190,6 +191,20 @@ def _run(argv: list[str] | None) -> int:
             logging.getLogger("lgseg_ros").removeHandler(handler)
             logging.getLogger("lgseg_ros").propagate = True
         rclpy.try_shutdown()
+
+
+def _fill_closed_std_fds() -> None:
+    """/dev/null onto stdin, stdout or stderr where the node was started with it closed
+    (`lgseg node >&- 2>&-`): the next files opened took those numbers, and the console log
+    went into the ROS log file and a Fast DDS socket (probe round 14)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:        # the lowest free number is fd itself when it is closed
+                os.dup2(null, fd)
+                os.close(null)
 
 
 class StopRequested(KeyboardInterrupt):

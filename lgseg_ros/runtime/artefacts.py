@@ -136,8 +136,11 @@ def read_manifest(onnx_path: Path) -> dict:
 def write_manifest(onnx_path: Path, fields: dict) -> dict:
     manifest = {"format": FORMAT, **fields, "onnx_sha256": sha256_file(onnx_path)}
     tmp = onnx_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, onnx_path.with_suffix(".json"))
+    try:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        os.replace(tmp, onnx_path.with_suffix(".json"))
+    finally:
+        tmp.unlink(missing_ok=True)
     return manifest
 
 
@@ -332,6 +335,13 @@ class ModelSource:
                 from .export import export_onnx
 
                 export_onnx(self.net, out, size, self.cfg.text_dim, precision=precision)
+            # The export read the checkpoint again by name: one replaced meanwhile (a deploy,
+            # a training run writing the same path) was exported and filed under the old
+            # file's sha256, and served to it as verified later (probe round 14).
+            if sha256_file(self.checkpoint) != self.checkpoint_sha256:
+                out.unlink(missing_ok=True)
+                raise ArtefactError(f"{self.checkpoint} changed while it was exported; "
+                                    "nothing was cached, load it again")
         self._verified[str(out)] = write_manifest(out, fields)["onnx_sha256"]
         return out
 
@@ -349,6 +359,10 @@ CHILD_EXPORT_TIMEOUT_S = 600
 def export_in_child(enabled: bool = True) -> None:
     global _EXPORT_IN_CHILD
     _EXPORT_IN_CHILD = bool(enabled)
+
+
+def exports_in_child() -> bool:
+    return _EXPORT_IN_CHILD
 
 
 _CHILD_EXPORT = """
@@ -422,8 +436,11 @@ def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
         with BUILD_LOCK:   # two segmenters of one process write the same .tmp names
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(out.name + ".tmp.npy")
-            np.save(tmp, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
-            os.replace(tmp, out)
+            try:
+                np.save(tmp, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
             write_manifest(out, key)   # "onnx_sha256" there is this file's own sha256
     except OSError as exc:   # a read-only cache still runs; the next start encodes again
         log.info("could not cache the vocabulary embeddings: %s", exc)

@@ -121,13 +121,16 @@ def quantize_frame_path(fp32_path: str | os.PathLike, out: str | os.PathLike, so
         # Shape inference + graph clean-up that the quantiser's pattern matching needs.
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         partial = out.with_name(out.name + ".tmp")
-        quantize_static(str(pre), str(partial), _Frames(files, size, text),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTISED_OPS),
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        onnx.checker.check_model(str(partial))
-        os.replace(partial, out)
+        try:   # a failure (a full disk, a stop) must not leave the half-written file behind
+            quantize_static(str(pre), str(partial), _Frames(files, size, text),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTISED_OPS),
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+            onnx.checker.check_model(str(partial))
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     log.info("quantised %s -> %s in %.1f s on %d CamVid train frames", fp32_path, out, seconds, len(files))
     return {"recipe": RECIPE, "method": "onnxruntime.quantization static QDQ, MinMax, per-channel s8 weights, u8 activations",

@@ -40,6 +40,21 @@ NET_STRIDE = 8
 # when its largest set was above this many labels (about 3 MB a label at 384x480).
 IDLE_RELEASE_ABOVE_K = 32
 
+# After a rooms-model load failure that may pass, the next attempt waits this long.
+ROOMS_RETRY_S = 30
+
+
+def _lasting_failure(exc: BaseException) -> bool:
+    """A rooms model that will not load however often it is tried: its files missing, its
+    artefacts not buildable here (no torch), its checkpoint unreadable."""
+    from lgseg_ros.model.checkpoint import CheckpointError
+
+    from .artefacts import ArtefactError
+
+    return isinstance(exc, (ArtefactError, CheckpointError, ImportError, FileNotFoundError,
+                            ValueError))
+
+
 _generations = itertools.count(1)
 _generation_lock = threading.Lock()
 
@@ -202,6 +217,7 @@ class Segmenter:
         self._router = None
         self._rooms: Segmenter | None = None
         self._rooms_lock = threading.Lock()
+        self._rooms_retry_at = 0.0   # after a failure that may pass (time.monotonic())
         if shipped_default and route not in (False, "off") and self.checkpoint and not self.untrained:
             self._setup_router(dict(
                 backend=backend, device=device, precision=precision, net_size=net_size,
@@ -285,13 +301,23 @@ class Segmenter:
         # model keeps answering every set rather than refusing room words.
         with self._rooms_lock:
             if self._rooms is None and self._router is not None:
+                if time.monotonic() < self._rooms_retry_at:
+                    return None
                 t0 = time.perf_counter()
                 try:
                     self._rooms = Segmenter(**self._rooms_args)
-                except (OSError, ValueError, RuntimeError, ImportError) as exc:
-                    log.warning("rooms model unavailable, the street model answers every label "
-                                "set: %s", str(exc)[:300])
-                    self._router = None
+                except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are plain Exceptions
+                    if _lasting_failure(exc):
+                        log.warning("rooms model unavailable, the street model answers every "
+                                    "label set: %s: %s", type(exc).__name__, str(exc)[:300])
+                        self._router = None
+                    else:
+                        # A full disk, a memory spike, too many open files: try again later
+                        # rather than serve room words "none" until the next configure.
+                        self._rooms_retry_at = time.monotonic() + ROOMS_RETRY_S
+                        log.warning("rooms model could not load (%s: %s); the street model "
+                                    "answers this set, the rooms model is tried again in %d s",
+                                    type(exc).__name__, str(exc)[:300], ROOMS_RETRY_S)
                     return None
                 log.info("rooms model loaded for routed label sets in %.2f s",
                          time.perf_counter() - t0)

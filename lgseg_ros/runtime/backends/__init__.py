@@ -155,8 +155,11 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     if name != "auto":
         return _create(name, net, cfg, device, opts)
     attempts = []
+    no_torch_here = None
     for candidate, dev in auto_candidates(device):
         reason = skip_reason(candidate, dev)
+        if reason is None and candidate == "torch" and dev == "cpu" and no_torch_here:
+            reason = no_torch_here
         if reason is not None:
             log.info("backend auto: %s on %s skipped: %s", candidate, dev, reason)
             attempts.append({"backend": candidate, "device": dev, "skipped": reason})
@@ -168,6 +171,13 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
                         candidate, dev, type(exc).__name__, exc)
             attempts.append({"backend": candidate, "device": dev,
                              "failed": f"{type(exc).__name__}: {exc}"})
+            if candidate == "onnxruntime" and _artefact_problem(exc):
+                # The node exports in a child so that torch never stays in its process; an
+                # ONNX file it could not build or cache (a full disk, a cache path that is a
+                # file) made auto run the model in torch in the node instead: +720 MB for
+                # the node's life, and configure said nothing was wrong (probe round 14).
+                no_torch_here = ("the ONNX file could not be built or cached (above), and "
+                                 "torch on the CPU would stay in this process for its life")
             continue
         log.info("backend auto -> %s on %s", candidate, dev)
         backend.auto_attempts = attempts
@@ -175,6 +185,13 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     summary = "; ".join(f"{a['backend']} on {a['device']}: {a.get('skipped') or a.get('failed')}"
                         for a in attempts)
     raise RuntimeError(f"backend auto (device={device!r}): no backend could start ({summary})")
+
+
+def _artefact_problem(exc: BaseException) -> bool:
+    """An ONNX file this process could not build or cache, where it exports in a child."""
+    from ..artefacts import ArtefactError, exports_in_child
+
+    return exports_in_child() and isinstance(exc, (ArtefactError, OSError))
 
 
 def _onnx_precision(name: str, device: str, precision: str) -> str:
