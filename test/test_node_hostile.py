@@ -32,7 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from lgseg_ros.ros.node import ConfigError, LgsegNode, _check_checkpoint_path
 from lgseg_ros.srv import SetLabels
 from test_image_conversion import _png_chunk
-from test_node_support import (RELIABLE, node_env, RosHarness, camvid_frames, header,  # noqa: F401
+from test_node_support import (RELIABLE, change_state, node_env, RosHarness, camvid_frames, header,  # noqa: F401
                                node_params, rgb_msg, serving_node, stamp_key, tiny_checkpoint,
                                tiny_torch_args, wait_until)
 
@@ -63,12 +63,7 @@ class Env(tuple):
 
 
 def _transition(h, transition_id: int) -> bool:
-    client = h.client.create_client(ChangeState, f"{NODE}/change_state")
-    try:
-        return h.call(client, ChangeState.Request(transition=Transition(id=transition_id)),
-                      timeout=30, retry=False).success
-    finally:
-        h.client.destroy_client(client)
+    return change_state(h, NODE, transition_id, timeout=30)
 
 
 def use_mode(env_, compressed: bool) -> None:

@@ -260,6 +260,20 @@ class Recorder:
             time.sleep(0.01)
 
 
+def change_state(h, node: str, transition_id: int, timeout: float = 30.0) -> bool:
+    """One lifecycle transition of ``node`` (its full name) through its ~/change_state, as a
+    lifecycle manager asks it; not resent (a transition is not idempotent)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = h.client.create_client(ChangeState, f"{node}/change_state")
+    try:
+        return h.call(client, ChangeState.Request(transition=Transition(id=transition_id)),
+                      timeout=timeout, retry=False).success
+    finally:
+        h.client.destroy_client(client)
+
+
 def wait_until(predicate, timeout: float = 15.0, what: str = "condition", period: float = 0.02):
     end = time.monotonic() + timeout
     while True:

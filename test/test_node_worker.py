@@ -11,7 +11,6 @@ import weakref
 
 import pytest
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import ListParameters, SetParametersAtomically
@@ -21,7 +20,7 @@ from sensor_msgs.msg import Image
 from lgseg_ros.ros.node import LgsegNode
 from lgseg_ros.ros.wire import RENEW_INPUT_ABOVE_BYTES
 from lgseg_ros.srv import SetLabels
-from test_node_support import (RELIABLE, Recorder, RosHarness, camvid_frames, node_params,  # noqa: F401
+from test_node_support import (RELIABLE, Recorder, RosHarness, camvid_frames, change_state, node_params,  # noqa: F401
                                publish_until, rgb_msg, stamp_key, tiny_checkpoint, wait_until)
 
 NS = "/worker_faults"
@@ -93,12 +92,7 @@ def test_a_failed_frame_after_a_warning_does_not_stop_the_masks(env):
 
 
 def _transition(h, transition_id: int) -> bool:
-    client = h.client.create_client(ChangeState, f"{NODE}/change_state")
-    try:
-        return h.call(client, ChangeState.Request(transition=Transition(id=transition_id)),
-                      timeout=15.0, retry=False).success
-    finally:
-        h.client.destroy_client(client)
+    return change_state(h, NODE, transition_id, timeout=15.0)
 
 
 def test_a_set_encoded_but_never_swapped_in_does_not_outlive_the_model(env):

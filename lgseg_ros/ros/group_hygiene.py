@@ -22,30 +22,20 @@ def forget(entity) -> None:
             group.entities.discard(weakref.ref(part))
 
 
+def _forgetting(method: str):
+    def destroy(self, entity) -> bool:
+        done = getattr(super(ForgetsDestroyedEntities, self), method)(entity)
+        forget(entity)
+        return done
+    destroy.__name__ = method
+    return destroy
+
+
 class ForgetsDestroyedEntities:
     """Mixin for an rclpy Node (before it in the bases): every destroy_* also forgets."""
 
-    def destroy_subscription(self, subscription) -> bool:
-        done = super().destroy_subscription(subscription)
-        forget(subscription)
-        return done
-
-    def destroy_publisher(self, publisher) -> bool:
-        done = super().destroy_publisher(publisher)
-        forget(publisher)
-        return done
-
-    def destroy_timer(self, timer) -> bool:
-        done = super().destroy_timer(timer)
-        forget(timer)
-        return done
-
-    def destroy_service(self, service) -> bool:
-        done = super().destroy_service(service)
-        forget(service)
-        return done
-
-    def destroy_client(self, client) -> bool:
-        done = super().destroy_client(client)
-        forget(client)
-        return done
+    destroy_subscription = _forgetting("destroy_subscription")
+    destroy_publisher = _forgetting("destroy_publisher")
+    destroy_timer = _forgetting("destroy_timer")
+    destroy_service = _forgetting("destroy_service")
+    destroy_client = _forgetting("destroy_client")
