@@ -258,6 +258,7 @@ def test_lifecycle_cycles_leave_nothing_behind_and_log_one_line_per_kind(env, ca
     assert sizes() == start
     err = capfd.readouterr().err
     assert err.count("]: inactive") <= 2 and err.count("]: active") <= 2, err[-3000:]
+    assert err.count("configured in") <= 2 and err.count("cleaned up") <= 2, err[-3000:]
     _pub, _frame, serve = _serving(h, node)
     serve("a mask after the cycles")
 
@@ -274,3 +275,24 @@ def test_a_node_started_with_its_output_closed_gets_dev_null_there(tmp_path):
             "f.write(' '.join(os.readlink(f'/proc/self/fd/{n}') for n in (0, 1, 2)))" % str(out))
     subprocess.run(f"{sys.executable} -c \"{code}\" <&- >&- 2>&-", shell=True, check=True)
     assert out.read_text().split() == [os.devnull] * 3
+
+
+def test_a_stopped_frame_worker_is_an_error_in_status(env):
+    """The worker is built not to end (above); should it end all the same, ~/status must not
+    go on reading the last rate at level OK while no mask comes."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    h, node = env
+    rec = Recorder(h)
+    rec.listen(f"{NODE}/status", DiagnosticArray)
+    node._stop.set()                 # ends the worker as a fault would, the node still active
+    node._worker.join(timeout=5)
+    try:
+        def stopped():
+            with rec.cond:
+                return any(st.level == DiagnosticStatus.ERROR and
+                           st.message == "frame worker stopped: no masks"
+                           for _, arr in rec.msgs[f"{NODE}/status"] for st in arr.status)
+        wait_until(stopped, timeout=15, what="an ERROR status naming the stopped worker")
+    finally:
+        node._stop.clear()

@@ -155,3 +155,17 @@ def test_a_rooms_model_that_fails_to_load_once_is_tried_again(monkeypatch):
     assert seg.prepare_labels(["floor", "wall"]).model == "lgseg_lite_minilm.safetensors"  # waits
     seg._rooms_retry_at = 0.0          # as if ROOMS_RETRY_S had passed
     assert seg.prepare_labels(["floor", "door"]).model == "lgseg_lite_minilm_rooms.safetensors"
+
+
+def test_which_rooms_load_failures_turn_routing_off():
+    """Only a rooms model that cannot load however often it is tried turns routing off; an
+    export that failed (a full disk while it wrote) is tried again."""
+    from lgseg_ros.model.checkpoint import CheckpointError
+    from lgseg_ros.runtime.artefacts import ArtefactError
+    from lgseg_ros.runtime.segmenter import _lasting_failure
+
+    assert _lasting_failure(ArtefactError("no frame-path ONNX ..., and exporting one needs torch"))
+    assert _lasting_failure(CheckpointError("truncated")) and _lasting_failure(FileNotFoundError())
+    assert not _lasting_failure(ArtefactError("exporting x for 384x480 fp32 failed (exit 1): OSError"))
+    assert not _lasting_failure(OSError(28, "No space left on device"))
+    assert not _lasting_failure(Exception("onnxruntime_pybind11_state.Fail"))

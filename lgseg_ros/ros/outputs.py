@@ -172,9 +172,9 @@ class OutputsMixin:
         for token in tokens:
             if token not in cam.class_pubs:
                 # A group of its own: rclpy's callback groups keep a weakref to every event
-                # handler ever added and never drop it, so with the node's default group each
-                # label change leaked ~3 KB (measured over 1000 changes). This group goes
-                # with its publisher.
+                # handler ever added (the node's destroys drop them since probe round 14,
+                # group_hygiene.py), and with the node's default group each label change
+                # leaked ~3 KB (measured over 1000 changes). This group goes with its publisher.
                 # And no QoS event handlers: rclpy's defaults add two waitables per
                 # publisher, which its executor walks on every turn; 16 cameras x 256 labels
                 # made 8,192 of them, and the executor thread burnt a core with no frames at

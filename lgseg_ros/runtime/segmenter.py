@@ -46,13 +46,15 @@ ROOMS_RETRY_S = 30
 
 def _lasting_failure(exc: BaseException) -> bool:
     """A rooms model that will not load however often it is tried: its files missing, its
-    artefacts not buildable here (no torch), its checkpoint unreadable."""
+    artefacts not buildable here (no torch), its checkpoint unreadable. An export that
+    failed (a full disk while it wrote) may pass."""
     from lgseg_ros.model.checkpoint import CheckpointError
 
     from .artefacts import ArtefactError
 
-    return isinstance(exc, (ArtefactError, CheckpointError, ImportError, FileNotFoundError,
-                            ValueError))
+    if isinstance(exc, ArtefactError):
+        return "needs torch" in str(exc) or "needs a trained" in str(exc)
+    return isinstance(exc, (CheckpointError, ImportError, FileNotFoundError, ValueError))
 
 
 _generations = itertools.count(1)
