@@ -106,14 +106,17 @@ def export_minilm_onnx(model_dir: Path, path: Path, opset: int = OPSET) -> Path:
     from lgseg_ros.runtime.artefacts import BUILD_LOCK
 
     # BUILD_LOCK: torch.onnx.export is not reentrant, and the frame path may export at once.
-    with BUILD_LOCK, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Pooled(bert), (ids, mask, torch.zeros_like(ids)), str(tmp),
-                          input_names=list(INPUTS), output_names=["embedding"],
-                          dynamic_axes={n: {0: "K", 1: "T"} for n in INPUTS} | {"embedding": {0: "K"}},
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
-    _embedding_tables_to_fp16(tmp)
-    os.replace(tmp, path)
+    try:   # a failure (a full disk, a check that fails) leaves no half-written .tmp behind
+        with BUILD_LOCK, warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Pooled(bert), (ids, mask, torch.zeros_like(ids)), str(tmp),
+                              input_names=list(INPUTS), output_names=["embedding"],
+                              dynamic_axes={n: {0: "K", 1: "T"} for n in INPUTS} | {"embedding": {0: "K"}},
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+        _embedding_tables_to_fp16(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("exported the MiniLM text encoder to %s in %.1f s", path, time.perf_counter() - start)
     return path
 
