@@ -169,3 +169,10 @@ def test_which_rooms_load_failures_turn_routing_off():
     assert not _lasting_failure(ArtefactError("exporting x for 384x480 fp32 failed (exit 1): OSError"))
     assert not _lasting_failure(OSError(28, "No space left on device"))
     assert not _lasting_failure(Exception("onnxruntime_pybind11_state.Fail"))
+    # backend auto wraps its last candidate's failure: the cause decides
+    for cause, lasting in ((ArtefactError("... exporting one needs torch"), True),
+                           (OSError(28, "No space left on device"), False)):
+        try:
+            raise RuntimeError("backend auto (device='cpu'): no backend could start") from cause
+        except RuntimeError as wrapped:
+            assert _lasting_failure(wrapped) is lasting

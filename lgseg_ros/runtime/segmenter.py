@@ -47,11 +47,14 @@ ROOMS_RETRY_S = 30
 def _lasting_failure(exc: BaseException) -> bool:
     """A rooms model that will not load however often it is tried: its files missing, its
     artefacts not buildable here (no torch), its checkpoint unreadable. An export that
-    failed (a full disk while it wrote) may pass."""
+    failed (a full disk while it wrote) may pass. Judged by the root cause: backend auto
+    wraps what its last candidate raised."""
     from lgseg_ros.model.checkpoint import CheckpointError
 
     from .artefacts import ArtefactError
 
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
     if isinstance(exc, ArtefactError):
         return "needs torch" in str(exc) or "needs a trained" in str(exc)
     return isinstance(exc, (CheckpointError, ImportError, FileNotFoundError, ValueError))

@@ -156,6 +156,7 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
         return _create(name, net, cfg, device, opts)
     attempts = []
     no_torch_here = None
+    last_failure: Exception | None = None
     for candidate, dev in auto_candidates(device):
         reason = skip_reason(candidate, dev)
         if reason is None and candidate == "torch" and dev == "cpu" and no_torch_here:
@@ -171,6 +172,7 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
                         candidate, dev, type(exc).__name__, exc)
             attempts.append({"backend": candidate, "device": dev,
                              "failed": f"{type(exc).__name__}: {exc}"})
+            last_failure = exc
             if candidate == "onnxruntime" and _artefact_problem(exc):
                 # The node exports in a child so that torch never stays in its process; an
                 # ONNX file it could not build or cache (a full disk, a cache path that is a
@@ -184,7 +186,10 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
         return backend
     summary = "; ".join(f"{a['backend']} on {a['device']}: {a.get('skipped') or a.get('failed')}"
                         for a in attempts)
-    raise RuntimeError(f"backend auto (device={device!r}): no backend could start ({summary})")
+    # from the last failure: a caller can tell a lasting cause (no torch to build a file with)
+    # from a passing one (a full disk), as the routed Segmenter does
+    raise RuntimeError(f"backend auto (device={device!r}): no backend could start ({summary})") \
+        from last_failure
 
 
 def _artefact_problem(exc: BaseException) -> bool:
