@@ -112,12 +112,23 @@ _CONFUSABLES = str.maketrans({
 })
 
 
+# Characters outside category C that are drawn as nothing (Unicode's default-ignorable letters
+# and marks, the Hangul fillers, the braille blank): 'car' + U+3164 read as 'car' but encoded
+# as an unknown word, and two such blanks made two labels that look empty and alike (audit
+# round 15). Checked after normalising, since NFKC maps U+3164 to U+1160.
+_BLANK_LETTERS = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
+
+
 def normalize_label(name: str) -> str:
     """Case-fold, NFKC-normalise, drop variation selectors and collapse whitespace:
-    'Traffic  Light' -> 'traffic light'."""
-    text = _VARIATION_SELECTORS.sub("", unicodedata.normalize("NFKC", name))
-    text = " ".join(text.replace("_", " ").split())
-    return text.casefold()
+    'Traffic  Light' -> 'traffic light'. Normalising the result again changes nothing."""
+    # NFKC again after case-folding: casefold can leave text that NFKC changes ('ß' + U+0301
+    # folds to 'ss' + U+0301, which composes to 'sś'), and a second pass (the node's
+    # configure, its topic names) then turned two distinct labels into one (audit round 15).
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    text = _VARIATION_SELECTORS.sub("", text)
+    return " ".join(text.replace("_", " ").split())
 
 
 def label_skeleton(name: str) -> str:
@@ -160,6 +171,10 @@ def validate_labels(labels: Iterable[object], max_labels: int = MAX_LABELS) -> t
         name = normalize_label(raw)
         if not name:
             raise LabelSetError(f"label {i} is blank")
+        blank = next((c for c in raw + name if c in _BLANK_LETTERS), None)
+        if blank is not None:
+            raise LabelSetError(f"label {i} {shown(raw)} contains U+{ord(blank):04X}, a character "
+                                f"drawn as nothing; labels are plain words")
         if len(name) > MAX_LABEL_CHARS:
             raise LabelSetError(
                 f"label {i} {shown(name)} has {len(name)} characters, more than the maximum "

@@ -1,5 +1,7 @@
 """runtime/routing.py: the default Segmenter runs a set of street classes on the street model
 and a set with any other word on the rooms model, as each model alone would."""
+import time
+
 import numpy as np
 import pytest
 
@@ -112,20 +114,28 @@ def test_if_the_rooms_model_cannot_load_the_street_model_answers_instead_of_refu
     assert seg.segment(np.zeros((48, 64, 3), np.uint8), ls).ids.shape == (48, 64)
 
 
-def test_the_model_the_sets_moved_away_from_gives_back_its_large_set(frame):
+def test_the_model_the_sets_moved_away_from_gives_back_its_large_set(frame, monkeypatch):
     """ONNX Runtime shrinks a session's arena only at the end of one of its runs, so with
     two models the idle one kept what its largest set needed: a 250-word street set, then
     "floor, door, wall" on the rooms model, held about 1.08 GB instead of 0.3 (probe round
-    14). The first frame after a switch now runs the idle model once with one label and the
-    shrinkage option; each model's own set still gives the same masks afterwards."""
+    14). A frame after a switch now runs the idle model once with one label and the
+    shrinkage option -- but only once it has been idle IDLE_RELEASE_AFTER_S: released on
+    every switch, sets alternating between the models paid that run and the arena's regrowth
+    each time (256 words at 10 Hz: masks 4.8 -> 2.8 a second, +400 MB at peak, audit round
+    15). Each model's own set still gives the same masks afterwards."""
+    from lgseg_ros.runtime import segmenter as segmenter_module
     from lgseg_ros.runtime.segmenter import IDLE_RELEASE_ABOVE_K
 
+    monkeypatch.setattr(segmenter_module, "IDLE_RELEASE_AFTER_S", 0.5)
     seg = Segmenter(backend="onnxruntime", precision="fp32")
     big = seg.prepare_labels([f"thing {i}" for i in range(IDLE_RELEASE_ABOVE_K + 8)] + ["road"])
     assert big.model == "lgseg_lite_minilm.safetensors", big.route
     rooms = seg.prepare_labels(["floor", "door", "wall"])
     before = seg.segment(frame, big).ids.copy()
     assert seg._peak_k == len(big)
+    seg.segment(frame, rooms)
+    assert seg._peak_k == len(big), "a quick switch released the model the next set may need"
+    time.sleep(0.6)
     seg.segment(frame, rooms)
     assert seg._peak_k == 1, "the idle street model kept its large set's memory"
     assert np.array_equal(seg.segment(frame, big).ids, before)

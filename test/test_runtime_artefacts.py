@@ -364,3 +364,24 @@ def test_a_failed_quantisation_leaves_no_half_written_file(artefact_dir, tmp_pat
         source.onnx(NET, "int8")
     left = [p.name for p in artefact_dir.rglob("*") if ".tmp" in p.name]
     assert left == [] and not list(artefact_dir.rglob("*int8.onnx"))
+
+
+def test_tensorrt_without_tensorrt_fails_before_exporting_anything(artefact_dir, tmp_path_factory):
+    """Audit round 15: `backend:=tensorrt` on a machine without TensorRT first spent ~6 s
+    exporting an fp16 ONNX file into the cache, then failed on `import tensorrt`. The import
+    (and device='cpu') is now checked first, and the cache is left as it was."""
+    import importlib.util
+
+    from lgseg_ros.runtime.backends import create_backend
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed: the missing-package error cannot occur")
+    from test_node_support import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    source, _ = model_source(ckpt)
+    with pytest.raises(RuntimeError, match="import tensorrt"):
+        create_backend("tensorrt", source, source.cfg, net_size=NET, precision="fp16")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        create_backend("tensorrt", source, source.cfg, net_size=NET, device="cpu")
+    assert not list(artefact_dir.rglob("*.onnx")), list(artefact_dir.rglob("*"))

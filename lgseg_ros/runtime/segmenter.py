@@ -36,9 +36,13 @@ DEFAULT_CHECKPOINT_NAME = "lgseg_lite_minilm.safetensors"
 # The logits come out at stride 8; sizes that are multiples of 8 keep every logit cell
 # aligned with an 8x8 pixel block (the decoder copes with sizes that are not multiples of 32).
 NET_STRIDE = 8
-# The routed pair: an idle model gives back its arena (one extra run, once per switch) only
-# when its largest set was above this many labels (about 3 MB a label at 384x480).
+# The routed pair: an idle model gives back its arena (one extra run) only when its largest
+# set was above this many labels (about 3 MB a label at 384x480), and only once it has been
+# idle this long: released on every switch, sets that alternate between the models made
+# each switch pay that run and the arena's regrowth (256 words switched at 10 Hz: masks 4.8
+# -> 2.8 a second and 400 MB more at peak, audit round 15).
 IDLE_RELEASE_ABOVE_K = 32
+IDLE_RELEASE_AFTER_S = 10.0
 
 # After a rooms-model load failure that may pass, the next attempt waits this long.
 ROOMS_RETRY_S = 30
@@ -237,6 +241,7 @@ class Segmenter:
         self._geometry: pp.Geometry | None = None
         self._buffer = np.zeros((1, 3, *self.net_size), np.float32)
         self._peak_k = 0  # largest K run since memory was last released
+        self._last_run = 0.0  # time.monotonic() of this model's last frame
 
     @property
     def net(self):
@@ -375,6 +380,7 @@ class Segmenter:
             rooms._release_idle()
         with self._frame_lock:
             t0 = time.perf_counter()
+            self._last_run = time.monotonic()
             release = False
             if label_set.generation != self._loaded_generation:
                 self.backend.set_labels(label_set.embeddings)
@@ -407,8 +413,11 @@ class Segmenter:
         largest set needed. ONNX Runtime shrinks a session's arena only at the end of one of
         its runs, and the idle model had none, so a 250-word set on the street model kept
         about 780 MB while the rooms model served three words (probe round 14). One run
-        with a single label does it, once per switch, only above IDLE_RELEASE_ABOVE_K."""
+        with a single label does it, only above IDLE_RELEASE_ABOVE_K and after
+        IDLE_RELEASE_AFTER_S without a frame of its own."""
         if self._peak_k <= IDLE_RELEASE_ABOVE_K or not hasattr(self.backend, "release_memory"):
+            return
+        if time.monotonic() - self._last_run < IDLE_RELEASE_AFTER_S:
             return
         with self._frame_lock:
             one = np.zeros((1, int(self.cfg.text_dim)), np.float32)

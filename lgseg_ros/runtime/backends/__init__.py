@@ -209,11 +209,23 @@ def _onnx_precision(name: str, device: str, precision: str) -> str:
     return "int8" if precision == "int8" else "fp32"
 
 
+def _tensorrt_can_start(device: str) -> None:
+    if device == "cpu":
+        raise ValueError("the tensorrt backend needs a CUDA device, not device='cpu'")
+    from .tensorrt_backend import import_tensorrt
+
+    import_tensorrt()     # RuntimeError naming `import tensorrt` and what to install
+
+
 def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
     # A ModelSource (runtime/artefacts.py) hands ONNX Runtime and TensorRT a verified ONNX
     # file, so neither needs the torch network; the torch backend loads it on demand.
     from ..artefacts import ArtefactError, ModelSource
 
+    if name == "tensorrt":
+        # Before the export below: without TensorRT (or on the CPU) the node spent ~6 s
+        # writing an fp16 ONNX file into the cache, then failed on the import (audit round 15).
+        _tensorrt_can_start(device)
     if isinstance(net, ModelSource) and name != "torch" and opts.get("onnx_path") is None:
         size = tuple(opts.get("net_size") or (384, 480))
         asked = opts.get("precision", "fp32")
@@ -241,8 +253,6 @@ def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
     if name == "tensorrt":
         from .tensorrt_backend import TensorRTBackend
 
-        if device == "cpu":
-            raise ValueError("the tensorrt backend needs a CUDA device, not device='cpu'")
         return TensorRTBackend(net, cfg, **opts)
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS + ('auto',)}")
 
