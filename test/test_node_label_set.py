@@ -141,14 +141,76 @@ def test_a_small_change_during_a_large_one_does_not_undo_its_publishers(tmp_path
             reply = h.call(client, SetLabels.Request(labels=[["road"], ["car"]][small % 2]))
             small += 1
             swapped += bool(reply.success)
-        assert future.result().success, future.result().message
         assert swapped >= 1
+        # The small changes arrived after the large one and are in force: the large one's
+        # late swap is refused, not laid over them (audit round 15: it was swapped in,
+        # and both replies said "in force").
+        last = [["road"], ["car"]][(small - 1) % 2]
+        assert not future.result().success and "superseded" in future.result().message, \
+            future.result().message
+        assert list(node._label_set.names) == last
+        assert list(node.get_parameter("labels").value) == last
+        # the set in force when it was refused (a later small change may follow it)
+        assert [c.class_name for c in future.result().class_map] in (["road"], ["car"])
         thing_topics = [t for t in made if "/class/thing" in t]
         assert len(thing_topics) == len(big) * len(cams), (len(thing_topics), small, swapped)
-        # Swapped out again: the large set's publishers go, none is left holding a topic.
+        # Refused: the large set's publishers go, none is left holding a topic.
         assert h.call(client, SetLabels.Request(labels=["car"])).success
         for cam in node._cameras:
             assert set(cam.class_pubs) == {"car"} and not cam.reserved
+    finally:
+        h.close()
+
+
+def test_a_burst_of_label_changes_is_answered_in_full(tmp_path):
+    """Audit round 15: ~/set_labels kept rclpy's default 10 unread requests, so 24 sent at
+    once from one client lost 10, dropped by DDS before the node saw them, and their callers
+    waited for ever. The server now keeps LABEL_REQUEST_DEPTH; every request gets a reply
+    (in force, superseded or busy), and the last one sent is in force. (A client must keep
+    as many replies: rclpy's default client depth of 10 drops replies of its own burst.)"""
+    import time
+
+    import torch
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    from lgseg_ros.model import build_model, get_config, save_checkpoint
+    from lgseg_ros.ros.node import LABEL_REQUEST_DEPTH, MAX_LABEL_CHANGES_IN_FLIGHT
+
+    torch.manual_seed(0)
+    cfg = get_config("test-tiny")
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", build_model(cfg), cfg, {})
+    words = ["road", "car", "sky", "tree", "fence", "pole"]
+    sets = [[words[i % 6], words[(i + 1) % 6], words[(i + 3) % 6]] for i in range(24)]
+    assert len(sets) <= LABEL_REQUEST_DEPTH
+    h = RosHarness()
+    try:
+        node = h.add(LgsegNode("lgseg_burst_node", context=h.context,
+                               parameter_overrides=node_params(str(ckpt), labels=["road"])))
+        assert node.lifecycle_state == "active"
+        deep = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                          reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        client = h.client.create_client(SetLabels, "/lgseg_burst_node/set_labels", qos_profile=deep)
+        assert client.wait_for_service(timeout_sec=20)
+        for s in sets[:6]:    # every word encoded once: the burst is only swaps
+            assert h.call(client, SetLabels.Request(labels=s)).success
+        futures = [client.call_async(SetLabels.Request(labels=s)) for s in sets]
+        deadline = time.monotonic() + 60
+        while not all(f.done() for f in futures) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answered = sum(f.done() for f in futures)
+        assert answered == len(sets), f"{len(sets) - answered} of {len(sets)} requests never answered"
+        replies = [f.result() for f in futures]
+        assert all(r.success or "superseded" in r.message or "being encoded" in r.message
+                   for r in replies), [r.message for r in replies]
+        # In force: the last one sent of those accepted (the label worker may refuse a few)
+        last_ok = max(i for i, r in enumerate(replies) if r.success)
+        assert list(node._label_set.names) == sets[last_ok], [r.message[:40] for r in replies]
+        # More changes being prepared than MAX_LABEL_CHANGES_IN_FLIGHT: answered "busy" at once.
+        node._changes_in_flight = MAX_LABEL_CHANGES_IN_FLIGHT   # as if that many were encoding
+        reply = h.call(client, SetLabels.Request(labels=["fence"]))
+        node._changes_in_flight = 0
+        assert not reply.success and f"busy: {MAX_LABEL_CHANGES_IN_FLIGHT} label changes" in reply.message
+        assert list(node._label_set.names) == sets[last_ok]
     finally:
         h.close()
 

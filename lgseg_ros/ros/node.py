@@ -42,6 +42,7 @@ is the ROS wiring and the rules that make the outputs trustworthy:
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import re
 import sys
@@ -99,11 +100,27 @@ STEADY_CLOCK = Clock(clock_type=ClockType.STEADY_TIME)
 NO_INPUT_WARN_S = 5.0
 # At most 10 at-change label announcements a second (_announce_labels).
 ANNOUNCE_PERIOD_S = 0.1
+# ~/set_labels and ~/enable keep this many unread requests (rclpy's default is 10): a burst
+# of 24 from separate clients while the executor made class topics lost 9 to 15 of them,
+# dropped by DDS before the node could answer, and their clients waited for ever (audit
+# round 15). Not deeper for set_labels: Fast DDS has no receive-side size cap, so each queued
+# request may be large.
+LABEL_REQUEST_DEPTH = 32
+ENABLE_REQUEST_DEPTH = 100
+# Label changes prepared at once (encoding, then class topics a chunk per turn); one more is
+# answered "busy" at once, so a deeper request queue does not mean more work in flight.
+MAX_LABEL_CHANGES_IN_FLIGHT = 8
 # Class-mask publishers made or destroyed per executor turn in a label change (~50 ms of
 # DDS entity work at ~0.8 ms each), so frames are taken between chunks.
 PUBLISHERS_PER_TURN = 64
 # A camera namespace: ROS name tokens (no leading digit), optionally absolute.
 _CAMERA_NAME = re.compile(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+
+def _request_qos(depth: int) -> QoSProfile:
+    """rclpy's service default (reliable, volatile) with a deeper request queue."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
 
 class ConfigError(ValueError):
     """A parameter value the node cannot run with; the message names the parameter."""
@@ -228,6 +245,13 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         # _prepared carries its result to the synchronous swap (see _set_labels).
         self._label_worker = LabelWorker()
         self._prepared = None
+        # Label changes are numbered as they arrive; a swap older than the last one swapped
+        # in is refused: a large set still encoding overwrote a small one sent after it and
+        # already in force, both answered "in force" (audit round 15).
+        self._label_arrivals = itertools.count(1)
+        self._swap_seq: int | None = None   # the arrival number of the swap about to run
+        self._swapped_seq = 0
+        self._changes_in_flight = 0
         # Class-mask publishers of labels that left, destroyed a chunk at a time (_retire).
         self._retiring: list[Any] = []
         self._stamps: dict[str, StampWatch] = {}
@@ -252,8 +276,11 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         self._timer_group = MutuallyExclusiveCallbackGroup()
         # Reentrant: a set_labels request awaiting its encoding holds back nothing else.
         self.create_service(SetLabels, "~/set_labels", self._on_set_labels,
+                            qos_profile=_request_qos(LABEL_REQUEST_DEPTH),
                             callback_group=ReentrantCallbackGroup())
-        self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._service_group)
+        self.create_service(SetBool, "~/enable", self._on_enable,
+                            qos_profile=_request_qos(ENABLE_REQUEST_DEPTH),
+                            callback_group=self._service_group)
         self._service_renewal = watch_node_services(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.get_parameter("autostart").value:
@@ -422,6 +449,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             # Taken before any return: a prepared set left behind (two identical changes at
             # once) held a model that cleanup had released (probe round 14).
             prepared, self._prepared = self._prepared, None
+            seq, self._swap_seq = self._swap_seq, None
+            if seq is not None:
+                if seq < self._swapped_seq:
+                    raise LabelSetError("superseded: a label change sent after this one is in "
+                                        "force already (class_map shows it)")
+                self._swapped_seq = seq
             if isinstance(labels, (list, tuple)):
                 labels = list(labels)
             names = validate_labels(labels)
@@ -514,10 +547,22 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         executor thread, before anything else runs) finds them in _prepared and only swaps.
         Returns the reservation of their class topics, for release_class_tokens once the
         swap is done. Raises LabelSetError (bad set, worker busy, node reconfigured)."""
+        seq = next(self._label_arrivals)
         names = validate_labels(list(labels) if isinstance(labels, (list, tuple)) else labels)
         segmenter = self._segmenter
         if segmenter is None or (self._label_set is not None and names == tuple(self._label_set.names)):
+            self._swap_seq = seq
             return None
+        if self._changes_in_flight >= MAX_LABEL_CHANGES_IN_FLIGHT:
+            raise LabelSetError(f"busy: {self._changes_in_flight} label changes are being prepared; "
+                                "send this one again when one of them is answered")
+        self._changes_in_flight += 1
+        try:
+            return await self._prepare_counted(segmenter, names, seq)
+        finally:
+            self._changes_in_flight -= 1
+
+    async def _prepare_counted(self, segmenter, names: tuple[str, ...], seq: int) -> list:
         try:
             future = self._label_worker.submit(lambda: segmenter.prepare_labels(names),
                                                executor=self.executor)
@@ -548,6 +593,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             self.release_class_tokens(reservation)
             raise
         self._prepared = (segmenter, new, reservation)
+        self._swap_seq = seq
         return reservation
 
     def _reserve_class_tokens(self, tokens: list[str]) -> list:
@@ -606,6 +652,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 names = self._set_labels(list(req.labels), from_parameter=False)
             finally:
+                self._swap_seq = None
                 self.release_class_tokens(reservation)
             await self._drain_retiring()
             resp.success = True
