@@ -450,42 +450,48 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             # once) held a model that cleanup had released (probe round 14).
             prepared, self._prepared = self._prepared, None
             seq, self._swap_seq = self._swap_seq, None
-            if seq is not None:
-                if seq < self._swapped_seq:
-                    raise LabelSetError("superseded: a label change sent after this one is in "
-                                        "force already (class_map shows it)")
+            if seq is not None and seq < self._swapped_seq:
+                raise LabelSetError("superseded: a label change sent after this one is in "
+                                    "force already (class_map shows it)")
+            names = self._swap_labels(labels, from_parameter, prepared)
+            if seq is not None:   # only once in force: a later change that failed supersedes nothing
                 self._swapped_seq = seq
-            if isinstance(labels, (list, tuple)):
-                labels = list(labels)
-            names = validate_labels(labels)
-            if self._segmenter is None:
-                # Unconfigured: validated now, encoded at configure (from the parameter).
-                if not from_parameter:
-                    self._write_back(names)
-                return names
-            if names == tuple(self._label_set.names):
-                return names
-            if (prepared is not None and prepared[0] is self._segmenter
-                    and tuple(prepared[1].names) == names):
-                new = prepared[1]  # encoded on the label worker
-            else:  # a set from inside the process (tests, an embedding application)
-                new = self._segmenter.prepare_labels(names)  # the slow part, before the swap
-            tokens = topic_tokens(new.names)
-            for cam in self._cameras:  # the slow DDS part, before the frame lock
-                self._create_class_pubs(cam, tokens)
-            stale = []
-            with self._frame_lock:
-                self._label_set = new
-                for cam in self._cameras:
-                    stale += self._reconcile_class_pubs(cam, new, destroy=False)
-                self._announce_labels()
-            self._retire(stale)
+            return names
+
+    def _swap_labels(self, labels: Any, from_parameter: bool, prepared) -> tuple[str, ...]:
+        """_set_labels under the labels lock: validate, then swap in the prepared set (or
+        store it, unconfigured)."""
+        if isinstance(labels, (list, tuple)):
+            labels = list(labels)
+        names = validate_labels(labels)
+        if self._segmenter is None:
+            # Unconfigured: validated now, encoded at configure (from the parameter).
             if not from_parameter:
-                self._write_back(new.names)
-            more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
-            self._request_line("labels", f"labels ({len(new.names)}): {', '.join(new.names[:16])}{more}"
-                               f"{_route_note(new)}", extra=self._grounding_warnings(new))
-            return tuple(new.names)
+                self._write_back(names)
+            return names
+        if names == tuple(self._label_set.names):
+            return names
+        if (prepared is not None and prepared[0] is self._segmenter
+                and tuple(prepared[1].names) == names):
+            new = prepared[1]  # encoded on the label worker
+        else:  # a set from inside the process (tests, an embedding application)
+            new = self._segmenter.prepare_labels(names)  # the slow part, before the swap
+        tokens = topic_tokens(new.names)
+        for cam in self._cameras:  # the slow DDS part, before the frame lock
+            self._create_class_pubs(cam, tokens)
+        stale = []
+        with self._frame_lock:
+            self._label_set = new
+            for cam in self._cameras:
+                stale += self._reconcile_class_pubs(cam, new, destroy=False)
+            self._announce_labels()
+        self._retire(stale)
+        if not from_parameter:
+            self._write_back(new.names)
+        more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
+        self._request_line("labels", f"labels ({len(new.names)}): {', '.join(new.names[:16])}{more}"
+                           f"{_route_note(new)}", extra=self._grounding_warnings(new))
+        return tuple(new.names)
 
     def _announce_labels(self, deferred: bool = False) -> None:
         """label_info and ~/label_set for the set in force, on every camera, stamped after
