@@ -126,8 +126,10 @@ def normalize_label(name: str) -> str:
     # NFKC again after case-folding: casefold can leave text that NFKC changes ('ß' + U+0301
     # folds to 'ss' + U+0301, which composes to 'sś'), and a second pass (the node's
     # configure, its topic names) then turned two distinct labels into one (audit round 15).
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
-    text = _VARIATION_SELECTORS.sub("", text)
+    # Variation selectors first: one between a letter and its accent kept NFKC from composing
+    # them, and a second pass, without the selector, did ('a' U+FE0F U+0301 -> 'á').
+    text = _VARIATION_SELECTORS.sub("", name)
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     return " ".join(text.replace("_", " ").split())
 
 

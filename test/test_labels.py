@@ -95,7 +95,9 @@ def test_normalising_twice_changes_nothing():
     import sys
     import unicodedata
 
-    marks = ("", "\u0301", "\u0308", "\u0345", "\u0327")
+    # with a variation selector between letter and mark too: stripped after NFKC, it had
+    # kept the pair apart until a second pass ('a' U+FE0F U+0301 -> 'á'; session-15 review)
+    marks = ("", "\u0301", "\u0308", "\u0345", "\u0327", "\ufe0f\u0301")
     unstable = []
     for cp in range(sys.maxunicode + 1):
         c = chr(cp)

@@ -162,6 +162,30 @@ def test_a_small_change_during_a_large_one_does_not_undo_its_publishers(tmp_path
         h.close()
 
 
+def test_resending_the_set_in_force_does_not_cancel_a_change_being_prepared(env):
+    """Session-15 review: label changes are numbered on arrival and an older one is refused
+    at its swap; a request that changed nothing (the set in force sent again) counted as a
+    swap, so any peer re-sending the current set made every change being prepared fail as
+    "superseded", unseen. Only a change that swaps a set in counts now, and a change whose
+    set is already in force (a retry) is answered as in force."""
+    h, node, client = env
+    before = list(node._label_set.names)
+    big = [f"gadget {i:03d}" for i in range(150)]       # new words: encoded on the worker
+    future = client.call_async(SetLabels.Request(labels=big))
+    again = h.call(client, SetLabels.Request(labels=before))
+    assert again.success, again.message
+    wait_until(future.done, timeout=120, what="the large change's reply")
+    assert future.result().success, future.result().message
+    assert list(node._label_set.names) == big
+    # the same set twice at once: both answered in force, whichever is prepared first
+    first = client.call_async(SetLabels.Request(labels=before))
+    second = client.call_async(SetLabels.Request(labels=before))
+    wait_until(lambda: first.done() and second.done(), timeout=60, what="both replies")
+    assert first.result().success and second.result().success, (first.result().message,
+                                                                 second.result().message)
+    assert list(node._label_set.names) == before
+
+
 def test_a_burst_of_label_changes_is_answered_in_full(tmp_path):
     """Audit round 15: ~/set_labels kept rclpy's default 10 unread requests, so 24 sent at
     once from one client lost 10, dropped by DDS before the node saw them, and their callers

@@ -249,8 +249,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         # in is refused: a large set still encoding overwrote a small one sent after it and
         # already in force, both answered "in force" (audit round 15).
         self._label_arrivals = itertools.count(1)
-        self._swap_seq: int | None = None   # the arrival number of the swap about to run
-        self._swapped_seq = 0
+        self._swapped_seq = 0   # the arrival number of the set in force
         self._changes_in_flight = 0
         # Class-mask publishers of labels that left, destroyed a chunk at a time (_retire).
         self._retiring: list[Any] = []
@@ -449,14 +448,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             # Taken before any return: a prepared set left behind (two identical changes at
             # once) held a model that cleanup had released (probe round 14).
             prepared, self._prepared = self._prepared, None
-            seq, self._swap_seq = self._swap_seq, None
-            if seq is not None and seq < self._swapped_seq:
-                raise LabelSetError("superseded: a label change sent after this one is in "
-                                    "force already (class_map shows it)")
-            names = self._swap_labels(labels, from_parameter, prepared)
-            if seq is not None:   # only once in force: a later change that failed supersedes nothing
-                self._swapped_seq = seq
-            return names
+            return self._swap_labels(labels, from_parameter, prepared)
 
     def _swap_labels(self, labels: Any, from_parameter: bool, prepared) -> tuple[str, ...]:
         """_set_labels under the labels lock: validate, then swap in the prepared set (or
@@ -473,15 +465,21 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             return names
         if (prepared is not None and prepared[0] is self._segmenter
                 and tuple(prepared[1].names) == names):
-            new = prepared[1]  # encoded on the label worker
-        else:  # a set from inside the process (tests, an embedding application)
-            new = self._segmenter.prepare_labels(names)  # the slow part, before the swap
+            new, seq = prepared[1], prepared[3]  # encoded on the label worker
+            if seq < self._swapped_seq:
+                # Only a change that swaps a set in counts: one that changed nothing (the
+                # set in force sent again) must not make others' changes fail unseen.
+                raise LabelSetError("superseded: a label change sent after this one is in "
+                                    "force already (class_map shows it)")
+        else:  # a set from inside the process (tests, an embedding application): now
+            new, seq = self._segmenter.prepare_labels(names), next(self._label_arrivals)
         tokens = topic_tokens(new.names)
         for cam in self._cameras:  # the slow DDS part, before the frame lock
             self._create_class_pubs(cam, tokens)
         stale = []
         with self._frame_lock:
             self._label_set = new
+            self._swapped_seq = seq
             for cam in self._cameras:
                 stale += self._reconcile_class_pubs(cam, new, destroy=False)
             self._announce_labels()
@@ -557,7 +555,6 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         names = validate_labels(list(labels) if isinstance(labels, (list, tuple)) else labels)
         segmenter = self._segmenter
         if segmenter is None or (self._label_set is not None and names == tuple(self._label_set.names)):
-            self._swap_seq = seq
             return None
         if self._changes_in_flight >= MAX_LABEL_CHANGES_IN_FLIGHT:
             raise LabelSetError(f"busy: {self._changes_in_flight} label changes are being prepared; "
@@ -598,8 +595,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         except BaseException:
             self.release_class_tokens(reservation)
             raise
-        self._prepared = (segmenter, new, reservation)
-        self._swap_seq = seq
+        self._prepared = (segmenter, new, reservation, seq)
         return reservation
 
     def _reserve_class_tokens(self, tokens: list[str]) -> list:
@@ -658,7 +654,6 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 names = self._set_labels(list(req.labels), from_parameter=False)
             finally:
-                self._swap_seq = None
                 self.release_class_tokens(reservation)
             await self._drain_retiring()
             resp.success = True

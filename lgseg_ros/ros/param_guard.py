@@ -236,7 +236,6 @@ class ParameterGuardMixin:
         return None
 
     def _release_held(self, held: list) -> None:
-        self._swap_seq = None     # an entry's arrival number is for its own set call only
         prepared = self._prepared
         for reservation in held:
             if prepared is not None and prepared[2] is reservation:

@@ -215,6 +215,8 @@ def _tensorrt_can_start(device: str) -> None:
     from .tensorrt_backend import import_tensorrt
 
     import_tensorrt()     # RuntimeError naming `import tensorrt` and what to install
+    if not cuda_available():
+        raise RuntimeError("the tensorrt backend needs a CUDA device, and the CUDA driver reports none")
 
 
 def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
