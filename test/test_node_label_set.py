@@ -162,12 +162,12 @@ def test_a_small_change_during_a_large_one_does_not_undo_its_publishers(tmp_path
         h.close()
 
 
-def test_resending_the_set_in_force_does_not_cancel_a_change_being_prepared(env):
-    """Session-15 review: label changes are numbered on arrival and an older one is refused
-    at its swap; a request that changed nothing (the set in force sent again) counted as a
-    swap, so any peer re-sending the current set made every change being prepared fail as
-    "superseded", unseen. Only a change that swaps a set in counts now, and a change whose
-    set is already in force (a retry) is answered as in force."""
+def test_the_last_change_sent_wins_even_when_it_resends_the_set_in_force(env):
+    """Label changes are numbered on arrival and an older one is refused at its swap. The
+    set in force sent again is the latest change too: a large change sent before it and
+    still being prepared is refused as superseded, not laid over it. A change whose set is
+    already in force when its swap comes (a retry, or the same set from two clients) is
+    answered as in force, not as superseded (session-15 review)."""
     h, node, client = env
     before = list(node._label_set.names)
     big = [f"gadget {i:03d}" for i in range(150)]       # new words: encoded on the worker
@@ -175,15 +175,18 @@ def test_resending_the_set_in_force_does_not_cancel_a_change_being_prepared(env)
     again = h.call(client, SetLabels.Request(labels=before))
     assert again.success, again.message
     wait_until(future.done, timeout=120, what="the large change's reply")
-    assert future.result().success, future.result().message
-    assert list(node._label_set.names) == big
-    # the same set twice at once: both answered in force, whichever is prepared first
-    first = client.call_async(SetLabels.Request(labels=before))
-    second = client.call_async(SetLabels.Request(labels=before))
+    assert not future.result().success and "superseded" in future.result().message, \
+        future.result().message
+    assert list(node._label_set.names) == before
+    # the same new set twice at once: both answered in force, whichever is prepared first
+    other = [f"widget {i:02d}" for i in range(20)]
+    first = client.call_async(SetLabels.Request(labels=other))
+    second = client.call_async(SetLabels.Request(labels=other))
     wait_until(lambda: first.done() and second.done(), timeout=60, what="both replies")
     assert first.result().success and second.result().success, (first.result().message,
                                                                  second.result().message)
-    assert list(node._label_set.names) == before
+    assert list(node._label_set.names) == other
+    assert h.call(client, SetLabels.Request(labels=before)).success
 
 
 def test_a_burst_of_label_changes_is_answered_in_full(tmp_path):

@@ -467,8 +467,6 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 and tuple(prepared[1].names) == names):
             new, seq = prepared[1], prepared[3]  # encoded on the label worker
             if seq < self._swapped_seq:
-                # Only a change that swaps a set in counts: one that changed nothing (the
-                # set in force sent again) must not make others' changes fail unseen.
                 raise LabelSetError("superseded: a label change sent after this one is in "
                                     "force already (class_map shows it)")
         else:  # a set from inside the process (tests, an embedding application): now
@@ -555,6 +553,9 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         names = validate_labels(list(labels) if isinstance(labels, (list, tuple)) else labels)
         segmenter = self._segmenter
         if segmenter is None or (self._label_set is not None and names == tuple(self._label_set.names)):
+            # Nothing to prepare, but still the latest change sent: changes sent before it
+            # and still being prepared must not be swapped in over it (the last sent wins).
+            self._swapped_seq = max(self._swapped_seq, seq)
             return None
         if self._changes_in_flight >= MAX_LABEL_CHANGES_IN_FLIGHT:
             raise LabelSetError(f"busy: {self._changes_in_flight} label changes are being prepared; "
