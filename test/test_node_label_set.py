@@ -11,8 +11,8 @@ from sensor_msgs.msg import Image
 from lgseg_ros.msg import LabelSet
 from lgseg_ros.ros.node import LgsegNode
 from lgseg_ros.srv import SetLabels
-from test_node_support import (LATCHED, RosHarness, Recorder, node_params, topic_names,  # noqa: F401
-                               wait_until)
+from test_node_support import (LATCHED, RosHarness, Recorder, make_checkpoint, node_params,  # noqa: F401
+                               topic_names, wait_until)
 
 NS = "/lgseg_report_node"
 
@@ -110,13 +110,7 @@ def test_a_small_change_during_a_large_one_does_not_undo_its_publishers(tmp_path
     swap then made them all again in one go on the executor thread (16 cameras x 256 new
     words: 8 s without a mask). Now a change being prepared holds its topics: each of them
     is made once, and none is left behind when it is swapped out again."""
-    import torch
-
-    from lgseg_ros.model import build_model, get_config, save_checkpoint
-
-    torch.manual_seed(0)
-    cfg = get_config("test-tiny")
-    ckpt = save_checkpoint(tmp_path / "m.safetensors", build_model(cfg), cfg, {})
+    ckpt = make_checkpoint(tmp_path / "m.safetensors")
     cams = [f"c{i}" for i in range(4)]
     big = [f"thing {i:03d}" for i in range(100)]
     h = RosHarness()
@@ -197,15 +191,11 @@ def test_a_burst_of_label_changes_is_answered_in_full(tmp_path):
     as many replies: rclpy's default client depth of 10 drops replies of its own burst.)"""
     import time
 
-    import torch
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    from lgseg_ros.model import build_model, get_config, save_checkpoint
     from lgseg_ros.ros.node import LABEL_REQUEST_DEPTH, MAX_LABEL_CHANGES_IN_FLIGHT
 
-    torch.manual_seed(0)
-    cfg = get_config("test-tiny")
-    ckpt = save_checkpoint(tmp_path / "m.safetensors", build_model(cfg), cfg, {})
+    ckpt = make_checkpoint(tmp_path / "m.safetensors")
     words = ["road", "car", "sky", "tree", "fence", "pole"]
     sets = [[words[i % 6], words[(i + 1) % 6], words[(i + 3) % 6]] for i in range(24)]
     assert len(sets) <= LABEL_REQUEST_DEPTH

@@ -210,6 +210,8 @@ def _onnx_precision(name: str, device: str, precision: str) -> str:
 
 
 def _tensorrt_can_start(device: str) -> None:
+    # Not tensorrt_problem(): that one asks for CUDA first, so auto never imports TensorRT
+    # (hundreds of MB) on a CPU machine; a user who named tensorrt needs the import's reason.
     if device == "cpu":
         raise ValueError("the tensorrt backend needs a CUDA device, not device='cpu'")
     from .tensorrt_backend import import_tensorrt
