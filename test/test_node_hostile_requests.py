@@ -222,8 +222,8 @@ def test_set_parameters_requests_are_bounded(env):
 
 def test_get_parameters_cannot_amplify(env):
     """Item 4: one 0.22 MB request asking for `labels` 20,000 times got a 323 MB reply and
-    raised peak RSS by 796 MB. Now at most 128 names per request and 1 MB per reply; a
-    refused request gets an empty reply (as rclpy answers an unknown name) and a log line."""
+    raised peak RSS by 796 MB. Now at most 128 names per request, each name once, and 1 MB
+    per reply; a refused request gets an empty reply (as rclpy answers an unknown name) and a log line."""
     h, proc, rec, pub = env
     assert call(h, SetLabels, "set_labels", SetLabels.Request(labels=new_words(256, 7))).success
     rss0 = proc.rss_mb()
@@ -231,11 +231,20 @@ def test_get_parameters_cannot_amplify(env):
     log_at = proc.log_bytes()
     reply = call(h, GetParameters, "get_parameters", GetParameters.Request(names=["labels"] * 20_000))
     assert list(reply.values) == []
-    reply = call(h, GetParameters, "get_parameters", GetParameters.Request(names=["labels"] * 128))
-    assert len(reply.values) == 128  # 128 x 2.5 KB: under the reply cap, served
+    # Probe round 16: under both caps, 50 x 'labels' (607 bytes) still drew 873 KB. A name
+    # given twice is now refused; every parameter once is served.
+    reply = call(h, GetParameters, "get_parameters", GetParameters.Request(names=["labels"] * 50))
+    assert list(reply.values) == []
+    every = list(call(h, ListParameters, "list_parameters", ListParameters.Request()).result.names)
+    assert "labels" in every and len(every) > 10
+    reply = call(h, GetParameters, "get_parameters", GetParameters.Request(names=every))
+    assert len(reply.values) == len(every)
     for srv, name in ((DescribeParameters, "describe_parameters"), (GetParameterTypes, "get_parameter_types")):
-        reply = call(h, srv, name, srv.Request(names=["labels"] * 200_000))
-        assert not (reply.descriptors if srv is DescribeParameters else reply.types)
+        for names in (["labels"] * 200_000, ["labels"] * 100, ["labels", "cameras", "labels"]):
+            reply = call(h, srv, name, srv.Request(names=names))
+            assert not (reply.descriptors if srv is DescribeParameters else reply.types), len(names)
+        reply = call(h, srv, name, srv.Request(names=every))
+        assert len(reply.descriptors if srv is DescribeParameters else reply.types) == len(every)
     reply = call(h, ListParameters, "list_parameters", ListParameters.Request(prefixes=["x"] * 100_000))
     assert list(reply.result.names) == []
     rise = proc.peak_mb() - rss0
@@ -304,6 +313,41 @@ def test_a_large_request_leaves_no_buffer_behind(env):
     reply = call(h, SetParameters, "set_parameters", SetParameters.Request(parameters=[ParameterMsg(
         name="overlay_alpha", value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5))]))
     assert reply.results[0].successful
+    serve_one(env)
+
+
+def test_many_requests_just_under_the_renewal_size_leave_no_buffers_behind(env):
+    """Probe round 16: the renewal above came only after one request over 1 MB, and rclpy's
+    parameter services keep 1,000 unread requests, each with its own buffer: 1,000 requests
+    of 1,000,000 bytes to one service kept +570 MB for good. Now those services keep 32, and
+    requests over 64 KB that add up to 8 MB renew the server too (service_renewal)."""
+    from rclpy.qos import HistoryPolicy
+    h, proc, rec, pub = env
+    serve_one(env)
+    time.sleep(1.0)
+    rss0 = proc.rss_mb()
+    log_at = proc.log_bytes()
+    deep = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+    client = h.client.create_client(GetParameterTypes, f"{NODE}/get_parameter_types", qos_profile=deep)
+    try:
+        assert client.wait_for_service(timeout_sec=20)
+        futures = [client.call_async(GetParameterTypes.Request(names=[f"{j}" + "b" * 900_000]))
+                   for j in range(200)]    # 180 MB, none over 1 MB
+        wait_renewed(proc, log_at, "get_parameter_types", timeout=60)
+        end, kept = time.monotonic() + 30.0, proc.rss_mb() - rss0
+        while kept >= 60 and time.monotonic() < end:
+            time.sleep(0.5)
+            kept = proc.rss_mb() - rss0
+        answered = sum(f.done() for f in futures)
+        print(json.dumps({"many_requests_under_1mb": {"sent_mb": 180, "rss_kept_mb": round(kept, 1),
+                                                       "answered": answered}}))
+        assert kept < 60, (kept, proc.text_since(log_at)[-3000:])
+    finally:
+        h.client.destroy_client(client)
+    reply = call(h, GetParameterTypes, "get_parameter_types", GetParameterTypes.Request(names=["labels"]),
+                 retry=True)
+    assert list(reply.types) == [ParameterType.PARAMETER_STRING_ARRAY]
     serve_one(env)
 
 
@@ -401,6 +445,34 @@ def test_requests_cannot_fill_the_log(env):
     assert text.count("taking effect at the next") <= 2, text[-3000:]
     assert text.count("set_labels [") <= 2 and text.count("processing ") <= 2, text[-3000:]
     assert len(text.splitlines()) < 30, text[-3000:]
+    serve_one(env)
+
+
+def test_a_type_hash_rcl_cannot_parse_is_refused_before_rcl_logs_it(env):
+    """Probe round 16: ~/get_type_description handed any request to rcl, which logged an
+    unparsable type hash whole on every request: 20 requests with a 200 KB hash wrote 4 MB
+    to stdout and 4 MB to the log file in 0.11 s. Such a request is now refused first."""
+    from type_description_interfaces.srv import GetTypeDescription
+    h, proc, rec, pub = env
+    info = wait_until(lambda: h.client.get_publishers_info_by_topic(f"{NODE}/label_mask"),
+                      timeout=10, what="the label_mask publisher")
+    good = GetTypeDescription.Request(type_name="sensor_msgs/msg/Image",
+                                      type_hash=str(info[0].topic_type_hash))
+    assert good.type_hash.startswith("RIHS01_"), good.type_hash
+    log_at = proc.log_bytes()
+    for k in range(20):
+        reply = call(h, GetTypeDescription, "get_type_description", GetTypeDescription.Request(
+            type_name="sensor_msgs/msg/Image", type_hash="RIHS01_" + "ab" * 100_000), retry=True)
+        assert not reply.successful and "type_hash" in reply.failure_reason, reply.failure_reason
+        assert len(reply.failure_reason) < 200, len(reply.failure_reason)
+    reply = call(h, GetTypeDescription, "get_type_description",
+                 GetTypeDescription.Request(type_name="x" * 10_000, type_hash=good.type_hash), retry=True)
+    assert not reply.successful and "type_name of 10000 characters" in reply.failure_reason
+    reply = call(h, GetTypeDescription, "get_type_description", good, retry=True)
+    assert reply.successful, reply.failure_reason
+    assert reply.type_description.type_description.type_name == "sensor_msgs/msg/Image"
+    text = proc.text_since(log_at)
+    assert len(text) < 5_000 and "abab" * 20 not in text, (len(text), text[-2000:])
     serve_one(env)
 
 
@@ -982,6 +1054,29 @@ def test_a_stop_swallowed_by_an_ignoring_callback_is_not_lost():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["swallowed", "kept", "SIGTERM"], out.stdout + out.stderr
     assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_more_stop_signals_while_the_process_ends_do_not_kill_it(tiny_checkpoint):
+    """Probe round 16: after the first SIGINT, main put back the default handlers before
+    the interpreter's teardown (about a second with torch loaded), so a second SIGINT or a
+    SIGTERM then killed the node by that signal (exit -2 / -15): what `ros2 launch` reports
+    as a died process when the terminal and launch both pass on a Ctrl-C."""
+    ns = "/hostile3_twostops"
+    with serving_node(ns, f"{ns}/cam", tiny_torch_args(tiny_checkpoint), env=node_env()) as (h, proc, rec, pub):
+        proc.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        sent = 0
+        while proc.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.03)
+            try:
+                proc.proc.send_signal((signal.SIGINT, signal.SIGTERM)[sent % 2])
+                sent += 1
+            except ProcessLookupError:
+                break
+        rc = proc.wait(30)
+        assert sent >= 2, sent   # it was still ending when the others came
+        assert rc == 0, (rc, sent, proc.text()[-3000:])
+        assert "Traceback" not in proc.text(), proc.text()[-3000:]
 
 
 def test_a_stop_while_label_sets_wait_ends_the_process_promptly(tiny_checkpoint):

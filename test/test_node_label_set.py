@@ -41,6 +41,28 @@ def env(tmp_path_factory):
         h.close()
 
 
+def test_a_refused_request_is_answered_with_the_set_in_force_built_once(env):
+    """Probe round 16: every set_labels reply rebuilt the set in force (a topic resolution
+    per label), refusals too, so 8-byte refused requests drew 70 KB replies at 256 labels and
+    cut masks from 7 to 2.5 a second. The reply still carries the set in force, now built
+    once per set."""
+    h, node, client = env
+    assert h.call(client, SetLabels.Request(labels=["road", "car", "banana"])).success
+    first = node._set_labels_reply_parts()
+    for bad in ([], [""], ["road", "road"]):
+        resp = h.call(client, SetLabels.Request(labels=bad))
+        assert not resp.success
+        assert [c.class_name for c in resp.class_map] == ["road", "car", "banana"]
+        assert [e.label for e in resp.labels] == ["road", "car", "banana"]
+        assert resp.labels[0].mask_topic == f"{NS}/class/road/mask"
+        assert [w.split("'")[1] for w in resp.warnings] == ["banana"]
+    again = node._set_labels_reply_parts()
+    assert all(a is b for a, b in zip(first, again)), "rebuilt for a set already built"
+    resp = h.call(client, SetLabels.Request(labels=["road", "car"]))
+    assert resp.success and [e.label for e in resp.labels] == ["road", "car"] and not resp.warnings
+    assert node._set_labels_reply_parts()[1] is not first[1]
+
+
 def test_reply_names_each_labels_mask_topic_and_grounding(env):
     h, node, client = env
     resp = h.call(client, SetLabels.Request(labels=["sedan", "road", "banana", "mailbox"]))

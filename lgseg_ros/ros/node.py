@@ -49,6 +49,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,7 @@ from lgseg_ros.ros.label_worker import LabelWorker, LabelWorkerBusy, wake_awaiti
 from lgseg_ros.ros.outputs import (LABEL_INFO_QOS, LABEL_INFO_TYPE, OUTPUT_QOS, LabelInfo,  # noqa: F401
                                    LabelSetMsg, OutputsMixin)  # LABEL_INFO_TYPE, LabelInfo: re-exported
 from lgseg_ros.ros.lifecycle_guard import guard_change_state
+from lgseg_ros.ros.type_description_guard import guard_type_description
 from lgseg_ros.ros.param_guard import ParameterGuardMixin
 from lgseg_ros.ros.service_renewal import watch_node_services
 from lgseg_ros.ros.wire import RENEW_INPUT_ABOVE_BYTES, check_camera_info, read_frame
@@ -107,6 +109,10 @@ ANNOUNCE_PERIOD_S = 0.1
 # request may be large.
 LABEL_REQUEST_DEPTH = 32
 ENABLE_REQUEST_DEPTH = 100
+# rclpy's parameter services keep 1,000 unread requests, each with a buffer as large as the
+# request: 1,000 requests of 1 MB to one of them kept +570 MB (probe round 16). `ros2 param`
+# and the node's tools send one request at a time.
+PARAMETER_REQUEST_DEPTH = 32
 # Label changes prepared at once (encoding, then class topics a chunk per turn); one more is
 # answered "busy" at once, so a deeper request queue does not mean more work in flight.
 MAX_LABEL_CHANGES_IN_FLIGHT = 8
@@ -241,10 +247,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         self._announce_gate = Throttle(ANNOUNCE_PERIOD_S)
         self._announce_timer = None
         guard_change_state(self, self._throttle)
+        guard_type_description(self, self._throttle)
         # The slow half of a label change (encoding) runs here, off the executor thread;
         # _prepared carries its result to the synchronous swap (see _set_labels).
         self._label_worker = LabelWorker()
         self._prepared = None
+        self._reply_parts_cache = None   # see _set_labels_reply_parts
         # Label changes are numbered as they arrive; a swap older than the last one swapped
         # in is refused: a large set still encoding overwrote a small one sent after it and
         # already in force, both answered "in force" (audit round 15).
@@ -281,6 +289,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                             qos_profile=_request_qos(ENABLE_REQUEST_DEPTH),
                             callback_group=self._service_group)
         self._service_renewal = watch_node_services(self)
+        self._service_renewal.set_request_depth(
+            PARAMETER_REQUEST_DEPTH, lambda srv: srv.srv_type.__module__.startswith("rcl_interfaces"))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == SUCCESS:
@@ -674,13 +684,28 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             more = f" ... {len(req.labels)} in all" if len(req.labels) > 8 else ""
             self._request_line("set_labels refused", f"set_labels [{', '.join(labels)}{more}]: "
                                f"{shown(resp.message, 400)}", level="warning")
-        resp.class_map = [SrvVisionClass(class_id=i, class_name=n)
-                          for i, n in enumerate(self._current_names())]
+        resp.class_map, resp.labels, resp.warnings = self._set_labels_reply_parts()
+        return resp
+
+    def _set_labels_reply_parts(self) -> tuple[list, list, list]:
+        """The set in force as a set_labels reply carries it (class map, label entries,
+        grounding warnings), built once per set: with 256 labels each reply took 256 topic
+        resolutions, and a flood of refused requests (8 bytes each, 70 KB replies) cut masks
+        from 7 to 2.5 a second (probe round 16)."""
         # Unconfigured, the set is only stored: no encoder has read it yet, so no grounding.
         label_set = self._label_set if self._segmenter is not None else None
-        resp.labels = self._label_entries(self._cameras[0] if self._cameras else None, label_set)
-        resp.warnings = self._grounding_warnings(label_set) if label_set is not None else []
-        return resp
+        cam = self._cameras[0] if self._cameras else None
+        names = self._current_names()
+        cached = self._reply_parts_cache
+        if cached is not None and cached[0] is label_set and cached[1]() is cam and cached[2] == names:
+            return cached[3]
+        parts = ([SrvVisionClass(class_id=i, class_name=n) for i, n in enumerate(names)],
+                 self._label_entries(cam, label_set),
+                 self._grounding_warnings(label_set) if label_set is not None else [])
+        # The camera weakly: a reconfigure retires it, and this must not keep it.
+        self._reply_parts_cache = (label_set, weakref.ref(cam) if cam is not None else lambda: None,
+                                   names, parts)
+        return parts
 
     def _on_enable(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
         self._enabled = bool(req.data)

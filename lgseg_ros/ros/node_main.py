@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         rc = 0
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            # Not the stop signals: the process is ending (main is only ever its entry point),
+            # and the interpreter's teardown takes about a second with torch loaded; a second
+            # Ctrl-C there, or launch's SIGTERM after the terminal's SIGINT, killed the node by
+            # that signal (exit -2 / -15) instead of 0 (probe round 16).
+            signal.signal(sig, signal.SIG_IGN if sig in STOP_SIGNALS else old)
     if any(t.name == LABEL_THREAD and t.is_alive() for t in threading.enumerate()):
         # A label encoding still runs (the node waited 1 s for it): interpreter teardown
         # with that thread inside the text encoder aborts the process (exit -6), so end here,

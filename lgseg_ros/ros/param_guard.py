@@ -57,6 +57,18 @@ def _value_bytes(value) -> int:
     return size + sum(8 + len(s) for s in value.string_array_value)
 
 
+def _named_twice(names) -> str | None:
+    """The first name a request gives twice: no tool asks for a parameter twice in one
+    request, and each repeat of ``labels`` added 17 KB to the reply (probe round 16: a
+    607-byte get_parameters request drew 873 KB, a describe_parameters one 26 times its size)."""
+    seen = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return None
+
+
 class ParameterGuardMixin:
     """Installs the guarded handlers on rclpy's parameter services (call once, in __init__)."""
 
@@ -122,6 +134,11 @@ class ParameterGuardMixin:
                 self._refuse_request(name, f"a name of {longest} characters; parameter names "
                                      f"are at most {MAX_NAME_CHARS}")
                 return resp
+            twice = _named_twice(req.names)
+            if twice is not None:
+                self._refuse_request(name, f"parameter {shown(twice)} named more than once; "
+                                     "ask for each parameter once")
+                return resp
             return callback(req, resp)
         return capped
 
@@ -148,6 +165,12 @@ class ParameterGuardMixin:
         names = req.names
         if len(names) > MAX_NAMES:
             self._refuse_request("get_parameters", f"{len(names)} names, at most {MAX_NAMES} per request")
+            return resp
+        twice = _named_twice(names)
+        if twice is not None:
+            # 50 x 'labels' (607 bytes) fetched 873 KB of reply, under the size cap (round 16)
+            self._refuse_request("get_parameters", f"parameter {shown(twice)} named more than "
+                                 "once; ask for each parameter once")
             return resp
         values, size = [], 0
         for name in names:

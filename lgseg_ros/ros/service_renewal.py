@@ -9,8 +9,11 @@ good, and each other service could be made to hold as much (issue 20, hostile pe
 image subscriptions had the same leak and the same cure (``LgsegNode._renew_input``).
 
 Every watched server's callback is wrapped: it estimates the request's serialized size
-(``request_bytes``, bounded work), and after a request over ``RENEW_SERVICE_ABOVE_BYTES``
-the server is destroyed and created again with its name, type, QoS, callback and group:
+(``request_bytes``, bounded work), and after a request over ``RENEW_SERVICE_ABOVE_BYTES``,
+or once the requests over ``COUNT_ABOVE_BYTES`` since the server was made add up to
+``RENEW_AFTER_TOTAL_BYTES`` (many queued requests just under the first limit each kept a
+buffer), the server is destroyed and created again with its name, type, QoS, callback and
+group, and the heap is trimmed:
 
 * after the reply: from a timer, once no request of that server is being answered (the
   label-changing handlers are coroutines that await the encoder);
@@ -35,6 +38,7 @@ size is large but which deserializes to a small request (the handler never sees 
 from __future__ import annotations
 
 import array
+import copy
 import inspect
 import threading
 import time
@@ -45,9 +49,18 @@ from typing import Any, Iterable
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 
+from lgseg_ros.procinfo import trim_heap
+
 # Far above any legitimate request: 256 labels of 64 characters are 17 KB, `ros2 param
 # dump` asks for ~25 names.
 RENEW_SERVICE_ABOVE_BYTES = 1 << 20
+# Many requests just under that held as much: every queued request has its own buffer of
+# the reader's pool, so 1,000 requests of 1,000,000 bytes to three parameter services kept
+# +1,028 MB for good (probe round 16). Requests over COUNT_ABOVE_BYTES (none a tool sends)
+# are summed since the server was made, and the server is renewed once they pass
+# RENEW_AFTER_TOTAL_BYTES; ordinary traffic never renews it.
+COUNT_ABOVE_BYTES = 64 << 10
+RENEW_AFTER_TOTAL_BYTES = 8 << 20
 RENEW_INTERVAL_S = 5.0
 RENEW_QUIET_S = 0.5
 # How often a pending renewal looks whether it may run (a timer only while one is pending).
@@ -93,6 +106,7 @@ class _Watched:
     due_since: float = 0.0
     timer: Any = None
     renewed_at: float = float("-inf")
+    counted_bytes: int = 0   # of requests over COUNT_ABOVE_BYTES, since the server was made
 
 
 class ServiceRenewal:
@@ -120,12 +134,15 @@ class ServiceRenewal:
     def _measured(self, watched: _Watched, inner):
         async def measured(request, response):
             try:
-                large = request_bytes(request, self.above_bytes) > self.above_bytes
+                size = request_bytes(request, self.above_bytes)
             except Exception:   # an estimate must never cost the request its reply
-                large = False
+                size = 0
             with self._lock:
                 watched.inflight += 1
                 watched.last_request_at = time.monotonic()
+                if size > COUNT_ABOVE_BYTES:
+                    watched.counted_bytes += min(size, self.above_bytes + 1)
+                large = size > self.above_bytes or watched.counted_bytes > RENEW_AFTER_TOTAL_BYTES
             try:
                 result = inner(request, response)
                 return (await result) if inspect.isawaitable(result) else result
@@ -161,18 +178,38 @@ class ServiceRenewal:
             node.destroy_timer(watched.timer)
             watched.timer = None
             watched.renewed_at = now
-            old = watched.service
-            group = old.callback_group
-            node.destroy_service(old)
-            if group is not None:
-                group.entities.discard(weakref.ref(old))
-            watched.service = node.create_service(old.srv_type, old.srv_name, old.callback,
-                                                  qos_profile=old.qos_profile, callback_group=group)
+            self._remake(watched, watched.service.qos_profile)
+        # The pool's buffers were freed into glibc's heap (below the node's mmap threshold),
+        # which keeps them until trimmed: a renewal alone gave back a third (round 16).
+        trim_heap()
         node.get_logger().info(
             f"{watched.service.service_name}: server renewed after a request over "
-            f"{self.above_bytes >> 20} MB, so that Fast DDS frees the buffer it kept for it "
+            f"{self.above_bytes >> 20} MB or {RENEW_AFTER_TOTAL_BYTES >> 20} MB of requests over "
+            f"{COUNT_ABOVE_BYTES >> 10} KB, so that Fast DDS frees the buffers it kept for them "
             f"(a request sent during the renewal gets no reply; README, Troubleshooting, "
             f"\"Oversized samples\")")
+
+    def _remake(self, watched: _Watched, qos) -> None:
+        """Destroy the server and make it again with ``qos`` (caller holds the lock)."""
+        node, old = self._node, watched.service
+        group = old.callback_group
+        node.destroy_service(old)
+        if group is not None:
+            group.entities.discard(weakref.ref(old))
+        watched.service = node.create_service(old.srv_type, old.srv_name, old.callback,
+                                              qos_profile=qos, callback_group=group)
+        watched.counted_bytes = 0
+
+    def set_request_depth(self, depth: int, which) -> None:
+        """Make the watched servers for which ``which(service)`` is true again with a
+        request queue of ``depth`` (at start-up, before any request)."""
+        with self._lock:
+            for watched in self._watched.values():
+                old = watched.service
+                if which(old):
+                    qos = copy.copy(old.qos_profile)
+                    qos.depth = depth
+                    self._remake(watched, qos)
 
 
 def watch_node_services(node) -> ServiceRenewal:
