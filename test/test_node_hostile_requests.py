@@ -471,6 +471,16 @@ def test_a_type_hash_rcl_cannot_parse_is_refused_before_rcl_logs_it(env):
     reply = call(h, GetTypeDescription, "get_type_description", good, retry=True)
     assert reply.successful, reply.failure_reason
     assert reply.type_description.type_description.type_name == "sensor_msgs/msg/Image"
+    upper = GetTypeDescription.Request(type_name=good.type_name, type_hash="RIHS01_" + good.type_hash[7:].upper())
+    assert call(h, GetTypeDescription, "get_type_description", upper, retry=True).successful
+    # Not renewed after a large request: rclpy's C object keeps its server alive, and a
+    # renewal left two servers on the name, the old one still taking requests.
+    reply = call(h, GetTypeDescription, "get_type_description", GetTypeDescription.Request(
+        type_name="sensor_msgs/msg/Image", type_hash="RIHS01_" + "cd" * (1 << 20)), retry=True)
+    assert not reply.successful
+    time.sleep(2.0)   # past the renewal's quiet time, had there been one
+    assert h.client.count_services(f"{NODE}/get_type_description") == 1
+    assert call(h, GetTypeDescription, "get_type_description", good, retry=True).successful
     text = proc.text_since(log_at)
     assert len(text) < 5_000 and "abab" * 20 not in text, (len(text), text[-2000:])
     serve_one(env)
@@ -1060,9 +1070,16 @@ def test_more_stop_signals_while_the_process_ends_do_not_kill_it(tiny_checkpoint
     """Probe round 16: after the first SIGINT, main put back the default handlers before
     the interpreter's teardown (about a second with torch loaded), so a second SIGINT or a
     SIGTERM then killed the node by that signal (exit -2 / -15): what `ros2 launch` reports
-    as a died process when the terminal and launch both pass on a Ctrl-C."""
+    as a died process when the terminal and launch both pass on a Ctrl-C. Also while the
+    cleanup waits for a label encoding."""
     ns = "/hostile3_twostops"
     with serving_node(ns, f"{ns}/cam", tiny_torch_args(tiny_checkpoint), env=node_env()) as (h, proc, rec, pub):
+        # An encoding in flight, so that cleanup waits for it (up to 1 s) while more stops
+        # come: the review of this fix found a second stop there ended the process with -6.
+        client = h.client.create_client(SetLabels, f"{ns}/lgseg_node/set_labels")
+        assert client.wait_for_service(10)
+        client.call_async(SetLabels.Request(labels=[w + " zq" for w in new_words(256, 16)]))
+        time.sleep(0.5)
         proc.proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 30
         sent = 0

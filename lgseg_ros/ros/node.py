@@ -691,7 +691,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         """The set in force as a set_labels reply carries it (class map, label entries,
         grounding warnings), built once per set: with 256 labels each reply took 256 topic
         resolutions, and a flood of refused requests (8 bytes each, 70 KB replies) cut masks
-        from 7 to 2.5 a second (probe round 16)."""
+        from 7 to 2.5 a second (probe round 16). The lists are shared by every reply until
+        the set changes: read them, never change them."""
         # Unconfigured, the set is only stored: no encoder has read it yet, so no grounding.
         label_set = self._label_set if self._segmenter is not None else None
         cam = self._cameras[0] if self._cameras else None
@@ -1000,6 +1001,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 for pub in [*cam.pubs.values(), *cam.class_pubs.values()]:
                     self.destroy_lifecycle_publisher(pub)
             self._cameras = []
+            self._reply_parts_cache = None   # its label set and entries belong to the model gone
             self._destroy_retiring(len(self._retiring))
             for pub in self._status_pubs:
                 self.destroy_lifecycle_publisher(pub)

@@ -261,7 +261,13 @@ _STOPS: list[str] = []
 
 
 def _stop_requested(signum, frame) -> None:
+    stopping = bool(_STOPS)
     _STOPS.append(signal.Signals(signum).name)
+    if stopping:
+        # Already stopping (the flag is checked at every step): raising again would land
+        # inside the node's cleanup. A second Ctrl-C while destroy_node waited for a label
+        # encoding ended the process with -6 (probe round 16's review).
+        return
     raise StopRequested(_STOPS[-1])
 
 

@@ -32,8 +32,10 @@ destroyed before the new one is made: with both alive a request would be served 
 
 Not covered: rcl_lifecycle's services (the state machine creates and owns them, and cannot
 renew them without being recreated itself; ``~/change_state`` carries an unbounded label),
-``~/get_type_description`` (created and answered in C by rclpy), and a sample whose wire
-size is large but which deserializes to a small request (the handler never sees its size).
+``~/get_type_description`` (rclpy's C object keeps its server alive: destroying the Python
+wrapper and making another left two servers, the old one still taking requests), and a
+sample whose wire size is large but which deserializes to a small request (the handler
+never sees its size).
 """
 from __future__ import annotations
 
@@ -214,7 +216,9 @@ class ServiceRenewal:
 
 def watch_node_services(node) -> ServiceRenewal:
     """Watch every service server the node made with ``create_service`` (its own and
-    rclpy's parameter services); rcl_lifecycle's cannot be renewed (module docstring)."""
+    rclpy's parameter services); rcl_lifecycle's cannot be renewed, nor can
+    ~/get_type_description (module docstring)."""
     renewal = ServiceRenewal(node)
-    renewal.watch(s for s in node.services if not s.srv_type.__module__.startswith("lifecycle_msgs"))
+    renewal.watch(s for s in node.services if not s.srv_type.__module__.startswith(
+        ("lifecycle_msgs", "type_description_interfaces")))
     return renewal

@@ -14,7 +14,7 @@ from type_description_interfaces.srv import GetTypeDescription
 
 from lgseg_ros.labels import shown
 
-TYPE_HASH = re.compile(r"RIHS01_[0-9a-f]{64}")
+TYPE_HASH = re.compile(r"RIHS01_[0-9a-fA-F]{64}")   # rcl parses either case
 # ROS type names are package/interface/Name: a few dozen characters.
 MAX_TYPE_NAME = 256
 
