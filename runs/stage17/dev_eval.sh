@@ -7,7 +7,7 @@ export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1
 C=$1; O=$2; mkdir -p $O
 export LGSEG_ARTEFACTS=$PWD/$O/artefacts
 ROOM=wall,floor,ceiling,bed,window,cabinet,door,table,chair,sink,toilet,mirror
-nice -n 10 .venv/bin/lgseg agreement --checkpoint $C --data runs/pl/indoor_dev --split train \
+nice -n 0 .venv/bin/lgseg agreement --checkpoint $C --data runs/pl/indoor_dev --split train \
   --words $ROOM --threads 1 --out $O/d_in.json > $O/d_in.log 2>&1
-nice -n 10 .venv/bin/lgseg eval --checkpoint $C --data camvid --split train --no-probes \
+nice -n 0 .venv/bin/lgseg eval --checkpoint $C --data camvid --split train --no-probes \
   --rename synonyms --threads 1 --no-progress --grid 0 --out $O/d_cv > $O/d_cv.log 2>&1
