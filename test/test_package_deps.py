@@ -34,7 +34,8 @@ FORBIDDEN_KEYS = {"python3-torch", "python3-torchvision", "python3-safetensors"}
 ROS_PACKAGES = {"ament_cmake", "ament_cmake_python", "rosidl_default_generators",
                 "rosidl_default_runtime", "std_msgs", "rclpy", "rcl_interfaces", "sensor_msgs",
                 "std_srvs", "lifecycle_msgs", "diagnostic_msgs", "launch", "launch_ros",
-                "ament_index_python", "vision_msgs", "builtin_interfaces"}
+                "ament_index_python", "vision_msgs", "builtin_interfaces",
+                "type_description_interfaces"}   # rcl_interfaces' repository; rclpy needs it
 
 # Top-level module -> ("ros", package.xml name) | ("rosdep", key) | ("pip", requirement)
 #                   | ("platform", why: brought by the robot's own stack, in neither file)
@@ -44,6 +45,7 @@ MODULES = {
     "builtin_interfaces": ("ros", "builtin_interfaces"),
     "std_srvs": ("ros", "std_srvs"), "diagnostic_msgs": ("ros", "diagnostic_msgs"),
     "lifecycle_msgs": ("ros", "lifecycle_msgs"),
+    "type_description_interfaces": ("ros", "type_description_interfaces"),
     "launch": ("ros", "launch"), "launch_ros": ("ros", "launch_ros"),
     "ament_index_python": ("ros", "ament_index_python"), "vision_msgs": ("ros", "vision_msgs"),
     "numpy": ("rosdep", "python3-numpy"), "cv2": ("rosdep", "python3-opencv"),
