@@ -58,8 +58,9 @@ from lgseg_ros.procinfo import trim_heap
 RENEW_SERVICE_ABOVE_BYTES = 1 << 20
 # Many requests just under that held as much: every queued request has its own buffer of
 # the reader's pool, so 1,000 requests of 1,000,000 bytes to three parameter services kept
-# +1,028 MB for good (probe round 16). Requests over COUNT_ABOVE_BYTES (none a tool sends)
-# are summed since the server was made, and the server is renewed once they pass
+# +1,028 MB for good (probe round 16). Requests over COUNT_ABOVE_BYTES (an ordinary set
+# of 256 labels is 17 KB; only a set of raw names near the 1,024-character pre-normalisation
+# cap, ~263 KB, is counted, and it takes 32 of those to renew) are summed since the server was made, and the server is renewed once they pass
 # RENEW_AFTER_TOTAL_BYTES; ordinary traffic never renews it.
 COUNT_ABOVE_BYTES = 64 << 10
 RENEW_AFTER_TOTAL_BYTES = 8 << 20
