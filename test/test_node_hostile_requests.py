@@ -528,6 +528,23 @@ def test_zero_and_backwards_stamps_are_logged(env):
     serve_one(env)
 
 
+def test_a_stamp_with_a_second_or_more_of_nanoseconds_is_refused(env):
+    """Probe round 17: nanosec takes any uint32, and (s, 4,294,967,295 ns) is s + 4.29 s;
+    the node copied it to every output, and the next label_info, stamped by field order
+    after it, lay seconds before it in time. Refused now, naming the field; the node goes on."""
+    h, proc, rec, pub = env
+    serve_one(env)
+    before = status_counts(rec)
+    log_at = proc.log_bytes()
+    bad = rgb_msg(camvid_frames(1)[0])
+    bad.header.stamp.nanosec = 2**32 - 1
+    pub.publish(bad)
+    wait_until(lambda: "header.stamp.nanosec=4294967295 is not below" in proc.text_since(log_at),
+               timeout=10, what="nanosec refusal")
+    serve_one(env)
+    assert status_counts(rec)["frames_rejected"] > before["frames_rejected"]
+
+
 def test_a_label_change_after_the_last_stamp_a_time_holds_is_not_stamped_negative(env):
     """Probe round 10: a label change is announced 1 ns after the newest mask when that is
     ahead of the node's clock; after a frame stamped 2**31 - 1 s + 999999999 ns that
@@ -661,7 +678,8 @@ def test_a_malformed_camera_info_is_refused_not_relayed(env):
                    timeout=15, what="camera_info links")
         good = CameraInfo(width=120, height=90, distortion_model="plumb_bob", d=[0.5] * 5)
         good.header.frame_id = "camera"
-        bad = {"header.frame_id": b"\x00\x01\x00\x00" + b"\xff" * 60,
+        bad = {"header.frame_id": b"\x00\x01\x00\x00" + bytes(8) + b"\xff" * 52,
+               "header.stamp.nanosec=4294967295": b"\x00\x01\x00\x00" + b"\xff" * 60,
                "truncated or corrupt": serialize_message(good)[:40]}
         for why, raw in bad.items():
             log_at = proc.log_bytes()

@@ -382,3 +382,58 @@ def test_more_than_254_labels_switch_the_mask_to_16_bit(env, reference_segmenter
         print(f"256-label change took {change_s:.2f} s")
     finally:
         assert set_labels(h, DEFAULT_LABELS).success
+
+
+def test_qos_warnings_on_many_topics_leave_request_lines_alone(env):
+    """Probe round 17: QoS mismatch warnings (one throttle key per output topic, over 100
+    with 16 cameras) shared the throttle of request lines, whose flood gate lets 20 new
+    keys through per 5 s; a peer's mismatched subscribers on enough topics silenced the
+    next label change's log line. Each has its own throttle now, and the warnings say how
+    many of theirs the flood gate dropped."""
+    h, node, rec, pub, _ = env
+    for i in range(40):
+        node._warn_throttled(("incompatible_qos_out", f"/probe/topic_{i}"), f"probe warning {i}")
+    assert node._qos_throttle.take_flooded() > 0        # the flood gate did drop some
+    assert node._throttle(("request", "probe round 17")) is not None
+
+
+def test_a_label_swap_awaits_a_slow_frame_without_holding_the_executor(env):
+    """Probe round 17: the swap took the frame lock on the executor thread, so every label
+    change waited there for the frame in progress, and so did every other callback: with
+    2048x2048 frames and 256 labels (1.4 s a frame) a peer switching sets every 0.2 s held
+    the parameter services, ~/enable and image intake for up to 4.5 s. Here a frame is held
+    inside the model until the test lets it go: the change must wait for it (a swap is
+    strictly between two frames), and ~/enable must be answered meanwhile."""
+    h, node, rec, pub, _ = env
+    seg = node._segmenter
+    inside, let_go = threading.Event(), threading.Event()
+    real_segment = seg.segment
+
+    def held_segment(rgb, label_set):   # the real model, entered and then held
+        inside.set()
+        let_go.wait(30)
+        return real_segment(rgb, label_set)
+
+    labels_client = h.client.create_client(SetLabels, f"{NS}/set_labels")
+    enable_client = h.client.create_client(SetBool, f"{NS}/enable")
+    assert labels_client.wait_for_service(timeout_sec=10) and enable_client.wait_for_service(timeout_sec=10)
+    new, before = ["car", "road", "probe seventeen"], current_labels(node)
+    seg.segment = held_segment
+    try:
+        pub.publish(rgb_msg(camvid_frames(1)[0]))
+        assert inside.wait(15), "no frame reached the model"
+        change = labels_client.call_async(SetLabels.Request(labels=new))
+        wait_until(lambda: node._gate.holds > 0, timeout=15, what="the change waiting for the frame")
+        enable = enable_client.call_async(SetBool.Request(data=True))
+        wait_until(enable.done, timeout=10, what="~/enable answered while the frame is held")
+        assert enable.result().success
+        assert not change.done() and current_labels(node) != new   # not swapped mid-frame
+    finally:
+        let_go.set()
+        del seg.segment
+    wait_until(change.done, timeout=15, what="the label change after the frame")
+    assert change.result().success, change.result().message
+    assert current_labels(node) == new and node._gate.holds == 0
+    assert h.call(labels_client, SetLabels.Request(labels=before)).success   # as it was
+    h.client.destroy_client(labels_client)
+    h.client.destroy_client(enable_client)

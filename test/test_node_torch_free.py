@@ -16,6 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+
 from lgseg_ros.srv import SetLabels
 from test_node_support import (LATCHED, NET_HW, camvid_frames, mask_of, publish_until,  # noqa: F401
                                rgb_msg, serving_node, stamp_key, tiny_checkpoint, wait_until)
@@ -96,3 +100,33 @@ def test_node_serves_from_onnx_files_without_torch(node, artefacts, tiny_checkpo
         np.testing.assert_array_equal(mask, ref.segment(frame, ref.prepare_labels(["road", "car", "sky"])).ids)
     new = ref.prepare_labels(["zebra crossing", "lamp post", "road"])
     np.testing.assert_array_equal(got_new, ref.segment(frames[0], new).ids)
+
+
+def _torch_mappings(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return sorted({line.split()[-1] for line in f if "libtorch" in line or "/torch/" in line})
+
+
+def test_a_run_time_switch_to_the_torch_backend_is_refused(node):
+    """Probe round 17: `backend` applies at the next configure, so a peer could set it to
+    torch and cycle the node: torch was then loaded into the process for good (RSS 313 ->
+    1,148 MB, and back on onnxruntime it stayed). Refused at run time, naming the way to
+    choose it (at start-up); other backends still change at run time."""
+    h, proc, rec, pub, report = node
+    client = h.client.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def set_backend(value):
+        msg = ParameterMsg(name="backend", value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=value))
+        return h.call(client, SetParameters.Request(parameters=[msg])).results[0]
+
+    try:
+        refused = set_backend("torch")
+        assert not refused.successful
+        assert "backend=torch is chosen at start-up only (-p backend:=torch)" in refused.reason
+        assert set_backend("onnxruntime").successful   # a change the node still allows
+        assert set_backend("auto").successful          # and back to the fixture's default
+    finally:
+        h.client.destroy_client(client)
+    assert _torch_mappings(proc.pid) == []
+    _serve(rec, pub, camvid_frames(1)[0], proc)

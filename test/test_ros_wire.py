@@ -19,12 +19,13 @@ from lgseg_ros.ros.image_conversion import ImageConversionError, image_to_rgb
 from lgseg_ros.ros.wire import MAX_ROW_PADDING, read_compressed, read_frame, read_image
 
 
-def _image(h=3, w=5, encoding="rgb8", step=None, data=None, frame_id="cam", pad=0, bigendian=0):
+def _image(h=3, w=5, encoding="rgb8", step=None, data=None, frame_id="cam", pad=0, bigendian=0,
+           nanosec=123456789):
     bpp = {"rgb8": 3, "mono8": 1, "rgba16": 8, "mono16": 2}[encoding]
     step = step if step is not None else w * bpp + pad
     msg = Image(height=h, width=w, encoding=encoding, step=step, is_bigendian=bigendian)
     msg.header = Header(frame_id=frame_id)
-    msg.header.stamp.sec, msg.header.stamp.nanosec = -7, 123456789
+    msg.header.stamp.sec, msg.header.stamp.nanosec = -7, nanosec
     msg.data = bytes(data) if data is not None else bytes((i * 7) % 256 for i in range(step * h))
     return msg
 
@@ -77,6 +78,9 @@ def test_the_data_is_a_view_not_a_copy():
     (_image(h=3000, w=3000, encoding="mono8", data=b""), 4_194_304, "max_image_pixels"),
     (_image(frame_id="f" * 1025), None, "header.frame_id of 1025 bytes is longer than 256 characters"),
     (_image(encoding="rgb8", frame_id="x"), None, None),
+    (_image(nanosec=1_000_000_000), None, "header.stamp.nanosec=1000000000 is not below 1,000,000,000"),
+    (_image(nanosec=2**32 - 1), None, "header.stamp.nanosec=4294967295"),
+    (_image(nanosec=999_999_999), None, None),
 ])
 def test_sizes_no_image_can_have_are_refused_by_field(msg, max_pixels, field):
     raw = serialize_message(msg)
@@ -136,3 +140,18 @@ def test_a_camera_info_with_bytes_appended_is_refused():
     for extra in (4, 60_000):
         with pytest.raises(FrameRejected, match=f"{extra} bytes after roi.do_rectify"):
             check_camera_info(raw + b"\0" * extra)
+
+
+def test_a_camera_info_stamped_with_a_second_or_more_of_nanoseconds_is_refused():
+    """Probe round 17: the relayed camera_info copies the frame's header rules, so a stamp
+    builtin_interfaces/Time does not allow is refused there too, naming the field."""
+    from sensor_msgs.msg import CameraInfo
+
+    from lgseg_ros.ros.wire import check_camera_info
+
+    info = CameraInfo(width=120, height=90, distortion_model="plumb_bob", d=[0.5] * 5)
+    info.header.stamp.nanosec = 999_999_999
+    check_camera_info(serialize_message(info))
+    info.header.stamp.nanosec = 1_000_000_000
+    with pytest.raises(FrameRejected, match="header.stamp.nanosec=1000000000 is not below"):
+        check_camera_info(serialize_message(info))

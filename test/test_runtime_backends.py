@@ -177,6 +177,21 @@ def test_auto_logs_why_each_backend_was_skipped_or_failed(tiny, tmp_path, caplog
         create_backend("auto", net, cfg, device="cuda")
 
 
+def test_a_backend_that_would_load_torch_is_not_started_where_torch_is_not_allowed(tiny, tmp_path):
+    """Probe round 17: a reconfigure after a peer changed `backend` (or `device`, where auto
+    falls back to torch on CUDA) loaded torch into a node that ran without it, for good.
+    allow_torch=False (the node's reconfigures) refuses torch by name and skips it in auto."""
+    net, cfg = tiny
+    with pytest.raises(RuntimeError, match="backend torch: torch is not loaded in this process"):
+        create_backend("torch", net, cfg, net_size=SIZE, allow_torch=False)
+    # auto: ONNX Runtime fails here (an invalid option), and torch, next in line, is skipped
+    with pytest.raises(RuntimeError, match="torch on cpu: torch is not loaded in this process"):
+        create_backend("auto", net, cfg, device="cpu", net_size=SIZE, cache_dir=tmp_path,
+                       graph_optimization="no-such-level", allow_torch=False)
+    assert create_backend("auto", net, cfg, device="cpu", net_size=SIZE, cache_dir=tmp_path,
+                          allow_torch=False).name == "onnxruntime"
+
+
 def test_realistic_model_parity_onnxruntime(tmp_path):
     """lite-minilm (the default model, EfficientNet-Lite0 backbone) at a modest size."""
     torch.manual_seed(0)

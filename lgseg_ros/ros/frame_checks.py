@@ -18,14 +18,27 @@ from lgseg_ros.ros.image_conversion import ImageConversionError
 
 # REP 105 frame names are short; TF itself has no limit, but no real frame is near this.
 MAX_FRAME_ID_CHARS = 256
+NANOSEC_PER_SEC = 1_000_000_000
 
 
 class FrameRejected(ImageConversionError):
     """A frame refused for its header; counted and logged like a conversion refusal."""
 
 
+def check_nanosec(nanosec: int) -> None:
+    """builtin_interfaces/Time holds nanosec < 1e9, but the field takes any uint32:
+    (100 s, 4,294,967,295 ns) is 104.29 s, and the next label_info, stamped (101 s, 0 ns),
+    looked later than that mask by field order while 3.3 s earlier by the clock (probe
+    round 17). Refused, as a frame_id too long is."""
+    if nanosec >= NANOSEC_PER_SEC:
+        raise FrameRejected(f"header.stamp.nanosec={nanosec} is not below {NANOSEC_PER_SEC:,} "
+                            "(builtin_interfaces/Time); outputs copy the header and label "
+                            "changes are ordered by stamp, so it is refused")
+
+
 def check_frame(msg) -> None:
     """Raise FrameRejected naming the field and its (shortened) value."""
+    check_nanosec(int(msg.header.stamp.nanosec))   # the wire reader refused it already
     frame_id = msg.header.frame_id
     if len(frame_id) > MAX_FRAME_ID_CHARS:
         raise FrameRejected(f"header.frame_id={shown(frame_id)} is longer than {MAX_FRAME_ID_CHARS} "

@@ -78,6 +78,7 @@ from lgseg_ros.labels import LabelSetError, shown, topic_tokens, validate_labels
 from lgseg_ros.procinfo import trim_heap
 from lgseg_ros.ros import params as P
 from lgseg_ros.ros.frame_checks import StampWatch, check_frame, clock_stamp
+from lgseg_ros.ros.frame_gate import FrameGate
 from lgseg_ros.ros.frames import CameraStats, LatestFrameSlots, Pending, Throttle
 from lgseg_ros.ros.group_hygiene import ForgetsDestroyedEntities
 from lgseg_ros.ros.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
@@ -214,6 +215,13 @@ def after_last_mask(cam: _Camera, now):
     return type(now)(sec=sec, nanosec=nanosec)
 
 
+class _Reservation(list):
+    """A label change's hold on its class topics, (camera, tokens) pairs; ``holds_frames``
+    while it also holds the frame worker for its swap (released with the tokens)."""
+    holds_frames = False
+    gap_granted = False   # the worker waits for this change's swap however long it takes
+
+
 def _camera_prefix(key: str) -> str:
     return "~/" + key.strip("/") if key else "~"
 
@@ -224,10 +232,13 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
     def __init__(self, node_name: str = P.NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._guard_parameter_services()
-        # Lock order: _labels_lock, then _frame_lock. The worker takes only _frame_lock.
+        # Lock order: _labels_lock, then the gate's lock. The worker takes only the latter.
         self._labels_lock = threading.RLock()
-        self._frame_lock = threading.Lock()
+        # The worker holds the gate's lock for a whole frame; a swap awaits the gap between
+        # two frames through the gate instead of waiting for the lock on the executor.
+        self._gate = FrameGate()
         self._syncing_labels = False
+        self._configured_once = False   # see _may_load_torch
         self._segmenter = None
         self._label_set = None
         self._cameras: list[_Camera] = []
@@ -240,7 +251,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         self._activated_at = 0.0
         self._status_timer = None
         self._status_pubs: list[Any] = []
-        self._throttle = Throttle(5.0)
+        self._throttle = Throttle(5.0)        # lines a peer's request causes (a few fixed kinds)
+        self._qos_throttle = Throttle(5.0)    # QoS mismatch warnings, one key per topic
         # At-change announcements (label_info, ~/label_set for every camera) at most once per
         # ANNOUNCE_PERIOD_S; a change inside that window is announced when it ends, if it is
         # still in force and no frame has announced it (see _announce_labels).
@@ -403,6 +415,14 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     "use_sim_time is set at start-up only (-p use_sim_time:=true): switched "
                     "at run time it would stop the node's clock, and its status, until a "
                     "/clock arrives"))
+            if (p.name == "backend" and p.value == "torch" and "torch" not in sys.modules
+                    and p.value != self.get_parameter("backend").value):
+                # Taken at the next configure, it loaded torch into the process for good: a
+                # peer's cycle to torch and back left RSS at 1,148 MB from 313 (probe round 17).
+                return SetParametersResult(successful=False, reason=(
+                    "backend=torch is chosen at start-up only (-p backend:=torch): switched at "
+                    "run time it would load torch into this process for the rest of its life "
+                    "(~0.8 GB that switching back does not return)"))
         try:
             for p in params:
                 if p.name != "labels":
@@ -485,12 +505,14 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         for cam in self._cameras:  # the slow DDS part, before the frame lock
             self._create_class_pubs(cam, tokens)
         stale = []
-        with self._frame_lock:
+        with self._gate.swap():
             self._label_set = new
             self._swapped_seq = seq
             for cam in self._cameras:
                 stale += self._reconcile_class_pubs(cam, new, destroy=False)
             self._announce_labels()
+        if prepared is not None:
+            self._end_frame_hold(prepared[2])   # frames go on while the rest is done
         self._retire(stale)
         if not from_parameter:
             self._write_back(new.names)
@@ -525,8 +547,15 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             self._publish_label_info(cam, self._label_set, Header(stamp=after_last_mask(cam, now)))
 
     def _deferred_announce(self) -> None:
-        with self._labels_lock, self._frame_lock:
-            self._announce_labels(deferred=True)
+        with self._labels_lock:
+            # Not waiting for a frame in progress on the executor (up to seconds for large
+            # frames, probe round 17): the timer stays armed and fires again.
+            if not self._gate.try_swap():
+                return
+            try:
+                self._announce_labels(deferred=True)
+            finally:
+                self._gate.end_swap()
 
     def _make_announce_timer(self) -> None:
         self._announce_timer = self.create_timer(ANNOUNCE_PERIOD_S, self._deferred_announce,
@@ -603,21 +632,54 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     await self._next_turn()
             if self._segmenter is not segmenter:
                 raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
+            # The swap that follows (synchronous, on the executor) takes the frame lock:
+            # wait here, not there, for the frame in progress to end; the worker starts no
+            # other until the swap is done (release_class_tokens ends the hold).
+            self._gate.hold()
+            reservation.holds_frames = True
+            await self._frame_gap(reservation)
+            if self._segmenter is not segmenter:
+                raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
         except BaseException:
             self.release_class_tokens(reservation)
             raise
         self._prepared = (segmenter, new, reservation, seq)
         return reservation
 
-    def _reserve_class_tokens(self, tokens: list[str]) -> list:
-        reservation = [(cam, list(tokens)) for cam in self._cameras]
+    async def _frame_gap(self, reservation: "_Reservation") -> None:
+        """Return when no frame holds the frame lock, giving the executor to everything
+        else meanwhile (the worker calls back when its frame ends)."""
+        while True:
+            future, executor = Future(executor=self.executor), self.executor
+
+            def done(future=future) -> None:
+                if not future.done():
+                    future.set_result(None)
+                wake_awaiting(executor)
+
+            if self._gate.grant_or_notify(done):
+                reservation.gap_granted = True
+                return
+            await future
+
+    def _reserve_class_tokens(self, tokens: list[str]) -> "_Reservation":
+        reservation = _Reservation((cam, list(tokens)) for cam in self._cameras)
         for cam, held in reservation:
             cam.reserved.update(held)
         return reservation
 
+    def _end_frame_hold(self, reservation) -> None:
+        """Let the frame worker go on, if this change holds it (once; after the swap, or
+        when the change failed)."""
+        if getattr(reservation, "holds_frames", False):
+            reservation.holds_frames = False
+            self._gate.release_hold(granted=reservation.gap_granted)
+            reservation.gap_granted = False
+
     def release_class_tokens(self, reservation) -> None:
         """End a preparation's hold on its tokens (after its swap, or when it failed); the
-        publishers it made that no set uses are retired."""
+        publishers it made that no set uses are retired; a hold on the frame worker ends."""
+        self._end_frame_hold(reservation)
         stale = []
         for cam, held in reservation or ():
             cam.reserved.subtract(held)
@@ -740,6 +802,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     self.get_logger().debug(traceback.format_exc())
                 return FAILURE
             self._segmenter, self._label_set = segmenter, label_set
+            self._configured_once = True
             self._dyn = self._read_dynamic()
             try:
                 keys = [str(c) for c in cfg["cameras"]] or [""]
@@ -769,6 +832,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             f"net {segmenter.net_size[0]}x{segmenter.net_size[1]}, {len(label_set.names)} labels, "
             f"cameras: {', '.join(c.image_topic for c in self._cameras)}")
         return super().on_configure(state)
+
+    def _may_load_torch(self) -> bool:
+        """Only the first configure may bring torch into the process (the start-up choice of
+        backend, or auto falling back to torch on CUDA): a later one, after a peer changed
+        backend or device, kept it there for good (313 -> 1,148 MB; probe round 17)."""
+        return "torch" in sys.modules or not self._configured_once
 
     def _build_segmenter(self, cfg: dict[str, Any]):
         from lgseg_ros.runtime.segmenter import Segmenter, default_checkpoint_path
@@ -800,7 +869,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 score_threshold=cfg["score_threshold"],
                 engine_cache_dir=cache_dir, force_rebuild=cfg["force_rebuild"],
                 grounding_warn_below=cfg["grounding_warn_below"], label_anchor=cfg["label_anchor"],
-                torch_threads="auto")
+                torch_threads="auto", allow_torch=self._may_load_torch())
         except OSError as e:
             # "[Errno 28] No space left on device" alone named neither the parameter nor the
             # file; the cache is the one place configure writes.
@@ -886,7 +955,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 self._unsubscribe()
                 super().on_deactivate(state)
                 return FAILURE
-            with self._frame_lock:
+            with self._gate.swap():
                 for cam in self._cameras:
                     header = cam.info_header if cam.info_set is self._label_set else None
                     self._publish_label_info(cam, self._label_set, header or Header(
@@ -975,10 +1044,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
 
     def _stop_worker(self) -> None:
         self._stop.set()
+        self._gate.wake_worker()   # one waiting before a frame for a swap's hold
         self._slots.close()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join()
         self._worker = None
+        self._gate.wake_waiters()
 
     def _go_inactive(self) -> None:
         self._active = False
@@ -1067,14 +1138,17 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             cam.stats.count("frames_dropped")
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._serve_next()
-            except Exception:  # noqa: BLE001 - the worker must outlive its own error handling
-                # Reached only if a handler in _serve_next raised (probe round 14: a logging
-                # call that raised ended this thread, and masks stopped for good while the
-                # node looked healthy). Counted; nothing logged, since logging is what failed.
-                self._worker_faults += 1
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._serve_next()
+                except Exception:  # noqa: BLE001 - the worker must outlive its own error handling
+                    # Reached only if a handler in _serve_next raised (probe round 14: a logging
+                    # call that raised ended this thread, and masks stopped for good while the
+                    # node looked healthy). Counted; nothing logged, since logging is what failed.
+                    self._worker_faults += 1
+        finally:
+            self._gate.wake_waiters()   # a swap awaiting a gap must not wait for a frame never made
 
     def _serve_next(self) -> None:
         item = self._slots.take(timeout=0.5)
@@ -1118,7 +1192,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         stamp_warning = self._stamps.setdefault(cam.key, StampWatch()).check(msg.header)
         if stamp_warning:
             self._log_throttled(cam, "stamp", stamp_warning)
-        with self._frame_lock:
+        self._gate.enter_frame(self._stop)   # after a swap that awaits this gap
+        try:
             if self._stop.is_set() or self._segmenter is None:
                 return
             label_set = self._label_set  # read once: this frame's set, whatever happens next
@@ -1126,6 +1201,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             t2 = time.perf_counter()
             self._publish_outputs(cam, msg.header, rgb, result)
             t3 = time.perf_counter()
+        finally:
+            self._gate.leave_frame()
         timings = {"queue": t0 - item.received, "decode": t1 - t0, "publish": t3 - t2,
                    "total": t3 - item.received}
         timings.update(result.timings)

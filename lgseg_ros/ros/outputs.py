@@ -53,17 +53,23 @@ class OutputsMixin:
         logs a line for every subscriber that asks for a QoS the publisher does not offer:
         200 transient_local subscribers to ~/label_mask, made and dropped in 4 s, wrote 200
         lines (40 KB) to the node's log (probe round 10). This one says it once per topic
-        every 5 s (the node's Throttle), with the count held back."""
+        every 5 s (the node's QoS Throttle), with the count held back."""
         return PublisherEventCallbacks(
             incompatible_qos=lambda info, t=topic: self._on_output_incompatible_qos(t, info),
             use_default_callbacks=False)
 
     def _warn_throttled(self, key, text: str) -> None:
-        """One warning per ``key`` every 5 s (the node's Throttle), with the count held back."""
-        suppressed = self._throttle(key)
+        """One warning per ``key`` every 5 s, with the count held back. A Throttle of their
+        own: keyed by topic (16 cameras have over 100 outputs), a peer's mismatched
+        subscribers used up the 20 new keys per 5 s of the throttle that request lines
+        share, and a label change then went unlogged (probe round 17)."""
+        suppressed = self._qos_throttle(key)
         if suppressed is None:
             return
         more = f" ({suppressed} more since the last report)" if suppressed else ""
+        flooded = self._qos_throttle.take_flooded()
+        if flooded:
+            more += f" ({flooded} such warnings on other topics dropped: too many at once)"
         self.get_logger().warning(text + more)
 
     def _on_output_incompatible_qos(self, topic: str, info) -> None:

@@ -28,7 +28,7 @@ from builtin_interfaces.msg import Time
 from std_msgs.msg import Header
 
 from lgseg_ros.labels import shown
-from lgseg_ros.ros.frame_checks import MAX_FRAME_ID_CHARS, FrameRejected, check_frame
+from lgseg_ros.ros.frame_checks import MAX_FRAME_ID_CHARS, FrameRejected, check_frame, check_nanosec
 from lgseg_ros.ros.image_conversion import ENCODINGS, check_pixel_limit
 
 # Bytes per pixel of the widest encoding the node accepts (rgba16 / bgra16).
@@ -108,6 +108,7 @@ class _Reader:
 def _header(r: _Reader) -> Header:
     sec = r.i32("header.stamp.sec")
     nanosec = r.u32("header.stamp.nanosec")
+    check_nanosec(nanosec)
     frame_id = r.string("header.frame_id", MAX_FRAME_ID_CHARS)
     return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
 

@@ -139,6 +139,11 @@ def resolve_auto(device: str = "auto") -> str:
     raise RuntimeError(f"device={device!r}: no backend can run here ({'; '.join(reasons)})")
 
 
+# Why a backend that would load torch is not started where the caller said allow_torch=False.
+NO_TORCH_NOW = ("torch is not loaded in this process, and this reconfigure would keep it there "
+                "for the process's life; choose backend torch at start-up (-p backend:=torch)")
+
+
 def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     """Build a backend by name ("torch", "onnxruntime", "tensorrt" or "auto").
 
@@ -150,8 +155,14 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     so that a broken or partial TensorRT (or CUDA) install degrades the node to a slower
     backend instead of stopping it. A backend named explicitly raises with its reason.
     The attempts are kept on the backend as ``auto_attempts`` (for logs and diagnostics).
+
+    allow_torch=False: never the torch backend (named, it raises; auto skips it), for a
+    process that must not load torch now (the node's reconfigure, see node.py).
     """
     device = opts.pop("device", "auto")
+    allow_torch = opts.pop("allow_torch", True)
+    if name == "torch" and not allow_torch:
+        raise RuntimeError(f"backend torch: {NO_TORCH_NOW}")
     if name != "auto":
         return _create(name, net, cfg, device, opts)
     attempts = []
@@ -161,6 +172,8 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
         reason = skip_reason(candidate, dev)
         if reason is None and candidate == "torch" and dev == "cpu" and no_torch_here:
             reason = no_torch_here
+        if reason is None and candidate == "torch" and not allow_torch:
+            reason = NO_TORCH_NOW
         if reason is not None:
             log.info("backend auto: %s on %s skipped: %s", candidate, dev, reason)
             attempts.append({"backend": candidate, "device": dev, "skipped": reason})
