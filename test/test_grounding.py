@@ -251,3 +251,38 @@ def test_unseen_word_lists_share_no_word_with_the_rooms_models_vocabulary():
         assert not clash, f"indoor unseen {word!r} shares a word with {clash}"
     for word in DEV_RENAMES.values():
         assert not [t for t in trained if vocabulary.shares_word(t, word)], word
+
+
+def test_a_checkpoint_vocabulary_is_bounded_before_it_is_encoded():
+    """Audit round 17: the vocabulary a checkpoint records is encoded at configure, and had no
+    bound: 256 classes with one 128-character name each took 28 s and 1.8 GB there (a 16 MB
+    header holds ~2,000 such names). More than MAX_VOCABULARY_NAMES names, or one longer
+    than MAX_VOCABULARY_NAME_CHARS, is refused naming the count or the name."""
+    from lgseg_ros.runtime.grounding import MAX_VOCABULARY_NAME_CHARS, MAX_VOCABULARY_NAMES
+
+    many = {f"class {i}": [f"name {i}"] for i in range(MAX_VOCABULARY_NAMES // 2 + 1)}
+    with pytest.raises(ValueError, match=f"at most {MAX_VOCABULARY_NAMES}"):
+        vocabulary_from_metadata({"vocabulary": many})
+    with pytest.raises(ValueError, match="a name of 129 characters"):
+        vocabulary_from_metadata({"vocabulary": {"road": ["r" * 129]}})
+    with pytest.raises(ValueError, match="a name of 65 characters"):
+        vocabulary_from_metadata({"labels": ["road"], "distractors": ["d" * 65]})
+    vocab, distractors = vocabulary_from_metadata({"vocabulary": {"road": ["x" * MAX_VOCABULARY_NAME_CHARS]},
+                                                   "distractors": "not a list"})
+    assert vocab == {"road": ["x" * MAX_VOCABULARY_NAME_CHARS]} and distractors == []
+
+
+def test_the_vocabulary_is_encoded_in_batches_with_the_same_embeddings(encoder):
+    """Encoded VOCABULARY_BATCH names at a time (memory bounded by the batch), with the
+    embeddings one call over every name gives."""
+    import numpy as np
+
+    from lgseg_ros.runtime.grounding import VOCABULARY_BATCH
+
+    vocab = {f"thing {i}": [f"object number {i}", f"item {i}"] for i in range(VOCABULARY_BATCH)}
+    reporter = GroundingReporter(vocab, encoder)
+    batched = reporter.vocabulary_embeddings()
+    assert batched.shape[0] == len(reporter.names) > VOCABULARY_BATCH
+    whole = encoder.encode(reporter.names)
+    whole = whole.detach().cpu().numpy() if hasattr(whole, "detach") else np.asarray(whole)
+    np.testing.assert_allclose(batched, whole, atol=1e-5)

@@ -1251,6 +1251,28 @@ def test_a_checkpoint_header_bomb_is_refused_at_configure(tmp_path):
     assert peak < 1500, peak
 
 
+def test_a_huge_value_in_a_checkpoint_config_is_not_logged_whole(tmp_path):
+    """Audit round 17: the refusal of a checkpoint whose config holds a 10 MB value ("unknown
+    head 'xxxx...'") was logged whole, one 10 MB line per configure request. The line keeps
+    its head and tail now, and names the field."""
+    import struct
+
+    from lgseg_ros.model import get_config
+    from lgseg_ros.model.checkpoint import FORMAT
+
+    cfg = {**get_config("lite-minilm").to_dict(), "head": "x" * 1_000_000}
+    meta = {"format": FORMAT, "format_version": "1", "config": json.dumps(cfg), "extra": "{}"}
+    head = json.dumps({"__metadata__": meta}).encode()
+    ckpt = tmp_path / "long_value.safetensors"
+    ckpt.write_bytes(struct.pack("<Q", len(head)) + head)
+    rc, text, _ = _start_and_wait(["-p", f"checkpoint:={ckpt}", "-p", "backend:=onnxruntime", "-p", "device:=cpu"])
+    assert rc == 1, text[-3000:]
+    line = next((ln for ln in text.splitlines() if "configure failed" in ln), "")
+    assert "head" in line and "characters) ..." in text, text[-3000:]
+    print(json.dumps({"long_config_value": {"value_chars": 1_000_000, "log_chars": len(text)}}))
+    assert len(text) < 50_000
+
+
 def test_cache_directory_errors_name_the_parameter(tmp_path, tiny_checkpoint):
     """Item 12: a file given as the cache directory said only "File exists", and the node
     created any directory a peer named. Now the cache directory must exist, be a directory

@@ -89,6 +89,7 @@ def test_status_prints_counters_of_a_streaming_node(node):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "frames_in=" in proc.stdout and "frames_processed=" in proc.stdout
     assert f"{NS}: image" in proc.stdout
+    assert "[OK]" in proc.stdout or "[WARN]" in proc.stdout, proc.stdout   # the level by name
 
 
 def test_a_missing_node_is_reported_not_hung():
@@ -136,8 +137,13 @@ def hostile_node():
         msg = LabelInfo(class_map=[VisionClass(class_id=0, class_name=EVIL)])
         msg.header.frame_id = EVIL
         info.publish(msg)
+        # 100 statuses of 80 values: under the tools' MAX_MESSAGE_BYTES, over what they print
         many = DiagnosticArray(status=[DiagnosticStatus(
-            name=EVIL, message=EVIL, values=[KeyValue(key="frames_in" + EVIL, value=EVIL * 20)] * 200)] * 100)
+            name=EVIL, message=EVIL, values=[KeyValue(key="frames_in" + EVIL, value=EVIL)] * 80)] * 100)
+        from rclpy.serialization import serialize_message
+
+        from lgseg_ros.ros.tools import MAX_MESSAGE_BYTES
+        assert len(serialize_message(many)) < MAX_MESSAGE_BYTES
         n.create_timer(0.2, lambda: status.publish(many))
         yield "/fake_lgseg_node"
     finally:
@@ -157,6 +163,31 @@ def test_what_a_peer_sends_reaches_the_terminal_escaped_and_bounded(hostile_node
         assert "\\x1b" in out   # shown, escaped
     lines = runs[0].stdout.splitlines()
     assert len(lines) < 400 and "1700 more entries not shown" in runs[0].stdout
-    # 100 statuses x 200 values of 20 escapes each: a few statuses, a few values, cut
+    # 100 statuses x 80 values: a few statuses, a few values, cut
     assert len(runs[2].stdout) < 200_000 and "68 more statuses not shown" in runs[2].stdout
-    assert "136 more values" in runs[2].stdout
+    assert "16 more values" in runs[2].stdout
+
+
+def test_a_message_larger_than_the_tools_read_is_named_not_converted():
+    """Audit round 17: rclpy converted every entry of a peer's label_info before the tool cut
+    what it prints: 4 million entries (32 MB) took the tool to 760 MB. The tools subscribe
+    raw now and convert a message only if it is at most MAX_MESSAGE_BYTES."""
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from lgseg_ros.msg import LabelInfo, VisionClass
+    from lgseg_ros.ros.tools import MAX_MESSAGE_BYTES
+
+    h = RosHarness()
+    try:
+        n = h.add(Node("huge_lgseg_node", context=h.context))
+        info = n.create_publisher(LabelInfo, "/huge_lgseg_node/label_info", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        entries = MAX_MESSAGE_BYTES // 8 + 1000    # each entry is at least 8 bytes on the wire
+        info.publish(LabelInfo(class_map=[VisionClass(class_id=i % 60000, class_name="")
+                                          for i in range(entries)]))
+        proc = lgseg("label-info", "--node", "/huge_lgseg_node", "--timeout", "5")
+    finally:
+        h.close()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"more than {MAX_MESSAGE_BYTES}: not read" in proc.stderr, proc.stderr

@@ -385,3 +385,42 @@ def test_tensorrt_without_tensorrt_fails_before_exporting_anything(artefact_dir,
     with pytest.raises(ValueError, match="needs a CUDA device"):
         create_backend("tensorrt", source, source.cfg, net_size=NET, device="cpu")
     assert not list(artefact_dir.rglob("*.onnx")), list(artefact_dir.rglob("*"))
+
+
+def test_damaged_manifests_and_oversized_files_are_refused_as_cache_errors(artefact_dir, tmp_path_factory,
+                                                                          monkeypatch):
+    """Audit round 17: a manifest of 30,000 nested brackets raised RecursionError and one with
+    "calibration": "x" AttributeError, past the handlers that skip a bad file, so the node's
+    auto fell back to torch (1,170 MB); and a 4 GiB sparse file under a cached name was hashed
+    whole before its size was looked at (24 s of configure). Each is an ArtefactError now,
+    and where the process exports in a child (the node), a failed ONNX Runtime never makes
+    auto load torch."""
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime import artefacts
+    from lgseg_ros.runtime.backends import create_backend
+    from lgseg_ros.runtime.engine_cache import MAX_ARTEFACT_BYTES
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    source = model_source(ckpt)[0]
+    path = source.onnx(NET, "fp32")
+    manifest_path = path.with_suffix(".json")
+    good = manifest_path.read_text()
+    manifest_path.write_text("[" * 30_000 + "]" * 30_000)
+    with pytest.raises(ArtefactError, match="unreadable manifest"):
+        verify_frame(path, source.checkpoint_sha256, NET, "fp32")
+    manifest = {**json.loads(good), "precision": "int8", "calibration": "x"}
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtefactError, match="another recipe"):
+        verify_frame(path, source.checkpoint_sha256, NET, "int8")
+    manifest_path.write_text(good)
+    with open(path, "r+b") as f:   # sparse: no disk space taken
+        f.truncate(MAX_ARTEFACT_BYTES + 1)
+    with pytest.raises(ArtefactError, match="more than the"):
+        verify_frame(path, source.checkpoint_sha256, NET, "fp32")
+    path.unlink()
+
+    monkeypatch.setattr(artefacts, "_EXPORT_IN_CHILD", True)
+    with pytest.raises(RuntimeError, match="ONNX Runtime could not start .*torch on the CPU would stay"):
+        create_backend("auto", source, source.cfg, device="cpu", precision="fp32", net_size=NET,
+                       graph_optimization="no-such-level")

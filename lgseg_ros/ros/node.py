@@ -222,6 +222,14 @@ class _Reservation(list):
     gap_granted = False   # the worker waits for this change's swap however long it takes
 
 
+def _capped(text: str, limit: int = 2000) -> str:
+    """An error's text for the log, head and tail kept: a checkpoint whose config held a
+    10 MB value made one 10 MB "configure failed" line per configure request (audit round 17)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 3]}\n... ({len(text)} characters) ...\n{text[-(limit - limit // 3):]}"
+
+
 def _camera_prefix(key: str) -> str:
     return "~/" + key.strip("/") if key else "~"
 
@@ -457,7 +465,9 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             return
         more = f" ({suppressed} more since the last such line)" if suppressed else ""
         # One call site per severity: rclpy refuses a call site whose severity changes.
-        if level == "warning":
+        if level == "error":
+            self.get_logger().error(line + more)
+        elif level == "warning":
             self.get_logger().warning(line + more)
         else:
             self.get_logger().info(line + more)
@@ -796,10 +806,11 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 # Errors the library raises on purpose carry their own explanation; anything
                 # else is a bug whose traceback the report needs.
                 expected = isinstance(e, (ValueError, KeyError, OSError, RuntimeError, ImportError))
-                self.get_logger().error(f"configure failed: {e}" +
-                                        ("" if expected else f"\n{traceback.format_exc()}"))
+                self._request_line("configure failed", "configure failed: " + _capped(str(e)) +
+                                   ("" if expected else "\n" + _capped(traceback.format_exc(), 3000)),
+                                   level="error")
                 if expected:
-                    self.get_logger().debug(traceback.format_exc())
+                    self.get_logger().debug(_capped(traceback.format_exc(), 3000))
                 return FAILURE
             self._segmenter, self._label_set = segmenter, label_set
             self._configured_once = True
@@ -818,7 +829,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     for t in ("~/status", "/diagnostics")]
                 self._make_announce_timer()
             except Exception as e:  # e.g. a camera namespace that is not a valid ROS name
-                self.get_logger().error(f"configure failed: {e}")
+                self._request_line("configure failed", f"configure failed: {_capped(str(e))}",
+                                   level="error")
                 self._release()
                 return FAILURE
         routing = ("; a label set with a word it has no class for runs on the rooms model"
@@ -950,7 +962,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 self._subscribe()
             except Exception as e:
-                self.get_logger().error(f"activate failed: {e}")
+                self._request_line("activate failed", f"activate failed: {_capped(str(e))}",
+                                   level="error")
                 self._active = False
                 self._unsubscribe()
                 super().on_deactivate(state)

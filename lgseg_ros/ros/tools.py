@@ -25,6 +25,24 @@ NODE = "/lgseg_node"
 MAX_ROWS = 300
 MAX_STATUSES = 32
 MAX_PAIRS = 64
+# A message the tools read at all: the node's label_info (256 labels) and status (16
+# cameras) are tens of KB. rclpy converted every entry of a peer's 32 MB label_info before
+# the tool's slicing ran, 760 MB of RSS (audit round 17); read raw, measured, then converted.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+def _bounded(msg_type, show: Callable[[Any], None], topic: str) -> Callable[[bytes], None]:
+    """A raw-subscription callback: ``show`` gets the message if it is at most
+    MAX_MESSAGE_BYTES on the wire; a larger one is named on stderr and dropped unread."""
+    from rclpy.serialization import deserialize_message
+
+    def on_raw(raw: bytes) -> None:
+        if len(raw) > MAX_MESSAGE_BYTES:
+            print(f"lgseg: a message of {len(raw)} bytes on {printable(topic)}, more than "
+                  f"{MAX_MESSAGE_BYTES}: not read", file=sys.stderr)
+            return
+        show(deserialize_message(raw, msg_type))
+    return on_raw
 
 
 def _seconds(text: str) -> float:
@@ -37,6 +55,11 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number of "
                                          "seconds >= 0")
     return value
+
+
+def _level_int(level) -> int:
+    """A DiagnosticStatus level (bytes of length 1 in rclpy, or an int) as an int."""
+    return level if isinstance(level, int) else (level[0] if len(level) == 1 else -1)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -215,7 +238,7 @@ def label_info_main(argv: list[str] | None = None) -> int:
                            [(c.class_id, c.class_name, "") for c in msg.class_map])
             sys.stdout.flush()
 
-        client.node.create_subscription(msg_type, topic, show, qos)
+        client.node.create_subscription(msg_type, topic, _bounded(msg_type, show, topic), qos, raw=True)
         if not client.spin_until(lambda: got[0] > 0, max(0.0, end - time.monotonic()) + 1.0):
             print(f"lgseg label-info: nothing on {topic} within {args.timeout:g} s", file=sys.stderr)
             return 2
@@ -244,8 +267,12 @@ def status_main(argv: list[str] | None = None) -> int:
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
     topic = f"/{args.node.strip('/')}/status"
-    levels = {DiagnosticStatus.OK: "OK", DiagnosticStatus.WARN: "WARN", DiagnosticStatus.ERROR: "ERROR",
-              DiagnosticStatus.STALE: "STALE"}
+    # Keyed by int: the constants are bytes (b'\x00') and a message's level is bytes too,
+    # so a bytes-keyed table looked up by ord() never matched, and "[b'\x00']" was printed
+    # instead of "[OK]" (audit round 17).
+    levels = {_level_int(v): name for v, name in ((DiagnosticStatus.OK, "OK"), (DiagnosticStatus.WARN, "WARN"),
+                                                  (DiagnosticStatus.ERROR, "ERROR"),
+                                                  (DiagnosticStatus.STALE, "STALE"))}
     client = _Client()
     got = [0]   # a count, not the messages: --follow runs for hours (it kept each one)
     try:
@@ -256,7 +283,7 @@ def status_main(argv: list[str] | None = None) -> int:
             for st in msg.status[:MAX_STATUSES]:
                 values = {kv.key: kv.value for kv in st.values[:MAX_PAIRS]}
                 keys = list(values) if args.all else [k for k in STATUS_KEYS if k in values]
-                level = levels.get(st.level if isinstance(st.level, int) else ord(st.level), st.level)
+                level = levels.get(_level_int(st.level), st.level)
                 print(f"{printable(st.name)} [{printable(level)}] {printable(st.message, 400)}")
                 more = len(st.values) - MAX_PAIRS
                 print("  " + "  ".join(f"{printable(k, 60)}={printable(values[k], 60)}" for k in keys)
@@ -265,7 +292,8 @@ def status_main(argv: list[str] | None = None) -> int:
                 print(f"... {len(msg.status) - MAX_STATUSES} more statuses not shown")
             sys.stdout.flush()
 
-        client.node.create_subscription(DiagnosticArray, topic, show, 10)
+        client.node.create_subscription(DiagnosticArray, topic, _bounded(DiagnosticArray, show, topic), 1,
+                                        raw=True)
         if not client.spin_until(lambda: got[0] > 0, args.timeout):
             print(f"lgseg status: nothing on {topic} within {args.timeout:g} s "
                   "(is the node active, in this ROS_DOMAIN_ID?)", file=sys.stderr)

@@ -33,7 +33,8 @@ import threading
 from pathlib import Path
 
 from .engine_cache import (cache_keep, default_cache_dir, mark_used, prune_cache,
-                           read_manifest_file, read_verified_bytes, sha256_file, untrusted_reason)
+                           check_artefact_size, read_manifest_file, read_verified_bytes, sha256_file,
+                           untrusted_reason)
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,11 @@ def verify_frame(onnx_path: Path, checkpoint_sha: str, size, precision: str) -> 
     if precision == "int8":
         from .quantize import RECIPE
 
-        if (manifest.get("calibration") or {}).get("recipe") != RECIPE:
+        calibration = manifest.get("calibration")
+        # not a dict: "calibration": "x" raised AttributeError past every handler (audit round 17)
+        if not isinstance(calibration, dict) or calibration.get("recipe") != RECIPE:
             raise ArtefactError(f"{onnx_path}: quantised by another recipe (stale)")
+    check_artefact_size(onnx_path, ArtefactError)
     if sha256_file(onnx_path) != manifest.get("onnx_sha256"):
         raise ArtefactError(f"{onnx_path}: bytes fail their recorded sha256 (damaged)")
     return manifest

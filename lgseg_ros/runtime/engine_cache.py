@@ -67,8 +67,10 @@ def read_manifest_file(onnx_path: Path, manifest_path: Path, fmt: str, error: ty
         raise error(f"{manifest_path}: too large to be a manifest")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise error(f"{manifest_path}: unreadable manifest ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        # RecursionError: 30,000 nested brackets (60 KB) escaped as no cache error, so the
+        # shipped file in the next folder was never tried (audit round 17)
+        raise error(f"{manifest_path}: unreadable manifest ({str(exc)[:200]})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != fmt:
         raise error(f"{manifest_path}: unknown manifest format")
     return manifest
@@ -85,6 +87,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 # The largest artefact read whole into memory (the shipped frame paths are 8-18 MB, the
 # MiniLM encoder 45 MB): a size check before the read, not a gigabyte allocation.
 MAX_ARTEFACT_BYTES = 512 << 20
+
+
+def check_artefact_size(path: str | os.PathLike, error: type = ValueError) -> None:
+    """Refuse a file larger than any artefact before hashing it: a 4 GiB sparse file (64 MB
+    on disk) under a cached name was hashed whole, 24 s of configure, then refused for its
+    size anyway (audit round 17)."""
+    size = os.stat(path).st_size
+    if size > MAX_ARTEFACT_BYTES:
+        raise error(f"{path}: {size} bytes, more than the {MAX_ARTEFACT_BYTES} an artefact may have")
 
 
 def read_verified_bytes(path: str | os.PathLike, sha256: str, error=ValueError) -> bytes:

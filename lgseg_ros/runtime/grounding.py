@@ -38,6 +38,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from lgseg_ros.labels import MAX_LABEL_CHARS, shown
+
 DEFAULT_WARN_BELOW = 0.6
 DEFAULT_ANCHOR = 0.5
 # Below this cosine to every trained name a word is near nothing the model knows: left as is.
@@ -83,15 +85,36 @@ def _cap(text: str, n: int) -> str:
     return text if len(text) <= n else f"{text[:n]}...({len(text)} chars)"
 
 
+# A checkpoint's recorded vocabulary is encoded at configure (the shipped ones: 290 and 540
+# names of at most 21 characters). Unbounded, 256 classes with one 128-character name each
+# took 28 s and 1.8 GB, and the 16 MB header allowed ~2,000 such names (audit round 17).
+MAX_VOCABULARY_NAMES = 4096
+MAX_VOCABULARY_NAME_CHARS = MAX_LABEL_CHARS
+# Names per encoder call when the vocabulary is encoded: memory bounded by the batch.
+VOCABULARY_BATCH = 64
+
+
 def vocabulary_from_metadata(meta: Mapping) -> tuple[dict[str, list[str]], list[str]]:
     """(class -> trained names, distractors) from a checkpoint's extra metadata; checkpoints
-    from before the vocabulary was recorded give their class names alone."""
+    from before the vocabulary was recorded give their class names alone. ValueError for a
+    vocabulary over MAX_VOCABULARY_NAMES names, or a name over MAX_VOCABULARY_NAME_CHARS
+    characters (a checkpoint is untrusted input)."""
     vocab = meta.get("vocabulary")
     if not isinstance(vocab, dict):
-        vocab = {str(c): [str(c)] for c in meta.get("labels", []) or []}
+        labels = meta.get("labels", []) or []
+        vocab = {str(c): [str(c)] for c in (labels if isinstance(labels, (list, tuple)) else [])}
     vocab = {str(c): [str(n) for n in names] for c, names in vocab.items()
              if isinstance(names, (list, tuple))}
-    distractors = [str(d) for d in meta.get("distractors", []) or []]
+    distractors = meta.get("distractors", []) or []
+    distractors = [str(d) for d in (distractors if isinstance(distractors, (list, tuple)) else [])]
+    names = [n for c, ns in vocab.items() for n in (c, *ns)] + distractors
+    if len(names) > MAX_VOCABULARY_NAMES:
+        raise ValueError(f"checkpoint vocabulary: {len(names)} names (classes, trained names and "
+                         f"distractors), at most {MAX_VOCABULARY_NAMES}")
+    longest = max(names, key=len, default="")
+    if len(longest) > MAX_VOCABULARY_NAME_CHARS:
+        raise ValueError(f"checkpoint vocabulary: a name of {len(longest)} characters "
+                         f"({shown(longest)}), at most {MAX_VOCABULARY_NAME_CHARS}")
     return vocab, distractors
 
 
@@ -133,9 +156,12 @@ class GroundingReporter:
 
     def _vocab_embeddings(self) -> np.ndarray:
         if self._emb is None:
-            emb = self.encoder.encode(self._names)
-            self._emb = np.asarray(emb.detach().cpu().numpy() if hasattr(emb, "detach") else emb,
-                                   dtype=np.float32)
+            parts = []
+            for i in range(0, max(len(self._names), 1), VOCABULARY_BATCH):
+                emb = self.encoder.encode(self._names[i:i + VOCABULARY_BATCH])
+                parts.append(np.asarray(emb.detach().cpu().numpy() if hasattr(emb, "detach") else emb,
+                                        dtype=np.float32))
+            self._emb = np.concatenate(parts)
         return self._emb
 
     @property

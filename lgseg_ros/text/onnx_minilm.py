@@ -25,7 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from lgseg_ros.labels import LabelSetError
-from lgseg_ros.runtime.engine_cache import read_manifest_file, read_verified_bytes, sha256_file
+from lgseg_ros.runtime.engine_cache import (check_artefact_size, read_manifest_file, read_verified_bytes,
+                                            sha256_file)
 from lgseg_ros.text.encoders import apply_template, check_labels, check_template, minilm_model_dir
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ def verify(path: Path, source: dict) -> dict:
         raise TextArtefactError(f"{path}: exported from other MiniLM weights (stale)")
     if manifest.get("layout") != LAYOUT:
         raise TextArtefactError(f"{path}: exported with another layout (stale)")
+    check_artefact_size(path, TextArtefactError)
     if sha256_file(path) != manifest.get("onnx_sha256"):
         raise TextArtefactError(f"{path}: bytes fail their recorded sha256 (damaged)")
     return manifest

@@ -193,6 +193,11 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
                 # the node's life, and configure said nothing was wrong (probe round 14).
                 no_torch_here = ("the ONNX file could not be built or cached (above), and "
                                  "torch on the CPU would stay in this process for its life")
+            elif candidate == "onnxruntime" and _exports_in_child():
+                # Any other failure there too: a damaged manifest raised AttributeError, and
+                # the node ran on torch (1,170 MB, not 339) for its life (audit round 17).
+                no_torch_here = (f"ONNX Runtime could not start ({type(exc).__name__}, above), "
+                                 "and torch on the CPU would stay in this process for its life")
             continue
         log.info("backend auto -> %s on %s", candidate, dev)
         backend.auto_attempts = attempts
@@ -203,6 +208,12 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     # from a passing one (a full disk), as the routed Segmenter does
     raise RuntimeError(f"backend auto (device={device!r}): no backend could start ({summary})") \
         from last_failure
+
+
+def _exports_in_child() -> bool:
+    from ..artefacts import exports_in_child
+
+    return exports_in_child()
 
 
 def _artefact_problem(exc: BaseException) -> bool:
