@@ -90,6 +90,26 @@ def test_foreign_and_garbled_files_are_refused(tmp_path):
         read_engine(tmp_path / "missing.engine", key)
 
 
+def test_headers_that_are_no_object_and_oversized_engines_are_cache_misses(tmp_path):
+    """Audit round 17: a header of `5` (TypeError) or of 60,000 nested brackets
+    (RecursionError) escaped CacheMiss, so the engine was neither served nor rebuilt and
+    configure failed; and an engine file was read whole before its length was compared
+    with the header, so a 4 GiB sparse file cost 4 GiB of memory before it was refused."""
+    from lgseg_ros.runtime.engine_cache import MAX_ENGINE_BYTES
+
+    key = make_key()
+    path = tmp_path / "e.engine"
+    for header in (b"5", b"[" * 60_000 + b"]" * 60_000):
+        path.write_bytes(struct.pack("<8sII", b"LGSEGTRT", 1, len(header)) + header)
+        with pytest.raises(CacheMiss, match="corrupt header"):
+            read_engine(path, key)
+    write_engine(path, key, ENGINE)
+    with open(path, "r+b") as f:    # sparse: no disk space taken
+        f.truncate(MAX_ENGINE_BYTES + 4096)
+    with pytest.raises(CacheMiss, match="header says"):
+        read_engine(path, key)
+
+
 def test_edited_header_key_is_caught_by_digest(tmp_path):
     key = make_key()
     other = make_key(precision="fp32")

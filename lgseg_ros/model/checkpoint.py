@@ -154,8 +154,10 @@ def _metadata_of(header: dict[str, Any], path: Path) -> tuple[ModelConfig, dict[
     try:
         cfg = ModelConfig.from_json(meta["config"])
         extra = json.loads(meta.get("extra", "{}"))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: the recorded model config is invalid: {exc}") from exc
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: the recorded model config is invalid: {str(exc)[:300]}") from None
+    if not isinstance(extra, dict):   # "[1]" raised AttributeError in every reader (audit round 17)
+        raise CheckpointError(f"{path}: the recorded extra metadata is not an object")
     return cfg, extra
 
 

@@ -261,6 +261,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         self._status_pubs: list[Any] = []
         self._throttle = Throttle(5.0)        # lines a peer's request causes (a few fixed kinds)
         self._qos_throttle = Throttle(5.0)    # QoS mismatch warnings, one key per topic
+        self._failure_throttle = Throttle(5.0)   # failed transitions, one key per reason
         # At-change announcements (label_info, ~/label_set for every camera) at most once per
         # ANNOUNCE_PERIOD_S; a change inside that window is announced when it ends, if it is
         # still in force and no frame has announced it (see _announce_labels).
@@ -456,6 +457,15 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 for when, names in later.items()))
         return SetParametersResult(successful=True)
 
+    def _failure_line(self, line: str) -> None:
+        """A failed transition's reason: the change_state reply says only "failed", so each
+        distinct reason is logged (a throttle of their own, keyed by the reason's head: up to
+        20 new ones per 5 s), and a peer repeating one is counted, not logged each time."""
+        suppressed = self._failure_throttle(line[:200])
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last such line)" if suppressed else ""
+            self.get_logger().error(line + more)
+
     def _request_line(self, kind: str, line: str, level: str = "info", extra: list[str] = ()) -> None:
         """A log line that a peer's request causes: one per kind every 5 s (the node's
         Throttle), with the count held back. Requests were the one path peers could still
@@ -465,9 +475,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             return
         more = f" ({suppressed} more since the last such line)" if suppressed else ""
         # One call site per severity: rclpy refuses a call site whose severity changes.
-        if level == "error":
-            self.get_logger().error(line + more)
-        elif level == "warning":
+        if level == "warning":
             self.get_logger().warning(line + more)
         else:
             self.get_logger().info(line + more)
@@ -806,9 +814,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 # Errors the library raises on purpose carry their own explanation; anything
                 # else is a bug whose traceback the report needs.
                 expected = isinstance(e, (ValueError, KeyError, OSError, RuntimeError, ImportError))
-                self._request_line("configure failed", "configure failed: " + _capped(str(e)) +
-                                   ("" if expected else "\n" + _capped(traceback.format_exc(), 3000)),
-                                   level="error")
+                self._failure_line("configure failed: " + _capped(str(e)) +
+                                   ("" if expected else "\n" + _capped(traceback.format_exc(), 3000)))
                 if expected:
                     self.get_logger().debug(_capped(traceback.format_exc(), 3000))
                 return FAILURE
@@ -829,8 +836,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     for t in ("~/status", "/diagnostics")]
                 self._make_announce_timer()
             except Exception as e:  # e.g. a camera namespace that is not a valid ROS name
-                self._request_line("configure failed", f"configure failed: {_capped(str(e))}",
-                                   level="error")
+                self._failure_line(f"configure failed: {_capped(str(e))}")
                 self._release()
                 return FAILURE
         routing = ("; a label set with a word it has no class for runs on the rooms model"
@@ -962,8 +968,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 self._subscribe()
             except Exception as e:
-                self._request_line("activate failed", f"activate failed: {_capped(str(e))}",
-                                   level="error")
+                self._failure_line(f"activate failed: {_capped(str(e))}")
                 self._active = False
                 self._unsubscribe()
                 super().on_deactivate(state)

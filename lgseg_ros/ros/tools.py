@@ -41,7 +41,13 @@ def _bounded(msg_type, show: Callable[[Any], None], topic: str) -> Callable[[byt
             print(f"lgseg: a message of {len(raw)} bytes on {printable(topic)}, more than "
                   f"{MAX_MESSAGE_BYTES}: not read", file=sys.stderr)
             return
-        show(deserialize_message(raw, msg_type))
+        try:
+            msg = deserialize_message(raw, msg_type)
+        except Exception as exc:  # noqa: BLE001 - a peer's malformed sample must not end the tool
+            print(f"lgseg: an unreadable message on {printable(topic)} ({printable(str(exc), 200)})",
+                  file=sys.stderr)
+            return
+        show(msg)
     return on_raw
 
 

@@ -89,6 +89,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 MAX_ARTEFACT_BYTES = 512 << 20
 
 
+# The largest TensorRT engine file read (the shipped model's are tens of MB).
+MAX_ENGINE_BYTES = 2 << 30
+
+
 def check_artefact_size(path: str | os.PathLike, error: type = ValueError) -> None:
     """Refuse a file larger than any artefact before hashing it: a 4 GiB sparse file (64 MB
     on disk) under a cached name was hashed whole, 24 s of configure, then refused for its
@@ -286,8 +290,10 @@ def read_header(path: str | os.PathLike) -> dict:
         raise CacheMiss(f"{path}: truncated header ({len(raw)} of {header_len} bytes)")
     try:
         header = json.loads(raw.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CacheMiss(f"{path}: corrupt header ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CacheMiss(f"{path}: corrupt header ({str(exc)[:200]})") from None
+    if not isinstance(header, dict):   # a header of `5` raised TypeError past CacheMiss
+        raise CacheMiss(f"{path}: corrupt header (not an object)")
     for field in ("key", "key_digest", "engine_sha256", "engine_size"):
         if field not in header:
             raise CacheMiss(f"{path}: header lacks {field!r}")
@@ -331,11 +337,20 @@ def read_engine(path: str | os.PathLike, key: EngineKey, secret: bytes | None = 
         raise CacheMiss(f"{path}: stale engine ({'; '.join(diffs)})")
     if header["key_digest"] != key.digest():
         raise CacheMiss(f"{path}: key digest mismatch (header edited or corrupt)")
+    try:
+        size = int(header["engine_size"])
+    except (TypeError, ValueError):
+        raise CacheMiss(f"{path}: unreadable engine_size in header") from None
     with open(path, "rb") as f:
         _, _, header_len = _PREFIX.unpack(f.read(_PREFIX.size))
+        # The file's size before its bytes: a 4 GiB sparse file under an engine's name was
+        # read whole into memory, then refused for its length (audit round 17).
+        on_disk = os.fstat(f.fileno()).st_size - _PREFIX.size - header_len
+        if size < 0 or size > MAX_ENGINE_BYTES or on_disk != size:
+            raise CacheMiss(f"{path}: engine is {on_disk} bytes, header says {size} (truncated, "
+                            f"padded, or over {MAX_ENGINE_BYTES})")
         f.seek(_PREFIX.size + header_len)
-        engine = f.read()
-    size = int(header["engine_size"])
+        engine = f.read(size + 1)
     if len(engine) != size:
         raise CacheMiss(f"{path}: engine is {len(engine)} bytes, header says {size} (truncated or padded)")
     if hashlib.sha256(engine).hexdigest() != header["engine_sha256"]:

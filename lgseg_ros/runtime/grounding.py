@@ -36,9 +36,13 @@ import dataclasses
 import math
 from typing import Mapping, Sequence
 
+import logging
+
 import numpy as np
 
 from lgseg_ros.labels import MAX_LABEL_CHARS, shown
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WARN_BELOW = 0.6
 DEFAULT_ANCHOR = 0.5
@@ -96,26 +100,43 @@ VOCABULARY_BATCH = 64
 
 def vocabulary_from_metadata(meta: Mapping) -> tuple[dict[str, list[str]], list[str]]:
     """(class -> trained names, distractors) from a checkpoint's extra metadata; checkpoints
-    from before the vocabulary was recorded give their class names alone. ValueError for a
-    vocabulary over MAX_VOCABULARY_NAMES names, or a name over MAX_VOCABULARY_NAME_CHARS
-    characters (a checkpoint is untrusted input)."""
+    from before the vocabulary was recorded give their class names alone. A checkpoint is
+    untrusted input, and `lgseg train` takes class names of any length: names over
+    MAX_VOCABULARY_NAME_CHARS characters (no label can be that long, so nothing asks for
+    them) and names past the first MAX_VOCABULARY_NAMES are left out of grounding, with one
+    warning; the checkpoint still loads."""
     vocab = meta.get("vocabulary")
     if not isinstance(vocab, dict):
         labels = meta.get("labels", []) or []
         vocab = {str(c): [str(c)] for c in (labels if isinstance(labels, (list, tuple)) else [])}
-    vocab = {str(c): [str(n) for n in names] for c, names in vocab.items()
-             if isinstance(names, (list, tuple))}
     distractors = meta.get("distractors", []) or []
     distractors = [str(d) for d in (distractors if isinstance(distractors, (list, tuple)) else [])]
-    names = [n for c, ns in vocab.items() for n in (c, *ns)] + distractors
-    if len(names) > MAX_VOCABULARY_NAMES:
-        raise ValueError(f"checkpoint vocabulary: {len(names)} names (classes, trained names and "
-                         f"distractors), at most {MAX_VOCABULARY_NAMES}")
-    longest = max(names, key=len, default="")
-    if len(longest) > MAX_VOCABULARY_NAME_CHARS:
-        raise ValueError(f"checkpoint vocabulary: a name of {len(longest)} characters "
-                         f"({shown(longest)}), at most {MAX_VOCABULARY_NAME_CHARS}")
-    return vocab, distractors
+    budget, dropped = MAX_VOCABULARY_NAMES, []
+
+    def keep(name: str) -> bool:
+        nonlocal budget
+        if len(name) > MAX_VOCABULARY_NAME_CHARS or budget <= 0:
+            dropped.append(name)
+            return False
+        budget -= 1
+        return True
+
+    kept: dict[str, list[str]] = {}
+    for c, names in vocab.items():
+        if not isinstance(names, (list, tuple)):
+            continue
+        c = str(c)
+        if keep(c):   # a class is grounded through its own name, which comes first
+            kept[c] = [n for n in (str(n) for n in names) if n == c or keep(n)]
+        else:
+            dropped.extend(str(n) for n in names if str(n) != c)
+    distractors = [d for d in distractors if keep(d)]
+    if dropped:
+        longest = max(dropped, key=len)
+        log.warning("checkpoint vocabulary: %d names left out of grounding (at most %d names of "
+                    "at most %d characters; e.g. %s)", len(dropped), MAX_VOCABULARY_NAMES,
+                    MAX_VOCABULARY_NAME_CHARS, shown(longest))
+    return kept, distractors
 
 
 class GroundingReporter:

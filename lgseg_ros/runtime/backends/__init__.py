@@ -153,7 +153,10 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
 
     "auto" tries each of auto_candidates() in turn, logging why one is skipped or failed,
     so that a broken or partial TensorRT (or CUDA) install degrades the node to a slower
-    backend instead of stopping it. A backend named explicitly raises with its reason.
+    backend instead of stopping it; except that where the process exports in a child (the
+    node) and the model comes from its ONNX files, a failed ONNX Runtime stops auto before
+    torch on the CPU, which would stay in the process for its life. A backend named explicitly raises with
+    its reason.
     The attempts are kept on the backend as ``auto_attempts`` (for logs and diagnostics).
 
     allow_torch=False: never the torch backend (named, it raises; auto skips it), for a
@@ -193,7 +196,7 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
                 # the node's life, and configure said nothing was wrong (probe round 14).
                 no_torch_here = ("the ONNX file could not be built or cached (above), and "
                                  "torch on the CPU would stay in this process for its life")
-            elif candidate == "onnxruntime" and _exports_in_child():
+            elif candidate == "onnxruntime" and _exports_in_child() and _from_files(net):
                 # Any other failure there too: a damaged manifest raised AttributeError, and
                 # the node ran on torch (1,170 MB, not 339) for its life (audit round 17).
                 no_torch_here = (f"ONNX Runtime could not start ({type(exc).__name__}, above), "
@@ -208,6 +211,14 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
     # from a passing one (a full disk), as the routed Segmenter does
     raise RuntimeError(f"backend auto (device={device!r}): no backend could start ({summary})") \
         from last_failure
+
+
+def _from_files(net) -> bool:
+    """A checkpoint served from its ONNX artefacts (no torch module in hand): torch would
+    come into the process only for the fallback. Untrained weights are a torch module."""
+    from ..artefacts import ModelSource
+
+    return isinstance(net, ModelSource)
 
 
 def _exports_in_child() -> bool:
