@@ -78,7 +78,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("backend", "auto", "string", CONFIGURE,
           "Inference backend: auto, torch, onnxruntime or tensorrt. torch only from start-up "
           "(-p backend:=torch) where the process has no torch yet: chosen at run time it "
-          "would load ~0.8 GB into the node for good.", BACKENDS),
+          "would load torch into the node for good.", BACKENDS),
     Param("device", "auto", "string", CONFIGURE,
           "auto, cpu or cuda (the first visible GPU; pick another with CUDA_VISIBLE_DEVICES)."),
     Param("precision", "auto", "string", CONFIGURE,

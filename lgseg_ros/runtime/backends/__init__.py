@@ -229,9 +229,9 @@ def _exports_in_child() -> bool:
 
 def _artefact_problem(exc: BaseException) -> bool:
     """An ONNX file this process could not build or cache, where it exports in a child."""
-    from ..artefacts import ArtefactError, exports_in_child
+    from ..artefacts import ArtefactError
 
-    return exports_in_child() and isinstance(exc, (ArtefactError, OSError))
+    return _exports_in_child() and isinstance(exc, (ArtefactError, OSError))
 
 
 def _onnx_precision(name: str, device: str, precision: str) -> str:
