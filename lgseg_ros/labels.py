@@ -194,6 +194,7 @@ def validate_labels(labels: Iterable[object], max_labels: int = MAX_LABELS) -> t
         seen[name] = i
         skeletons.setdefault(skeleton, i)
         out.append(name)
+    check_distinct_tokens(out, topic_tokens(out))
     return tuple(out)
 
 
@@ -234,7 +235,9 @@ def _token(text: str, digest_bytes: int) -> str:
     return f"{slug}_{digest}"
 
 
-_HASH_TAIL = re.compile(r" [0-9a-f]{8}(?: [0-9a-f]{8})?$")
+# Any last word of 8 or more hex digits: 'label 1b148366fcce6065' had the 16-digit form of a
+# hashed label's token, which the old pattern (8 or 8 + 8 digits) let through (audit round 18).
+_HASH_TAIL = re.compile(r" [0-9a-f]{8,}$")
 
 
 def topic_tokens(labels: Sequence[str]) -> list[str]:
@@ -247,3 +250,16 @@ def topic_tokens(labels: Sequence[str]) -> list[str]:
     for token in tokens:
         counts[token] = counts.get(token, 0) + 1
     return [_token(t, 8) if counts[tok] > 1 else tok for t, tok in zip(texts, tokens)]
+
+
+def check_distinct_tokens(labels: Sequence[str], tokens: Sequence[str]) -> None:
+    """Raise LabelSetError naming two labels whose class-mask topics would be one. A 64-bit
+    collision is work an attacker can buy, and two labels on one topic put two different
+    masks on it every frame (audit round 18, with a 32-bit collision and a third label)."""
+    first: dict[str, int] = {}
+    for i, token in enumerate(tokens):
+        j = first.setdefault(token, i)
+        if j != i:
+            raise LabelSetError(
+                f"labels {j} {shown(labels[j])} and {i} {shown(labels[i])} would share the "
+                f"class-mask topic token {shown(token, 90)}; rename one of them")

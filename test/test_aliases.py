@@ -123,3 +123,14 @@ def test_a_word_the_text_space_misreads_gets_its_concepts_masks(street_segmenter
     assert (b.ids == 4).sum() > 100, "the frame should show pedestrians"
     np.testing.assert_array_equal(a.ids, b.ids)
     assert [x.alias for x in walker.grounding] == [False] * 4 + [True]
+
+
+def test_a_word_read_as_another_label_in_the_set_is_refused_naming_what_it_reads_as(street_segmenter):
+    """Review of audit round 18: 'sedan' is read as 'car' by the table, so beside 'car' both
+    were one vector and sedan's mask was always empty. Refused, saying what it reads as."""
+    from lgseg_ros.labels import LabelSetError
+
+    with pytest.raises(LabelSetError, match=r"label 1 'sedan' is the same as label 0 'car' to "
+                                            r"the model: it is read as 'car' by the WordNet table"):
+        street_segmenter.prepare_labels(["car", "sedan", "road"])
+    assert street_segmenter.prepare_labels(["sedan", "road"]).grounding[0].alias

@@ -59,3 +59,51 @@ def test_topic_tokens_do_not_depend_on_label_order():
             assert tokens.setdefault(name, token) == token, (order, name, token)
     assert tokens["café"] == "cafe_2d03c5d6" and tokens["road"] == "road"
     assert len(set(tokens.values())) == len(labels)
+
+
+# Cyrillic letters the text encoder keeps apart (no й or ё, whose breve and diaeresis its
+# tokenizer drops) and which have no ASCII part, so every such label's token is label_<hash>.
+_CYRILLIC = "абвгдежзиклмнопрстуфхцчшщыэюя"
+
+
+def _colliding_pair() -> tuple[str, str]:
+    """Two five-letter Cyrillic labels whose 32-bit token hashes collide: a birthday search,
+    found within about 2**16 tries (well under a second)."""
+    import hashlib
+
+    rng, seen = random.Random(18), {}
+    while True:
+        s = "".join(rng.choice(_CYRILLIC) for _ in range(5))
+        d = hashlib.blake2b(s.encode(), digest_size=4).digest()
+        if seen.setdefault(d, s) != s:
+            return seen[d], s
+
+
+def test_a_hash_collision_and_a_label_shaped_like_its_token_get_distinct_topics():
+    """Audit round 18: two labels whose 32-bit hashes collide get 16 hex digits each, and the
+    plain label 'label <those 16 digits>' took the same token, so two masks went to one topic."""
+    import hashlib
+
+    a, b = _colliding_pair()
+    assert sanitize_topic_token(a) == sanitize_topic_token(b)
+    plain = "label " + hashlib.blake2b(a.encode(), digest_size=8).hexdigest()
+    names = validate_labels([a, b, plain])
+    tokens = topic_tokens(names)
+    assert len(set(tokens)) == 3, tokens
+    assert tokens[0] == "label_" + plain.split()[1]          # the colliding pair's long form
+    assert tokens[2] != plain.replace(" ", "_")               # the look-alike is hashed
+    # Whatever order they come in, each keeps its topic.
+    import itertools
+    for order in itertools.permutations([a, b, plain]):
+        got = dict(zip(order, topic_tokens(list(order))))
+        assert got == dict(zip(names, tokens))
+
+
+def test_a_set_whose_tokens_still_collide_is_refused_naming_both_labels():
+    """The last line of defence: labels that would share a topic (a 64-bit collision, which
+    no search here can find, so the check is called with such tokens) are refused."""
+    from lgseg_ros.labels import LabelSetError, check_distinct_tokens
+
+    check_distinct_tokens(["a", "b"], ["a", "b"])
+    with pytest.raises(LabelSetError, match=r"labels 0 'x' and 2 'z' would share .*'t1'"):
+        check_distinct_tokens(["x", "y", "z"], ["t1", "t2", "t1"])

@@ -29,3 +29,25 @@ def test_bench_node_reports_latency_split_and_label_change():
     cycles = result["lifecycle"]
     assert cycles["cycles"] == 2 and cycles["failed_label_changes"] == []
     assert len(cycles["rss_mb"]["after_each_cycle"]) == 2 and cycles["rss_mb"]["end"] > 0
+
+
+def test_the_relay_offers_no_parameter_services_and_still_reads_its_parameters():
+    """Audit round 18: the relay's parameter services took a peer's 200,000-name request
+    for seconds of its executor; it reads its two parameters once, from the command line."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from lgseg_ros.ros.relay import ImageRelay
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = ImageRelay(context=context, parameter_overrides=[Parameter("qos_depth", value=3)])
+        try:
+            assert node._sub.qos_profile.depth == 3
+            names = {n for n, _ in node.get_service_names_and_types_by_node(node.get_name(), "/")}
+            assert not [n for n in names if "parameter" in n], names
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

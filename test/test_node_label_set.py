@@ -105,6 +105,28 @@ def test_refused_set_reports_the_set_still_in_force(env):
     assert [e.label for e in resp.labels] == ["car"] == [e.label for e in before.labels]
 
 
+def test_labels_the_encoder_reads_as_one_word_are_refused_naming_both(env):
+    """Audit round 18: 'road' and 'röad' are one input to MiniLM's uncased tokenizer, so
+    both were served and the second's mask stayed empty; two CJK labels whose topic hashes
+    collide, with a plain label shaped like their long token, put two masks on one topic."""
+    from test_label_topics import _colliding_pair
+
+    h, node, client = env
+    assert h.call(client, SetLabels.Request(labels=["road", "car"])).success
+    resp = h.call(client, SetLabels.Request(labels=["road", "car", "röad"]))
+    assert not resp.success
+    assert "label 2 'röad' is the same as label 0 'road' to the text encoder" in resp.message
+    assert [e.label for e in resp.labels] == ["road", "car"]
+    a, b = _colliding_pair()
+    import hashlib
+    plain = "label " + hashlib.blake2b(a.encode(), digest_size=8).hexdigest()
+    resp = h.call(client, SetLabels.Request(labels=[a, b, plain]))
+    assert resp.success, resp.message
+    topics = [e.mask_topic for e in resp.labels]
+    assert len(set(topics)) == 3, topics
+    assert wait_until(lambda: sum(t.startswith(f"{NS}/class/") for t in topic_names(h.client)) == 3, 10)
+
+
 def test_labels_tool_says_what_an_unseen_word_reads_as(env):
     """`lgseg labels set` prints, for a word the checkpoint never trained on but close to a
     trained name, the name it reads as (the node anchors it there); trained names print

@@ -130,3 +130,41 @@ def test_a_run_time_switch_to_the_torch_backend_is_refused(node):
         h.client.destroy_client(client)
     assert _torch_mappings(proc.pid) == []
     _serve(rec, pub, camvid_frames(1)[0], proc)
+
+
+def test_a_reconfigure_at_a_size_without_files_builds_nothing_and_says_how(node, artefacts):
+    """Audit round 18: a peer set net_height to a size with no artefacts and drove cleanup +
+    configure: the configure waited 19 s for a child export on the executor, once per new
+    size. Only the first configure builds; a later one at a size without files fails naming
+    the command that builds them, and the node configures again at a size that has them."""
+    from lifecycle_msgs.msg import Transition
+
+    from test_node_support import change_state
+
+    h, proc, rec, pub, report = node
+    client = h.client.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def set_height(value):
+        msg = ParameterMsg(name="net_height", value=ParameterValue(
+            type=ParameterType.PARAMETER_INTEGER, integer_value=value))
+        assert h.call(client, SetParameters.Request(parameters=[msg])).results[0].successful
+
+    files_before = sorted(p.name for p in Path(artefacts).rglob("*.onnx"))
+    try:
+        set_height(NET_HW[0] + 32)
+        assert change_state(h, NODE, Transition.TRANSITION_DEACTIVATE)
+        assert change_state(h, NODE, Transition.TRANSITION_CLEANUP)
+        assert not change_state(h, NODE, Transition.TRANSITION_CONFIGURE)
+        wait_until(lambda: "builds no files" in proc.text(), timeout=10, what="the refusal line")
+        line = next(ln for ln in proc.text().splitlines()
+                    if "builds no files" in ln and "configure failed" in ln)
+        assert f"--size {NET_HW[0] + 32} {NET_HW[1]}" in line and "lgseg artefacts" in line, line
+        assert "exporting" not in proc.text()
+        assert sorted(p.name for p in Path(artefacts).rglob("*.onnx")) == files_before
+    finally:
+        set_height(NET_HW[0])
+        assert change_state(h, NODE, Transition.TRANSITION_CONFIGURE)
+        assert change_state(h, NODE, Transition.TRANSITION_ACTIVATE)
+        h.client.destroy_client(client)
+    assert _torch_mappings(proc.pid) == []
+    _serve(rec, pub, camvid_frames(1)[0], proc)

@@ -25,6 +25,7 @@ APT_KEYS = {
     "python3-matplotlib": "apt python3-matplotlib",
     "python3-imageio": "apt python3-imageio",
     "python3-pil": "apt python3-pil",
+    "python3-yaml": "apt python3-yaml",
     "python3-pytest": "apt python3-pytest",
 }
 # Keys that would install a second torch (apt's CPU build) or that no rule resolves
@@ -51,6 +52,7 @@ MODULES = {
     "numpy": ("rosdep", "python3-numpy"), "cv2": ("rosdep", "python3-opencv"),
     "tqdm": ("rosdep", "python3-tqdm"), "matplotlib": ("rosdep", "python3-matplotlib"),
     "imageio": ("rosdep", "python3-imageio"), "PIL": ("rosdep", "python3-pil"),
+    "yaml": ("rosdep", "python3-yaml"),
     "torch": ("platform", "JetPack's or a CUDA-matched torch"),
     "torchvision": ("platform", "comes with torch (JetPack ships a matching build)"),
     "tensorrt": ("platform", "JetPack / NVIDIA's index"),

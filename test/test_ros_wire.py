@@ -155,3 +155,27 @@ def test_a_camera_info_stamped_with_a_second_or_more_of_nanoseconds_is_refused()
     info.header.stamp.nanosec = 1_000_000_000
     with pytest.raises(FrameRejected, match="header.stamp.nanosec=1000000000 is not below"):
         check_camera_info(serialize_message(info))
+
+
+@pytest.mark.parametrize("byte,match", [(b"\x00", "header.frame_id has a NUL byte at offset 6"),
+                                        (b"\xff", r"header.frame_id is not valid UTF-8 \(byte 6\)")])
+def test_a_frame_id_rclpy_would_not_copy_exactly_is_refused(byte, match):
+    """Audit round 18: 'camera\\0x' was read whole, and rclpy cut it to 'camera' in every
+    output (invalid UTF-8 became U+FFFD), so the outputs' header was not the one received.
+    Built by replacing one byte of a serialized frame, since rclpy cannot send either."""
+    from sensor_msgs.msg import CameraInfo
+
+    from lgseg_ros.ros.wire import check_camera_info
+
+    raw = serialize_message(_image(frame_id="cameraQx"))
+    assert read_image(raw, None).header.frame_id == "cameraQx"
+    bad = raw.replace(b"cameraQx", b"camera" + byte + b"x")
+    with pytest.raises(FrameRejected, match=match):
+        read_image(bad, max_pixels=None)
+    # A fixed-size buffer's trailing NULs end the string, as rclpy reads it.
+    padded = raw.replace(b"cameraQx", b"camera\0\0")
+    assert read_image(padded, None).header.frame_id == "camera"
+    info = CameraInfo(width=120, height=90, distortion_model="plumb_bob", d=[0.5] * 5)
+    info.header.frame_id = "cameraQx"
+    with pytest.raises(FrameRejected, match=match):
+        check_camera_info(serialize_message(info).replace(b"cameraQx", b"camera" + byte + b"x"))

@@ -55,6 +55,13 @@ def test_prepare_labels_validates_normalises_and_is_immutable(seg):
             seg.prepare_labels(bad)
 
 
+def test_labels_the_text_encoder_cannot_tell_apart_are_refused(seg):
+    """MiniLM's tokenizer drops accents: 'röad' is 'road' to it (audit round 18)."""
+    with pytest.raises(LabelSetError, match=r"label 2 'cár' is the same as label 0 'car' to the text encoder"):
+        seg.prepare_labels(["car", "road", "cár"])
+    assert seg.prepare_labels(["car", "cars", "road"]).names == ("car", "cars", "road")
+
+
 @pytest.mark.parametrize("shape", [(64, 96), (50, 70), (120, 90), (37, 300)])
 def test_segment_returns_input_resolution(seg, shape):
     ls = seg.prepare_labels(["road", "sky", "car"])

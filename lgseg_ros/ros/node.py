@@ -809,7 +809,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 cfg = self._read_config()
                 segmenter = self._build_segmenter(cfg)
-                label_set = segmenter.prepare_labels(cfg["labels"])
+                label_set = segmenter.prepare_labels(cfg["labels"],
+                                                     allow_build=not self._configured_once)
             except Exception as e:  # the transition fails; the node stays unconfigured
                 # Errors the library raises on purpose carry their own explanation; anything
                 # else is a bug whose traceback the report needs.
@@ -885,9 +886,16 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 device=cfg["device"], precision=cfg["precision"],
                 net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
                 score_threshold=cfg["score_threshold"],
-                engine_cache_dir=cache_dir, force_rebuild=cfg["force_rebuild"],
+                engine_cache_dir=cache_dir,
+                # a rebuild is a build: at start-up only (a later configure that asked for
+                # one failed every time, allow_build below)
+                force_rebuild=cfg["force_rebuild"] and not self._configured_once,
                 grounding_warn_below=cfg["grounding_warn_below"], label_anchor=cfg["label_anchor"],
-                torch_threads="auto", allow_torch=self._may_load_torch())
+                torch_threads="auto", allow_torch=self._may_load_torch(),
+                # Only the first configure (the start-up) exports, quantises or builds an
+                # engine on a cache miss: a later one did it on the executor for 19 s per
+                # new net size a peer set (audit round 18).
+                allow_build=not self._configured_once)
         except OSError as e:
             # "[Errno 28] No space left on device" alone named neither the parameter nor the
             # file; the cache is the one place configure writes.

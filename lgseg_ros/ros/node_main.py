@@ -129,6 +129,7 @@ def _run(argv: list[str] | None) -> int:
     from lgseg_ros.ros.dds import apply_dds_config
     from lgseg_ros.ros.executor import spin_until_shutdown
     from lgseg_ros.ros.node import ConfigError, LgsegNode
+    from lgseg_ros.ros.params_file_guard import check_parameter_sources
     from lgseg_ros.runtime.artefacts import export_in_child
 
     # Before rclpy.init: the DDS reads its configuration when the first participant is
@@ -139,6 +140,12 @@ def _run(argv: list[str] | None) -> int:
     # and the eager network would otherwise stay in the node (+750 MB; probe round 11).
     export_in_child(True)
     _check_stop()
+    # rcl's parse of parameter YAML is quadratic in its keys and nesting, and holds signals
+    # off while it runs: 13.6 s for 100,000 keys (audit round 18). Bounded before rcl reads it.
+    refused = check_parameter_sources(args)
+    if refused:
+        print(f"[lgseg_node] cannot start: {refused}", file=sys.stderr)
+        return 2
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except (RCLError, RuntimeError, ValueError) as e:

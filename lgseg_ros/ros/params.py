@@ -91,10 +91,14 @@ PARAMETERS: tuple[Param, ...] = (
           "checked against the checkpoint before it is served, and an engine only if this "
           "cache built it (signed with the directory's secret) from the verified ONNX file."),
     Param("force_rebuild", False, "bool", CONFIGURE,
-          "Rebuild the TensorRT engine even when a valid cached one exists."),
-    Param("net_height", 384, "int", CONFIGURE, "Network input height in pixels.",
+          "Rebuild the TensorRT engine even when a valid cached one exists (at start-up "
+          "only: a later configure builds nothing)."),
+    Param("net_height", 384, "int", CONFIGURE, "Network input height in pixels. A size "
+          "whose model files are not built yet is built at start-up only; at a later "
+          "configure it is refused, naming `lgseg artefacts` (README, 'A configure after the "
+          "first builds no files').",
           limits=NET_SIZE_RANGE),
-    Param("net_width", 480, "int", CONFIGURE, "Network input width in pixels.",
+    Param("net_width", 480, "int", CONFIGURE, "Network input width in pixels (as net_height).",
           limits=NET_SIZE_RANGE),
     Param("keep_aspect", True, "bool", CONFIGURE,
           "Letterbox to the network size instead of stretching the image."),

@@ -23,6 +23,10 @@ OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 
 class ImageRelay(Node):
     def __init__(self, node_name: str = "lgseg_relay", **kwargs) -> None:
+        # No parameter services: its two parameters are read once, here, from the command
+        # line; the services answered a peer's 200,000-name request with seconds of executor
+        # time and a malformed value with a traceback and no reply (audit round 18).
+        kwargs.setdefault("start_parameter_services", False)
         super().__init__(node_name, **kwargs)
         reliability = self.declare_parameter(
             "qos_reliability", "best_effort",

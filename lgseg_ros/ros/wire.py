@@ -99,10 +99,21 @@ class _Reader:
         if n > 4 * max_chars + 1:
             raise FrameRejected(f"{field} of {n - 1} bytes is longer than {max_chars} characters; "
                                 "outputs copy the header, so it is refused")
-        raw = bytes(self.take(n, field))
-        if raw and raw[-1] == 0:
-            raw = raw[:-1]
-        return raw.decode("utf-8", "replace")
+        # Trailing NULs (the terminator, and a driver's fixed-size buffer: 'camera\0\0\0')
+        # end the string as rclpy reads it too.
+        raw = bytes(self.take(n, field)).rstrip(b"\0")
+        # Refused rather than repaired: an output copies the header, and rclpy cuts a string
+        # at its first NUL, so 'camera\0x' went out as 'camera', and invalid UTF-8 as U+FFFD
+        # (audit round 18): the header would no longer be the one received.
+        nul = raw.find(0)
+        if nul >= 0:
+            raise FrameRejected(f"{field} has a NUL byte at offset {nul}; strings end at the "
+                                "first NUL, so it is refused")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FrameRejected(f"{field} is not valid UTF-8 (byte {e.start}); it is "
+                                "refused") from None
 
 
 def _header(r: _Reader) -> Header:

@@ -54,6 +54,14 @@ _MAX_MANIFEST = 1 << 16
 BUILD_LOCK = threading.RLock()
 
 
+# Why a file is not built where the caller said allow_build=False: the node's configures after
+# the first. A peer that set net_height and drove cleanup + configure held the node's
+# executor for 19 s while a child exported, once per new size (audit round 18).
+NO_BUILD_NOW = ("a configure after the node's first builds no files (an export, int8 "
+                "quantisation or TensorRT engine build holds the node for seconds to minutes); "
+                "build them beforehand with")
+
+
 class ArtefactError(RuntimeError):
     """An artefact that is missing, stale or damaged and cannot be (re)built here."""
 
@@ -253,8 +261,17 @@ class ModelSource:
         if found is not None:
             return found
         if not allow_build:
+            # A build this process has in flight (the label worker's, for the rooms model) is
+            # waited for: one build, once per file, never started by this caller.
+            with BUILD_LOCK:
+                found, reasons = self._find(name, sha, size, precision, allow_build)
+            if found is not None:
+                return found
             raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
-                                f"{precision} ({'; '.join(reasons)})")
+                                f"{precision}; {NO_BUILD_NOW}: `lgseg artefacts --checkpoint "
+                                f"{self.checkpoint} --size {size[0]} {size[1]} --precision "
+                                f"{precision}`, or restart the node with these parameters "
+                                f"({'; '.join(reasons)[:400]})")
         with BUILD_LOCK:
             # Another thread may have built it while this one waited for the lock.
             found, reasons = self._find(name, sha, size, precision, allow_build)

@@ -21,7 +21,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from lgseg_ros.labels import MAX_LABELS, LabelSetError, unlabeled_value, validate_labels
+from lgseg_ros.labels import MAX_LABELS, LabelSetError, shown, unlabeled_value, validate_labels
 from lgseg_ros.procinfo import trim_heap
 from lgseg_ros.resources import package_path
 
@@ -46,6 +46,17 @@ IDLE_RELEASE_AFTER_S = 10.0
 
 # After a rooms-model load failure that may pass, the next attempt waits this long.
 ROOMS_RETRY_S = 30
+
+
+def _no_build_now(exc: BaseException) -> bool:
+    """A failure because the caller allowed no build (artefacts.NO_BUILD_NOW), at any depth."""
+    from .artefacts import NO_BUILD_NOW
+
+    while exc is not None:
+        if NO_BUILD_NOW in str(exc):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _lasting_failure(exc: BaseException) -> bool:
@@ -228,12 +239,15 @@ class Segmenter:
         self._rooms_lock = threading.Lock()
         self._rooms_retry_at = 0.0   # after a failure that may pass (time.monotonic())
         if shipped_default and route not in (False, "off") and self.checkpoint and not self.untrained:
+            # Not allow_build: the rooms model loads on the first set that needs it, on the
+            # label worker, off the executor; a caller on it says so per call (prepare_labels).
             self._setup_router(dict(
                 backend=backend, device=device, precision=precision, net_size=net_size,
                 keep_aspect=keep_aspect, score_threshold=score_threshold,
                 engine_cache_dir=engine_cache_dir, force_rebuild=force_rebuild,
                 grounding_warn_below=grounding_warn_below, label_anchor=label_anchor,
-                text_runtime=text_runtime, calibration=calibration, **backend_opts))
+                text_runtime=text_runtime, calibration=calibration,
+                **{k: v for k, v in backend_opts.items() if k != "allow_build"}))
         self._frame_lock = threading.Lock()
         self._loaded_generation: int | None = None
         # the last frame size's plan only: a dict keyed by size grew by one entry per new
@@ -304,19 +318,24 @@ class Segmenter:
         """True when label sets are routed between the street and the rooms model."""
         return self._router is not None
 
-    def _rooms_segmenter(self) -> "Segmenter | None":
+    def _rooms_segmenter(self, allow_build: bool = True) -> "Segmenter | None":
         # Built on the first set that needs it, on the label path (the node's label worker),
         # never on the frame path; the text encoder and its cache are shared. If it cannot
         # be built (its ONNX artefacts missing on a torch-free install, say), the street
         # model keeps answering every set rather than refusing room words.
+        # allow_build=False (the node's reconfigure, on its executor): only files already
+        # built are loaded, and their absence is the caller's error, not the router's.
         with self._rooms_lock:
             if self._rooms is None and self._router is not None:
                 if time.monotonic() < self._rooms_retry_at:
                     return None
                 t0 = time.perf_counter()
                 try:
-                    self._rooms = Segmenter(**self._rooms_args)
+                    self._rooms = Segmenter(**self._rooms_args,
+                                            **({} if allow_build else {"allow_build": False}))
                 except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are plain Exceptions
+                    if not allow_build and _no_build_now(exc):
+                        raise
                     if _lasting_failure(exc):
                         log.warning("rooms model unavailable, the street model answers every "
                                     "label set: %s: %s", type(exc).__name__, str(exc)[:300])
@@ -334,8 +353,9 @@ class Segmenter:
             return self._rooms
 
     # -- label path ---------------------------------------------------------------------
-    def prepare_labels(self, labels: Sequence[object]) -> LabelSet:
-        """Validate and encode; thread-safe, never touches the frame path."""
+    def prepare_labels(self, labels: Sequence[object], allow_build: bool = True) -> LabelSet:
+        """Validate and encode; thread-safe, never touches the frame path. allow_build=False:
+        a rooms model this set needs is loaded only from files already built."""
         # A backend with a bounded K (a TensorRT profile) refuses bigger sets here, on the
         # label path, where the caller can keep its old set, not on the next frame.
         limit = min(MAX_LABELS, getattr(self.backend, "max_labels", None) or MAX_LABELS)
@@ -348,9 +368,11 @@ class Segmenter:
         if not isinstance(emb, np.ndarray):   # a torch encoder
             emb = emb.detach().cpu().numpy()
         emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if getattr(self.cfg, "head", None) != "closed":   # a closed head reads no text
+            _refuse_labels_the_encoder_cannot_tell_apart(names, emb)
         if self._router is not None:
             route = self._router.route(names, emb)
-            rooms = self._rooms_segmenter() if route.rooms else None
+            rooms = self._rooms_segmenter(allow_build) if route.rooms else None
             if rooms is not None:
                 return rooms._encoded_label_set(names, emb, route.describe())
             return self._encoded_label_set(names, emb, route.describe() if not route.rooms else "")
@@ -358,6 +380,11 @@ class Segmenter:
 
     def _encoded_label_set(self, names: tuple[str, ...], emb: np.ndarray, route: str = "") -> LabelSet:
         grounding, emb = self.grounding.ground(names, emb, self.label_anchor)
+        if getattr(self.cfg, "head", None) != "closed":
+            # Grounding can make two labels one vector too: an alias ('sedan' is WordNet's
+            # kind of car) or a full anchor reads a label as its trained name, and 'car'
+            # beside 'sedan' left sedan's mask always empty (review of audit round 18).
+            _refuse_labels_the_encoder_cannot_tell_apart(names, emb, grounding)
         emb = np.ascontiguousarray(emb)
         emb.setflags(write=False)
         return LabelSet(names=names, embeddings=emb, generation=_next_generation(),
@@ -441,3 +468,33 @@ class Segmenter:
         # Rounded and saturated to 0..255 in one native pass.
         conf8 = cv2.convertScaleAbs(conf, alpha=255.0)
         return pp.unletterbox(out, geom), pp.unletterbox(conf8, geom)
+
+
+# Cosine above which two labels are one input to the model: identical token ids give
+# 0.9999996-1.0 (float rounding of the fp16 tables); distinct words stay below about 0.991
+# ('a' and 'an': 0.9905).
+SAME_TEXT_COSINE = 0.99999
+
+
+def _refuse_labels_the_encoder_cannot_tell_apart(names: Sequence[str], emb: np.ndarray,
+                                                 grounding=None) -> None:
+    """MiniLM's uncased tokenizer strips accents, so 'road' and 'röad' are the same input:
+    both were served, the second's id never won a pixel and its mask stayed empty (audit
+    round 18). Refused naming both, as look-alike duplicates are. With ``grounding``, the
+    vectors are the grounded ones and the message says what the labels are read as."""
+    if len(names) < 2:
+        return
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    gram = np.triu(unit @ unit.T, k=1)
+    i, j = np.unravel_index(int(np.argmax(gram)), gram.shape)
+    if gram[i, j] < SAME_TEXT_COSINE:
+        return
+    if grounding is None:
+        why = ("to the text encoder (its tokenizer drops accents and case, and reads letters "
+               "it does not know as one unknown token)")
+    else:
+        read = grounding[j].nearest_class or grounding[j].nearest_name
+        how = "by the WordNet table" if grounding[j].alias else "by its grounding"
+        why = f"to the model: it is read as {shown(read)} {how}"
+    raise LabelSetError(f"label {j} {shown(names[j])} is the same as label {i} "
+                        f"{shown(names[i])} {why} (cosine {gram[i, j]:.6f}); give one of them")

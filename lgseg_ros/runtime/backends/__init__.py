@@ -161,6 +161,8 @@ def create_backend(name: str, net, cfg=None, **opts) -> Backend:
 
     allow_torch=False: never the torch backend (named, it raises; auto skips it), for a
     process that must not load torch now (the node's reconfigure, see node.py).
+    allow_build=False: no ONNX export, int8 quantisation or TensorRT engine build on a cache
+    miss (ArtefactError / RuntimeError naming NO_BUILD_NOW), for the node's reconfigure.
     """
     device = opts.pop("device", "auto")
     allow_torch = opts.pop("allow_torch", True)
@@ -261,7 +263,9 @@ def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
     # file, so neither needs the torch network; the torch backend loads it on demand.
     from ..artefacts import ArtefactError, ModelSource
 
+    allow_build = opts.pop("allow_build", True)
     if name == "tensorrt":
+        opts = {**opts, "allow_build": allow_build}   # its engine build
         # Before the export below: without TensorRT (or on the CPU) the node spent ~6 s
         # writing an fp16 ONNX file into the cache, then failed on the import (audit round 15).
         _tensorrt_can_start(device)
@@ -270,13 +274,13 @@ def _create(name: str, net, cfg, device: str, opts: dict) -> Backend:
         asked = opts.get("precision", "fp32")
         precision = _onnx_precision(name, device, asked)
         try:
-            path = net.onnx(size, precision)
+            path = net.onnx(size, precision, allow_build=allow_build)
         except (FileNotFoundError, ArtefactError) as exc:
             if asked != "auto" or precision == "fp32":
                 raise
             log.warning("precision auto: no int8 file for this model and none can be built "
-                        "here (%s); running fp32", exc)
-            path = net.onnx(size, "fp32")
+                        "here (%s); running fp32", str(exc)[:600])
+            path = net.onnx(size, "fp32", allow_build=allow_build)
         opts = {**opts, "onnx_path": path, "onnx_sha256": net.verified_sha256(path)}
         net = None
     elif isinstance(net, ModelSource):

@@ -203,7 +203,8 @@ class TensorRTBackend:
 
     def __init__(self, net=None, cfg=None, net_size=(384, 480), precision: str = "fp16",
                  onnx_path=None, engine_cache_dir=None, cache_dir=None, force_rebuild: bool = False,
-                 k_profile=DEFAULT_K_PROFILE, workspace_gib: float = 4.0, **_ignored) -> None:
+                 k_profile=DEFAULT_K_PROFILE, workspace_gib: float = 4.0,
+                 allow_build: bool = True, **_ignored) -> None:
         trt = import_tensorrt()
         from . import cuda_available, cuda_buffers
 
@@ -221,6 +222,7 @@ class TensorRTBackend:
             raise ValueError(f"k_profile must be (min, opt, max) with 1 <= min <= opt <= max, got {k_profile}")
         self.workspace_bytes = int(workspace_gib * (1 << 30))
         self.force_rebuild = bool(force_rebuild)
+        self.allow_build = bool(allow_build)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.cache = EngineCache(engine_cache_dir)
         self.text_dim = text_dim_of(cfg)
@@ -278,6 +280,13 @@ class TensorRTBackend:
 
     # -- engine -----------------------------------------------------------------------
     def _build(self) -> bytes:
+        if not self.allow_build:   # the node's reconfigure: a build takes minutes
+            from ..artefacts import NO_BUILD_NOW
+
+            raise RuntimeError(f"no usable cached TensorRT engine for {self.onnx_path} at "
+                               f"{self.net_size[0]}x{self.net_size[1]} (none cached, or the "
+                               f"cached one did not deserialise); {NO_BUILD_NOW} a start of "
+                               "the node with these parameters")
         return build_serialized_engine(self.trt, self.logger, self.onnx_path, self.text_dim,
                                        self.k_profile, self.workspace_bytes)
 

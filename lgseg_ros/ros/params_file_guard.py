@@ -1,0 +1,134 @@
+"""Bounds on the parameter YAML a node is started with (`--params-file`, `-p name:=value`),
+checked before rcl reads it.
+
+rcl's YAML parameter parser takes time that grows with the square of the number of keys
+and of the nesting depth: a 1.8 MB file of 100,000 keys held `rclpy.init` for 13.6 s, 500 KB
+of nested `{a: {a: ...}}` for more than 90 s, and a SIGINT meanwhile was honoured only when
+the parse returned (audit round 18). rcl merges every file and `-p` value into one table, so
+the bounds are on the total. A parameter file for this node has a few dozen keys.
+
+The count is libyaml's own (PyYAML's C parser, the library rcl parses with): mapping keys and
+collection depth from the parser's events, stopping at the first bound passed. A first
+version scanned the text by hand and was blind to JSON-style flow maps, quotes inside plain
+values, CR line ends and UTF-16 (the review of round 18).
+"""
+from __future__ import annotations
+
+import os
+import stat
+from typing import Sequence
+
+MAX_PARAMS_BYTES = 1 << 20          # all params files and -p values together
+MAX_PARAMS_KEYS = 4096              # mapping keys, all of them together
+MAX_PARAMS_DEPTH = 64               # nested mappings and sequences in one document
+
+_VALUE_FLAGS = ("-p", "--param")
+
+
+class _Over(Exception):
+    pass
+
+
+def parameter_sources(args: Sequence[str]) -> list[tuple[str, str]]:
+    """("file", path) for the argument after every `--params-file` and ("value", text) for
+    every `-p` / `--param`, anywhere in the command line: rcl reads them inside any
+    `--ros-args` section, and another flag's value (`--enclave --`) can end a section rcl
+    still reads on from, so checking one too many is the safe side."""
+    out = []
+    for flag, value in zip(args, args[1:]):
+        if flag == "--params-file":
+            out.append(("file", value))
+        elif flag in _VALUE_FLAGS:
+            out.append(("value", value.partition(":=")[2]))
+    return out
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.bytes = self.keys = 0
+
+    def add_key(self, where: str) -> None:
+        self.keys += 1
+        if self.keys > MAX_PARAMS_KEYS:
+            raise _Over(f"{where} brings the parameter keys to more than the "
+                        f"{MAX_PARAMS_KEYS} allowed")
+
+    def count(self, data: bytes | str, where: str) -> None:
+        """Adds the keys of one YAML stream; raises _Over naming the bound it passes."""
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        stack: list[list[bool]] = []       # per open collection: [is mapping, next is a key]
+        try:
+            for ev in yaml.parse(data, Loader=loader):
+                if isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent, yaml.MappingStartEvent,
+                                   yaml.SequenceStartEvent)):
+                    if stack and stack[-1][0]:
+                        if stack[-1][1]:
+                            self.add_key(where)
+                        stack[-1][1] = not stack[-1][1]
+                    if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                        stack.append([isinstance(ev, yaml.MappingStartEvent), True])
+                        if len(stack) > MAX_PARAMS_DEPTH:
+                            raise _Over(f"{where} nests more than {MAX_PARAMS_DEPTH} levels")
+                elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                    stack.pop()
+        except yaml.YAMLError:
+            # Up to the error counted; rcl stops there too and names the error itself.
+            return
+
+
+def _read_file(path: str, budget: _Budget) -> bytes | None:
+    """The file's bytes within the byte budget; None where rcl should say what is wrong (a
+    missing or unreadable file). _Over for a file that is not regular or too large."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            # A FIFO or device would hold rcl's read (and this one) as long as its writer likes.
+            raise _Over(f"--params-file {_shown(path)} is not a regular file")
+        room = MAX_PARAMS_BYTES - budget.bytes
+        if st.st_size > room:
+            raise _Over(f"--params-file {_shown(path)} has {st.st_size} bytes, more than the "
+                        f"{MAX_PARAMS_BYTES} allowed for all parameter files together")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(room + 1)
+    finally:
+        os.close(fd)
+    if len(data) > room:   # it grew since fstat
+        raise _Over(f"--params-file {_shown(path)} has more than the {MAX_PARAMS_BYTES} bytes allowed")
+    budget.bytes += len(data)
+    return data
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
+def check_parameter_sources(args: Sequence[str]) -> str | None:
+    """The refusal line for the first source that passes a bound, or None."""
+    budget = _Budget()
+    try:
+        for kind, value in parameter_sources(args):
+            if kind == "file":
+                data = _read_file(value, budget)
+                if data is not None:
+                    budget.count(data, f"--params-file {_shown(value)}")
+            else:
+                budget.bytes += len(value)
+                if budget.bytes > MAX_PARAMS_BYTES:
+                    raise _Over(f"-p values bring the parameter text to more than "
+                                f"{MAX_PARAMS_BYTES} bytes")
+                budget.add_key("a -p argument")
+                budget.count(value, "a -p value")
+    except _Over as over:
+        return f"{over}: a parameter file for this node has a few dozen keys"
+    return None
+
+
+def params_file_problem(path: str) -> str | None:
+    """check_parameter_sources for one file."""
+    return check_parameter_sources(["--params-file", path])

@@ -1,0 +1,90 @@
+"""Parameter YAML (`--params-file`, `-p`) is bounded before rcl parses it (audit round 18):
+rcl's parser is quadratic in keys and nesting and holds signals off meanwhile (13.6 s for
+100,000 keys). The counts are libyaml's, so the forms a hand-written scan missed (the review
+of round 18: JSON-style flow maps, quotes inside plain values, CR line ends, UTF-16) count."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from lgseg_ros.resources import package_path
+from lgseg_ros.ros.params_file_guard import (MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, MAX_PARAMS_KEYS,
+                                             check_parameter_sources, params_file_problem,
+                                             parameter_sources)
+from test_node_support import node_env
+
+HEAD = "lgseg_node:\n  ros__parameters:\n"
+N = MAX_PARAMS_KEYS + 10
+
+
+def test_the_shipped_parameter_files_pass():
+    paths = sorted(package_path("config").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        assert params_file_problem(str(path)) is None, path
+
+
+def test_every_params_file_and_p_value_on_the_command_line_is_read():
+    args = ["lgseg_node", "--params-file", "own.yaml", "--ros-args", "-p", "x:=[1, 2]",
+            "--params-file", "a.yaml", "--enclave", "--", "--params-file", "b.yaml"]
+    assert parameter_sources(args) == [("file", "own.yaml"), ("value", "[1, 2]"),
+                                       ("file", "a.yaml"), ("file", "b.yaml")]
+
+
+@pytest.mark.parametrize("text,problem", [
+    (HEAD + "".join(f"    p{i}: {i}\n" for i in range(N)), "keys to more than"),
+    # JSON-style flow map: no space after ':'
+    (HEAD.replace("ros__parameters:\n", "ros__parameters: {") +
+     ",".join(f'"p{i}":{i}' for i in range(N)) + "}\n", "keys to more than"),
+    # a quote inside a plain value does not open a quoted string
+    (HEAD + "    a: x,'y\n" + "".join(f"    p{i}: {i}\n" for i in range(N)), "keys to more than"),
+    # CR line ends
+    ("# c\r" + (HEAD + "".join(f"    p{i}: {i}\n" for i in range(N))).replace("\n", "\r"), "keys to more than"),
+    (HEAD + "    x: " + "{a: " * 100 + "1" + "}" * 100 + "\n", f"nests more than {MAX_PARAMS_DEPTH} levels"),
+    (HEAD + "    labels: [" + ", ".join(["y" * 100] * 12_000) + "]\n", f"more than the {MAX_PARAMS_BYTES} allowed"),
+])
+def test_files_over_a_bound_are_refused_naming_it(tmp_path, text, problem):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(text.encode())
+    assert re.search(problem, params_file_problem(str(path)) or ""), params_file_problem(str(path))
+    path.write_bytes(text.encode("utf-16"))      # libyaml reads UTF-16 from its BOM
+    assert params_file_problem(str(path)) is not None
+
+
+def test_the_bounds_are_on_all_sources_together_and_real_files_fit(tmp_path):
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"p{i}.yaml")
+        files[-1].write_text(HEAD + "".join(f"    p{j}: {j}\n" for j in range(MAX_PARAMS_KEYS // 3 - 2)))
+    args = ["x", "--ros-args", *[a for f in files for a in ("--params-file", str(f))]]
+    assert check_parameter_sources(args) is None
+    assert "keys to more than" in check_parameter_sources(args + ["-p", "a:=1"] * 20)
+    # Within the bounds: the longest list a real file could have, and some nesting.
+    path = tmp_path / "ok.yaml"
+    path.write_text(HEAD + "    labels: [" + ", ".join(f"w{i}" for i in range(20_000)) + "]\n"
+                    + "    x: " + "[" * 32 + "1" + "]" * 32 + "\n")
+    assert params_file_problem(str(path)) is None
+
+
+def test_a_fifo_is_refused_without_being_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "p.yaml"
+    os.mkfifo(fifo)
+    assert "is not a regular file" in params_file_problem(str(fifo))
+    assert params_file_problem(str(tmp_path / "missing.yaml")) is None   # left to rcl's message
+
+
+def test_the_node_refuses_an_oversized_params_file_in_one_line(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text(HEAD + "".join(f"    p{i}: {i}\n" for i in range(20_000)))
+    out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                          "-r", "__ns:=/params_guard", "--params-file", str(path)],
+                         capture_output=True, text=True, timeout=120, env=node_env())
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text[-2000:]
+    assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
+    assert f"cannot start: --params-file '{path}' brings the parameter keys to more than the 4096" in text
