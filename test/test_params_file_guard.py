@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from lgseg_ros.resources import package_path
-from lgseg_ros.ros.params_file_guard import (MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, MAX_PARAMS_KEYS,
+from lgseg_ros.ros.params_file_guard import (MAX_PARAMETER_PATH, MAX_PARAMS_BYTES,
+                                             MAX_PARAMS_DEPTH, MAX_PARAMS_KEYS, MAX_SEQUENCE_ITEMS,
                                              check_parameter_sources, params_file_problem,
                                              parameter_sources)
 from test_node_support import node_env
@@ -45,6 +46,12 @@ def test_every_params_file_and_p_value_on_the_command_line_is_read():
     ("# c\r" + (HEAD + "".join(f"    p{i}: {i}\n" for i in range(N))).replace("\n", "\r"), "keys to more than"),
     (HEAD + "    x: " + "{a: " * 100 + "1" + "}" * 100 + "\n", f"nests more than {MAX_PARAMS_DEPTH} levels"),
     (HEAD + "    labels: [" + ", ".join(["y" * 100] * 12_000) + "]\n", f"more than the {MAX_PARAMS_BYTES} allowed"),
+    # rcl compares each new name with every earlier one: one long key above many short ones
+    (HEAD + "    ? " + "a" * 5000 + "\n    :\n" + "".join(f"      k{i}: 1\n" for i in range(10)),
+     f"parameter name of more than {MAX_PARAMETER_PATH} characters"),
+    # and grows an array one item at a time
+    (HEAD + "    x: [" + ",".join(["1"] * (MAX_SEQUENCE_ITEMS + 1)) + "]\n",
+     f"list of more than {MAX_SEQUENCE_ITEMS} items"),
 ])
 def test_files_over_a_bound_are_refused_naming_it(tmp_path, text, problem):
     path = tmp_path / "p.yaml"
@@ -64,9 +71,13 @@ def test_the_bounds_are_on_all_sources_together_and_real_files_fit(tmp_path):
     assert "keys to more than" in check_parameter_sources(args + ["-p", "a:=1"] * 20)
     # Within the bounds: the longest list a real file could have, and some nesting.
     path = tmp_path / "ok.yaml"
-    path.write_text(HEAD + "    labels: [" + ", ".join(f"w{i}" for i in range(20_000)) + "]\n"
-                    + "    x: " + "[" * 32 + "1" + "]" * 32 + "\n")
+    path.write_text(HEAD + "    labels: [" + ", ".join(f"w{i}" for i in range(MAX_SEQUENCE_ITEMS)) + "]\n"
+                    + "    x: " + "[" * 32 + "1" + "]" * 32 + "\n"
+                    + "    " + "n" * 200 + ": {a: 1}\n")
     assert params_file_problem(str(path)) is None
+    # an argument that is not UTF-8 is left to rcl's own error, not a traceback here
+    assert check_parameter_sources(["x", "--ros-args", "-p",
+                                    b"a:=\xff".decode("utf-8", "surrogateescape")]) is None
 
 
 def test_a_fifo_is_refused_without_being_read(tmp_path):
@@ -80,11 +91,11 @@ def test_a_fifo_is_refused_without_being_read(tmp_path):
 
 def test_the_node_refuses_an_oversized_params_file_in_one_line(tmp_path):
     path = tmp_path / "many.yaml"
-    path.write_text(HEAD + "".join(f"    p{i}: {i}\n" for i in range(20_000)))
+    path.write_text(HEAD + "".join(f"    p{i}: {i}\n" for i in range(MAX_PARAMS_KEYS + 100)))
     out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
                           "-r", "__ns:=/params_guard", "--params-file", str(path)],
                          capture_output=True, text=True, timeout=120, env=node_env())
     text = out.stdout + out.stderr
     assert out.returncode == 2, text[-2000:]
     assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
-    assert f"cannot start: --params-file '{path}' brings the parameter keys to more than the 4096" in text
+    assert f"cannot start: --params-file '{path}' brings the parameter keys to more than the {MAX_PARAMS_KEYS}" in text

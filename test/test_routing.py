@@ -186,3 +186,21 @@ def test_which_rooms_load_failures_turn_routing_off():
             raise RuntimeError("backend auto (device='cpu'): no backend could start") from cause
         except RuntimeError as wrapped:
             assert _lasting_failure(wrapped) is lasting
+
+
+def test_a_configure_that_builds_nothing_serves_room_words_on_the_street_model_until_the_next_set(
+        tmp_path, monkeypatch):
+    """Audit round 18 made the node's configures after the first build no files; its review
+    found that a rooms model not yet built at the size then failed the configure (and on a
+    torch-free install every reconfigure). Now the street model answers that set, with a
+    warning, routing stays on, and the next set with room words builds and loads it."""
+    monkeypatch.setenv("LGSEG_ARTEFACTS", str(tmp_path))   # nothing built at this size yet
+    size = (64, 96)
+    Segmenter(backend="onnxruntime", precision="fp32", net_size=size, route=False)  # street files
+    built = sorted(tmp_path.rglob("*.onnx"))
+    seg = Segmenter(backend="onnxruntime", precision="fp32", net_size=size, allow_build=False)
+    ls = seg.prepare_labels(["floor", "door"], allow_build=False)
+    assert ls.model == "lgseg_lite_minilm.safetensors" and seg.routes and seg._rooms is None
+    assert sorted(tmp_path.rglob("*.onnx")) == built, "a file was built without allow_build"
+    assert seg.prepare_labels(["floor", "door"]).model == "lgseg_lite_minilm_rooms.safetensors"
+    assert len(sorted(tmp_path.rglob("*.onnx"))) > len(built)

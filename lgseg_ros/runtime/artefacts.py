@@ -261,12 +261,6 @@ class ModelSource:
         if found is not None:
             return found
         if not allow_build:
-            # A build this process has in flight (the label worker's, for the rooms model) is
-            # waited for: one build, once per file, never started by this caller.
-            with BUILD_LOCK:
-                found, reasons = self._find(name, sha, size, precision, allow_build)
-            if found is not None:
-                return found
             raise ArtefactError(f"no frame-path ONNX for {self.checkpoint} at {size[0]}x{size[1]} "
                                 f"{precision}; {NO_BUILD_NOW}: `lgseg artefacts --checkpoint "
                                 f"{self.checkpoint} --size {size[0]} {size[1]} --precision "

@@ -324,7 +324,8 @@ class Segmenter:
         # be built (its ONNX artefacts missing on a torch-free install, say), the street
         # model keeps answering every set rather than refusing room words.
         # allow_build=False (the node's reconfigure, on its executor): only files already
-        # built are loaded, and their absence is the caller's error, not the router's.
+        # built are loaded; without them the street model answers this set, and the next set
+        # that needs the rooms model (on the label worker) builds and loads it.
         with self._rooms_lock:
             if self._rooms is None and self._router is not None:
                 if time.monotonic() < self._rooms_retry_at:
@@ -335,7 +336,13 @@ class Segmenter:
                                             **({} if allow_build else {"allow_build": False}))
                 except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are plain Exceptions
                     if not allow_build and _no_build_now(exc):
-                        raise
+                        log.warning("rooms model not loaded here: its files for %dx%d are not "
+                                    "built, and a configure after the first builds none; the "
+                                    "street model answers this set, and the next label set "
+                                    "that needs the rooms model builds and loads it off the "
+                                    "executor (set_labels the same words again)",
+                                    *self.net_size)
+                        return None
                     if _lasting_failure(exc):
                         log.warning("rooms model unavailable, the street model answers every "
                                     "label set: %s: %s", type(exc).__name__, str(exc)[:300])
