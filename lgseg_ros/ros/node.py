@@ -809,8 +809,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 cfg = self._read_config()
                 segmenter = self._build_segmenter(cfg)
-                label_set = segmenter.prepare_labels(cfg["labels"],
-                                                     allow_build=not self._configured_once)
+                label_set = segmenter.prepare_labels(cfg["labels"], allow_build=self._may_build())
             except Exception as e:  # the transition fails; the node stays unconfigured
                 # Errors the library raises on purpose carry their own explanation; anything
                 # else is a bug whose traceback the report needs.
@@ -858,6 +857,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         backend or device, kept it there for good (313 -> 1,148 MB; probe round 17)."""
         return "torch" in sys.modules or not self._configured_once
 
+    def _may_build(self) -> bool:
+        """Only the first configure (the start-up) exports, quantises or builds an engine on a
+        cache miss: a later one did it on the executor for 19 s per new net size a peer set
+        (audit round 18)."""
+        return not self._configured_once
+
     def _build_segmenter(self, cfg: dict[str, Any]):
         from lgseg_ros.runtime.segmenter import Segmenter, default_checkpoint_path
 
@@ -888,14 +893,11 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 score_threshold=cfg["score_threshold"],
                 engine_cache_dir=cache_dir,
                 # a rebuild is a build: at start-up only (a later configure that asked for
-                # one failed every time, allow_build below)
-                force_rebuild=cfg["force_rebuild"] and not self._configured_once,
+                # one failed every time)
+                force_rebuild=cfg["force_rebuild"] and self._may_build(),
                 grounding_warn_below=cfg["grounding_warn_below"], label_anchor=cfg["label_anchor"],
                 torch_threads="auto", allow_torch=self._may_load_torch(),
-                # Only the first configure (the start-up) exports, quantises or builds an
-                # engine on a cache miss: a later one did it on the executor for 19 s per
-                # new net size a peer set (audit round 18).
-                allow_build=not self._configured_once)
+                allow_build=self._may_build())
         except OSError as e:
             # "[Errno 28] No space left on device" alone named neither the parameter nor the
             # file; the cache is the one place configure writes.

@@ -18,6 +18,8 @@ import os
 import stat
 from typing import Sequence
 
+from lgseg_ros.labels import shown
+
 MAX_PARAMS_BYTES = 1 << 20          # all params files and -p values together
 MAX_PARAMS_KEYS = 8192              # mapping keys, all of them together
 MAX_PARAMS_DEPTH = 64               # nested mappings and sequences in one document
@@ -112,23 +114,19 @@ def _read_file(path: str, budget: _Budget) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             # A FIFO or device would hold rcl's read (and this one) as long as its writer likes.
-            raise _Over(f"--params-file {_shown(path)} is not a regular file")
+            raise _Over(f"--params-file {shown(path, 200)} is not a regular file")
         room = MAX_PARAMS_BYTES - budget.bytes
         if st.st_size > room:
-            raise _Over(f"--params-file {_shown(path)} has {st.st_size} bytes, more than the "
+            raise _Over(f"--params-file {shown(path, 200)} has {st.st_size} bytes, more than the "
                         f"{MAX_PARAMS_BYTES} allowed for all parameter files together")
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(room + 1)
     finally:
         os.close(fd)
     if len(data) > room:   # it grew since fstat
-        raise _Over(f"--params-file {_shown(path)} has more than the {MAX_PARAMS_BYTES} bytes allowed")
+        raise _Over(f"--params-file {shown(path, 200)} has more than the {MAX_PARAMS_BYTES} bytes allowed")
     budget.bytes += len(data)
     return data
-
-
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= 200 else text[:200] + "...")
 
 
 def check_parameter_sources(args: Sequence[str]) -> str | None:
@@ -139,7 +137,7 @@ def check_parameter_sources(args: Sequence[str]) -> str | None:
             if kind == "file":
                 data = _read_file(value, budget)
                 if data is not None:
-                    budget.count(data, f"--params-file {_shown(value)}")
+                    budget.count(data, f"--params-file {shown(value, 200)}")
             else:
                 budget.bytes += len(value)
                 if budget.bytes > MAX_PARAMS_BYTES:
