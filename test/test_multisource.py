@@ -1,5 +1,6 @@
 """Several label sources in one training run: nested targets, per-source label sets, and a
 two-source `lgseg train` smoke run (tiny config, real MiniLM, real images)."""
+import argparse
 import json
 import random
 
@@ -161,6 +162,18 @@ def test_sources_merge_into_one_chain_list(two_sources):
     assert ds.space.concepts.index("building") in ds.negatable[0]
 
 
+def test_concept_weight_sets_every_chain_ending_in_the_leaf():
+    from lgseg_ros.train.multisource import override_concept_weights, parse_concept_weight
+    chains = ["building", "building > door", "door", "screen door", "wall"]
+    w = override_concept_weights(torch.ones(5), chains, [parse_concept_weight("door=3")])
+    assert w.tolist() == [1.0, 3.0, 3.0, 1.0, 1.0]
+    with pytest.raises(SystemExit, match="dor"):
+        override_concept_weights(torch.ones(5), chains, [("dor", 2.0)])
+    for bad in ("door", "=2", "door=0", "door=-1", "door=nan", "door=1e9", "door=x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--concept-weight"):
+            parse_concept_weight(bad)
+
+
 def test_two_source_training_smoke(two_sources, tmp_path):
     out = tmp_path / "run"
     rc = train.main(["--config", "test-tiny", "--source", f"{two_sources / 'street'}:0.5",
@@ -168,6 +181,7 @@ def test_two_source_training_smoke(two_sources, tmp_path):
                      "--iters", "4", "--batch-size", "2", "--crop", "72", "96",
                      "--scale", "0.2", "0.2", "--workers", "0", "--no-progress",
                      "--log-every", "1", "--threads", "1", "--class-weights", "concept-freq",
+                     "--concept-weight", "window=2.5",
                      "--distractor-prob", "0.5", "--out", str(out), "--no-eval"])
     assert rc == 0
     from lgseg_ros.model import read_checkpoint_metadata

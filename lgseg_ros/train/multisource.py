@@ -16,6 +16,7 @@ is "window" when both are asked, "building" when only "building" is, "none" when
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import random
 from pathlib import Path
@@ -204,6 +205,31 @@ class MultiSourceDataset(Dataset):
         w = np.full(len(freq), clip[1])
         w[seen] = np.clip((med / freq[seen]) ** power, *clip)
         return torch.tensor(w, dtype=torch.float32)
+
+
+def parse_concept_weight(text: str) -> tuple[str, float]:
+    """'door=3' -> ('door', 3.0); argparse prints the error as a usage error."""
+    leaf, sep, value = text.rpartition("=")
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = float("nan")
+    if not sep or not leaf.strip() or not (0.0 < weight <= 100.0):
+        raise argparse.ArgumentTypeError(f"--concept-weight wants LEAF=W with 0 < W <= 100, got {text[:80]!r}")
+    return leaf.strip(), weight
+
+
+def override_concept_weights(weights: torch.Tensor, chains, overrides) -> torch.Tensor:
+    """Set the weight of every chain whose last part is one of ``overrides``' leaves. A leaf
+    no chain ends in is an error: a typo would otherwise train silently without the push."""
+    weights = weights.clone()
+    leaves = [c.rsplit(" > ", 1)[-1] for c in chains]
+    for leaf, w in overrides:
+        hit = [i for i, name in enumerate(leaves) if name == leaf]
+        if not hit:
+            raise SystemExit(f"--concept-weight {leaf}={w}: no label chain ends in {leaf!r}")
+        weights[hit] = w
+    return weights
 
 
 class SourceBatchSampler(Sampler):

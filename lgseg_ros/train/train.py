@@ -32,7 +32,8 @@ from .augment import TrainAugment
 from .datasets import (CAMVID_CLASSES, CAMVID_MEDIAN_FREQ_WEIGHTS, MixedDataset, build_dataset,
                        relabelled)
 from .losses import distill_loss, seg_loss
-from .multisource import MultiSourceDataset, SourceBatchSampler, SourceSpec, expand_sources
+from .multisource import (MultiSourceDataset, SourceBatchSampler, SourceSpec, expand_sources,
+                          override_concept_weights, parse_concept_weight)
 from .openvocab import EmbeddingTable, LabelSampler, jitter_text
 from .training_input import check_training_source, refuse_evaluation_split
 
@@ -106,6 +107,12 @@ def parse_args(argv):
                    help="exponent of concept-freq weights (0: all equal, 1: full balancing)")
     p.add_argument("--class-weight-clip", type=float, nargs=2, default=(0.5, 3.0),
                    metavar=("LO", "HI"), help="bounds of concept-freq weights")
+    p.add_argument("--concept-weight", action="append", default=[], metavar="LEAF=W",
+                   type=parse_concept_weight,
+                   help="with concept-freq: set weight W for every chain ending in LEAF "
+                        "('door' sets 'door' and 'building > door'), after the clip; "
+                        "repeatable. For a concept the data has plenty of pixels of but the "
+                        "model still misses")
     p.add_argument("--full-prob", type=float, default=0.3,
                    help="with --source: probability a batch asks every concept present "
                         "(else a random subset), plus up to --max-absent absent ones")
@@ -399,9 +406,12 @@ def main(argv=None) -> int:
         if not multi:
             raise SystemExit("--class-weights concept-freq needs --source")
         weights = train_ds.class_weights(
-            power=args.class_weight_power, clip=tuple(args.class_weight_clip)).to(device)
+            power=args.class_weight_power, clip=tuple(args.class_weight_clip))
+        weights = override_concept_weights(weights, class_names, args.concept_weight).to(device)
         log.info("class weights per chain: %s", {n: round(float(w), 2) for n, w in
                                                  zip(class_names, weights.tolist())})
+    elif args.concept_weight:
+        raise SystemExit("--concept-weight needs --class-weights concept-freq")
     elif args.class_weights != "none":
         if tuple(class_names) != CAMVID_CLASSES:
             raise SystemExit(f"--class-weights {args.class_weights} is CamVid's; "
