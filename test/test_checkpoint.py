@@ -136,6 +136,17 @@ def test_missing_and_foreign_files_fail_clearly(tmp_path):
         load_checkpoint(garbage)
 
 
+def test_a_deeply_nested_header_fails_clearly(tmp_path):
+    """Audit round 19: a header of 50,000 nested brackets (100 KB) ended the node's configure
+    with Python's bare "maximum recursion depth exceeded", naming no file."""
+    import struct
+    raw = b"[" * 50_000 + b"]" * 50_000
+    deep = tmp_path / "deep.safetensors"
+    deep.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    with pytest.raises(CheckpointError, match="deep.safetensors is not a safetensors file"):
+        load_checkpoint(deep)
+
+
 # --- issue 20: files that change under the loader, and headers that describe too much -----
 
 _RACE = r"""

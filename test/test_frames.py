@@ -68,9 +68,33 @@ def test_the_flood_gate_counts_what_it_drops_and_each_camera_has_its_own(monkeyp
     passed = [a.log_gate(("skipped frame", f"encoding enc{chr(97 + i % 26)}{i // 26}"))
               for i in range(100)]
     admitted = sum(p is not None for p in passed)
-    assert admitted == a.log_gate.flood_per_period
+    assert admitted == a.log_gate.lines_per_period
     assert a.log_gate.take_flooded() == 100 - admitted
     assert a.log_gate.take_flooded() == 0
     assert b.log_gate(("frame failed", "something else")) == 0      # b's gate is untouched
     clock[0] += a.log_gate.period
     assert a.log_gate(("skipped frame", "a new reason")) == 0         # the flood has passed
+
+
+def test_cycling_through_remembered_reasons_stays_within_the_total_bound(monkeypatch):
+    """Audit round 19: frames whose encodings cycled through 256 names passed one line per
+    name every period once the gate knew them all (24 lines a second logged, up to 51),
+    because only new keys counted against the bound. Now every line does, and what a
+    remembered key loses to the bound is told when it next passes."""
+    from lgseg_ros.ros import frames
+    clock = [1000.0]
+    monkeypatch.setattr(frames.time, "monotonic", lambda: clock[0])
+    gate = frames.Throttle(period=5.0, max_keys=256, lines_per_period=20)
+    keys = [("skipped frame", f"encoding e{i}") for i in range(256)]
+    for i, k in enumerate(keys):                         # learnt slowly: 20 new keys per 5 s
+        clock[0] = 1000.0 + 0.25 * i
+        assert gate(k) is not None
+    passed_per_period = []
+    for _ in range(6):                                   # then all 256 every period, 30 s
+        clock[0] += 5.0
+        passed_per_period.append(sum(gate(k) is not None for k in keys))
+    assert passed_per_period == [20] * 6
+    clock[0] += 5.0
+    assert [gate(k) for k in keys[100:103]] == [6, 6, 6]   # what the bound held back, told
+    assert gate(("skipped frame", "a new reason")) == 0
+    assert gate.take_flooded() == 0

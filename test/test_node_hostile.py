@@ -48,7 +48,10 @@ LATEST_FRAME_SLACK = 3
 
 @pytest.fixture(scope="module")
 def env(tiny_checkpoint):
-    with serving_node(NS, CAMERA, tiny_torch_args(tiny_checkpoint), env=node_env()) as parts:
+    # A class-mask topic remapped onto the camera, for a label not in the start-up set
+    # (test_a_class_topic_remapped_onto_an_input_or_output_is_refused)
+    remap = ["-r", f"{NODE}/class/lamp/mask:={CAMERA}"]
+    with serving_node(NS, CAMERA, [*remap, *tiny_torch_args(tiny_checkpoint)], env=node_env()) as parts:
         yield Env(*parts)
 
 
@@ -281,6 +284,33 @@ def test_an_input_remapped_onto_an_own_output_is_refused(tiny_checkpoint, remap)
     assert out.returncode == 1, text
     assert "one of this node's own outputs" in text and remap.split(":=")[1] in text
     assert "Traceback" not in text
+
+
+def test_a_class_topic_remapped_onto_an_input_or_output_is_refused(env, tiny_checkpoint):
+    """Audit round 19: `-r <node>/class/road/mask:=<the camera>` passed the configure check
+    (it looked at the class prefix only), and every road mask came back in as a frame: 267
+    masks from one frame in 10 s, for ever. A remap onto label_mask or another label's topic
+    put wrong masks there. Now each label's topic, as remapped, is checked: at configure,
+    and at every label change, since a peer's set_labels can bring the label in later."""
+    h = env[0]
+    reply = set_labels(h, ["road", "lamp"])          # the fixture remaps lamp's topic
+    assert not reply.success
+    assert ("label 'lamp': its mask topic resolves to '/hostile/camera/image_raw', which is "
+            "the input image" in reply.message), reply.message
+    assert [c.class_name for c in reply.class_map] == ["road", "car", "sky"]   # old set kept
+    serve_one(env)
+    for remap, says in (("/loop/lgseg_node/class/road/mask:=/loop/image", "the input image"),
+                        ("/loop/lgseg_node/class/road/mask:=/loop/lgseg_node/label_mask",
+                         "the output label_mask"),
+                        ("/loop/lgseg_node/class/road/mask:=/loop/lgseg_node/class/car/mask",
+                         "the mask topic of label 'road'")):
+        out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                              "-r", "__ns:=/loop", "-r", remap, *tiny_torch_args(tiny_checkpoint)],
+                             capture_output=True, text=True, timeout=120, env=node_env())
+        text = out.stdout + out.stderr
+        assert out.returncode == 1, text
+        assert says in text and "configure failed" in text, text[-2000:]
+        assert "Traceback" not in text
 
 
 def test_a_camera_name_without_room_for_class_topics_is_refused_at_configure(tiny_checkpoint):

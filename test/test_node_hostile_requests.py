@@ -700,6 +700,30 @@ def test_a_malformed_camera_info_is_refused_not_relayed(env):
         h.client.destroy_subscription(sub)
 
 
+def test_max_image_pixels_cannot_be_raised_above_its_start_up_value(env):
+    """Audit round 19: max_image_pixels applied at once, and every size bound scales with it
+    (pixels, compressed bytes, the class-mask budget): a peer's raise to 8K let one 525 KB
+    JPEG of 8192x4096 make 643 MB of output and hold 937 MB. A peer may lower it or restore
+    it; only the operator's start-up value can raise it."""
+    h = env[0]
+    int_value = lambda v: ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)  # noqa: E731
+
+    def set_max_pixels(v: int):
+        return call(h, SetParameters, "set_parameters", SetParameters.Request(
+            parameters=[ParameterMsg(name="max_image_pixels", value=int_value(v))])).results[0]
+
+    refused = set_max_pixels(DEFAULT_MAX_IMAGE_PIXELS + 1)
+    assert not refused.successful
+    assert (f"max_image_pixels={DEFAULT_MAX_IMAGE_PIXELS + 1}: above the "
+            f"{DEFAULT_MAX_IMAGE_PIXELS} this node was started with") in refused.reason
+    assert not set_max_pixels(33554432).successful
+    try:
+        assert set_max_pixels(640 * 480).successful            # lowered
+    finally:
+        assert set_max_pixels(DEFAULT_MAX_IMAGE_PIXELS).successful   # and restored
+    serve_one(env)
+
+
 def test_class_masks_per_frame_are_bounded(env):
     """Probe round 4: every subscribed class topic gets a full-resolution mask, so 256 labels
     with a subscriber each made one 2048x2048 frame (from a 66 KB JPEG) publish a gigabyte.

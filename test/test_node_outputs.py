@@ -387,13 +387,13 @@ def test_more_than_254_labels_switch_the_mask_to_16_bit(env, reference_segmenter
 def test_qos_warnings_on_many_topics_leave_request_lines_alone(env):
     """Probe round 17: QoS mismatch warnings (one throttle key per output topic, over 100
     with 16 cameras) shared the throttle of request lines, whose flood gate lets 20 new
-    keys through per 5 s; a peer's mismatched subscribers on enough topics silenced the
+    keys (now: lines) through per 5 s; a peer's mismatched subscribers on enough topics silenced the
     next label change's log line. Each has its own throttle now, and the warnings say how
-    many of theirs the flood gate dropped."""
+    many of theirs the total bound dropped."""
     h, node, rec, pub, _ = env
     for i in range(40):
         node._warn_throttled(("incompatible_qos_out", f"/probe/topic_{i}"), f"probe warning {i}")
-    assert node._qos_throttle.take_flooded() > 0        # the flood gate did drop some
+    assert node._qos_throttle.take_flooded() > 0        # the total bound did drop some
     assert node._throttle(("request", "probe round 17")) is not None
 
 

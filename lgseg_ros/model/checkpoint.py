@@ -86,7 +86,9 @@ def _header_from(f, path: Path, size: int) -> tuple[dict[str, Any], int]:
         raise CheckpointError(f"{path} is truncated: it shrank while being read")
     try:
         header = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: 50,000 nested brackets (100 KB) ended configure with Python's bare
+        # "maximum recursion depth exceeded", naming no file (audit round 19)
         raise CheckpointError(f"{path} is not a safetensors file (unreadable header)") from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors file (header is not a JSON object)")

@@ -250,6 +250,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         self._segmenter = None
         self._label_set = None
         self._cameras: list[_Camera] = []
+        self._fixed_topics: dict[str, str] = {}   # inputs and outputs as remapped: what each is
         self._slots = LatestFrameSlots()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
@@ -297,6 +298,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
     def _build(self) -> None:
         self._declare_parameters()
         self._dyn = self._read_dynamic()
+        self._pixel_ceiling = int(self._dyn["max_image_pixels"])   # the operator's start-up value
         # Image callbacks only fill slots: never blocked by a service that waits for the
         # frame lock, nor by the status timer.
         self._input_group = MutuallyExclusiveCallbackGroup()
@@ -436,6 +438,15 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             for p in params:
                 if p.name != "labels":
                     self._check_value(p.name, p.value)
+                if (p.name == "max_image_pixels" and isinstance(p.value, int)
+                        and p.value > self._pixel_ceiling):
+                    # Every size bound scales with it (pixels, compressed bytes, the class-mask
+                    # budget): a peer's raise to 8K let one 525 KB JPEG make 643 MB of output
+                    # and hold 937 MB (audit round 19). The start-up value is the ceiling.
+                    raise ConfigError(
+                        f"max_image_pixels={p.value}: above the {self._pixel_ceiling} this node "
+                        "was started with; at run time it can only be lowered or restored "
+                        "(raise it at start-up: -p max_image_pixels:=N)")
             for p in params:
                 if p.name == "labels":
                     self._set_labels(p.value, from_parameter=True)
@@ -522,6 +533,13 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         tokens = topic_tokens(new.names)
         for cam in self._cameras:  # the slow DDS part, before the frame lock
             self._create_class_pubs(cam, tokens)
+        try:
+            self._check_class_topics(new.names)
+        except LabelSetError:
+            for cam in self._cameras:   # what this refused set made, none of it in use
+                self._retire([cam.class_pubs.pop(t) for t in set(tokens) if t in cam.class_pubs
+                              and t not in cam.class_order and t not in cam.reserved])
+            raise
         stale = []
         with self._gate.swap():
             self._label_set = new
@@ -650,6 +668,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     await self._next_turn()
             if self._segmenter is not segmenter:
                 raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
+            self._check_class_topics(new.names)
             # The swap that follows (synchronous, on the executor) takes the frame lock:
             # wait here, not there, for the frame in progress to end; the worker starts no
             # other until the swap is done (release_class_tokens ends the hold).
@@ -829,6 +848,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     self._cameras.append(cam)
                     self._reconcile_class_pubs(cam, label_set)
                 self._refuse_own_outputs_as_input()
+                self._check_class_topics(label_set.names)
                 self._check_class_topic_room()
                 self._status_pubs = [
                     self.create_lifecycle_publisher(DiagnosticArray, t, OUTPUT_QOS,
@@ -931,14 +951,19 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
     def _refuse_own_outputs_as_input(self) -> None:
         """An input remapped onto one of the node's own outputs (`-r image:=.../overlay`) fed
         every published frame back in: one frame became 59 overlays a second for ever, a
-        whole core busy and nothing in the log (probe round 6)."""
+        whole core busy and nothing in the log (probe round 6). Keeps the node's fixed
+        topics (inputs and outputs, as remapped) for _check_class_topics."""
         names = ("label_mask", "confidence", "color_mask", "overlay", "label_info", "label_set",
                  "camera_info")
-        outputs = {self.resolve_topic_name("~/status"), "/diagnostics"}
+        outputs = {self.resolve_topic_name("~/status"): "the node's ~/status",
+                   "/diagnostics": "/diagnostics", "/rosout": "/rosout",
+                   "/parameter_events": "/parameter_events"}
         class_prefixes = []
         for cam in self._cameras:
-            outputs.update(self.resolve_topic_name(f"{cam.out}/{n}") for n in names)
+            outputs.update((self.resolve_topic_name(f"{cam.out}/{n}"), f"the output {n}")
+                           for n in names)
             class_prefixes.append(self.resolve_topic_name(f"{cam.out}/class") + "/")
+        fixed = dict(outputs)
         for cam in self._cameras:
             for what, topic in (("image", cam.image_topic), ("image/compressed", cam.compressed_topic),
                                 ("camera_info", cam.info_topic)):
@@ -946,6 +971,30 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     raise ConfigError(f"input `{what}` resolves to {shown(topic, 120)}, one of this "
                                       "node's own outputs: every published frame would come back "
                                       "as input; remap it to the camera's topic")
+                fixed[topic] = f"the input {what}"
+        self._fixed_topics = fixed
+
+    def _check_class_topics(self, names) -> None:
+        """Raise LabelSetError where a label's class-mask topic, as remapped, is one of the
+        node's inputs or outputs or another label's: `-r ~/class/road/mask:=<the camera's
+        image>` took every road mask back in as a frame, for ever (267 masks from one frame in
+        10 s), and a remap onto label_mask or another label's topic published wrong masks
+        there (audit round 19). The prefix check at configure cannot see a per-topic remap,
+        and a peer's set_labels can bring in the remapped label at any time."""
+        seen: dict[str, str] = {}
+        for cam in self._cameras:
+            for name, token in zip(names, topic_tokens(names)):
+                pub = cam.class_pubs.get(token)
+                if pub is None:
+                    continue
+                topic = pub.topic_name          # as rcl resolved it, remaps applied
+                clash = self._fixed_topics.get(topic) or seen.get(topic)
+                if clash:
+                    raise LabelSetError(
+                        f"label {shown(name)}: its mask topic resolves to {shown(topic, 120)}, "
+                        f"which is {clash}; remove the remap that puts it there or use "
+                        "another word")
+                seen[topic] = f"the mask topic of label {shown(name)}"
 
     def _check_class_topic_room(self) -> None:
         """Every label must be able to get its class-mask topic: a 200-character camera name

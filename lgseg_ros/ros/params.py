@@ -131,7 +131,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "int", NOW,
           "Frames with more pixels are skipped with a logged reason (outputs are always at "
           "the input resolution, so the node does not silently downscale). At most "
-          "33554432 (8K UHD fits).", limits=(1, MAX_IMAGE_PIXELS_CAP)),
+          "33554432 (8K UHD fits). At run time it can be lowered, or raised back up to its "
+          "start-up value, never above: every size bound on input and output scales with it.",
+          limits=(1, MAX_IMAGE_PIXELS_CAP)),
     Param("overlay_alpha", 0.5, "double", NOW,
           "Weight of the colour mask in ~/overlay: 0 image only, 1 colours only.",
           limits=(0.0, 1.0)),

@@ -65,6 +65,6 @@ def declared_precision(path: str | os.PathLike) -> str:
             value = json.loads(manifest.read_text()).get("precision")
             if value in ("fp32", "fp16", "int8"):
                 return value
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         pass
     return onnx_precision(path)

@@ -54,7 +54,7 @@ class TextArtefactError(RuntimeError):
 def _max_seq_length(model_dir: Path) -> int:
     try:
         return int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
-    except (OSError, KeyError, ValueError, TypeError):
+    except (OSError, KeyError, ValueError, TypeError, RecursionError):
         return DEFAULT_MAX_SEQ
 
 
