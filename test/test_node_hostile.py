@@ -302,6 +302,10 @@ def test_a_class_topic_remapped_onto_an_input_or_output_is_refused(env, tiny_che
     for remap, says in (("/loop/lgseg_node/class/road/mask:=/loop/image", "the input image"),
                         ("/loop/lgseg_node/class/road/mask:=/loop/lgseg_node/label_mask",
                          "the output label_mask"),
+                        # a topic of another type: rcl refused the publisher with a bare
+                        # type error before the check saw it (review of audit round 19)
+                        ("/loop/lgseg_node/class/road/mask:=/loop/lgseg_node/label_info",
+                         "the output label_info"),
                         ("/loop/lgseg_node/class/road/mask:=/loop/lgseg_node/class/car/mask",
                          "the mask topic of label 'road'")):
         out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",

@@ -160,7 +160,7 @@ class Throttle:
         self._last: dict[Hashable, float] = {}
         self._suppressed: dict[Hashable, int] = {}
         self._passed_at: deque = deque()
-        self._flooded = 0   # new keys the total bound dropped since take_flooded() last ran
+        self._flooded = 0   # lines the total bound dropped since take_flooded() last ran
         self._lock = threading.Lock()
 
     def __call__(self, key: Hashable) -> int | None:
@@ -174,10 +174,9 @@ class Throttle:
             while self._passed_at and now - self._passed_at[0] >= self.period:
                 self._passed_at.popleft()
             if len(self._passed_at) >= self.lines_per_period:
-                if last is None:
-                    self._flooded += 1
-                else:   # counted with its key, told when the key next passes
-                    self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                # Counted in the total the next passing line tells (take_flooded), not with
+                # the key: a key the bound keeps out may be forgotten before it passes again.
+                self._flooded += 1
                 return None
             self._passed_at.append(now)
             self._last.pop(key, None)  # re-inserted last: dicts keep insertion order
@@ -189,8 +188,8 @@ class Throttle:
             return self._suppressed.pop(key, 0)
 
     def take_flooded(self) -> int:
-        """How many messages of new keys the total bound dropped since the last call: they
-        belong to no key's count, so a line that does pass says how many went unseen."""
+        """How many lines the total bound dropped since the last call: they belong to no
+        key's count, so a line that does pass says how many went unseen."""
         with self._lock:
             n, self._flooded = self._flooded, 0
             return n

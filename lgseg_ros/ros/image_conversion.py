@@ -131,7 +131,8 @@ def check_pixel_limit(width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels and max_pixels > 0 and width * height > max_pixels:
         raise ImageConversionError(
             f"{width}x{height} = {width * height} pixels is above max_image_pixels="
-            f"{max_pixels}; raise the parameter to serve this camera")
+            f"{max_pixels}; to serve this camera, start the node with a larger one "
+            "(-p max_image_pixels:=N)")
 
 
 def image_to_numpy(msg, max_pixels: int | None = None) -> np.ndarray:

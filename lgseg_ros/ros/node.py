@@ -183,6 +183,10 @@ class _Camera:
     # nor the node's request and QoS lines (probe round 13: with one gate for all, they fell
     # silent while it lasted, with no count)
     log_gate: Throttle = field(default_factory=lambda: Throttle(5.0))
+    # And the node's own frame errors a gate apart from the reasons its peers choose: with
+    # one for both, a peer cycling bad frames took every line the total bound let through,
+    # and a real error once a second was logged once in 10 minutes (review of audit 19)
+    error_gate: Throttle = field(default_factory=lambda: Throttle(5.0))
 
     @property
     def name(self) -> str:
@@ -470,8 +474,9 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
 
     def _failure_line(self, line: str) -> None:
         """A failed transition's reason: the change_state reply says only "failed", so each
-        distinct reason is logged (a throttle of their own, keyed by the reason's head: up to
-        20 new ones per 5 s), and a peer repeating one is counted, not logged each time."""
+        distinct reason is logged (a throttle of their own, keyed by the reason's head: at
+        most 20 lines per 5 s), and a peer repeating one is counted, not logged each time.
+        Also a set_labels request's unexpected error, with its traceback."""
         suppressed = self._failure_throttle(line[:200])
         if suppressed is not None:
             more = f" ({suppressed} more since the last such line)" if suppressed else ""
@@ -531,15 +536,9 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         else:  # a set from inside the process (tests, an embedding application): now
             new, seq = self._segmenter.prepare_labels(names), next(self._label_arrivals)
         tokens = topic_tokens(new.names)
+        self._check_class_topics(new.names)
         for cam in self._cameras:  # the slow DDS part, before the frame lock
             self._create_class_pubs(cam, tokens)
-        try:
-            self._check_class_topics(new.names)
-        except LabelSetError:
-            for cam in self._cameras:   # what this refused set made, none of it in use
-                self._retire([cam.class_pubs.pop(t) for t in set(tokens) if t in cam.class_pubs
-                              and t not in cam.class_order and t not in cam.reserved])
-            raise
         stale = []
         with self._gate.swap():
             self._label_set = new
@@ -654,6 +653,9 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         # change swapped in between chunks retired every publisher outside its own set,
         # these too, and this change's swap then made all 4,096 again in one go (8 s
         # without a mask; probe round 9).
+        if self._segmenter is not segmenter:
+            raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
+        self._check_class_topics(new.names)
         tokens = topic_tokens(new.names)
         reservation = self._reserve_class_tokens(tokens)
         try:
@@ -668,7 +670,6 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     await self._next_turn()
             if self._segmenter is not segmenter:
                 raise LabelSetError("the node was reconfigured while the labels were encoded; send them again")
-            self._check_class_topics(new.names)
             # The swap that follows (synchronous, on the executor) takes the frame lock:
             # wait here, not there, for the frame in progress to end; the worker starts no
             # other until the swap is done (release_class_tokens ends the hold).
@@ -776,7 +777,9 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             resp.success, resp.message = False, f"rejected, old set kept: {e}"
         except Exception as e:
             resp.success, resp.message = False, f"label encoding failed, old set kept: {shown(str(e), 300)}"
-            self.get_logger().error(f"set_labels: {shown(str(e), 300)}\n{traceback.format_exc()[-2000:]}")
+            # Through the failure throttle: 30 requests that failed so wrote 52 KB of
+            # tracebacks in 0.2 s (review of audit round 19).
+            self._failure_line(f"set_labels: {shown(str(e), 300)}\n{traceback.format_exc()[-2000:]}")
         if not resp.success:
             # At most 8 labels of SHOWN_CHARS each: a request of 8 labels of 1 MB once wrote 8 MB.
             labels = [shown(x) for x in req.labels[:8]]
@@ -844,12 +847,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 keys = [str(c) for c in cfg["cameras"]] or [""]
                 for key in keys:
-                    cam = self._make_camera(key)
-                    self._cameras.append(cam)
-                    self._reconcile_class_pubs(cam, label_set)
+                    self._cameras.append(self._make_camera(key))
                 self._refuse_own_outputs_as_input()
-                self._check_class_topics(label_set.names)
                 self._check_class_topic_room()
+                self._check_class_topics(label_set.names)
+                for cam in self._cameras:
+                    self._reconcile_class_pubs(cam, label_set)
                 self._status_pubs = [
                     self.create_lifecycle_publisher(DiagnosticArray, t, OUTPUT_QOS,
                                                     event_callbacks=self._output_events(t))
@@ -982,12 +985,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         there (audit round 19). The prefix check at configure cannot see a per-topic remap,
         and a peer's set_labels can bring in the remapped label at any time."""
         seen: dict[str, str] = {}
+        tokens = topic_tokens(names)
         for cam in self._cameras:
-            for name, token in zip(names, topic_tokens(names)):
-                pub = cam.class_pubs.get(token)
-                if pub is None:
-                    continue
-                topic = pub.topic_name          # as rcl resolved it, remaps applied
+            for name, token in zip(names, tokens):
+                # Remaps applied; before any publisher is made, since rcl refuses one on a
+                # topic of another type (label_info, ~/status) with a bare type error.
+                topic = self.resolve_topic_name(f"{cam.out}/class/{token}/mask")
                 clash = self._fixed_topics.get(topic) or seen.get(topic)
                 if clash:
                     raise LabelSetError(
@@ -1245,12 +1248,14 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         text = str(err)
         if len(text) > 3000:  # a traceback's head and tail say enough
             text = f"{text[:1000]}\n... ({len(text)} characters) ...\n{text[-2000:]}"
-        suppressed = cam.log_gate((what, re.sub(r"\d+", "N", text.split("\n")[0][:160])))
+        gate = cam.error_gate if level == "error" else cam.log_gate
+        suppressed = gate((what, re.sub(r"\d+", "N", text.split("\n")[0][:160])))
         if suppressed is not None:
             more = f" ({suppressed} more like it since the last report)" if suppressed else ""
-            flooded = cam.log_gate.take_flooded()
+            flooded = gate.take_flooded()
             if flooded:
-                more += f" ({flooded} other lines of this camera dropped: too many distinct ones)"
+                more += (f" ({flooded} other such lines of this camera dropped: more than "
+                         f"{gate.lines_per_period} in {gate.period:g} s)")
             line = f"{cam.image_topic}: {what}: {text}{more}"
             # One call site per severity: rclpy raises when a call site's severity changes,
             # and a warning then an error through one call ended the frame worker (round 14).

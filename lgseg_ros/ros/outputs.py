@@ -61,8 +61,8 @@ class OutputsMixin:
     def _warn_throttled(self, key, text: str) -> None:
         """One warning per ``key`` every 5 s, with the count held back. A Throttle of their
         own: keyed by topic (16 cameras have over 100 outputs), a peer's mismatched
-        subscribers used up the 20 new keys per 5 s of the throttle that request lines
-        share, and a label change then went unlogged (probe round 17)."""
+        subscribers used up the 20 lines per 5 s of the throttle that request lines share,
+        and a label change then went unlogged (probe round 17)."""
         suppressed = self._qos_throttle(key)
         if suppressed is None:
             return
