@@ -230,11 +230,82 @@ def test_header_bombs_are_refused_before_allocating(tmp_path):
     with pytest.raises(CheckpointError, match="more than the 256 MB accepted"):
         load_checkpoint(sparse)
     lying = tmp_path / "lying_offsets.safetensors"
-    _bomb(lying, {"w": {"dtype": "F32", "shape": [10**9], "data_offsets": [0, 8]}}, cfg, bytes(8))
-    with pytest.raises(CheckpointError, match="claims 4000000000 bytes"):
+    _bomb(lying, {"w": {"dtype": "F32", "shape": [10**6], "data_offsets": [0, 8]}}, cfg, bytes(8))
+    with pytest.raises(CheckpointError, match="claims 4000000 bytes"):
         load_checkpoint(lying)
     # ru_maxrss is in KB: the process's peak grew by far less than the sizes described.
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 300 * 1024
+
+
+@pytest.mark.parametrize("entry, why", [
+    # audit round 19: int() of each 1e308 is a 1,024-bit integer; 16,000 of them took 136 s
+    # to multiply, then the message formatting their product raised a bare ValueError
+    ({"shape": [1e308] * 10_000}, "shape must be a list of at most 8 dimensions"),
+    ({"shape": [1] * 9}, "shape must be a list of at most 8 dimensions"),
+    ({"shape": [1e308, 1e308]}, "shape has 1e.308, not a non-negative integer"),
+    ({"shape": [2.0]}, "shape has 2.0, not a non-negative integer"),
+    ({"shape": [True]}, "shape has True, not a non-negative integer"),
+    ({"shape": [-1]}, "shape has -1, not a non-negative integer"),
+    ({"shape": "1"}, "shape must be a list"),
+    ({"shape": [2**40, 2**40, 2**40]}, "its shape describes more than the 256 MB accepted"),
+    ({"data_offsets": [0.0, 4.0]}, "data_offsets must be two integers"),
+    ({"data_offsets": [False, 4]}, "data_offsets must be two integers"),
+    ({"data_offsets": [0, 10**4000]}, "data_offsets must be two integers"),
+    ({"data_offsets": [-4, 0]}, "data_offsets must be two integers"),
+    ({"data_offsets": [0, 4, 8]}, "data_offsets must be two integers"),
+])
+def test_bad_shapes_and_offsets_fail_clearly(tmp_path, entry, why):
+    path = tmp_path / "bad.safetensors"
+    _bomb(path, {"w" * 100: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], **entry}},
+          get_config("test-tiny").to_dict(), bytes(4))
+    # the file and the tensor (its name cut) are named; a huge value is never formatted
+    with pytest.raises(CheckpointError, match=rf"bad.safetensors: tensor 'w{{40}}'\.\.\. \(100 "
+                                              rf"characters\): {why}"):
+        read_checkpoint_metadata(path)
+
+
+def _with_backbone_kwargs(src, dst, kwargs):
+    from safetensors import safe_open
+
+    with safe_open(str(src), "pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    cfg = json.loads(meta["config"])
+    meta["config"] = json.dumps({**cfg, "backbone_kwargs": kwargs})
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_backbone_kwargs_naming_files_are_refused_before_timm(tmp_path, saved, monkeypatch):
+    """Audit round 19: a recorded {"checkpoint_path": "bomb.pth"} went to timm.create_model,
+    which unpacked that file (0.5 MB -> 512 MB) when the network was built for the shape
+    check, past the checkpoint size cap. The refusal comes before timm is called at all."""
+    import timm
+
+    def no_timm(*a, **k):
+        raise AssertionError("timm.create_model was called")
+
+    monkeypatch.setattr(timm, "create_model", no_timm)
+    for kwargs, why in [({"checkpoint_path": str(tmp_path / "no_such.pth")}, "'checkpoint_path'"),
+                        ({"pretrained": True}, "'pretrained'"),
+                        ({"pretrained_cfg_overlay": {"file": "x"}}, "'pretrained_cfg_overlay'"),
+                        ({"cache_dir": "/tmp"}, "'cache_dir'"),
+                        ({"drop_rate": True}, "drop_rate=True, not a number"),
+                        ({"drop_rate": [0.1] * 1000}, "drop_rate=.*, not a number"),
+                        ([], "is not an object")]:
+        bad = _with_backbone_kwargs(saved[0], tmp_path / "kw.safetensors", kwargs)
+        for reader in (load_checkpoint, read_checkpoint_metadata):
+            with pytest.raises(CheckpointError, match=f"kw.safetensors: the recorded config's "
+                                                      f"backbone_kwargs .*{why}"):
+                reader(bad)
+
+
+def test_allowed_backbone_kwargs_still_load(tmp_path, saved):
+    ok = _with_backbone_kwargs(saved[0], tmp_path / "ok.safetensors",
+                               {"drop_rate": 0.2, "drop_path_rate": 0.1, "bn_momentum": 0.1})
+    net, cfg = load_checkpoint(ok)
+    assert cfg.backbone_kwargs == {"drop_rate": 0.2, "drop_path_rate": 0.1, "bn_momentum": 0.1}
+    want = saved[1].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in net.state_dict().items())
 
 
 def test_a_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path):

@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lgseg_ros.labels import shown
 from lgseg_ros.model.configs import ModelConfig
 
 if TYPE_CHECKING:  # the metadata readers run in torch-free installs (runtime/artefacts.py)
@@ -48,6 +49,9 @@ def save_checkpoint(path: str | os.PathLike, net: nn.Module, cfg: ModelConfig,
 # safetensors dtype -> bytes per element; anything else is refused before allocation.
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                 "U8": 1, "BOOL": 1}
+# The model's tensors have at most 4 dimensions (conv weights); 8 leaves room and bounds the
+# work one shape can ask for.
+_MAX_DIMS = 8
 
 
 def max_checkpoint_bytes() -> int:
@@ -92,25 +96,40 @@ def _header_from(f, path: Path, size: int) -> tuple[dict[str, Any], int]:
         raise CheckpointError(f"{path} is not a safetensors file (unreadable header)") from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors file (header is not a JSON object)")
+    limit = max_checkpoint_bytes()
     spans = []
     for name, t in header.items():
         if name == "__metadata__":
             continue
+        what = f"{path}: tensor {shown(name)}"
         try:
             width = _DTYPE_BYTES[t["dtype"]]
-            shape = [int(d) for d in t["shape"]]
-            lo, hi = (int(o) for o in t["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name[:80]!r} has an unreadable or unsupported "
-                                  "entry (dtype, shape, data_offsets)") from None
-        numel = 1
+            shape, offsets = t["shape"], t["data_offsets"]
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{what} has an unreadable or unsupported entry (dtype, "
+                                  "shape, data_offsets)") from None
+        # int(d) took floats: 16,000 dims of 1e308 (a 96 KB header) are 1,024-bit integers
+        # whose product took 136 s, then failed formatting it into this message (audit
+        # round 19). Only plain ints, few dims, and a running size that stops at the cap.
+        if not isinstance(shape, list) or len(shape) > _MAX_DIMS:
+            raise CheckpointError(f"{what}: shape must be a list of at most {_MAX_DIMS} dimensions")
+        nbytes = width
         for d in shape:
-            if d < 0:
-                raise CheckpointError(f"{path}: tensor {name[:80]!r} has a negative dimension")
-            numel *= d
-        if lo < 0 or hi - lo != numel * width:
-            raise CheckpointError(f"{path}: tensor {name[:80]!r} claims {numel * width} bytes but "
-                                  f"its offsets span {hi - lo}")
+            if type(d) is not int or d < 0:   # type(): bools and floats are refused too
+                raise CheckpointError(f"{what}: shape has {shown(d)}, not a non-negative integer")
+            nbytes *= d
+            if nbytes > limit:
+                raise CheckpointError(f"{what}: its shape describes more than the {limit >> 20} "
+                                      "MB accepted (LGSEG_MAX_CHECKPOINT_MB)")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or any(type(o) is not int for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= limit):
+            # the values are not shown: one may be an integer of thousands of digits
+            raise CheckpointError(f"{what}: data_offsets must be two integers, 0 <= begin <= "
+                                  f"end <= {limit} (LGSEG_MAX_CHECKPOINT_MB)")
+        lo, hi = offsets
+        if hi - lo != nbytes:
+            raise CheckpointError(f"{what} claims {nbytes} bytes but its offsets span {hi - lo}")
         spans.append((lo, hi))
     spans.sort()
     end = 0
@@ -121,9 +140,6 @@ def _header_from(f, path: Path, size: int) -> tuple[dict[str, Any], int]:
     if 8 + n + end != size:
         raise CheckpointError(f"{path} is truncated or corrupt: its header describes "
                               f"{8 + n + end} bytes, the file has {size}")
-    if end > max_checkpoint_bytes():
-        raise CheckpointError(f"{path} describes {end >> 20} MB of tensors, more than the "
-                              f"{max_checkpoint_bytes() >> 20} MB accepted (LGSEG_MAX_CHECKPOINT_MB)")
     return header, n
 
 
@@ -160,7 +176,33 @@ def _metadata_of(header: dict[str, Any], path: Path) -> tuple[ModelConfig, dict[
         raise CheckpointError(f"{path}: the recorded model config is invalid: {str(exc)[:300]}") from None
     if not isinstance(extra, dict):   # "[1]" raised AttributeError in every reader (audit round 17)
         raise CheckpointError(f"{path}: the recorded extra metadata is not an object")
+    problem = backbone_kwargs_problem(cfg.backbone_kwargs)
+    if problem:
+        raise CheckpointError(f"{path}: the recorded config's backbone_kwargs {problem}")
     return cfg, extra
+
+
+# What a checkpoint's backbone_kwargs may pass to timm.create_model. It also takes
+# checkpoint_path, pretrained, pretrained_cfg(_overlay), cache_dir...: a recorded
+# {"checkpoint_path": "x.pth"} made timm unpack that file whenever the network was built,
+# even on the meta device for the shape check (a 0.5 MB deflate bomb became a 512 MB
+# tensor past max_checkpoint_bytes(), audit round 19). Only regularisation and BatchNorm
+# numbers, each in [0, 1]; no shipped config sets any. features_only, out_indices and
+# norm_layer are lgseg's own to set (out_indices is a config field).
+BACKBONE_KWARGS = frozenset({"drop_rate", "drop_path_rate", "bn_eps", "bn_momentum"})
+
+
+def backbone_kwargs_problem(kwargs: object) -> str | None:
+    """Why a loaded checkpoint may not carry these backbone_kwargs, or None."""
+    if not isinstance(kwargs, dict):
+        return "is not an object"
+    for key, value in kwargs.items():
+        if key not in BACKBONE_KWARGS:
+            return (f"has {shown(key)}, which a checkpoint may not set (allowed: "
+                    f"{', '.join(sorted(BACKBONE_KWARGS))})")
+        if type(value) not in (int, float) or not 0 <= value <= 1:   # type(): no bools
+            return f"has {key}={shown(value)}, not a number from 0 to 1"
+    return None
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any]]:

@@ -342,6 +342,7 @@ def multi_source_labels(args, train_ds, encoder, rng):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from lgseg_ros.model import build_model, get_config, load_checkpoint, save_checkpoint
+    from lgseg_ros.model.checkpoint import backbone_kwargs_problem
     from lgseg_ros.text import build_text_encoder
 
     if args.threads:
@@ -438,6 +439,9 @@ def main(argv=None) -> int:
         log.info("initialised from %s", args.init)
     else:
         cfg = apply_overrides(get_config(args.config), args.set)
+        problem = backbone_kwargs_problem(cfg.backbone_kwargs)
+        if problem:   # the run may train, but load_checkpoint will refuse what it saves
+            log.warning("backbone_kwargs %s: this run's checkpoints will not load", problem)
         net = build_model(cfg)
     net.to(device).train()
 
