@@ -14,6 +14,13 @@ import pkgutil
 # encode measured 552 ms spinning vs 31 ms passive. Must be set before torch loads
 # OpenMP, hence here; an explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenCV's cap on what one decoded image may allocate, read once when cv2 loads: 8K UHD
+# (ros.params.MAX_IMAGE_PIXELS_CAP, the largest max_image_pixels). Here, before any module
+# of the package imports cv2, so the tools that read image folders (demo, eval,
+# pseudo-label, agreement) have it too: a 249 KB PNG of 16000x16000 held `lgseg demo` for
+# 16.6 s at 1.55 GB, and OpenCV's own default allows 1 Gpx (audit round 19). The node's
+# header checks (ros/image_conversion) come first; this is their second line.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
 
 __path__ = pkgutil.extend_path(__path__, __name__)
 

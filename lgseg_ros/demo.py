@@ -158,10 +158,12 @@ def start_node(args: argparse.Namespace, first_labels: list[str], log_path: Path
                checkpoint: str | None = None) -> subprocess.Popen:
     params = [f"labels:={json.dumps(first_labels)}", f"backend:={args.backend}"]
     checkpoint = args.checkpoint if checkpoint is None else checkpoint
+    # Paths as YAML strings (json.dumps): rcl reads `-p` values as YAML, and a path with
+    # " #" in it lost its tail as a comment (audit round 19).
     if checkpoint:
-        params.append(f"checkpoint:={checkpoint}")
+        params.append(f"checkpoint:={json.dumps(checkpoint)}")
     if args.config:
-        params.append(f"model_config:={args.config}")
+        params.append(f"model_config:={json.dumps(args.config)}")
     if args.net_size:
         params += [f"net_height:={args.net_size[0]}", f"net_width:={args.net_size[1]}"]
     # Demo frames are sent lock-step and must all arrive: reliable input QoS.

@@ -114,6 +114,33 @@ def test_artefacts_others_could_write_are_not_read(artefact_dir, tmp_path_factor
         outer.chmod(0o700)
 
 
+def test_nothing_is_built_into_a_folder_others_could_write(artefact_dir, tmp_path_factory):
+    """Audit round 19: the lookups skipped a world-writable $LGSEG_ARTEFACTS, but a first-use
+    export wrote into it anyway, following another user's symlinks at its .tmp names onto
+    this user's files (both overwritten), and a watcher could swap the export between its
+    write and its hash. Now the build refuses such a folder, naming it."""
+    from test_node_support import make_checkpoint
+
+    from lgseg_ros.runtime.artefacts import frame_name
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    source = model_source(ckpt)[0]
+    victim = tmp_path_factory.mktemp("victim") / "precious.txt"
+    victim.write_text("mine")
+    (artefact_dir / "frame").mkdir(exist_ok=True)
+    name = frame_name(source.checkpoint_sha256, NET, "fp32")
+    (artefact_dir / "frame" / (name + ".tmp")).symlink_to(victim)
+    (artefact_dir / "frame" / name.replace(".onnx", ".json.tmp")).symlink_to(victim)
+    artefact_dir.chmod(0o777)
+    try:
+        with pytest.raises(ArtefactError, match="not writing artefacts to .*someone else could write"):
+            model_source(ckpt)[0].onnx(NET, "fp32")
+    finally:
+        artefact_dir.chmod(0o700)
+    assert victim.read_text() == "mine"
+    assert not (artefact_dir / "frame" / name).exists()
+
+
 def test_the_bytes_verified_are_the_bytes_run(artefact_dir, tmp_path_factory):
     """Probe round 7: the file was hashed by name and opened again by name, so a file
     swapped in between was run. The backend now checks the bytes it hands to ONNX Runtime."""
@@ -279,7 +306,7 @@ def test_the_user_cache_prunes_files_from_before_the_first_use_mark(tmp_path_fac
     ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
     src = model_source(ckpt)[0]
     old = [src.onnx((32, 32 + 8 * i), "fp32") for i in range(FRAME_FILES_PER_SIZE)]
-    assert all(p.parent == artefact_write_dir() / "frame" for p in old)
+    assert all(p.parent == artefact_write_dir("frame") for p in old)
     for i, p in enumerate(old):      # as an earlier release wrote them: no mark, used long ago
         manifest = p.with_suffix(".json")
         fields = json.loads(manifest.read_text())
@@ -287,7 +314,7 @@ def test_the_user_cache_prunes_files_from_before_the_first_use_mark(tmp_path_fac
         manifest.write_text(json.dumps(fields))
         os.utime(p, (1_000_000 + i, 1_000_000 + i))
     new = [src.onnx((32, 200 + 8 * i), "fp32") for i in range(2)]
-    left = {p.name for p in (artefact_write_dir() / "frame").glob("*.onnx")}
+    left = {p.name for p in (artefact_write_dir("frame")).glob("*.onnx")}
     assert left == {p.name for p in old[2:] + new}, "the two least recently used unmarked files go"
 
 
@@ -424,3 +451,16 @@ def test_damaged_manifests_and_oversized_files_are_refused_as_cache_errors(artef
     with pytest.raises(RuntimeError, match="ONNX Runtime could not start .*torch on the CPU would stay"):
         create_backend("auto", source, source.cfg, device="cpu", precision="fp32", net_size=NET,
                        graph_optimization="no-such-level")
+
+
+@pytest.mark.parametrize("side", ["0", "33", "2048", "x"])
+def test_artefacts_sizes_are_the_nodes(side, capsys):
+    """Audit round 19: `lgseg artefacts --size 0 0` ended in a torch traceback after 1.2 GB
+    of imports, and nothing bounded a huge size. Each side is checked as the node checks
+    net_height / net_width, before anything is imported or built."""
+    from lgseg_ros.runtime.artefacts import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--size", side, "480", "--precision", "fp32"])
+    assert exit_.value.code == 2
+    assert f"--size {side!r}: each side is 32 to 1024, a multiple of 32" in capsys.readouterr().err

@@ -98,3 +98,20 @@ def test_embedding_tables_are_fp16_and_older_layouts_are_stale(exported, tmp_pat
     copy.with_suffix(".json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "layout"}))
     with pytest.raises(TextArtefactError, match="layout"):
         ensure_minilm_onnx(directory=tmp_path, allow_export=False)
+
+
+def test_a_folder_whose_name_is_too_long_is_passed_over(exported, monkeypatch, tmp_path):
+    """Audit round 19: a 5,000-character $LGSEG_ARTEFACTS raised "File name too long" from
+    the first folder's lookup, and the node stopped ("configure failed: the export cache")
+    before the next folder, which held the encoder, was tried."""
+    from lgseg_ros.runtime import artefacts
+
+    _, path, _ = exported
+    (tmp_path / "text").mkdir()
+    for f in (path, path.with_suffix(".json")):
+        shutil.copy(f, tmp_path / "text" / f.name)
+    monkeypatch.setenv("LGSEG_ARTEFACTS", "/tmp/" + "x" * 5000)
+    monkeypatch.setattr("lgseg_ros.resources.package_path", lambda rel: None)   # not the shipped one
+    monkeypatch.setattr(artefacts, "_cache_root", lambda: tmp_path)
+    found, _ = ensure_minilm_onnx(allow_export=False)
+    assert found == tmp_path / "text" / path.name

@@ -249,10 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     params = {"backend": args.backend, "device": args.device, "precision": args.precision,
               "net_height": args.net_height, "net_width": args.net_width,
               "labels": "[" + ", ".join(LABEL_SETS[1]) + "]", "status_period": 0.5}
+    # As YAML strings: rcl reads `-p` values as YAML ("model #2.safetensors" lost its tail)
     if args.config:
-        params["model_config"] = args.config
+        params["model_config"] = json.dumps(args.config)
     if args.checkpoint:
-        params["checkpoint"] = args.checkpoint
+        params["checkpoint"] = json.dumps(args.checkpoint)
     ros_params = [x for k, v in params.items() for x in ("-p", f"{k}:={v}")]
     rclpy.init()
     bench = Node("lgseg_bench_client", namespace=ns)

@@ -12,20 +12,15 @@ passes real ones, the tests too), which keeps it testable without a ROS graph.
 from __future__ import annotations
 
 import io
-import os
 import struct
 import sys
 import zlib
 from dataclasses import dataclass
 
-# OpenCV's own cap on what a decoder may allocate, read once when cv2 is first loaded (so
-# only effective where cv2 was not loaded before; the node sets it itself before its own
-# import of cv2): a second line of defence behind the header checks below. 8K UHD fits
-# (the largest max_image_pixels).
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+# OpenCV's decoder cap (OPENCV_IO_MAX_IMAGE_PIXELS) is set in lgseg_ros/__init__.py, before
+# any cv2 import: a second line of defence behind the header checks below.
+import cv2
+import numpy as np
 
 # JPEG through libjpeg-turbo in strict mode: a recoverable error (data cut short and closed
 # with an end marker, a corrupt segment) raises instead of decoding the rest grey, and

@@ -54,11 +54,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-# OpenCV reads its decoder cap once, when cv2 loads, so it is set before this process
-# imports cv2: a second line of defence behind the header checks of image_conversion.
-# The value is params.MAX_IMAGE_PIXELS_CAP (8K UHD), the largest max_image_pixels.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "33554432")
-
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                  SetParametersResult)

@@ -115,10 +115,22 @@ def read_artefact(path: Path, manifest: dict, error=None) -> bytes:
     return read_verified_bytes(path, manifest.get("onnx_sha256", ""), error or ArtefactError)
 
 
-def artefact_write_dir() -> Path:
-    """Where a first-use export goes: $LGSEG_ARTEFACTS, else the user cache."""
+def artefact_write_dir(kind: str) -> Path:
+    """The folder a first-use build of ``kind`` (frame, vocab, text) goes to, made here:
+    $LGSEG_ARTEFACTS/kind, else the user cache's. ArtefactError where someone else could
+    write it: the lookups skipped a world-writable $LGSEG_ARTEFACTS, but the build wrote
+    there anyway, following another user's symlinks at its .tmp names onto this user's
+    files, and a watcher could swap the export between its write and its hash (audit
+    round 19). OSError where it cannot be made."""
     env = os.environ.get("LGSEG_ARTEFACTS")
-    return Path(env) if env else _cache_root()
+    folder = (Path(env) if env else _cache_root()) / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    why = untrusted(folder)
+    if why:
+        raise ArtefactError(f"not writing artefacts to {str(folder)[:200]}: someone else could "
+                            f"write there ({why[:300]}); chmod go-w, or point $LGSEG_ARTEFACTS "
+                            "at a folder of your own")
+    return folder
 
 
 def code_digest() -> str:
@@ -274,7 +286,7 @@ class ModelSource:
             refused = [r for r in reasons if not r.endswith(": not built")]
             if refused:   # a file was there and is not served: say why (capped)
                 log.warning("not serving a cached frame path: %s", "; ".join(refused)[:600])
-            out = artefact_write_dir() / "frame" / name
+            out = artefact_write_dir("frame") / name
             built = self.build(out, size, precision, reasons, first_use=True)
             prune_cache(out.parent, "lgseg_*.onnx", keep=FRAME_FILES_PER_SIZE * cache_keep(),
                         protect=built, companions=(".json",),
@@ -446,8 +458,8 @@ def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
         except (ArtefactError, OSError, ValueError):
             continue
     emb = reporter.vocabulary_embeddings()
-    out = artefact_write_dir() / "vocab" / file
     try:
+        out = artefact_write_dir("vocab") / file
         with BUILD_LOCK:   # two segmenters of one process write the same .tmp names
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(out.name + ".tmp.npy")
@@ -457,7 +469,7 @@ def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
             finally:
                 tmp.unlink(missing_ok=True)
             write_manifest(out, key)   # "onnx_sha256" there is this file's own sha256
-    except OSError as exc:   # a read-only cache still runs; the next start encodes again
+    except (OSError, ArtefactError) as exc:   # a read-only cache still runs; the next start encodes again
         log.info("could not cache the vocabulary embeddings: %s", exc)
     return f"encoded {len(names)} names"
 
@@ -527,6 +539,24 @@ def build_all(checkpoint: str | None, sizes, precisions, output: Path,
     return result
 
 
+def _net_side(text: str) -> int:
+    """A side the node accepts (its net_height / net_width range): 0 ended in a torch
+    traceback after 1.2 GB of imports, and nothing bounded a huge one (audit round 19)."""
+    import argparse
+
+    from lgseg_ros.ros.params import NET_SIZE_RANGE
+
+    lo, hi, step = NET_SIZE_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi or value % step:
+        raise argparse.ArgumentTypeError(f"--size {text[:40]!r}: each side is {lo} to {hi}, "
+                                         f"a multiple of {step}")
+    return value
+
+
 def main(argv=None) -> int:
     import argparse
     import sys
@@ -536,8 +566,9 @@ def main(argv=None) -> int:
         description="Build the ONNX files a torch-free run needs (frame path per size and "
                     "precision, MiniLM text encoder), verified against their sources.")
     parser.add_argument("--checkpoint", help="safetensors checkpoint (default: the shipped model)")
-    parser.add_argument("--size", nargs=2, type=int, action="append", metavar=("H", "W"),
-                        help="network size; repeatable (default 384 480)")
+    parser.add_argument("--size", nargs=2, type=_net_side, action="append", metavar=("H", "W"),
+                        help="network size, each side 32 to 1024 in steps of 32 (as the node's "
+                             "net_height / net_width); repeatable (default 384 480)")
     parser.add_argument("--precision", action="append", choices=PRECISIONS,
                         help="repeatable (default: fp32 and int8)")
     parser.add_argument("--calibration", help="folder of CamVid *train* frames for int8 "

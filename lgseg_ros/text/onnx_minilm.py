@@ -66,9 +66,12 @@ def source_fingerprint(model_dir: Path) -> dict:
 
 
 def default_text_dir() -> Path:
-    from lgseg_ros.runtime.artefacts import artefact_write_dir
+    from lgseg_ros.runtime.artefacts import ArtefactError, artefact_write_dir
 
-    return artefact_write_dir() / "text"
+    try:
+        return artefact_write_dir("text")
+    except ArtefactError as exc:
+        raise TextArtefactError(str(exc)) from None
 
 
 def export_minilm_onnx(model_dir: Path, path: Path, opset: int = OPSET) -> Path:
@@ -182,6 +185,10 @@ def ensure_minilm_onnx(model_dir: Path | None = None, directory: Path | None = N
             return folder / name, manifest
         except TextArtefactError as exc:
             reasons.append(str(exc))
+        except OSError as exc:
+            # A 5,000-character $LGSEG_ARTEFACTS raised "File name too long" here and ended
+            # the search before the shipped folder was tried (audit round 19).
+            reasons.append(f"{str(folder)[:200]}: {exc.strerror}")
     if not allow_export or not _torch_installed():
         raise TextArtefactError(
             "no usable ONNX text encoder (" + "; ".join(reasons) + "). Build it where torch "
