@@ -113,9 +113,14 @@ def read_frames(source: str, max_frames: int) -> list[np.ndarray]:
     if path.is_dir():
         files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_EXTS)
         for f in files:
-            bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            try:
+                bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            except cv2.error as exc:   # OpenCV 5 raises where 4 returned None (the 8K cap)
+                bgr, why = None, f": {str(exc).strip().splitlines()[-1][:200]}"
+            else:
+                why = ""
             if bgr is None:
-                print(f"lgseg demo: skipping unreadable image {f}", file=sys.stderr)
+                print(f"lgseg demo: skipping unreadable image {f}{why}", file=sys.stderr)
                 continue
             frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             if max_frames and len(frames) >= max_frames:
@@ -161,9 +166,9 @@ def start_node(args: argparse.Namespace, first_labels: list[str], log_path: Path
     # Paths as YAML strings (json.dumps): rcl reads `-p` values as YAML, and a path with
     # " #" in it lost its tail as a comment (audit round 19).
     if checkpoint:
-        params.append(f"checkpoint:={json.dumps(checkpoint)}")
+        params.append(f"checkpoint:={json.dumps(checkpoint, ensure_ascii=False)}")
     if args.config:
-        params.append(f"model_config:={json.dumps(args.config)}")
+        params.append(f"model_config:={json.dumps(args.config, ensure_ascii=False)}")
     if args.net_size:
         params += [f"net_height:={args.net_size[0]}", f"net_width:={args.net_size[1]}"]
     # Demo frames are sent lock-step and must all arrive: reliable input QoS.

@@ -137,3 +137,21 @@ def test_human_summary_without_label_changes_says_so():
     text = human_summary(summary, "raw")
     assert "one label set for the whole run: road, sky" in text and "raw Image" in text
     assert "acknowledged" not in text and "in 4, processed 4" in text
+
+
+def test_an_image_over_the_decoder_cap_is_skipped_by_name(tmp_path):
+    """Review of audit round 19: with OpenCV's 8K cap in force in the tools, OpenCV 5's imread
+    raised on a larger image and `lgseg demo --source` ended in a traceback; it is skipped,
+    named, like any unreadable image."""
+    ok, big = cv2.imencode(".png", np.zeros((6000, 6000), np.uint8))
+    (tmp_path / "a_big.png").write_bytes(big.tobytes())
+    cv2.imwrite(str(tmp_path / "b_small.png"), np.full((40, 60, 3), 90, np.uint8))
+    # In a process of its own, as the tool runs: this one imported cv2 before the package.
+    code = ("import sys; from lgseg_ros.demo import read_frames\n"
+            "print([f.shape for f in read_frames(sys.argv[1], 10)])\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[(40, 60, 3)]", out.stdout
+    assert f"skipping unreadable image {tmp_path / 'a_big.png'}" in out.stderr, out.stderr

@@ -139,6 +139,12 @@ def test_nothing_is_built_into_a_folder_others_could_write(artefact_dir, tmp_pat
         artefact_dir.chmod(0o700)
     assert victim.read_text() == "mine"
     assert not (artefact_dir / "frame" / name).exists()
+    artefact_dir.chmod(0o1777)   # sticky, as /tmp: fine above the folder, not as the folder
+    try:
+        with pytest.raises(ArtefactError, match="not writing artefacts to"):
+            model_source(ckpt)[0].onnx(NET, "fp32")
+    finally:
+        artefact_dir.chmod(0o700)
 
 
 def test_the_bytes_verified_are_the_bytes_run(artefact_dir, tmp_path_factory):

@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
               "labels": "[" + ", ".join(LABEL_SETS[1]) + "]", "status_period": 0.5}
     # As YAML strings: rcl reads `-p` values as YAML ("model #2.safetensors" lost its tail)
     if args.config:
-        params["model_config"] = json.dumps(args.config)
+        params["model_config"] = json.dumps(args.config, ensure_ascii=False)
     if args.checkpoint:
-        params["checkpoint"] = json.dumps(args.checkpoint)
+        params["checkpoint"] = json.dumps(args.checkpoint, ensure_ascii=False)
     ros_params = [x for k, v in params.items() for x in ("-p", f"{k}:={v}")]
     rclpy.init()
     bench = Node("lgseg_bench_client", namespace=ns)

@@ -86,7 +86,8 @@ class _Respin:
         skipped = throttle(place)
         if skipped is None:
             return None
-        return f" ({skipped} more like it since the last such line, not logged)" if skipped else ""
+        more = f" ({skipped} more like it since the last such line, not logged)" if skipped else ""
+        return more + throttle.dropped_note("error lines")
 
 
 class RespinExecutor(_Respin, SingleThreadedExecutor):

@@ -187,6 +187,14 @@ class Throttle:
                 self._suppressed.pop(old, None)
             return self._suppressed.pop(key, 0)
 
+    def dropped_note(self, what: str = "lines") -> str:
+        """For a line that passes: how many others the total bound dropped meanwhile, as a
+        suffix ("" if none). Every user of a Throttle adds it: a key the bound kept out is
+        counted only here (review of audit round 19)."""
+        n = self.take_flooded()
+        return (f" ({n} other {what} dropped: more than {self.lines_per_period} in "
+                f"{self.period:g} s)") if n else ""
+
     def take_flooded(self) -> int:
         """How many lines the total bound dropped since the last call: they belong to no
         key's count, so a line that does pass says how many went unseen."""

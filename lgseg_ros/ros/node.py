@@ -475,7 +475,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         suppressed = self._failure_throttle(line[:200])
         if suppressed is not None:
             more = f" ({suppressed} more since the last such line)" if suppressed else ""
-            self.get_logger().error(line + more)
+            self.get_logger().error(line + more + self._failure_throttle.dropped_note("failure lines"))
 
     def _request_line(self, kind: str, line: str, level: str = "info", extra: list[str] = ()) -> None:
         """A log line that a peer's request causes: one per kind every 5 s (the node's
@@ -485,6 +485,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         if suppressed is None:
             return
         more = f" ({suppressed} more since the last such line)" if suppressed else ""
+        more += self._throttle.dropped_note("request lines")
         # One call site per severity: rclpy refuses a call site whose severity changes.
         if level == "warning":
             self.get_logger().warning(line + more)
@@ -954,6 +955,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         names = ("label_mask", "confidence", "color_mask", "overlay", "label_info", "label_set",
                  "camera_info")
         outputs = {self.resolve_topic_name("~/status"): "the node's ~/status",
+                   self.resolve_topic_name("~/transition_event"): "the node's ~/transition_event",
                    "/diagnostics": "/diagnostics", "/rosout": "/rosout",
                    "/parameter_events": "/parameter_events"}
         class_prefixes = []
@@ -1247,10 +1249,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         suppressed = gate((what, re.sub(r"\d+", "N", text.split("\n")[0][:160])))
         if suppressed is not None:
             more = f" ({suppressed} more like it since the last report)" if suppressed else ""
-            flooded = gate.take_flooded()
-            if flooded:
-                more += (f" ({flooded} other such lines of this camera dropped: more than "
-                         f"{gate.lines_per_period} in {gate.period:g} s)")
+            more += gate.dropped_note("such lines of this camera")
             line = f"{cam.image_topic}: {what}: {text}{more}"
             # One call site per severity: rclpy raises when a call site's severity changes,
             # and a warning then an error through one call ended the frame worker (round 14).

@@ -67,9 +67,7 @@ class OutputsMixin:
         if suppressed is None:
             return
         more = f" ({suppressed} more since the last report)" if suppressed else ""
-        flooded = self._qos_throttle.take_flooded()
-        if flooded:
-            more += f" ({flooded} such warnings on other topics dropped: too many at once)"
+        more += self._qos_throttle.dropped_note("such warnings on other topics")
         self.get_logger().warning(text + more)
 
     def _on_output_incompatible_qos(self, topic: str, info) -> None:

@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -123,9 +124,16 @@ def artefact_write_dir(kind: str) -> Path:
     files, and a watcher could swap the export between its write and its hash (audit
     round 19). OSError where it cannot be made."""
     env = os.environ.get("LGSEG_ARTEFACTS")
-    folder = (Path(env) if env else _cache_root()) / kind
+    root = Path(env) if env else _cache_root()
+    folder = root / kind
     folder.mkdir(parents=True, exist_ok=True)
-    why = untrusted(folder)
+    # The root itself as the lookups judge it (a sticky 1777 folder is fine above, not as
+    # the root), and no other user's symlink at `kind`: untrusted() follows it to a folder
+    # of this user's, and its owner can point it elsewhere later (review of audit 19).
+    link = os.lstat(folder)
+    why = untrusted(root) or untrusted(folder) or (
+        f"{folder} is a symlink of user {link.st_uid}"
+        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (os.getuid(), 0) else None)
     if why:
         raise ArtefactError(f"not writing artefacts to {str(folder)[:200]}: someone else could "
                             f"write there ({why[:300]}); chmod go-w, or point $LGSEG_ARTEFACTS "

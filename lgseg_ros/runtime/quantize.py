@@ -83,7 +83,10 @@ class _Frames:
 
         self._feeds = []
         for f in files:
-            bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            try:
+                bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            except cv2.error:   # over OpenCV's decoder cap (OpenCV 5 raises)
+                bgr = None
             if bgr is None:
                 raise FileNotFoundError(f"cannot read calibration frame {f}")
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

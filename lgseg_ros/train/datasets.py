@@ -55,15 +55,25 @@ def default_camvid_root() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "datasets" / "camvid"
 
 
+def _imread(path: str | Path, flags: int) -> np.ndarray | None:
+    """cv2.imread, with OpenCV 5's exception for an image over its decoder cap (8K UHD, set
+    in lgseg_ros/__init__.py) turned into an error naming the file."""
+    try:
+        return cv2.imread(str(path), flags)
+    except cv2.error as exc:
+        raise ValueError(f"cannot read image {path}: "
+                         f"{str(exc).strip().splitlines()[-1][:200]}") from None
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = _imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise FileNotFoundError(f"cannot read image {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_label(path: str | Path) -> np.ndarray:
-    lbl = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    lbl = _imread(path, cv2.IMREAD_UNCHANGED)
     if lbl is None:
         raise FileNotFoundError(f"cannot read label {path}")
     if lbl.ndim != 2:

@@ -440,8 +440,9 @@ def main(argv=None) -> int:
     else:
         cfg = apply_overrides(get_config(args.config), args.set)
         problem = backbone_kwargs_problem(cfg.backbone_kwargs)
-        if problem:   # the run may train, but load_checkpoint will refuse what it saves
-            log.warning("backbone_kwargs %s: this run's checkpoints will not load", problem)
+        if problem:   # load_checkpoint would refuse everything the run saves, --resume too
+            raise SystemExit(f"--set backbone_kwargs: {problem}; a checkpoint may carry only "
+                             "the keys lgseg_ros.model.checkpoint allows")
         net = build_model(cfg)
     net.to(device).train()
 
