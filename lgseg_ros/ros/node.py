@@ -531,8 +531,8 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                                     "force already (class_map shows it)")
         else:  # a set from inside the process (tests, an embedding application): now
             new, seq = self._segmenter.prepare_labels(names), next(self._label_arrivals)
+            self._check_class_topics(new.names)   # a prepared set was checked as it was made
         tokens = topic_tokens(new.names)
-        self._check_class_topics(new.names)
         for cam in self._cameras:  # the slow DDS part, before the frame lock
             self._create_class_pubs(cam, tokens)
         stale = []
