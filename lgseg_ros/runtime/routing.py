@@ -2,7 +2,7 @@
 
 Why two: the street model (CamVid's 11 classes, 71.2 mIoU on CamVid val) answers "none"
 to almost every other word, and indoors it is blind; the rooms model knows 149 concepts
-(rooms, and finer street words) but scores 66.9 on CamVid val (stage 14b). Neither is the right
+(rooms, and finer street words) but scores 66.3 on CamVid val (D85). Neither is the right
 default alone. A label set is work done once per label change (DeOP), so that is where the
 choice is made: each word's nearest name in the rooms model's trained vocabulary names a
 concept; if every concept is one of the street model's classes (or a word trained to be
