@@ -470,3 +470,67 @@ def test_artefacts_sizes_are_the_nodes(side, capsys):
         main(["--size", side, "480", "--precision", "fp32"])
     assert exit_.value.code == 2
     assert f"--size {side!r}: each side is 32 to 1024, a multiple of 32" in capsys.readouterr().err
+
+
+def _tiny_with_vocabulary(path: Path, seed: int, names: list[str]) -> str:
+    import torch
+
+    from lgseg_ros.model import build_model, get_config, save_checkpoint
+
+    torch.manual_seed(seed)
+    cfg = get_config("test-tiny")
+    return str(save_checkpoint(path, build_model(cfg), cfg, {"vocabulary": names}))
+
+
+def test_a_checkpoint_replaced_after_it_was_read_keeps_its_sha_and_is_not_loaded(artefact_dir,
+                                                                                  tmp_path_factory):
+    """The header came from one open and the sha256 from another, later one: a checkpoint
+    replaced in between was filed and verified under the new file's sha256 with the old
+    file's config and vocabulary, and its weights loaded under them. The sha256 is now the
+    bytes whose header was parsed, and the weights load only from that same file."""
+    import hashlib
+    import os
+    import shutil
+
+    from lgseg_ros.model.checkpoint import CheckpointError
+
+    d = tmp_path_factory.mktemp("ckpt")
+    path = _tiny_with_vocabulary(d / "tiny.safetensors", 0, ["road", "car"])
+    first = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    other = _tiny_with_vocabulary(d / "other.safetensors", 1, ["door", "chair"])
+    source, _ = model_source(path)
+    os.replace(shutil.copyfile(other, d / "new"), path)          # a deploy: rename over it
+    assert source.checkpoint_sha256 == first
+    assert source.meta["vocabulary"] == ["road", "car"]
+    with pytest.raises(CheckpointError, match="changed since its header and sha256 were read"):
+        source.net
+    source, _ = model_source(path)                                # the new file, read anew
+    assert source.meta["vocabulary"] == ["door", "chair"]
+    assert source.checkpoint_sha256 == hashlib.sha256(Path(other).read_bytes()).hexdigest()
+    with open(path, "ab") as f:                                   # written in place
+        f.write(b"\0")
+    with pytest.raises(CheckpointError, match="changed since"):
+        source.net
+    assert model_source(other)[0].net is not None                 # an unchanged file loads
+
+
+def test_a_checkpoint_written_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    """The same read gives the header and the sha256: a file overwritten in place between
+    the two (cp over it) fails that read, naming the file, rather than pairing one file's
+    vocabulary with the other's bytes."""
+    import shutil
+
+    from lgseg_ros.model import checkpoint
+    from lgseg_ros.model.checkpoint import CheckpointError
+
+    path = _tiny_with_vocabulary(tmp_path / "tiny.safetensors", 0, ["road"])
+    other = _tiny_with_vocabulary(tmp_path / "other.safetensors", 1, ["door"])
+    real = checkpoint._metadata_of
+
+    def written_meanwhile(header, where):
+        shutil.copyfile(other, path)
+        return real(header, where)
+
+    monkeypatch.setattr(checkpoint, "_metadata_of", written_meanwhile)
+    with pytest.raises(CheckpointError, match=f"{path} changed while it was read"):
+        model_source(path)

@@ -222,13 +222,15 @@ class ModelSource:
     torch network, loaded only when something asks for it."""
 
     def __init__(self, checkpoint: str | None, cfg, meta: dict | None = None,
-                 calibration: str | None = None):
+                 calibration: str | None = None, sha256: str | None = None,
+                 identity: tuple | None = None):
         self.checkpoint = str(checkpoint) if checkpoint else None
         self.cfg = cfg
         self.meta = meta or {}
         self.calibration = calibration
         self._net = None
-        self._sha: str | None = None
+        self._sha: str | None = sha256
+        self._identity = identity   # file_identity() of the file cfg, meta and sha came from
         self._verified: dict[str, str] = {}   # path -> the onnx_sha256 its manifest records
 
     def verified_sha256(self, path) -> str | None:
@@ -249,11 +251,30 @@ class ModelSource:
             from lgseg_ros.model import build_model, load_checkpoint
 
             if self.checkpoint:
-                self._net, _ = load_checkpoint(self.checkpoint)
+                # load_checkpoint opens the file by name again: a file replaced since
+                # model_source() read it ran its weights under this one's config,
+                # vocabulary and sha256. The same file, unchanged, before and after the load.
+                self._check_unchanged()
+                net, _ = load_checkpoint(self.checkpoint)
+                self._check_unchanged()
+                self._net = net
             else:
                 self._net = build_model(self.cfg)
             self._net.eval()
         return self._net
+
+    def _check_unchanged(self) -> None:
+        from lgseg_ros.model.checkpoint import CheckpointError
+
+        if self._identity is None:
+            return
+        try:
+            now = file_identity(os.stat(self.checkpoint))
+        except OSError as exc:
+            now = exc.strerror
+        if now != self._identity:
+            raise CheckpointError(f"{self.checkpoint} changed since its header and sha256 were "
+                                  "read; not loading its tensors under them, load it again")
 
     @property
     def net_loaded(self) -> bool:
@@ -482,18 +503,58 @@ def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
     return f"encoded {len(names)} names"
 
 
+def file_identity(st: os.stat_result) -> tuple:
+    """What changes when a file is replaced (rename: another inode) or written in place
+    (size, mtime; ctime, which no user can set back)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _HashingReader:
+    """A file's read() that also feeds a sha256, so a parser's bytes are the bytes hashed."""
+
+    def __init__(self, f):
+        self.f, self.digest, self.count = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.digest.update(data)
+        self.count += len(data)
+        return data
+
+
+def read_checkpoint(path) -> tuple:
+    """(config, extra metadata, sha256, file_identity) of a checkpoint, all from one read of
+    one open file: the header was read by one open and the sha256 by another, so a file
+    replaced in between (a deploy, a training run saving to the same path) was filed and
+    verified under the new file's sha256 with the old one's config and vocabulary. The
+    header is checked (sizes bounded) before the rest is hashed, streamed, not held.
+    Here, not in model/checkpoint.py, whose bytes are part of code_digest()."""
+    from lgseg_ros.model.checkpoint import CheckpointError, _header_from, _metadata_of, _open_checkpoint
+
+    path = Path(path)
+    with _open_checkpoint(path) as f:
+        st = os.fstat(f.fileno())
+        reader = _HashingReader(f)
+        header, _ = _header_from(reader, path, st.st_size)
+        cfg, meta = _metadata_of(header, path)
+        while reader.read(1 << 20):
+            pass
+        if reader.count != st.st_size or file_identity(os.fstat(f.fileno())) != file_identity(st):
+            raise CheckpointError(f"{path} changed while it was read; load it again")
+    return cfg, meta, reader.digest.hexdigest(), file_identity(st)
+
+
 def model_source(checkpoint: str | None, config: str | None = None,
                  calibration: str | None = None) -> tuple["ModelSource", bool]:
-    """(ModelSource, untrained) from a checkpoint's header (no torch, no tensors read) or a
-    config name."""
-    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+    """(ModelSource, untrained) from one read of a checkpoint (its header parsed, the whole
+    file hashed; no torch, no tensors built) or a config name."""
     from lgseg_ros.model.configs import get_config
 
     if checkpoint:
-        cfg, meta = read_checkpoint_metadata(str(checkpoint))
+        cfg, meta, sha, identity = read_checkpoint(checkpoint)
         if config and config != cfg.name:
             log.warning("config %r ignored: checkpoint %s holds config %r", config, checkpoint, cfg.name)
-        return ModelSource(checkpoint, cfg, meta, calibration), False
+        return ModelSource(checkpoint, cfg, meta, calibration, sha, identity), False
     return ModelSource(None, get_config(config or "lite-minilm"), {}, calibration), True
 
 
