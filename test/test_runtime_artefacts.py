@@ -534,3 +534,32 @@ def test_a_checkpoint_written_while_it_is_read_is_refused(tmp_path, monkeypatch)
     monkeypatch.setattr(checkpoint, "_metadata_of", written_meanwhile)
     with pytest.raises(CheckpointError, match=f"{path} changed while it was read"):
         model_source(path)
+
+
+def test_artefacts_refuses_an_output_folder_others_could_write(tmp_path):
+    """`lgseg artefacts -o DIR` wrote into DIR unchecked, where first-use builds refuse a
+    folder someone else could write (another user's symlinks at the .tmp names led the
+    writes onto this user's files). The same judgement now applies to -o: refused before
+    anything is read or built, naming the option and the folder, exit 1, no traceback."""
+    import subprocess
+    import sys
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("mine")
+    (shared / "frame").mkdir()
+    (shared / "frame" / "x.onnx.tmp").symlink_to(victim)
+    try:
+        done = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "artefacts", "-o", str(shared),
+                               "--size", "64", "96", "--precision", "fp32"],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        shared.chmod(0o700)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert f"not writing artefacts to {shared}/" in done.stderr
+    assert "someone else could write there" in done.stderr and "point -o/--output at" in done.stderr
+    assert victim.read_text() == "mine"
+    assert sorted(p.name for p in shared.rglob("*")) == ["frame", "x.onnx.tmp"]

@@ -116,13 +116,14 @@ def read_artefact(path: Path, manifest: dict, error=None) -> bytes:
     return read_verified_bytes(path, manifest.get("onnx_sha256", ""), error or ArtefactError)
 
 
-def artefact_write_dir(kind: str) -> Path:
+def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS") -> Path:
     """The folder a first-use build of ``kind`` (frame, vocab, text) goes to, made here:
     $LGSEG_ARTEFACTS/kind, else the user cache's. ArtefactError where someone else could
     write it: the lookups skipped a world-writable $LGSEG_ARTEFACTS, but the build wrote
     there anyway, following another user's symlinks at its .tmp names onto this user's
     files, and a watcher could swap the export between its write and its hash (audit
-    round 19). OSError where it cannot be made."""
+    round 19). OSError where it cannot be made. ``option``: what set the folder, for the
+    message."""
     env = os.environ.get("LGSEG_ARTEFACTS")
     root = Path(env) if env else _cache_root()
     folder = root / kind
@@ -130,13 +131,15 @@ def artefact_write_dir(kind: str) -> Path:
     # The root itself as the lookups judge it (a sticky 1777 folder is fine above, not as
     # the root), and no other user's symlink at `kind`: untrusted() follows it to a folder
     # of this user's, and its owner can point it elsewhere later (review of audit 19).
+    # untrusted_reason, not untrusted(): its warning advises $LGSEG_ARTEFACTS, which is not
+    # what set the folder for `lgseg artefacts -o`; the error below says it all.
     link = os.lstat(folder)
-    why = untrusted(root) or untrusted(folder) or (
+    why = untrusted_reason(root) or untrusted_reason(folder) or (
         f"{folder} is a symlink of user {link.st_uid}"
         if stat.S_ISLNK(link.st_mode) and link.st_uid not in (os.getuid(), 0) else None)
     if why:
         raise ArtefactError(f"not writing artefacts to {str(folder)[:200]}: someone else could "
-                            f"write there ({why[:300]}); chmod go-w, or point $LGSEG_ARTEFACTS "
+                            f"write there ({why[:300]}); chmod go-w, or point {option} "
                             "at a folder of your own")
     return folder
 
@@ -573,10 +576,15 @@ def build_all(checkpoint: str | None, sizes, precisions, output: Path,
     from lgseg_ros.runtime.segmenter import default_checkpoint_path
     from lgseg_ros.text.onnx_minilm import ensure_minilm_onnx
 
+    os.environ["LGSEG_ARTEFACTS"] = str(output)   # searched first and written to
+    # The same judgement as a first-use build's: -o /tmp/shared (mode 777) wrote there with
+    # no check, so another user's symlinks at the .tmp names led the writes onto this
+    # user's files, and a file swapped after its write was filed under its sha256.
+    for kind in ("frame", "text", "vocab"):
+        artefact_write_dir(kind, "-o/--output")
     checkpoint = checkpoint or default_checkpoint_path()
     if not checkpoint:
         raise ArtefactError("no checkpoint given and the shipped model is not installed")
-    os.environ["LGSEG_ARTEFACTS"] = str(output)   # searched first and written to
     source, _ = model_source(checkpoint, calibration=calibration)
     result = {"checkpoint": str(checkpoint), "checkpoint_sha256": source.checkpoint_sha256,
               "output": str(output), "files": {}}
@@ -630,6 +638,8 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
+    from lgseg_ros.model.checkpoint import CheckpointError
+
     parser = argparse.ArgumentParser(
         prog="lgseg artefacts",
         description="Build the ONNX files a torch-free run needs (frame path per size and "
@@ -650,7 +660,7 @@ def main(argv=None) -> int:
         result = build_all(args.checkpoint, args.size or [(384, 480)],
                            args.precision or ["fp32", "int8"], args.output or default_output_dir(),
                            args.calibration)
-    except (ArtefactError, FileNotFoundError, ValueError) as exc:
+    except (ArtefactError, CheckpointError, OSError, ValueError) as exc:
         print(f"lgseg artefacts: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
