@@ -33,18 +33,22 @@ class _Over(Exception):
     pass
 
 
+def _sources(args: Sequence[str]) -> list[tuple[int, str, str]]:
+    out = []
+    for i, (flag, value) in enumerate(zip(args, args[1:]), start=1):
+        if flag == "--params-file":
+            out.append((i, "file", value))
+        elif flag in _VALUE_FLAGS:
+            out.append((i, "value", value.partition(":=")[2]))
+    return out
+
+
 def parameter_sources(args: Sequence[str]) -> list[tuple[str, str]]:
     """("file", path) for the argument after every `--params-file` and ("value", text) for
     every `-p` / `--param`, anywhere in the command line: rcl reads them inside any
     `--ros-args` section, and another flag's value (`--enclave --`) can end a section rcl
     still reads on from, so checking one too many is the safe side."""
-    out = []
-    for flag, value in zip(args, args[1:]):
-        if flag == "--params-file":
-            out.append(("file", value))
-        elif flag in _VALUE_FLAGS:
-            out.append(("value", value.partition(":=")[2]))
-    return out
+    return [(kind, value) for _, kind, value in _sources(args)]
 
 
 class _Budget:
@@ -103,13 +107,13 @@ class _Budget:
             return
 
 
-def _read_file(path: str, budget: _Budget) -> bytes | None:
-    """The file's bytes within the byte budget; None where rcl should say what is wrong (a
+def _read_file(path: str, budget: _Budget) -> bytes | OSError:
+    """The file's bytes within the byte budget; the OSError where it cannot be opened (a
     missing or unreadable file). _Over for a file that is not regular or too large."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return None
+    except OSError as exc:
+        return exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -129,15 +133,21 @@ def _read_file(path: str, budget: _Budget) -> bytes | None:
     return data
 
 
-def check_parameter_sources(args: Sequence[str]) -> str | None:
-    """The refusal line for the first source that passes a bound, or None."""
+def _check(args: Sequence[str], unreadable_refused: bool) -> tuple[str | None, dict[int, bytes]]:
+    """(refusal line or None, {index in args of a file's path: the bytes checked})."""
     budget = _Budget()
+    files: dict[int, bytes] = {}
     try:
-        for kind, value in parameter_sources(args):
+        for i, kind, value in _sources(args):
             if kind == "file":
                 data = _read_file(value, budget)
-                if data is not None:
-                    budget.count(data, f"--params-file {shown(value, 200)}")
+                if isinstance(data, OSError):
+                    if unreadable_refused:
+                        return (f"--params-file {shown(value, 200)}: "
+                                f"{data.strerror or 'cannot be read'}"), files
+                    continue   # left to rcl's own message
+                budget.count(data, f"--params-file {shown(value, 200)}")
+                files[i] = data
             else:
                 budget.bytes += len(value)
                 if budget.bytes > MAX_PARAMS_BYTES:
@@ -148,10 +158,56 @@ def check_parameter_sources(args: Sequence[str]) -> str | None:
                 # surrogates, which yaml.parse(str) raised on (the review of round 18)
                 budget.count(value.encode("utf-8", "surrogateescape"), "a -p value")
     except _Over as over:
-        return f"{over}: a parameter file for this node has a few dozen keys"
-    return None
+        return f"{over}: a parameter file for this node has a few dozen keys", files
+    return None, files
+
+
+def check_parameter_sources(args: Sequence[str]) -> str | None:
+    """The refusal line for the first source that passes a bound, or None."""
+    return _check(args, unreadable_refused=False)[0]
 
 
 def params_file_problem(path: str) -> str | None:
     """check_parameter_sources for one file."""
     return check_parameter_sources(["--params-file", path])
+
+
+class PinnedParameterArgs:
+    """The command line for rcl with every `--params-file` read once: checked, then handed to
+    rcl as a sealed anonymous file of the bytes checked (/proc/self/fd/N). rcl opened the
+    file again by name, so one replaced after the check (a 100,000-key file in place of the
+    few dozen keys checked) was parsed unchecked, and could carry other values than those
+    checked. ``refused``: the refusal line, or None; a file that cannot be opened is refused
+    here too (rcl opening it later could find another file there). Where the OS has no
+    sealed memfd the paths are kept, checked as before. close() once rcl has parsed them
+    (rclpy.init): the parameters are kept parsed, the files are not read again."""
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = list(args)
+        self.refused, files = _check(self.args, unreadable_refused=True)
+        self._names: dict[str, str] = {}     # /proc/self/fd/N -> the path given
+        self._fds: list[int] = []
+        if self.refused:
+            return
+        from lgseg_ros.runtime.ort_session import sealed_memfd
+
+        for i, data in files.items():
+            try:
+                fd = sealed_memfd(data, "lgseg-params")
+            except (OSError, AttributeError):   # no memfd or no sealing here
+                continue
+            self._fds.append(fd)
+            pinned = f"/proc/self/fd/{fd}"
+            self._names[pinned] = self.args[i]
+            self.args[i] = pinned
+
+    def named(self, text: str) -> str:
+        """``text`` (rcl's error) with each pinned file's path put back."""
+        for pinned, path in sorted(self._names.items(), key=lambda item: -len(item[0])):
+            text = text.replace(pinned, path)
+        return text
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
