@@ -441,3 +441,24 @@ def test_an_unsafe_cache_is_refused_before_building_is_announced_or_run(tmp_path
     assert calls == [] and not cache.path_for(key).exists()
     assert not any("building" in r.getMessage() for r in caplog.records)
     assert cache.get_or_build(key, build) == (ENGINE, True) and calls == [1]
+
+
+def test_a_cache_opened_to_others_during_the_build_is_not_written(tmp_path, caplog):
+    """The folder was judged before the build and not again before the write, minutes
+    later: one opened to others (chmod 777) while TensorRT built was written into. The
+    build here opens it, as another process would meanwhile; the engine is not written."""
+    cache = EngineCache(tmp_path)
+    key = make_key()
+
+    def build():
+        tmp_path.chmod(0o777)
+        return ENGINE
+
+    try:
+        with pytest.raises(ValueError, match=f"TensorRT engine cache directory={tmp_path} is "
+                                             "writable by group or others"):
+            cache.get_or_build(key, build)
+    finally:
+        tmp_path.chmod(0o700)
+    assert not cache.path_for(key).exists()
+    assert not list(tmp_path.glob("lgseg_*.engine*"))

@@ -431,6 +431,9 @@ class EngineCache:
         if source is not None and sha256_file(source) != key.onnx_sha256:
             raise RuntimeError(f"{source} changed while the engine was built from it (its sha256 "
                                "no longer matches the verified file); the engine is not cached")
+        # Judged again at the write, minutes after the check above: a folder opened to
+        # others while the engine was built was written into.
+        check_private_dir(self.directory, "TensorRT engine cache directory")
         write_engine(path, key, engine, secret)
         log.warning("built TensorRT engine in %.1f s, cached at %s", time.perf_counter() - start, path)
         mark_used(path)
