@@ -563,3 +563,103 @@ def test_artefacts_refuses_an_output_folder_others_could_write(tmp_path):
     assert "someone else could write there" in done.stderr and "point -o/--output at" in done.stderr
     assert victim.read_text() == "mine"
     assert sorted(p.name for p in shared.rglob("*")) == ["frame", "x.onnx.tmp"]
+
+
+def _open_fds() -> set[str]:
+    import os
+
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_checkpoint_name_flipped_and_back_during_the_load_loads_the_file_read(tmp_path, monkeypatch):
+    """ModelSource.net checked the checkpoint's name unchanged before and after the load,
+    but load_checkpoint opened the name again in between: a symlink flipped to another file
+    for the open and flipped back (a deploy and its rollback) loaded that file's weights
+    under the first file's sha256 and vocabulary, both checks passing. The file is now
+    opened once, its identity compared with the one read, and the tensors loaded through
+    /proc/self/fd/N: the flip here happens as load_checkpoint opens its path, and the
+    weights are still the first file's; a file swapped before the load is refused, named;
+    no descriptor is left open either way."""
+    import os
+
+    import torch
+
+    from lgseg_ros.model import checkpoint, load_checkpoint
+    from lgseg_ros.runtime.artefacts import CheckpointChanged
+
+    a = _tiny_with_vocabulary(tmp_path / "a.safetensors", 0, ["road"])
+    b = _tiny_with_vocabulary(tmp_path / "b.safetensors", 1, ["door"])
+    link = tmp_path / "current.safetensors"
+    link.symlink_to(a)
+
+    def flip(target):
+        tmp = tmp_path / "flip.tmp"
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
+
+    source, _ = model_source(str(link))
+    real_open = checkpoint._open_checkpoint
+    opened = []
+
+    def flipped_for_the_open(path):
+        opened.append(str(path))
+        flip(b)                          # the name now leads to another file ...
+        try:
+            return real_open(path)
+        finally:
+            flip(a)                      # ... and back, before any check of the name after
+
+    monkeypatch.setattr(checkpoint, "_open_checkpoint", flipped_for_the_open)
+    before = _open_fds()
+    net = source.net
+    monkeypatch.setattr(checkpoint, "_open_checkpoint", real_open)
+    want = load_checkpoint(a)[0].state_dict()
+    other = load_checkpoint(b)[0].state_dict()
+    got = net.state_dict()
+    assert not all(torch.equal(got[k], other[k]) for k in other), "the other file's weights loaded"
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert len(opened) == 1 and opened[0].startswith("/proc/self/fd/"), opened
+    assert _open_fds() == before
+    # swapped before the load: refused by the identity of the file opened, nothing left open
+    source, _ = model_source(str(link))
+    flip(b)
+    with pytest.raises(CheckpointChanged, match=f"{link} changed since its header and sha256 were read"):
+        source.net
+    assert _open_fds() == before and not source.net_loaded
+
+
+def test_without_proc_fd_a_checkpoint_loads_by_name_checked_before_and_after(tmp_path, monkeypatch):
+    """Where /proc/self/fd cannot be used (no /proc mounted), ModelSource.net loads by the
+    checkpoint's name, checked unchanged before and after: an unchanged file loads, one
+    swapped before the load is refused, and the descriptor opened is closed either way.
+    /proc/self/fd is made unusable here by its stat failing, as it does without /proc."""
+    import os
+
+    from lgseg_ros.model import checkpoint
+    from lgseg_ros.runtime.artefacts import CheckpointChanged
+
+    path = _tiny_with_vocabulary(tmp_path / "a.safetensors", 0, ["road"])
+    other = _tiny_with_vocabulary(tmp_path / "b.safetensors", 1, ["door"])
+    real_stat, real_open = os.stat, checkpoint._open_checkpoint
+    opened = []
+
+    def no_proc(p, *args, **kwargs):
+        if str(p).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(2, "No such file or directory", str(p))
+        return real_stat(p, *args, **kwargs)
+
+    def spy(p):
+        opened.append(str(p))
+        return real_open(p)
+
+    monkeypatch.setattr(checkpoint, "_open_checkpoint", spy)
+    monkeypatch.setattr(os, "stat", no_proc)
+    before = _open_fds()
+    source, _ = model_source(path)
+    opened.clear()
+    assert source.net is not None and opened == [path]
+    source, _ = model_source(path)
+    os.replace(other, path)
+    with pytest.raises(CheckpointChanged, match="changed since its header and sha256 were read"):
+        source.net
+    assert _open_fds() == before

@@ -28,10 +28,13 @@ import io
 import json
 import logging
 import os
+import re
 import stat
 import sys
 import threading
 from pathlib import Path
+
+from lgseg_ros.model.checkpoint import CheckpointError
 
 from .engine_cache import (cache_keep, default_cache_dir, mark_used, prune_cache,
                            check_artefact_size, read_manifest_file, read_verified_bytes, sha256_file,
@@ -53,6 +56,14 @@ _MAX_MANIFEST = 1 << 16
 # export.py: that file's bytes are part of code_digest(), and a change there would make
 # every shipped and cached export "exported by other model code".
 BUILD_LOCK = threading.RLock()
+
+
+class CheckpointChanged(CheckpointError):
+    """A checkpoint that changed while it was read or before its tensors loaded (a deploy
+    replacing it, a training run saving to its path): loading it again may pass, so a routed
+    rooms model failing with this is tried again later (segmenter._lasting_failure), not
+    turned off until the next configure. Here, not in model/checkpoint.py, whose bytes are
+    part of code_digest()."""
 
 
 # Why a file is not built where the caller said allow_build=False: the node's configures after
@@ -251,33 +262,69 @@ class ModelSource:
     def net(self):
         """The eager torch network (imports torch on first access)."""
         if self._net is None:
-            from lgseg_ros.model import build_model, load_checkpoint
+            from lgseg_ros.model import build_model
 
             if self.checkpoint:
-                # load_checkpoint opens the file by name again: a file replaced since
-                # model_source() read it ran its weights under this one's config,
-                # vocabulary and sha256. The same file, unchanged, before and after the load.
-                self._check_unchanged()
-                net, _ = load_checkpoint(self.checkpoint)
-                self._check_unchanged()
-                self._net = net
+                self._net = self._load_pinned()
             else:
                 self._net = build_model(self.cfg)
             self._net.eval()
         return self._net
 
-    def _check_unchanged(self) -> None:
-        from lgseg_ros.model.checkpoint import CheckpointError
+    def _load_pinned(self):
+        """The network from the very file model_source() read. load_checkpoint opens a path:
+        given the checkpoint's name, a file swapped in and back out between two checks of
+        that name (a symlink flipped, then rolled back) loaded its weights under this one's
+        config, vocabulary and sha256. The file is opened once here, its identity compared
+        with the one recorded, and its tensors loaded through /proc/self/fd/N, which opens
+        that same file whatever its name now points to. Where /proc/self/fd is unusable,
+        the name is checked unchanged before and after the load instead."""
+        from lgseg_ros.model import load_checkpoint
 
         if self._identity is None:
-            return
+            return load_checkpoint(self.checkpoint)[0]
+        try:
+            fd = os.open(self.checkpoint, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self._changed(exc.strerror or "cannot be opened") from None
+        try:
+            if file_identity(os.fstat(fd)) != self._identity:
+                raise self._changed("another file or other bytes now")
+            pinned = f"/proc/self/fd/{fd}"
+            try:
+                usable = file_identity(os.stat(pinned)) == self._identity
+            except OSError:
+                usable = False
+            if not usable:                  # no /proc: the name, before and after
+                self._check_unchanged()
+                net = load_checkpoint(self.checkpoint)[0]
+                self._check_unchanged()
+                return net
+            try:
+                net = load_checkpoint(pinned)[0]
+            except CheckpointError as exc:
+                if file_identity(os.fstat(fd)) != self._identity:   # written in place meanwhile
+                    raise self._changed("written while its tensors were read") from None
+                named = re.sub(re.escape(pinned) + r"(?!\d)", lambda _: self.checkpoint, str(exc))
+                raise CheckpointError(named) from None
+            if file_identity(os.fstat(fd)) != self._identity:
+                raise self._changed("written while its tensors were read")
+            return net
+        finally:
+            os.close(fd)
+
+    def _changed(self, how: str) -> "CheckpointChanged":
+        return CheckpointChanged(f"{self.checkpoint} changed since its header and sha256 were "
+                                 f"read ({how[:100]}); not loading its tensors under them, "
+                                 "load it again")
+
+    def _check_unchanged(self) -> None:
         try:
             now = file_identity(os.stat(self.checkpoint))
         except OSError as exc:
-            now = exc.strerror
+            raise self._changed(exc.strerror or "cannot be read") from None
         if now != self._identity:
-            raise CheckpointError(f"{self.checkpoint} changed since its header and sha256 were "
-                                  "read; not loading its tensors under them, load it again")
+            raise self._changed("another file or other bytes now")
 
     @property
     def net_loaded(self) -> bool:
@@ -532,7 +579,7 @@ def read_checkpoint(path) -> tuple:
     verified under the new file's sha256 with the old one's config and vocabulary. The
     header is checked (sizes bounded) before the rest is hashed, streamed, not held.
     Here, not in model/checkpoint.py, whose bytes are part of code_digest()."""
-    from lgseg_ros.model.checkpoint import CheckpointError, _header_from, _metadata_of, _open_checkpoint
+    from lgseg_ros.model.checkpoint import _header_from, _metadata_of, _open_checkpoint
 
     path = Path(path)
     with _open_checkpoint(path) as f:
@@ -543,7 +590,7 @@ def read_checkpoint(path) -> tuple:
         while reader.read(1 << 20):
             pass
         if reader.count != st.st_size or file_identity(os.fstat(f.fileno())) != file_identity(st):
-            raise CheckpointError(f"{path} changed while it was read; load it again")
+            raise CheckpointChanged(f"{path} changed while it was read; load it again")
     return cfg, meta, reader.digest.hexdigest(), file_identity(st)
 
 
@@ -637,8 +684,6 @@ def _net_side(text: str) -> int:
 def main(argv=None) -> int:
     import argparse
     import sys
-
-    from lgseg_ros.model.checkpoint import CheckpointError
 
     parser = argparse.ArgumentParser(
         prog="lgseg artefacts",
