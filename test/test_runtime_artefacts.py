@@ -536,33 +536,41 @@ def test_a_checkpoint_written_while_it_is_read_is_refused(tmp_path, monkeypatch)
         model_source(path)
 
 
-def test_artefacts_refuses_an_output_folder_others_could_write(tmp_path):
+def test_artefacts_refuses_an_output_folder_others_could_write(tmp_path, monkeypatch):
     """`lgseg artefacts -o DIR` wrote into DIR unchecked, where first-use builds refuse a
     folder someone else could write (another user's symlinks at the .tmp names led the
     writes onto this user's files). The same judgement now applies to -o: refused before
-    anything is read or built, naming the option and the folder, exit 1, no traceback."""
+    anything is read, built or made there (its `frame/` folder was made, then the folder
+    refused), naming the option and the folder, exit 1, no traceback; and in-process the
+    refused folder does not become $LGSEG_ARTEFACTS."""
+    import os
     import subprocess
     import sys
+
+    from lgseg_ros.runtime.artefacts import build_all
 
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    victim = tmp_path / "precious.txt"
-    victim.write_text("mine")
-    (shared / "frame").mkdir()
-    (shared / "frame" / "x.onnx.tmp").symlink_to(victim)
     try:
         done = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "artefacts", "-o", str(shared),
                                "--size", "64", "96", "--precision", "fp32"],
                               capture_output=True, text=True, timeout=120)
+        assert list(shared.iterdir()) == [], "made inside the folder it then refused"
+        monkeypatch.setenv("LGSEG_ARTEFACTS", str(tmp_path / "mine"))
+        with pytest.raises(ArtefactError, match="point -o/--output at"):
+            build_all(None, [(64, 96)], ["fp32"], shared)
+        assert os.environ["LGSEG_ARTEFACTS"] == str(tmp_path / "mine")
+        # a folder not there yet, inside one others can write: not made either
+        with pytest.raises(ArtefactError, match=f"not writing artefacts to {shared}/new/frame"):
+            build_all(None, [(64, 96)], ["fp32"], shared / "new")
     finally:
         shared.chmod(0o700)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert f"not writing artefacts to {shared}/" in done.stderr
     assert "someone else could write there" in done.stderr and "point -o/--output at" in done.stderr
-    assert victim.read_text() == "mine"
-    assert sorted(p.name for p in shared.rglob("*")) == ["frame", "x.onnx.tmp"]
+    assert list(shared.iterdir()) == []
 
 
 def _open_fds() -> set[str]:

@@ -127,18 +127,48 @@ def read_artefact(path: Path, manifest: dict, error=None) -> bytes:
     return read_verified_bytes(path, manifest.get("onnx_sha256", ""), error or ArtefactError)
 
 
-def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS") -> Path:
+def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS",
+                       root: Path | None = None) -> Path:
     """The folder a first-use build of ``kind`` (frame, vocab, text) goes to, made here:
     $LGSEG_ARTEFACTS/kind, else the user cache's. ArtefactError where someone else could
     write it: the lookups skipped a world-writable $LGSEG_ARTEFACTS, but the build wrote
     there anyway, following another user's symlinks at its .tmp names onto this user's
     files, and a watcher could swap the export between its write and its hash (audit
     round 19). OSError where it cannot be made. ``option``: what set the folder, for the
-    message."""
-    env = os.environ.get("LGSEG_ARTEFACTS")
-    root = Path(env) if env else _cache_root()
+    message; ``root``: the folder above ``kind`` where not $LGSEG_ARTEFACTS or the cache's."""
+    if root is None:
+        env = os.environ.get("LGSEG_ARTEFACTS")
+        root = Path(env) if env else _cache_root()
+    root = Path(root)
     folder = root / kind
-    folder.mkdir(parents=True, exist_ok=True)
+
+    def refuse(why: str):
+        raise ArtefactError(f"not writing artefacts to {str(folder)[:200]}: someone else could "
+                            f"write there ({why[:300]}); chmod go-w, or point {option} "
+                            "at a folder of your own")
+
+    # The root is judged before anything is made in it: made first, `-o /tmp/shared` (777)
+    # got a `frame/` folder before it was refused. A root not there yet is made only in a
+    # folder nobody else could write, or a sticky one (/tmp), where others cannot rename
+    # what is not theirs; what is made is judged again below.
+    if os.path.lexists(root):
+        why = untrusted_reason(root)
+    else:
+        above = Path(os.path.abspath(root)).parent
+        while not os.path.lexists(above) and above != above.parent:
+            above = above.parent
+        try:
+            sticky = bool(os.stat(above).st_mode & stat.S_ISVTX)
+        except OSError:
+            sticky = False
+        why = None if sticky else untrusted_reason(above)
+    if why:
+        refuse(why)
+    root.mkdir(parents=True, exist_ok=True)
+    why = untrusted_reason(root)
+    if why:
+        refuse(why)
+    folder.mkdir(exist_ok=True)
     # The root itself as the lookups judge it (a sticky 1777 folder is fine above, not as
     # the root), and no other user's symlink at `kind`: untrusted() follows it to a folder
     # of this user's, and its owner can point it elsewhere later (review of audit 19).
@@ -149,9 +179,7 @@ def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS") -> Path:
         f"{folder} is a symlink of user {link.st_uid}"
         if stat.S_ISLNK(link.st_mode) and link.st_uid not in (os.getuid(), 0) else None)
     if why:
-        raise ArtefactError(f"not writing artefacts to {str(folder)[:200]}: someone else could "
-                            f"write there ({why[:300]}); chmod go-w, or point {option} "
-                            "at a folder of your own")
+        refuse(why)
     return folder
 
 
@@ -623,12 +651,14 @@ def build_all(checkpoint: str | None, sizes, precisions, output: Path,
     from lgseg_ros.runtime.segmenter import default_checkpoint_path
     from lgseg_ros.text.onnx_minilm import ensure_minilm_onnx
 
-    os.environ["LGSEG_ARTEFACTS"] = str(output)   # searched first and written to
     # The same judgement as a first-use build's: -o /tmp/shared (mode 777) wrote there with
     # no check, so another user's symlinks at the .tmp names led the writes onto this
     # user's files, and a file swapped after its write was filed under its sha256.
     for kind in ("frame", "text", "vocab"):
-        artefact_write_dir(kind, "-o/--output")
+        artefact_write_dir(kind, "-o/--output", root=Path(output))
+    # Only once the folder passed: set before, a refused -o stayed this process's
+    # $LGSEG_ARTEFACTS, searched first by what it loaded next.
+    os.environ["LGSEG_ARTEFACTS"] = str(output)   # searched first and written to
     checkpoint = checkpoint or default_checkpoint_path()
     if not checkpoint:
         raise ArtefactError("no checkpoint given and the shipped model is not installed")
