@@ -15,6 +15,7 @@ values, CR line ends and UTF-16 (the review of round 18).
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Sequence
 
@@ -108,25 +109,32 @@ class _Budget:
 
 
 def _read_file(path: str, budget: _Budget) -> bytes | OSError:
-    """The file's bytes within the byte budget; the OSError where it cannot be opened (a
-    missing or unreadable file). _Over for a file that is not regular or too large."""
+    """The file's bytes within the byte budget; the OSError where it cannot be opened or
+    read (a missing or unreadable file; EIO, as /proc/self/mem gives: a traceback, not the
+    one line). _Over for a file that is not regular or too large."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         return exc
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            # A FIFO or device would hold rcl's read (and this one) as long as its writer likes.
-            raise _Over(f"--params-file {shown(path, 200)} is not a regular file")
-        room = MAX_PARAMS_BYTES - budget.bytes
-        if st.st_size > room:
-            raise _Over(f"--params-file {shown(path, 200)} has {st.st_size} bytes, more than the "
-                        f"{MAX_PARAMS_BYTES} allowed for all parameter files together")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(room + 1)
+        return _read_open(fd, path, budget)
+    except OSError as exc:
+        return exc
     finally:
         os.close(fd)
+
+
+def _read_open(fd: int, path: str, budget: _Budget) -> bytes:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device would hold rcl's read (and this one) as long as its writer likes.
+        raise _Over(f"--params-file {shown(path, 200)} is not a regular file")
+    room = MAX_PARAMS_BYTES - budget.bytes
+    if st.st_size > room:
+        raise _Over(f"--params-file {shown(path, 200)} has {st.st_size} bytes, more than the "
+                    f"{MAX_PARAMS_BYTES} allowed for all parameter files together")
+    with os.fdopen(os.dup(fd), "rb") as f:
+        data = f.read(room + 1)
     if len(data) > room:   # it grew since fstat
         raise _Over(f"--params-file {shown(path, 200)} has more than the {MAX_PARAMS_BYTES} bytes allowed")
     budget.bytes += len(data)
@@ -172,6 +180,15 @@ def params_file_problem(path: str) -> str | None:
     return check_parameter_sources(["--params-file", path])
 
 
+def _readable_as(path: str, data: bytes) -> bool:
+    """Whether opening ``path`` by name reads back ``data``, as rcl will open it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
+
+
 class PinnedParameterArgs:
     """The command line for rcl with every `--params-file` read once: checked, then handed to
     rcl as a sealed anonymous file of the bytes checked (/proc/self/fd/N). rcl opened the
@@ -196,16 +213,23 @@ class PinnedParameterArgs:
                 fd = sealed_memfd(data, "lgseg-params")
             except (OSError, AttributeError):   # no memfd or no sealing here
                 continue
-            self._fds.append(fd)
             pinned = f"/proc/self/fd/{fd}"
+            if not _readable_as(pinned, data):
+                # No /proc (not mounted, hidepid): rcl could not open the name, and its error
+                # blamed the user's valid file. The path is kept, checked as before.
+                os.close(fd)
+                continue
+            self._fds.append(fd)
             self._names[pinned] = self.args[i]
             self.args[i] = pinned
 
     def named(self, text: str) -> str:
         """``text`` (rcl's error) with each pinned file's path put back."""
-        for pinned, path in sorted(self._names.items(), key=lambda item: -len(item[0])):
-            text = text.replace(pinned, path)
-        return text
+        if not self._names:
+            return text
+        # A boundary after the number: with fd 12 pinned, a plain replace turned
+        # /proc/self/fd/123 into <path>3.
+        return re.sub(r"/proc/self/fd/\d+", lambda m: self._names.get(m.group(0), m.group(0)), text)
 
     def close(self) -> None:
         for fd in self._fds:
