@@ -252,3 +252,31 @@ def test_labels_replies_are_read_only_as_far_as_a_node_sends(oversized_node):
     assert lines[0] == "1000 labels:" and len(lines) == 1 + MAX_LABELS + 1
     assert lines[-1].strip() == f"... {1000 - MAX_LABELS} more entries not shown (a node serves at most {MAX_LABELS})"
     assert "Traceback" not in proc.stderr
+
+
+def test_a_long_reply_message_is_cut_once():
+    """`lgseg labels set` cut a node's reply message to 400 characters, then cut the title
+    holding it again: a 5,000-character message was shown as "... (431 characters)" (the
+    length of the first cut), the real length and the reply time lost. Cut once now."""
+    from rclpy.node import Node
+
+    from lgseg_ros.msg import VisionClass
+    from lgseg_ros.srv import SetLabels
+
+    h = RosHarness()
+    try:
+        n = h.add(Node("long_msg_lgseg_node", context=h.context))
+
+        def set_labels(req, resp):
+            resp.success, resp.message = True, "m" * 5000
+            resp.class_map = [VisionClass(class_id=0, class_name="road")]
+            return resp
+
+        n.create_service(SetLabels, "/long_msg_lgseg_node/set_labels", set_labels)
+        proc = lgseg("labels", "set", "--node", "/long_msg_lgseg_node", "road")
+    finally:
+        h.close()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    title = proc.stdout.splitlines()[0]
+    assert title.count("characters)") == 1, title
+    assert title.startswith("m" * 400 + "... (5000 characters) (") and title.endswith(" ms):"), title

@@ -133,8 +133,11 @@ class _Client:
 def _print_mapping(title: str, entries: list[tuple], total: int | None = None) -> None:
     """entries: (id, name, mask topic or "", and optionally what the model reads it as);
     ``total``: how many the reply had, where only the first were read. Every string came
-    from the network: printed through printable(), never raw."""
-    print(printable(title, 400))
+    from the network: printed through printable(), never raw. ``title`` is printed as
+    given: each part a peer sent is passed through printable() by the caller, once (cut
+    again here, a 5,000-character reply message was shown as "(431 characters)", the
+    length of the first cut, and the reply time was lost)."""
+    print(title)
     for class_id, name, topic, *reads in entries[:MAX_ROWS]:
         note = f"  (reads as {printable(reads[0])})" if reads and reads[0] else ""
         print(f"  {class_id:>4}  {printable(name)}{note}" + (f"    {printable(topic)}" if topic else ""))
@@ -262,7 +265,7 @@ def label_info_main(argv: list[str] | None = None) -> int:
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
             where = (f"frame_id {printable(repr(msg.header.frame_id))}" if msg.header.frame_id
                      else "node clock, before any frame")
-            _print_mapping(f"{topic} ({msg_type.__module__.split('.')[0]}), stamp {stamp} ({where}), "
+            _print_mapping(f"{printable(topic)} ({msg_type.__module__.split('.')[0]}), stamp {stamp} ({where}), "
                            f"threshold {msg.threshold:g}:",
                            [(c.class_id, c.class_name, "") for c in msg.class_map])
             sys.stdout.flush()
