@@ -13,8 +13,8 @@ import pytest
 from lgseg_ros.resources import package_path
 from lgseg_ros.ros.params_file_guard import (MAX_PARAMETER_PATH, MAX_PARAMS_BYTES,
                                              MAX_PARAMS_DEPTH, MAX_PARAMS_KEYS, MAX_SEQUENCE_ITEMS,
-                                             check_parameter_sources, params_file_problem,
-                                             parameter_sources)
+                                             PinnedParameterArgs, check_parameter_sources,
+                                             params_file_problem, parameter_sources)
 from test_node_support import node_env
 
 HEAD = "lgseg_node:\n  ros__parameters:\n"
@@ -99,3 +99,123 @@ def test_the_node_refuses_an_oversized_params_file_in_one_line(tmp_path):
     assert out.returncode == 2, text[-2000:]
     assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
     assert f"cannot start: --params-file '{path}' brings the parameter keys to more than the {MAX_PARAMS_KEYS}" in text
+
+
+def test_rcl_parses_the_bytes_checked_not_the_file_replaced_after(tmp_path):
+    """The guard read the params file, then rcl read it again by name: a file replaced in
+    between was parsed unchecked (here: another value, and more keys than allowed). rcl now
+    reads the bytes checked, and a real rclpy.init and node get the checked file's value."""
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions
+
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    pin_value: 1\n")
+    pinned = PinnedParameterArgs(["lgseg_node", "--ros-args", "--params-file", str(path)])
+    assert pinned.refused is None and str(path) not in pinned.args
+    path.write_text("/**:\n  ros__parameters:\n    pin_value: 2\n"
+                    + "".join(f"    p{i}: {i}\n" for i in range(N)))
+    assert "keys to more than" in params_file_problem(str(path))
+    context = rclpy.Context()
+    node = None
+    try:
+        rclpy.init(args=pinned.args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+        pinned.close()        # parsed at init: nothing reads the file after
+        node = Node("pin_check", context=context, automatically_declare_parameters_from_overrides=True)
+        assert node.get_parameter("pin_value").value == 1
+        assert not node.has_parameter("p0")
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_the_node_names_the_params_file_given_and_refuses_one_it_cannot_open(tmp_path):
+    """rcl's own error about a file it was handed as the bytes checked names the file given,
+    not /proc/self/fd/N; a file that cannot be opened is refused by the guard, since rcl
+    opening it later could find another file there."""
+    missing = tmp_path / "missing.yaml"
+    assert PinnedParameterArgs(["x", "--params-file", str(missing)]).refused == \
+        f"--params-file '{missing}': No such file or directory"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lgseg_node:\n  ros__parameters: [1, 2]\n")
+    for path, said in ((bad, "Couldn't parse params file"), (missing, "No such file or directory")):
+        out = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "node", "--ros-args",
+                              "-r", "__ns:=/params_pin", "--params-file", str(path)],
+                             capture_output=True, text=True, timeout=120, env=node_env())
+        text = out.stdout + out.stderr
+        assert out.returncode == 2, text[-2000:]
+        assert "Traceback" not in text and "/proc/self/fd" not in text, text
+        assert "cannot start" in text and str(path) in text and said in text, text
+
+
+def test_named_puts_back_only_the_pinned_descriptor_not_a_longer_number(tmp_path):
+    """named() replaced the pinned /proc/self/fd/N as plain text: with fd 12 pinned, an
+    error naming /proc/self/fd/123 read `<the file>3`. Only the whole number is replaced."""
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    a: 1\n")
+    pinned = PinnedParameterArgs(["x", "--params-file", str(path)])
+    try:
+        fd_path = pinned.args[2]
+        assert fd_path.startswith("/proc/self/fd/"), pinned.args
+        longer = f"{fd_path}7"
+        assert pinned.named(f"bad {longer}; bad {fd_path}: x") == f"bad {longer}; bad {path}: x"
+    finally:
+        pinned.close()
+
+
+def test_a_params_file_that_fails_to_read_is_refused_in_one_line():
+    """An OSError from reading an opened file (EIO) escaped the guard as a traceback.
+    /proc/self/mem is a regular file of size 0 whose read at offset 0 gives EIO: refused
+    with the file and the reason, like a file that cannot be opened."""
+    import os
+
+    os.stat("/proc/self/mem")   # there to read, or the test means nothing
+    pinned = PinnedParameterArgs(["x", "--params-file", "/proc/self/mem"])
+    assert pinned.refused == "--params-file '/proc/self/mem': Input/output error"
+    assert check_parameter_sources(["--params-file", "/proc/self/mem"]) is None   # left to rcl
+
+
+def _unshare_works() -> bool:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            "mount -t tmpfs none /proc"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+def test_without_proc_the_params_file_keeps_its_path(tmp_path):
+    """Where /proc/self/fd cannot be opened (no /proc mounted, hidepid), the sealed copy
+    was handed to rcl as /proc/self/fd/N anyway: rcl could not open it and its error blamed
+    the user's valid file. The copy is now used only if its name reads back the bytes;
+    here, with an empty /proc mounted over the real one in a private mount namespace, the
+    path given is kept and rcl parses it."""
+    import os
+
+    if not _unshare_works():
+        pytest.skip("no unshare -m with mount here (needs CAP_SYS_ADMIN)")
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    pin_value: 7\n")
+    script = (
+        "import os, rclpy\n"
+        "from rclpy.node import Node\n"
+        "from rclpy.signals import SignalHandlerOptions\n"
+        "from lgseg_ros.ros.params_file_guard import PinnedParameterArgs\n"
+        "assert not os.path.exists('/proc/self/fd')\n"
+        f"p = PinnedParameterArgs(['x', '--ros-args', '--params-file', {str(path)!r}])\n"
+        "print('args', p.args, p.refused)\n"
+        "c = rclpy.Context()\n"
+        "rclpy.init(args=p.args, context=c, signal_handler_options=SignalHandlerOptions.NO)\n"
+        "p.close()\n"
+        "n = Node('noproc', context=c, automatically_declare_parameters_from_overrides=True)\n"
+        "print('value', n.get_parameter('pin_value').value)\n"
+        "n.destroy_node(); rclpy.try_shutdown(context=c)\n")
+    env = dict(node_env(), PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           'mount -t tmpfs none /proc && exec "$0" -c "$1"', sys.executable, script],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"args ['x', '--ros-args', '--params-file', '{path}'] None" in done.stdout, done.stdout
+    assert "value 7" in done.stdout, done.stdout

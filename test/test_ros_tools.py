@@ -162,7 +162,7 @@ def test_what_a_peer_sends_reaches_the_terminal_escaped_and_bounded(hostile_node
         assert "\x1b" not in out and "\r" not in out and "\u202e" not in out and "\x07" not in out
         assert "\\x1b" in out   # shown, escaped
     lines = runs[0].stdout.splitlines()
-    assert len(lines) < 400 and "1700 more entries not shown" in runs[0].stdout
+    assert len(lines) < 400 and "1744 more entries not shown" in runs[0].stdout
     # 100 statuses x 80 values: a few statuses, a few values, cut
     assert len(runs[2].stdout) < 200_000 and "68 more statuses not shown" in runs[2].stdout
     assert "16 more values" in runs[2].stdout
@@ -191,3 +191,92 @@ def test_a_message_larger_than_the_tools_read_is_named_not_converted():
         h.close()
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"more than {MAX_MESSAGE_BYTES}: not read" in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def oversized_node():
+    """A fake node whose ~/set_labels and ~/get_parameters reply with more than any node
+    sends: ``reply["labels"]`` is what get_parameters answers."""
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.node import Node
+
+    from lgseg_ros.msg import VisionClass
+    from lgseg_ros.srv import SetLabels
+
+    h = RosHarness()
+    reply = {"labels": []}
+    try:
+        n = h.add(Node("big_lgseg_node", context=h.context, start_parameter_services=False))
+
+        def set_labels(req, resp):
+            resp.success, resp.message = True, "labels set"
+            # 40,000 entries of 40 characters: ~2 MB on the wire
+            resp.class_map = [VisionClass(class_id=i % 60000, class_name="c" * 40) for i in range(40_000)]
+            return resp
+
+        def get_parameters(req, resp):
+            resp.values = [ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY,
+                                          string_array_value=reply["labels"])]
+            return resp
+
+        n.create_service(SetLabels, "/big_lgseg_node/set_labels", set_labels)
+        n.create_service(GetParameters, "/big_lgseg_node/get_parameters", get_parameters)
+        yield "/big_lgseg_node", reply
+    finally:
+        h.close()
+
+
+def test_labels_replies_are_read_only_as_far_as_a_node_sends(oversized_node):
+    """`lgseg labels set/get` walked and converted every entry of a node's reply (rclpy has
+    no raw service client, so it hands over the reply whole): a fake node's megabytes were
+    all turned into rows before the tool cut what it printed. A reply over the tools'
+    MAX_MESSAGE_BYTES is now named and not read (exit 2), and of a smaller one only the
+    MAX_LABELS entries a node serves are read, the rest counted."""
+    from lgseg_ros.labels import MAX_LABEL_CHARS, MAX_LABELS
+    from lgseg_ros.ros.tools import MAX_MESSAGE_BYTES
+
+    node, reply = oversized_node
+    too_large = f"a reply of more than {MAX_MESSAGE_BYTES} bytes from {node}/"
+    proc = lgseg("labels", "set", "--node", node, "road")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"{too_large}set_labels: not read" in proc.stderr and proc.stdout == ""
+    reply["labels"] = ["x" * MAX_LABEL_CHARS] * 20_000          # ~1.4 MB
+    proc = lgseg("labels", "get", "--node", node)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"{too_large}get_parameters: not read" in proc.stderr and proc.stdout == ""
+    reply["labels"] = [f"l{i}" for i in range(1000)]
+    proc = lgseg("labels", "get", "--node", node)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "1000 labels:" and len(lines) == 1 + MAX_LABELS + 1
+    assert lines[-1].strip() == f"... {1000 - MAX_LABELS} more entries not shown (a node serves at most {MAX_LABELS})"
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_long_reply_message_is_cut_once():
+    """`lgseg labels set` cut a node's reply message to 400 characters, then cut the title
+    holding it again: a 5,000-character message was shown as "... (431 characters)" (the
+    length of the first cut), the real length and the reply time lost. Cut once now."""
+    from rclpy.node import Node
+
+    from lgseg_ros.msg import VisionClass
+    from lgseg_ros.srv import SetLabels
+
+    h = RosHarness()
+    try:
+        n = h.add(Node("long_msg_lgseg_node", context=h.context))
+
+        def set_labels(req, resp):
+            resp.success, resp.message = True, "m" * 5000
+            resp.class_map = [VisionClass(class_id=0, class_name="road")]
+            return resp
+
+        n.create_service(SetLabels, "/long_msg_lgseg_node/set_labels", set_labels)
+        proc = lgseg("labels", "set", "--node", "/long_msg_lgseg_node", "road")
+    finally:
+        h.close()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    title = proc.stdout.splitlines()[0]
+    assert title.count("characters)") == 1, title
+    assert title.startswith("m" * 400 + "... (5000 characters) (") and title.endswith(" ms):"), title

@@ -179,6 +179,12 @@ def test_which_rooms_load_failures_turn_routing_off():
     assert not _lasting_failure(ArtefactError("exporting x for 384x480 fp32 failed (exit 1): OSError"))
     assert not _lasting_failure(OSError(28, "No space left on device"))
     assert not _lasting_failure(Exception("onnxruntime_pybind11_state.Fail"))
+    # a checkpoint replaced while it was read is read whole next time: a passing failure,
+    # though a CheckpointError like a truncated one
+    from lgseg_ros.runtime.artefacts import CheckpointChanged
+
+    assert isinstance(CheckpointChanged("x"), CheckpointError)
+    assert not _lasting_failure(CheckpointChanged("x changed while it was read; load it again"))
     # backend auto wraps its last candidate's failure: the cause decides
     for cause, lasting in ((ArtefactError("... exporting one needs torch"), True),
                            (OSError(28, "No space left on device"), False)):
@@ -186,6 +192,40 @@ def test_which_rooms_load_failures_turn_routing_off():
             raise RuntimeError("backend auto (device='cpu'): no backend could start") from cause
         except RuntimeError as wrapped:
             assert _lasting_failure(wrapped) is lasting
+
+
+def test_a_rooms_checkpoint_replaced_while_it_is_read_is_tried_again(tmp_path, monkeypatch):
+    """The hardening that reads a checkpoint's header and sha256 in one read refuses a file
+    changed meanwhile with a CheckpointError, which turned routing off until the next
+    configure like a truncated file: a deploy replacing the rooms model during a routed load
+    left room words to the street model for good. That refusal is CheckpointChanged now, a
+    passing failure: the street model answers that set, the rooms model is tried again after
+    ROOMS_RETRY_S and loads."""
+    import shutil
+
+    from lgseg_ros.model import checkpoint
+
+    rooms = tmp_path / "rooms.safetensors"
+    shutil.copyfile(rooms_checkpoint_path(), rooms)
+    seg = Segmenter(backend="onnxruntime", precision="fp32")
+    seg.prepare_labels(["road", "car"])
+    seg._rooms_args["checkpoint"] = str(rooms)      # a copy this test may replace
+    real = checkpoint._metadata_of
+
+    def deployed_meanwhile(header, where):          # a deploy writes over it while it is read
+        with open(rooms, "ab") as f:
+            f.write(b"\0")
+        return real(header, where)
+
+    monkeypatch.setattr(checkpoint, "_metadata_of", deployed_meanwhile)
+    ls = seg.prepare_labels(["floor", "door"])
+    assert ls.model == "lgseg_lite_minilm.safetensors"
+    assert seg.routes, "a checkpoint replaced while it was read turned routing off"
+    assert seg._rooms_retry_at > time.monotonic()
+    monkeypatch.setattr(checkpoint, "_metadata_of", real)
+    shutil.copyfile(rooms_checkpoint_path(), rooms)  # the deploy done
+    seg._rooms_retry_at = 0.0                        # as if ROOMS_RETRY_S had passed
+    assert seg.prepare_labels(["floor", "door"]).model == "rooms.safetensors"
 
 
 def test_a_configure_that_builds_nothing_serves_room_words_on_the_street_model_until_the_next_set(

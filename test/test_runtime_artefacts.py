@@ -470,3 +470,204 @@ def test_artefacts_sizes_are_the_nodes(side, capsys):
         main(["--size", side, "480", "--precision", "fp32"])
     assert exit_.value.code == 2
     assert f"--size {side!r}: each side is 32 to 1024, a multiple of 32" in capsys.readouterr().err
+
+
+def _tiny_with_vocabulary(path: Path, seed: int, names: list[str]) -> str:
+    import torch
+
+    from lgseg_ros.model import build_model, get_config, save_checkpoint
+
+    torch.manual_seed(seed)
+    cfg = get_config("test-tiny")
+    return str(save_checkpoint(path, build_model(cfg), cfg, {"vocabulary": names}))
+
+
+def test_a_checkpoint_replaced_after_it_was_read_keeps_its_sha_and_is_not_loaded(artefact_dir,
+                                                                                  tmp_path_factory):
+    """The header came from one open and the sha256 from another, later one: a checkpoint
+    replaced in between was filed and verified under the new file's sha256 with the old
+    file's config and vocabulary, and its weights loaded under them. The sha256 is now the
+    bytes whose header was parsed, and the weights load only from that same file."""
+    import hashlib
+    import os
+    import shutil
+
+    from lgseg_ros.model.checkpoint import CheckpointError
+
+    d = tmp_path_factory.mktemp("ckpt")
+    path = _tiny_with_vocabulary(d / "tiny.safetensors", 0, ["road", "car"])
+    first = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    other = _tiny_with_vocabulary(d / "other.safetensors", 1, ["door", "chair"])
+    source, _ = model_source(path)
+    os.replace(shutil.copyfile(other, d / "new"), path)          # a deploy: rename over it
+    assert source.checkpoint_sha256 == first
+    assert source.meta["vocabulary"] == ["road", "car"]
+    with pytest.raises(CheckpointError, match="changed since its header and sha256 were read"):
+        source.net
+    source, _ = model_source(path)                                # the new file, read anew
+    assert source.meta["vocabulary"] == ["door", "chair"]
+    assert source.checkpoint_sha256 == hashlib.sha256(Path(other).read_bytes()).hexdigest()
+    with open(path, "ab") as f:                                   # written in place
+        f.write(b"\0")
+    with pytest.raises(CheckpointError, match="changed since"):
+        source.net
+    assert model_source(other)[0].net is not None                 # an unchanged file loads
+
+
+def test_a_checkpoint_written_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    """The same read gives the header and the sha256: a file overwritten in place between
+    the two (cp over it) fails that read, naming the file, rather than pairing one file's
+    vocabulary with the other's bytes."""
+    import shutil
+
+    from lgseg_ros.model import checkpoint
+    from lgseg_ros.model.checkpoint import CheckpointError
+
+    path = _tiny_with_vocabulary(tmp_path / "tiny.safetensors", 0, ["road"])
+    other = _tiny_with_vocabulary(tmp_path / "other.safetensors", 1, ["door"])
+    real = checkpoint._metadata_of
+
+    def written_meanwhile(header, where):
+        shutil.copyfile(other, path)
+        return real(header, where)
+
+    monkeypatch.setattr(checkpoint, "_metadata_of", written_meanwhile)
+    with pytest.raises(CheckpointError, match=f"{path} changed while it was read"):
+        model_source(path)
+
+
+def test_artefacts_refuses_an_output_folder_others_could_write(tmp_path, monkeypatch):
+    """`lgseg artefacts -o DIR` wrote into DIR unchecked, where first-use builds refuse a
+    folder someone else could write (another user's symlinks at the .tmp names led the
+    writes onto this user's files). The same judgement now applies to -o: refused before
+    anything is read, built or made there (its `frame/` folder was made, then the folder
+    refused), naming the option and the folder, exit 1, no traceback; and in-process the
+    refused folder does not become $LGSEG_ARTEFACTS."""
+    import os
+    import subprocess
+    import sys
+
+    from lgseg_ros.runtime.artefacts import build_all
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    try:
+        done = subprocess.run([sys.executable, "-m", "lgseg_ros.cli", "artefacts", "-o", str(shared),
+                               "--size", "64", "96", "--precision", "fp32"],
+                              capture_output=True, text=True, timeout=120)
+        assert list(shared.iterdir()) == [], "made inside the folder it then refused"
+        monkeypatch.setenv("LGSEG_ARTEFACTS", str(tmp_path / "mine"))
+        with pytest.raises(ArtefactError, match="point -o/--output at"):
+            build_all(None, [(64, 96)], ["fp32"], shared)
+        assert os.environ["LGSEG_ARTEFACTS"] == str(tmp_path / "mine")
+        # a folder not there yet, inside one others can write: not made either
+        with pytest.raises(ArtefactError, match=f"not writing artefacts to {shared}/new/frame"):
+            build_all(None, [(64, 96)], ["fp32"], shared / "new")
+    finally:
+        shared.chmod(0o700)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert f"not writing artefacts to {shared}/" in done.stderr
+    assert "someone else could write there" in done.stderr and "point -o/--output at" in done.stderr
+    assert list(shared.iterdir()) == []
+
+
+def _open_fds() -> set[str]:
+    import os
+
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_checkpoint_name_flipped_and_back_during_the_load_loads_the_file_read(tmp_path, monkeypatch):
+    """ModelSource.net checked the checkpoint's name unchanged before and after the load,
+    but load_checkpoint opened the name again in between: a symlink flipped to another file
+    for the open and flipped back (a deploy and its rollback) loaded that file's weights
+    under the first file's sha256 and vocabulary, both checks passing. The file is now
+    opened once, its identity compared with the one read, and the tensors loaded through
+    /proc/self/fd/N: the flip here happens as load_checkpoint opens its path, and the
+    weights are still the first file's; a file swapped before the load is refused, named;
+    no descriptor is left open either way."""
+    import os
+
+    import torch
+
+    from lgseg_ros.model import checkpoint, load_checkpoint
+    from lgseg_ros.runtime.artefacts import CheckpointChanged
+
+    a = _tiny_with_vocabulary(tmp_path / "a.safetensors", 0, ["road"])
+    b = _tiny_with_vocabulary(tmp_path / "b.safetensors", 1, ["door"])
+    link = tmp_path / "current.safetensors"
+    link.symlink_to(a)
+
+    def flip(target):
+        tmp = tmp_path / "flip.tmp"
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
+
+    source, _ = model_source(str(link))
+    real_open = checkpoint._open_checkpoint
+    opened = []
+
+    def flipped_for_the_open(path):
+        opened.append(str(path))
+        flip(b)                          # the name now leads to another file ...
+        try:
+            return real_open(path)
+        finally:
+            flip(a)                      # ... and back, before any check of the name after
+
+    monkeypatch.setattr(checkpoint, "_open_checkpoint", flipped_for_the_open)
+    before = _open_fds()
+    net = source.net
+    monkeypatch.setattr(checkpoint, "_open_checkpoint", real_open)
+    want = load_checkpoint(a)[0].state_dict()
+    other = load_checkpoint(b)[0].state_dict()
+    got = net.state_dict()
+    assert not all(torch.equal(got[k], other[k]) for k in other), "the other file's weights loaded"
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert len(opened) == 1 and opened[0].startswith("/proc/self/fd/"), opened
+    assert _open_fds() == before
+    # swapped before the load: refused by the identity of the file opened, nothing left open
+    source, _ = model_source(str(link))
+    flip(b)
+    with pytest.raises(CheckpointChanged, match=f"{link} changed since its header and sha256 were read"):
+        source.net
+    assert _open_fds() == before and not source.net_loaded
+
+
+def test_without_proc_fd_a_checkpoint_loads_by_name_checked_before_and_after(tmp_path, monkeypatch):
+    """Where /proc/self/fd cannot be used (no /proc mounted), ModelSource.net loads by the
+    checkpoint's name, checked unchanged before and after: an unchanged file loads, one
+    swapped before the load is refused, and the descriptor opened is closed either way.
+    /proc/self/fd is made unusable here by its stat failing, as it does without /proc."""
+    import os
+
+    from lgseg_ros.model import checkpoint
+    from lgseg_ros.runtime.artefacts import CheckpointChanged
+
+    path = _tiny_with_vocabulary(tmp_path / "a.safetensors", 0, ["road"])
+    other = _tiny_with_vocabulary(tmp_path / "b.safetensors", 1, ["door"])
+    real_stat, real_open = os.stat, checkpoint._open_checkpoint
+    opened = []
+
+    def no_proc(p, *args, **kwargs):
+        if str(p).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(2, "No such file or directory", str(p))
+        return real_stat(p, *args, **kwargs)
+
+    def spy(p):
+        opened.append(str(p))
+        return real_open(p)
+
+    monkeypatch.setattr(checkpoint, "_open_checkpoint", spy)
+    monkeypatch.setattr(os, "stat", no_proc)
+    before = _open_fds()
+    source, _ = model_source(path)
+    opened.clear()
+    assert source.net is not None and opened == [path]
+    source, _ = model_source(path)
+    os.replace(other, path)
+    with pytest.raises(CheckpointChanged, match="changed since its header and sha256 were read"):
+        source.net
+    assert _open_fds() == before

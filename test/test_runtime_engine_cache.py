@@ -408,3 +408,57 @@ def test_a_secret_being_made_is_never_read_half_written(tmp_path, monkeypatch):
     assert seen == [secret] and len(secret) == 32            # both use the one on disk
     assert [p.name for p in tmp_path.iterdir()] == [ORIGIN_SECRET]
     assert oct((tmp_path / ORIGIN_SECRET).stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_an_unsafe_cache_is_refused_before_building_is_announced_or_run(tmp_path, caplog):
+    """An unsafe origin secret was found only when the engine was written: with
+    force_rebuild the cache logged "building TensorRT engine ... several minutes" and ran the
+    build, then refused. A folder opened to others after the cache was made was written
+    into. Both now refuse first: no build, no "building" line."""
+    cache = EngineCache(tmp_path)
+    key = make_key()
+    calls = []
+
+    def build():
+        calls.append(1)
+        return ENGINE
+
+    (tmp_path / ORIGIN_SECRET).write_bytes(b"x" * 32)
+    (tmp_path / ORIGIN_SECRET).chmod(0o644)
+    with caplog.at_level(logging.INFO, logger="lgseg_ros.runtime.engine_cache"):
+        with pytest.raises(ValueError, match=f"{tmp_path / ORIGIN_SECRET}: the engine cache's origin secret"):
+            cache.get_or_build(key, build, force_rebuild=True)
+    (tmp_path / ORIGIN_SECRET).unlink()
+    cache = EngineCache(tmp_path)
+    tmp_path.chmod(0o777)
+    try:
+        with caplog.at_level(logging.INFO, logger="lgseg_ros.runtime.engine_cache"):
+            with pytest.raises(ValueError, match=f"TensorRT engine cache directory={tmp_path} is "
+                                                 "writable by group or others"):
+                cache.get_or_build(key, build)
+    finally:
+        tmp_path.chmod(0o700)
+    assert calls == [] and not cache.path_for(key).exists()
+    assert not any("building" in r.getMessage() for r in caplog.records)
+    assert cache.get_or_build(key, build) == (ENGINE, True) and calls == [1]
+
+
+def test_a_cache_opened_to_others_during_the_build_is_not_written(tmp_path, caplog):
+    """The folder was judged before the build and not again before the write, minutes
+    later: one opened to others (chmod 777) while TensorRT built was written into. The
+    build here opens it, as another process would meanwhile; the engine is not written."""
+    cache = EngineCache(tmp_path)
+    key = make_key()
+
+    def build():
+        tmp_path.chmod(0o777)
+        return ENGINE
+
+    try:
+        with pytest.raises(ValueError, match=f"TensorRT engine cache directory={tmp_path} is "
+                                             "writable by group or others"):
+            cache.get_or_build(key, build)
+    finally:
+        tmp_path.chmod(0o700)
+    assert not cache.path_for(key).exists()
+    assert not list(tmp_path.glob("lgseg_*.engine*"))

@@ -15,6 +15,7 @@ values, CR line ends and UTF-16 (the review of round 18).
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Sequence
 
@@ -33,18 +34,22 @@ class _Over(Exception):
     pass
 
 
+def _sources(args: Sequence[str]) -> list[tuple[int, str, str]]:
+    out = []
+    for i, (flag, value) in enumerate(zip(args, args[1:]), start=1):
+        if flag == "--params-file":
+            out.append((i, "file", value))
+        elif flag in _VALUE_FLAGS:
+            out.append((i, "value", value.partition(":=")[2]))
+    return out
+
+
 def parameter_sources(args: Sequence[str]) -> list[tuple[str, str]]:
     """("file", path) for the argument after every `--params-file` and ("value", text) for
     every `-p` / `--param`, anywhere in the command line: rcl reads them inside any
     `--ros-args` section, and another flag's value (`--enclave --`) can end a section rcl
     still reads on from, so checking one too many is the safe side."""
-    out = []
-    for flag, value in zip(args, args[1:]):
-        if flag == "--params-file":
-            out.append(("file", value))
-        elif flag in _VALUE_FLAGS:
-            out.append(("value", value.partition(":=")[2]))
-    return out
+    return [(kind, value) for _, kind, value in _sources(args)]
 
 
 class _Budget:
@@ -103,41 +108,54 @@ class _Budget:
             return
 
 
-def _read_file(path: str, budget: _Budget) -> bytes | None:
-    """The file's bytes within the byte budget; None where rcl should say what is wrong (a
-    missing or unreadable file). _Over for a file that is not regular or too large."""
+def _read_file(path: str, budget: _Budget) -> bytes | OSError:
+    """The file's bytes within the byte budget; the OSError where it cannot be opened or
+    read (a missing or unreadable file; EIO, as /proc/self/mem gives: a traceback, not the
+    one line). _Over for a file that is not regular or too large."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return None
+    except OSError as exc:
+        return exc
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            # A FIFO or device would hold rcl's read (and this one) as long as its writer likes.
-            raise _Over(f"--params-file {shown(path, 200)} is not a regular file")
-        room = MAX_PARAMS_BYTES - budget.bytes
-        if st.st_size > room:
-            raise _Over(f"--params-file {shown(path, 200)} has {st.st_size} bytes, more than the "
-                        f"{MAX_PARAMS_BYTES} allowed for all parameter files together")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(room + 1)
+        return _read_open(fd, path, budget)
+    except OSError as exc:
+        return exc
     finally:
         os.close(fd)
+
+
+def _read_open(fd: int, path: str, budget: _Budget) -> bytes:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device would hold rcl's read (and this one) as long as its writer likes.
+        raise _Over(f"--params-file {shown(path, 200)} is not a regular file")
+    room = MAX_PARAMS_BYTES - budget.bytes
+    if st.st_size > room:
+        raise _Over(f"--params-file {shown(path, 200)} has {st.st_size} bytes, more than the "
+                    f"{MAX_PARAMS_BYTES} allowed for all parameter files together")
+    with os.fdopen(os.dup(fd), "rb") as f:
+        data = f.read(room + 1)
     if len(data) > room:   # it grew since fstat
         raise _Over(f"--params-file {shown(path, 200)} has more than the {MAX_PARAMS_BYTES} bytes allowed")
     budget.bytes += len(data)
     return data
 
 
-def check_parameter_sources(args: Sequence[str]) -> str | None:
-    """The refusal line for the first source that passes a bound, or None."""
+def _check(args: Sequence[str], unreadable_refused: bool) -> tuple[str | None, dict[int, bytes]]:
+    """(refusal line or None, {index in args of a file's path: the bytes checked})."""
     budget = _Budget()
+    files: dict[int, bytes] = {}
     try:
-        for kind, value in parameter_sources(args):
+        for i, kind, value in _sources(args):
             if kind == "file":
                 data = _read_file(value, budget)
-                if data is not None:
-                    budget.count(data, f"--params-file {shown(value, 200)}")
+                if isinstance(data, OSError):
+                    if unreadable_refused:
+                        return (f"--params-file {shown(value, 200)}: "
+                                f"{data.strerror or 'cannot be read'}"), files
+                    continue   # left to rcl's own message
+                budget.count(data, f"--params-file {shown(value, 200)}")
+                files[i] = data
             else:
                 budget.bytes += len(value)
                 if budget.bytes > MAX_PARAMS_BYTES:
@@ -148,10 +166,72 @@ def check_parameter_sources(args: Sequence[str]) -> str | None:
                 # surrogates, which yaml.parse(str) raised on (the review of round 18)
                 budget.count(value.encode("utf-8", "surrogateescape"), "a -p value")
     except _Over as over:
-        return f"{over}: a parameter file for this node has a few dozen keys"
-    return None
+        return f"{over}: a parameter file for this node has a few dozen keys", files
+    return None, files
+
+
+def check_parameter_sources(args: Sequence[str]) -> str | None:
+    """The refusal line for the first source that passes a bound, or None."""
+    return _check(args, unreadable_refused=False)[0]
 
 
 def params_file_problem(path: str) -> str | None:
     """check_parameter_sources for one file."""
     return check_parameter_sources(["--params-file", path])
+
+
+def _readable_as(path: str, data: bytes) -> bool:
+    """Whether opening ``path`` by name reads back ``data``, as rcl will open it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
+
+
+class PinnedParameterArgs:
+    """The command line for rcl with every `--params-file` read once: checked, then handed to
+    rcl as a sealed anonymous file of the bytes checked (/proc/self/fd/N). rcl opened the
+    file again by name, so one replaced after the check (a 100,000-key file in place of the
+    few dozen keys checked) was parsed unchecked, and could carry other values than those
+    checked. ``refused``: the refusal line, or None; a file that cannot be opened is refused
+    here too (rcl opening it later could find another file there). Where the OS has no
+    sealed memfd the paths are kept, checked as before. close() once rcl has parsed them
+    (rclpy.init): the parameters are kept parsed, the files are not read again."""
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = list(args)
+        self.refused, files = _check(self.args, unreadable_refused=True)
+        self._names: dict[str, str] = {}     # /proc/self/fd/N -> the path given
+        self._fds: list[int] = []
+        if self.refused:
+            return
+        from lgseg_ros.runtime.ort_session import sealed_memfd
+
+        for i, data in files.items():
+            try:
+                fd = sealed_memfd(data, "lgseg-params")
+            except (OSError, AttributeError):   # no memfd or no sealing here
+                continue
+            pinned = f"/proc/self/fd/{fd}"
+            if not _readable_as(pinned, data):
+                # No /proc (not mounted, hidepid): rcl could not open the name, and its error
+                # blamed the user's valid file. The path is kept, checked as before.
+                os.close(fd)
+                continue
+            self._fds.append(fd)
+            self._names[pinned] = self.args[i]
+            self.args[i] = pinned
+
+    def named(self, text: str) -> str:
+        """``text`` (rcl's error) with each pinned file's path put back."""
+        if not self._names:
+            return text
+        # A boundary after the number: with fd 12 pinned, a plain replace turned
+        # /proc/self/fd/123 into <path>3.
+        return re.sub(r"/proc/self/fd/\d+", lambda m: self._names.get(m.group(0), m.group(0)), text)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()

@@ -7,7 +7,8 @@ venv without the `ros2` CLI (ros2cli is not on PyPI).
     lgseg status [--follow]               # = ros2 topic echo .../status
 
 They are plain rclpy clients: they obey ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE
-like any node, and force neither. Exit status: 0 done, 1 refused by the node, 2 no answer.
+like any node, and force neither. Exit status: 0 done, 1 refused by the node, 2 no answer
+(or one larger than MAX_MESSAGE_BYTES, which is not read).
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import sys
 import time
 from typing import Any, Callable
 
-from lgseg_ros.labels import printable
+from lgseg_ros.labels import MAX_LABEL_CHARS, MAX_LABELS, printable
 
 NODE = "/lgseg_node"
-# What a reply may make us print: the node serves at most 256 labels; a fake node answering
-# with a million entries gets the first rows and a count, not a million lines.
-MAX_ROWS = 300
+# What a reply may make us print: the node serves at most MAX_LABELS labels; a fake node
+# answering with a million entries gets the first rows and a count, not a million lines.
+MAX_ROWS = MAX_LABELS
 MAX_STATUSES = 32
 MAX_PAIRS = 64
 # A message the tools read at all: the node's label_info (256 labels) and status (16
@@ -79,6 +80,10 @@ def _camera_prefix(args) -> str:
     return f"{node}/{args.camera.strip('/')}" if getattr(args, "camera", "") else node
 
 
+class ReplyTooLarge(RuntimeError):
+    """A service reply larger than any the node sends."""
+
+
 class _Client:
     """One short-lived rclpy context and node, spun on this thread."""
 
@@ -94,12 +99,22 @@ class _Client:
         self.executor.add_node(self.node)
 
     def call(self, srv_type, name: str, request, timeout: float):
+        """The reply, None without one; ReplyTooLarge for one over MAX_MESSAGE_BYTES."""
+        from lgseg_ros.ros.service_renewal import request_bytes
+
         client = self.node.create_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=timeout):
             return None
         future = client.call_async(request)
         self.executor.spin_until_future_complete(future, timeout_sec=timeout)
-        return future.result() if future.done() else None
+        resp = future.result() if future.done() else None
+        # rclpy has no raw service client (the topics are read raw, _bounded): it converts a
+        # reply whole before we see it. Measured here, in work bounded by the limit, so that
+        # a fake node's 30 MB reply is named and dropped, not walked entry by entry.
+        if resp is not None and request_bytes(resp, MAX_MESSAGE_BYTES) > MAX_MESSAGE_BYTES:
+            raise ReplyTooLarge(f"a reply of more than {MAX_MESSAGE_BYTES} bytes from "
+                                f"{printable(name)}: not read")
+        return resp
 
     def spin_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
         end = None if timeout is None else time.monotonic() + timeout
@@ -115,15 +130,20 @@ class _Client:
         self.rclpy.try_shutdown(context=self.context)
 
 
-def _print_mapping(title: str, entries: list[tuple]) -> None:
-    """entries: (id, name, mask topic or "", and optionally what the model reads it as).
-    Every string came from the network: printed through printable(), never raw."""
-    print(printable(title, 400))
+def _print_mapping(title: str, entries: list[tuple], total: int | None = None) -> None:
+    """entries: (id, name, mask topic or "", and optionally what the model reads it as);
+    ``total``: how many the reply had, where only the first were read. Every string came
+    from the network: printed through printable(), never raw. ``title`` is printed as
+    given: each part a peer sent is passed through printable() by the caller, once (cut
+    again here, a 5,000-character reply message was shown as "(431 characters)", the
+    length of the first cut, and the reply time was lost)."""
+    print(title)
     for class_id, name, topic, *reads in entries[:MAX_ROWS]:
         note = f"  (reads as {printable(reads[0])})" if reads and reads[0] else ""
         print(f"  {class_id:>4}  {printable(name)}{note}" + (f"    {printable(topic)}" if topic else ""))
-    if len(entries) > MAX_ROWS:
-        print(f"  ... {len(entries) - MAX_ROWS} more entries not shown")
+    total = len(entries) if total is None else total
+    if total > MAX_ROWS:
+        print(f"  ... {total - MAX_ROWS} more entries not shown (a node serves at most {MAX_LABELS})")
 
 
 def _reads_as(entry) -> str:
@@ -132,7 +152,8 @@ def _reads_as(entry) -> str:
     near = getattr(entry, "nearest_trained_name", "")
     if not near or near == entry.label or not getattr(entry, "well_grounded", False):
         return ""
-    return f"'{near}' = {entry.nearest_trained_class}, {entry.grounding_score:.2f}"
+    return (f"'{printable(near, MAX_LABEL_CHARS)}' = "
+            f"{printable(entry.nearest_trained_class, MAX_LABEL_CHARS)}, {entry.grounding_score:.2f}")
 
 
 # -- labels --------------------------------------------------------------------------------
@@ -149,6 +170,9 @@ def labels_main(argv: list[str] | None = None) -> int:
     client = _Client()
     try:
         return _labels_set(client, args) if args.action == "set" else _labels_get(client, args)
+    except ReplyTooLarge as exc:
+        print(f"lgseg labels: {exc}", file=sys.stderr)
+        return 2
     finally:
         client.close()
 
@@ -164,18 +188,19 @@ def _labels_set(client: _Client, args) -> int:
               "(is the node running, in this ROS_DOMAIN_ID?)", file=sys.stderr)
         return 2
     ms = (time.perf_counter() - t0) * 1e3
-    reported = {e.class_id: e for e in getattr(resp, "labels", [])}
+    # Only as many entries as the node serves are read: a fake node's 2,000 were all walked.
+    reported = {e.class_id: e for e in getattr(resp, "labels", [])[:MAX_LABELS]}
     entries = []
-    for c in resp.class_map:
+    for c in resp.class_map[:MAX_LABELS]:
         e = reported.get(c.class_id)
         entries.append((c.class_id, c.class_name, e.mask_topic if e else "", _reads_as(e) if e else ""))
+    total = len(resp.class_map)
     if not resp.success:
         print(f"lgseg labels: refused: {printable(resp.message, 400)}", file=sys.stderr)
-        _print_mapping("still in force:", entries)
+        _print_mapping("still in force:", entries, total)
         return 1
-    _print_mapping(f"{resp.message} ({ms:.0f} ms):", entries)
-    warnings = list(getattr(resp, "warnings", []))
-    for warning in warnings[:MAX_ROWS]:
+    _print_mapping(f"{printable(resp.message, 400)} ({ms:.0f} ms):", entries, total)
+    for warning in getattr(resp, "warnings", [])[:MAX_ROWS]:
         print(f"warning: {printable(warning, 400)}")
     return 0
 
@@ -188,8 +213,9 @@ def _labels_get(client: _Client, args) -> int:
     if resp is None or not resp.values:
         print(f"lgseg labels: no answer from {name} within {args.timeout:g} s", file=sys.stderr)
         return 2
-    labels = list(resp.values[0].string_array_value)
-    _print_mapping(f"{len(labels)} labels:", [(i, n, "") for i, n in enumerate(labels)])
+    labels = resp.values[0].string_array_value
+    _print_mapping(f"{len(labels)} labels:", [(i, n, "") for i, n in enumerate(labels[:MAX_LABELS])],
+                   len(labels))
     return 0
 
 
@@ -239,7 +265,7 @@ def label_info_main(argv: list[str] | None = None) -> int:
             stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
             where = (f"frame_id {printable(repr(msg.header.frame_id))}" if msg.header.frame_id
                      else "node clock, before any frame")
-            _print_mapping(f"{topic} ({msg_type.__module__.split('.')[0]}), stamp {stamp} ({where}), "
+            _print_mapping(f"{printable(topic)} ({msg_type.__module__.split('.')[0]}), stamp {stamp} ({where}), "
                            f"threshold {msg.threshold:g}:",
                            [(c.class_id, c.class_name, "") for c in msg.class_map])
             sys.stdout.flush()

@@ -28,10 +28,13 @@ import io
 import json
 import logging
 import os
+import re
 import stat
 import sys
 import threading
 from pathlib import Path
+
+from lgseg_ros.model.checkpoint import CheckpointError
 
 from .engine_cache import (cache_keep, default_cache_dir, mark_used, prune_cache,
                            check_artefact_size, read_manifest_file, read_verified_bytes, sha256_file,
@@ -53,6 +56,14 @@ _MAX_MANIFEST = 1 << 16
 # export.py: that file's bytes are part of code_digest(), and a change there would make
 # every shipped and cached export "exported by other model code".
 BUILD_LOCK = threading.RLock()
+
+
+class CheckpointChanged(CheckpointError):
+    """A checkpoint that changed while it was read or before its tensors loaded (a deploy
+    replacing it, a training run saving to its path): loading it again may pass, so a routed
+    rooms model failing with this is tried again later (segmenter._lasting_failure), not
+    turned off until the next configure. Here, not in model/checkpoint.py, whose bytes are
+    part of code_digest()."""
 
 
 # Why a file is not built where the caller said allow_build=False: the node's configures after
@@ -116,28 +127,59 @@ def read_artefact(path: Path, manifest: dict, error=None) -> bytes:
     return read_verified_bytes(path, manifest.get("onnx_sha256", ""), error or ArtefactError)
 
 
-def artefact_write_dir(kind: str) -> Path:
+def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS",
+                       root: Path | None = None) -> Path:
     """The folder a first-use build of ``kind`` (frame, vocab, text) goes to, made here:
     $LGSEG_ARTEFACTS/kind, else the user cache's. ArtefactError where someone else could
     write it: the lookups skipped a world-writable $LGSEG_ARTEFACTS, but the build wrote
     there anyway, following another user's symlinks at its .tmp names onto this user's
     files, and a watcher could swap the export between its write and its hash (audit
-    round 19). OSError where it cannot be made."""
-    env = os.environ.get("LGSEG_ARTEFACTS")
-    root = Path(env) if env else _cache_root()
+    round 19). OSError where it cannot be made. ``option``: what set the folder, for the
+    message; ``root``: the folder above ``kind`` where not $LGSEG_ARTEFACTS or the cache's."""
+    if root is None:
+        env = os.environ.get("LGSEG_ARTEFACTS")
+        root = Path(env) if env else _cache_root()
+    root = Path(root)
     folder = root / kind
-    folder.mkdir(parents=True, exist_ok=True)
+
+    def refuse(why: str):
+        raise ArtefactError(f"not writing artefacts to {str(folder)[:200]}: someone else could "
+                            f"write there ({why[:300]}); chmod go-w, or point {option} "
+                            "at a folder of your own")
+
+    # The root is judged before anything is made in it: made first, `-o /tmp/shared` (777)
+    # got a `frame/` folder before it was refused. A root not there yet is made only in a
+    # folder nobody else could write, or a sticky one (/tmp), where others cannot rename
+    # what is not theirs; what is made is judged again below.
+    if os.path.lexists(root):
+        why = untrusted_reason(root)
+    else:
+        above = Path(os.path.abspath(root)).parent
+        while not os.path.lexists(above) and above != above.parent:
+            above = above.parent
+        try:
+            sticky = bool(os.stat(above).st_mode & stat.S_ISVTX)
+        except OSError:
+            sticky = False
+        why = None if sticky else untrusted_reason(above)
+    if why:
+        refuse(why)
+    root.mkdir(parents=True, exist_ok=True)
+    why = untrusted_reason(root)
+    if why:
+        refuse(why)
+    folder.mkdir(exist_ok=True)
     # The root itself as the lookups judge it (a sticky 1777 folder is fine above, not as
     # the root), and no other user's symlink at `kind`: untrusted() follows it to a folder
     # of this user's, and its owner can point it elsewhere later (review of audit 19).
+    # untrusted_reason, not untrusted(): its warning advises $LGSEG_ARTEFACTS, which is not
+    # what set the folder for `lgseg artefacts -o`; the error below says it all.
     link = os.lstat(folder)
-    why = untrusted(root) or untrusted(folder) or (
+    why = untrusted_reason(root) or untrusted_reason(folder) or (
         f"{folder} is a symlink of user {link.st_uid}"
         if stat.S_ISLNK(link.st_mode) and link.st_uid not in (os.getuid(), 0) else None)
     if why:
-        raise ArtefactError(f"not writing artefacts to {str(folder)[:200]}: someone else could "
-                            f"write there ({why[:300]}); chmod go-w, or point $LGSEG_ARTEFACTS "
-                            "at a folder of your own")
+        refuse(why)
     return folder
 
 
@@ -222,13 +264,15 @@ class ModelSource:
     torch network, loaded only when something asks for it."""
 
     def __init__(self, checkpoint: str | None, cfg, meta: dict | None = None,
-                 calibration: str | None = None):
+                 calibration: str | None = None, sha256: str | None = None,
+                 identity: tuple | None = None):
         self.checkpoint = str(checkpoint) if checkpoint else None
         self.cfg = cfg
         self.meta = meta or {}
         self.calibration = calibration
         self._net = None
-        self._sha: str | None = None
+        self._sha: str | None = sha256
+        self._identity = identity   # file_identity() of the file cfg, meta and sha came from
         self._verified: dict[str, str] = {}   # path -> the onnx_sha256 its manifest records
 
     def verified_sha256(self, path) -> str | None:
@@ -246,14 +290,69 @@ class ModelSource:
     def net(self):
         """The eager torch network (imports torch on first access)."""
         if self._net is None:
-            from lgseg_ros.model import build_model, load_checkpoint
+            from lgseg_ros.model import build_model
 
             if self.checkpoint:
-                self._net, _ = load_checkpoint(self.checkpoint)
+                self._net = self._load_pinned()
             else:
                 self._net = build_model(self.cfg)
             self._net.eval()
         return self._net
+
+    def _load_pinned(self):
+        """The network from the very file model_source() read. load_checkpoint opens a path:
+        given the checkpoint's name, a file swapped in and back out between two checks of
+        that name (a symlink flipped, then rolled back) loaded its weights under this one's
+        config, vocabulary and sha256. The file is opened once here, its identity compared
+        with the one recorded, and its tensors loaded through /proc/self/fd/N, which opens
+        that same file whatever its name now points to. Where /proc/self/fd is unusable,
+        the name is checked unchanged before and after the load instead."""
+        from lgseg_ros.model import load_checkpoint
+
+        if self._identity is None:
+            return load_checkpoint(self.checkpoint)[0]
+        try:
+            fd = os.open(self.checkpoint, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self._changed(exc.strerror or "cannot be opened") from None
+        try:
+            if file_identity(os.fstat(fd)) != self._identity:
+                raise self._changed("another file or other bytes now")
+            pinned = f"/proc/self/fd/{fd}"
+            try:
+                usable = file_identity(os.stat(pinned)) == self._identity
+            except OSError:
+                usable = False
+            if not usable:                  # no /proc: the name, before and after
+                self._check_unchanged()
+                net = load_checkpoint(self.checkpoint)[0]
+                self._check_unchanged()
+                return net
+            try:
+                net = load_checkpoint(pinned)[0]
+            except CheckpointError as exc:
+                if file_identity(os.fstat(fd)) != self._identity:   # written in place meanwhile
+                    raise self._changed("written while its tensors were read") from None
+                named = re.sub(re.escape(pinned) + r"(?!\d)", lambda _: self.checkpoint, str(exc))
+                raise CheckpointError(named) from None
+            if file_identity(os.fstat(fd)) != self._identity:
+                raise self._changed("written while its tensors were read")
+            return net
+        finally:
+            os.close(fd)
+
+    def _changed(self, how: str) -> "CheckpointChanged":
+        return CheckpointChanged(f"{self.checkpoint} changed since its header and sha256 were "
+                                 f"read ({how[:100]}); not loading its tensors under them, "
+                                 "load it again")
+
+    def _check_unchanged(self) -> None:
+        try:
+            now = file_identity(os.stat(self.checkpoint))
+        except OSError as exc:
+            raise self._changed(exc.strerror or "cannot be read") from None
+        if now != self._identity:
+            raise self._changed("another file or other bytes now")
 
     @property
     def net_loaded(self) -> bool:
@@ -482,18 +581,58 @@ def preload_vocabulary(reporter, encoder, checkpoint_sha: str | None) -> str:
     return f"encoded {len(names)} names"
 
 
+def file_identity(st: os.stat_result) -> tuple:
+    """What changes when a file is replaced (rename: another inode) or written in place
+    (size, mtime; ctime, which no user can set back)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _HashingReader:
+    """A file's read() that also feeds a sha256, so a parser's bytes are the bytes hashed."""
+
+    def __init__(self, f):
+        self.f, self.digest, self.count = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.digest.update(data)
+        self.count += len(data)
+        return data
+
+
+def read_checkpoint(path) -> tuple:
+    """(config, extra metadata, sha256, file_identity) of a checkpoint, all from one read of
+    one open file: the header was read by one open and the sha256 by another, so a file
+    replaced in between (a deploy, a training run saving to the same path) was filed and
+    verified under the new file's sha256 with the old one's config and vocabulary. The
+    header is checked (sizes bounded) before the rest is hashed, streamed, not held.
+    Here, not in model/checkpoint.py, whose bytes are part of code_digest()."""
+    from lgseg_ros.model.checkpoint import _header_from, _metadata_of, _open_checkpoint
+
+    path = Path(path)
+    with _open_checkpoint(path) as f:
+        st = os.fstat(f.fileno())
+        reader = _HashingReader(f)
+        header, _ = _header_from(reader, path, st.st_size)
+        cfg, meta = _metadata_of(header, path)
+        while reader.read(1 << 20):
+            pass
+        if reader.count != st.st_size or file_identity(os.fstat(f.fileno())) != file_identity(st):
+            raise CheckpointChanged(f"{path} changed while it was read; load it again")
+    return cfg, meta, reader.digest.hexdigest(), file_identity(st)
+
+
 def model_source(checkpoint: str | None, config: str | None = None,
                  calibration: str | None = None) -> tuple["ModelSource", bool]:
-    """(ModelSource, untrained) from a checkpoint's header (no torch, no tensors read) or a
-    config name."""
-    from lgseg_ros.model.checkpoint import read_checkpoint_metadata
+    """(ModelSource, untrained) from one read of a checkpoint (its header parsed, the whole
+    file hashed; no torch, no tensors built) or a config name."""
     from lgseg_ros.model.configs import get_config
 
     if checkpoint:
-        cfg, meta = read_checkpoint_metadata(str(checkpoint))
+        cfg, meta, sha, identity = read_checkpoint(checkpoint)
         if config and config != cfg.name:
             log.warning("config %r ignored: checkpoint %s holds config %r", config, checkpoint, cfg.name)
-        return ModelSource(checkpoint, cfg, meta, calibration), False
+        return ModelSource(checkpoint, cfg, meta, calibration, sha, identity), False
     return ModelSource(None, get_config(config or "lite-minilm"), {}, calibration), True
 
 
@@ -512,10 +651,17 @@ def build_all(checkpoint: str | None, sizes, precisions, output: Path,
     from lgseg_ros.runtime.segmenter import default_checkpoint_path
     from lgseg_ros.text.onnx_minilm import ensure_minilm_onnx
 
+    # The same judgement as a first-use build's: -o /tmp/shared (mode 777) wrote there with
+    # no check, so another user's symlinks at the .tmp names led the writes onto this
+    # user's files, and a file swapped after its write was filed under its sha256.
+    for kind in ("frame", "text", "vocab"):
+        artefact_write_dir(kind, "-o/--output", root=Path(output))
+    # Only once the folder passed: set before, a refused -o stayed this process's
+    # $LGSEG_ARTEFACTS, searched first by what it loaded next.
+    os.environ["LGSEG_ARTEFACTS"] = str(output)   # searched first and written to
     checkpoint = checkpoint or default_checkpoint_path()
     if not checkpoint:
         raise ArtefactError("no checkpoint given and the shipped model is not installed")
-    os.environ["LGSEG_ARTEFACTS"] = str(output)   # searched first and written to
     source, _ = model_source(checkpoint, calibration=calibration)
     result = {"checkpoint": str(checkpoint), "checkpoint_sha256": source.checkpoint_sha256,
               "output": str(output), "files": {}}
@@ -589,7 +735,7 @@ def main(argv=None) -> int:
         result = build_all(args.checkpoint, args.size or [(384, 480)],
                            args.precision or ["fp32", "int8"], args.output or default_output_dir(),
                            args.calibration)
-    except (ArtefactError, FileNotFoundError, ValueError) as exc:
+    except (ArtefactError, CheckpointError, OSError, ValueError) as exc:
         print(f"lgseg artefacts: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))

@@ -417,6 +417,11 @@ class EngineCache:
                 reason = str(miss)
         else:
             reason = "force_rebuild requested"
+        # What would refuse the write refuses the build: with force_rebuild an unsafe origin
+        # secret was found only at the write, after the "building" line and minutes of build
+        # for nothing, and a folder opened to others since the cache was made was written to.
+        check_private_dir(self.directory, "TensorRT engine cache directory")
+        secret = self.secret
         log.warning("building TensorRT engine for %dx%d %s (%s); this may take several minutes",
                     key.input_shape[-2], key.input_shape[-1], key.precision, reason)
         start = time.perf_counter()
@@ -426,7 +431,10 @@ class EngineCache:
         if source is not None and sha256_file(source) != key.onnx_sha256:
             raise RuntimeError(f"{source} changed while the engine was built from it (its sha256 "
                                "no longer matches the verified file); the engine is not cached")
-        write_engine(path, key, engine, self.secret)
+        # Judged again at the write, minutes after the check above: a folder opened to
+        # others while the engine was built was written into.
+        check_private_dir(self.directory, "TensorRT engine cache directory")
+        write_engine(path, key, engine, secret)
         log.warning("built TensorRT engine in %.1f s, cached at %s", time.perf_counter() - start, path)
         mark_used(path)
         prune_cache(self.directory, "lgseg_*.engine", protect=path)

@@ -34,8 +34,10 @@ def can_drop_bytes(providers) -> bool:
             and list(providers or ["CPUExecutionProvider"]) == ["CPUExecutionProvider"])
 
 
-def _sealed_memfd(data: bytes) -> int:
-    fd = os.memfd_create("lgseg-onnx", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+def sealed_memfd(data: bytes, name: str = "lgseg-onnx") -> int:
+    """An anonymous file holding ``data`` that nobody can write, grow or shrink (read it as
+    /proc/self/fd/N); OSError where the OS has no sealed memfd."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         view = memoryview(data)
         while view:
@@ -57,7 +59,7 @@ def session_from_bytes(ort, data: bytes, sess_options=None, providers=None, **kw
     providers = list(providers or ["CPUExecutionProvider"])
     if can_drop_bytes(providers):
         try:
-            fd = _sealed_memfd(data)
+            fd = sealed_memfd(data)
         except OSError as exc:   # memfd refused (seccomp, old kernel): keep the bytes
             log.debug("memfd unavailable (%s): the session keeps its model bytes", exc)
         else:

@@ -62,14 +62,18 @@ def _no_build_now(exc: BaseException) -> bool:
 def _lasting_failure(exc: BaseException) -> bool:
     """A rooms model that will not load however often it is tried: its files missing, its
     artefacts not buildable here (no torch), its checkpoint unreadable. An export that
-    failed (a full disk while it wrote) may pass. Judged by the root cause: backend auto
+    failed (a full disk while it wrote) may pass, and so may a checkpoint that changed while
+    it was read (CheckpointChanged: a deploy replacing it). Judged by the root cause: backend auto
     wraps what its last candidate raised."""
     from lgseg_ros.model.checkpoint import CheckpointError
 
-    from .artefacts import ArtefactError
+    from .artefacts import ArtefactError, CheckpointChanged
 
     while exc.__cause__ is not None:
         exc = exc.__cause__
+    if isinstance(exc, CheckpointChanged):
+        # replaced while it was read (a deploy): the next read finds the new file whole
+        return False
     if isinstance(exc, ArtefactError):
         return "needs torch" in str(exc) or "needs a trained" in str(exc)
     return isinstance(exc, (CheckpointError, ImportError, FileNotFoundError, ValueError))
