@@ -228,6 +228,30 @@ def test_a_rooms_checkpoint_replaced_while_it_is_read_is_tried_again(tmp_path, m
     assert seg.prepare_labels(["floor", "door"]).model == "rooms.safetensors"
 
 
+def test_a_rooms_file_replaced_after_configure_routes_by_the_file_loaded(tmp_path, caplog):
+    """Audit round 20: the router took the rooms file's vocabulary at configure and the rooms
+    model was loaded from the file on the first set that needed it, maybe hours later; a
+    deploy in between routed sets by the old file's concepts and answered them with the new
+    one's. The routes are now rebuilt from the file loaded."""
+    import logging
+    import shutil
+
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+
+    rooms = tmp_path / "rooms.safetensors"
+    shutil.copyfile(rooms_checkpoint_path(), rooms)
+    seg = Segmenter(backend="onnxruntime", precision="fp32")
+    seg._rooms_args["checkpoint"] = str(rooms)
+    # The "deploy": a file that knows only CamVid's 11 classes, so "floor" is nothing the
+    # new file routes away from the street model.
+    shutil.copyfile(default_checkpoint_path(), rooms)
+    with caplog.at_level(logging.WARNING, logger="lgseg_ros.runtime.segmenter"):
+        assert seg.prepare_labels(["floor", "door"]).model == "rooms.safetensors"
+    assert "changed since the configure read it" in caplog.text
+    assert seg._rooms_sha == seg._rooms.source.checkpoint_sha256
+    assert seg.prepare_labels(["floor", "car"]).model == "lgseg_lite_minilm.safetensors"
+
+
 def test_a_configure_that_builds_nothing_serves_room_words_on_the_street_model_until_the_next_set(
         tmp_path, monkeypatch):
     """Audit round 18 made the node's configures after the first build no files; its review

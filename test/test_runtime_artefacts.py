@@ -3,6 +3,7 @@ int8 on the CPU agreeing with fp32 on real frames."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,34 @@ def test_nothing_is_built_into_a_folder_others_could_write(artefact_dir, tmp_pat
             model_source(ckpt)[0].onnx(NET, "fp32")
     finally:
         artefact_dir.chmod(0o700)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="making a symlink owned by another user needs root")
+def test_another_users_symlink_on_the_artefact_path_is_refused(tmp_path, monkeypatch):
+    """Audit round 20: a symlink of another user in a sticky folder, pointing at a folder of
+    this user's, passed as the artefact root (the judgement followed it); its owner could
+    point it elsewhere between the check and the writes. Refused now, as the root itself and
+    as a folder above it; this user's own link is resolved once and written through as such."""
+    from lgseg_ros.runtime.artefacts import artefact_write_dir
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)   # as /tmp
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o755)
+    link = shared / "link"
+    link.symlink_to(mine)
+    os.lchown(link, 4242, 4242)
+    monkeypatch.delenv("LGSEG_ARTEFACTS", raising=False)
+    for root in (link, link / "below"):
+        with pytest.raises(ArtefactError, match=r"link is a symlink of user 4242"):
+            artefact_write_dir("frame", "-o/--output", root=root)
+    assert list(mine.iterdir()) == []
+    own = shared / "own"
+    own.symlink_to(mine)
+    folder = artefact_write_dir("frame", "-o/--output", root=own)
+    assert folder == mine.resolve() / "frame" and folder.is_dir()
 
 
 def test_the_bytes_verified_are_the_bytes_run(artefact_dir, tmp_path_factory):

@@ -127,6 +127,20 @@ def read_artefact(path: Path, manifest: dict, error=None) -> bytes:
     return read_verified_bytes(path, manifest.get("onnx_sha256", ""), error or ArtefactError)
 
 
+def _foreign_symlink(path) -> str | None:
+    """The first symlink on ``path`` as given (itself or a folder above) owned by neither
+    this user nor root, as a reason; None where there is none."""
+    given = Path(os.path.abspath(path))
+    for part in (given, *given.parents):
+        try:
+            st = os.lstat(part)
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (os.getuid(), 0):
+            return f"{str(part)[:200]} is a symlink of user {st.st_uid}"
+    return None
+
+
 def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS",
                        root: Path | None = None) -> Path:
     """The folder a first-use build of ``kind`` (frame, vocab, text) goes to, made here:
@@ -162,9 +176,16 @@ def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS",
         except OSError:
             sticky = False
         why = None if sticky else untrusted_reason(above)
+    # Another user's symlink on the path as given (the root itself, or a folder above it in
+    # a sticky /tmp) passed: the judgement follows it to this user's folder, and its owner
+    # can point it elsewhere between the check and the writes (audit round 20).
+    why = why or _foreign_symlink(root)
     if why:
         refuse(why)
     root.mkdir(parents=True, exist_ok=True)
+    # Judged and written as resolved once, so no link on the way can move the writes later.
+    root = Path(os.path.realpath(root))
+    folder = root / kind
     why = untrusted_reason(root)
     if why:
         refuse(why)

@@ -242,6 +242,7 @@ class Segmenter:
         self._rooms: Segmenter | None = None
         self._rooms_lock = threading.Lock()
         self._rooms_retry_at = 0.0   # after a failure that may pass (time.monotonic())
+        self._rooms_sha: str | None = None   # the rooms file the router's vocabulary came from
         if shipped_default and route not in (False, "off") and self.checkpoint and not self.untrained:
             # Not allow_build: the rooms model loads on the first set that needs it, on the
             # label worker, off the executor; a caller on it says so per call (prepare_labels).
@@ -297,8 +298,8 @@ class Segmenter:
 
     # -- the rooms model beside the street one (runtime/routing.py) ----------------------
     def _setup_router(self, rooms_kwargs: dict) -> None:
-        from .artefacts import model_source, preload_vocabulary
-        from .routing import ModelRouter, rooms_checkpoint_path
+        from .artefacts import model_source
+        from .routing import rooms_checkpoint_path
 
         rooms = rooms_checkpoint_path()
         if rooms is None:
@@ -309,13 +310,21 @@ class Segmenter:
                 source.cfg.text_encoder != self.cfg.text_encoder:
             log.warning("%s does not share the street model's text encoder: not routing", rooms)
             return
-        self._router = ModelRouter.from_metadata(self.source.meta, source.meta, self.text_encoder,
-                                                 warn_below=self.grounding.warn_below)
-        if not self.untrained:
-            preload_vocabulary(self._router.reporter, self.text_encoder.encoder,
-                               source.checkpoint_sha256)
+        self._route_by(source)
         self._rooms_args = dict(rooms_kwargs, checkpoint=rooms, route=False,
                                 text_encoder=self.text_encoder)
+
+    def _route_by(self, rooms_source) -> None:
+        from .artefacts import preload_vocabulary
+        from .routing import ModelRouter
+
+        router = ModelRouter.from_metadata(self.source.meta, rooms_source.meta, self.text_encoder,
+                                           warn_below=self.grounding.warn_below)
+        if not self.untrained:
+            preload_vocabulary(router.reporter, self.text_encoder.encoder,
+                               rooms_source.checkpoint_sha256)
+        self._router = router
+        self._rooms_sha = rooms_source.checkpoint_sha256
 
     @property
     def routes(self) -> bool:
@@ -361,6 +370,17 @@ class Segmenter:
                     return None
                 log.info("rooms model loaded for routed label sets in %.2f s",
                          time.perf_counter() - t0)
+                if self._rooms.source.checkpoint_sha256 != self._rooms_sha:
+                    # The file was replaced (a deploy) between the configure that read it for
+                    # the router and this load, maybe hours later: sets would be routed by the
+                    # old file's concepts and answered by the new one's (audit round 20).
+                    log.warning("%s changed since the configure read it; label sets are now "
+                                "routed by the file loaded", str(self._rooms_args["checkpoint"])[:300])
+                    try:
+                        self._route_by(self._rooms.source)
+                    except Exception as exc:  # noqa: BLE001 - the old routes still serve
+                        log.warning("routes not rebuilt from the new rooms file (%s: %s)",
+                                    type(exc).__name__, str(exc)[:300])
             return self._rooms
 
     # -- label path ---------------------------------------------------------------------
