@@ -232,7 +232,8 @@ def test_a_rooms_file_replaced_after_configure_routes_by_the_file_loaded(tmp_pat
     """Audit round 20: the router took the rooms file's vocabulary at configure and the rooms
     model was loaded from the file on the first set that needed it, maybe hours later; a
     deploy in between routed sets by the old file's concepts and answered them with the new
-    one's. The routes are now rebuilt from the file loaded."""
+    one's. The routes are now rebuilt from the file loaded, and the set that loaded it is
+    routed again by them."""
     import logging
     import shutil
 
@@ -246,9 +247,10 @@ def test_a_rooms_file_replaced_after_configure_routes_by_the_file_loaded(tmp_pat
     # new file routes away from the street model.
     shutil.copyfile(default_checkpoint_path(), rooms)
     with caplog.at_level(logging.WARNING, logger="lgseg_ros.runtime.segmenter"):
-        assert seg.prepare_labels(["floor", "door"]).model == "rooms.safetensors"
+        # The set whose load finds the change is routed again by the file loaded.
+        assert seg.prepare_labels(["floor", "door"]).model == "lgseg_lite_minilm.safetensors"
     assert "changed since the configure read it" in caplog.text
-    assert seg._rooms_sha == seg._rooms.source.checkpoint_sha256
+    assert seg.routes and seg._rooms_sha == seg._rooms.source.checkpoint_sha256
     assert seg.prepare_labels(["floor", "car"]).model == "lgseg_lite_minilm.safetensors"
 
 

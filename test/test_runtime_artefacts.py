@@ -176,6 +176,24 @@ def test_another_users_symlink_on_the_artefact_path_is_refused(tmp_path, monkeyp
     assert folder == mine.resolve() / "frame" and folder.is_dir()
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="making a folder owned by another user needs root")
+def test_a_sticky_folder_of_another_user_is_not_trusted_above_the_artefacts(tmp_path):
+    """Review of audit round 20: a sticky folder was trusted above the artefacts whoever owned
+    it, but its owner can rename anything inside it (the sticky bit binds only others)."""
+    from lgseg_ros.runtime.artefacts import artefact_write_dir
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(0o1777)
+    os.chown(theirs, 4242, 4242)
+    with pytest.raises(ArtefactError, match="someone else could write"):
+        artefact_write_dir("frame", "-o/--output", root=theirs / "mine")
+    assert not (theirs / "mine").exists()
+    os.chown(theirs, 0, 0)   # root's sticky folder, as /tmp: fine above
+    assert artefact_write_dir("frame", "-o/--output", root=theirs / "mine").is_dir()
+
+
 def test_the_bytes_verified_are_the_bytes_run(artefact_dir, tmp_path_factory):
     """Probe round 7: the file was hashed by name and opened again by name, so a file
     swapped in between was run. The backend now checks the bytes it hands to ONNX Runtime."""

@@ -172,7 +172,9 @@ def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS",
         while not os.path.lexists(above) and above != above.parent:
             above = above.parent
         try:
-            sticky = bool(os.stat(above).st_mode & stat.S_ISVTX)
+            st = os.stat(above)
+            # Sticky protects names from others, not from the folder's owner.
+            sticky = bool(st.st_mode & stat.S_ISVTX) and st.st_uid in (os.getuid(), 0)
         except OSError:
             sticky = False
         why = None if sticky else untrusted_reason(above)
@@ -183,8 +185,13 @@ def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS",
     if why:
         refuse(why)
     root.mkdir(parents=True, exist_ok=True)
-    # Judged and written as resolved once, so no link on the way can move the writes later.
-    root = Path(os.path.realpath(root))
+    # Judged and written as resolved once, so no link on the way can move the writes later;
+    # a link another user made at the name between the check and mkdir is caught here.
+    resolved = Path(os.path.realpath(root))
+    why = _foreign_symlink(root)
+    if why:
+        refuse(why)
+    root = resolved
     folder = root / kind
     why = untrusted_reason(root)
     if why:
@@ -333,7 +340,7 @@ class ModelSource:
         if self._identity is None:
             return load_checkpoint(self.checkpoint)[0]
         try:
-            fd = os.open(self.checkpoint, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.checkpoint, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise self._changed(exc.strerror or "cannot be opened") from None
         try:
@@ -363,7 +370,7 @@ class ModelSource:
             os.close(fd)
 
     def _changed(self, how: str) -> "CheckpointChanged":
-        return CheckpointChanged(f"{self.checkpoint} changed since its header and sha256 were "
+        return CheckpointChanged(f"{str(self.checkpoint)[:300]} changed since its header and sha256 were "
                                  f"read ({how[:100]}); not loading its tensors under them, "
                                  "load it again")
 
@@ -639,7 +646,7 @@ def read_checkpoint(path) -> tuple:
         while reader.read(1 << 20):
             pass
         if reader.count != st.st_size or file_identity(os.fstat(f.fileno())) != file_identity(st):
-            raise CheckpointChanged(f"{path} changed while it was read; load it again")
+            raise CheckpointChanged(f"{str(path)[:300]} changed while it was read; load it again")
     return cfg, meta, reader.digest.hexdigest(), file_identity(st)
 
 

@@ -160,8 +160,8 @@ def untrusted_reason(path: str | os.PathLike) -> str | None:
             up = os.stat(folder)
         except OSError as e:
             return f"{folder}: {e.strerror}"
-        if up.st_mode & stat.S_ISVTX:
-            continue
+        if up.st_mode & stat.S_ISVTX and up.st_uid in (os.getuid(), 0):
+            continue   # sticky: others cannot rename what is not theirs (its owner can)
         why = _stat_untrusted(up, folder)
         if why:
             return f"{path}: the folder above it, {why}"

@@ -21,9 +21,9 @@ moves a set only when its street class is asked too, or when it is asked alone: 
 "streetlight" among street words means the class; "bicyclist, bicycle" asks for the
 difference, which only the rooms model knows; and "traffic light" by itself asks for traffic
 lights, which the street model cannot tell from its signs (it read the word as "sign symbol":
-20.8 IoU against the teachers' traffic lights on CamVid val, the rooms model 38.7; bicycle
-12.3 against 22.4; over the eight parts scored there, 4.6 against 8.25 mean IoU:
-models/README.md, "Fine words, default").
+20.8 IoU against the teachers' traffic lights on CamVid val, the rooms model (D85) 36.3;
+bicycle 12.3 against 22.6; over the eight parts scored there, 4.6 against 8.0 mean IoU:
+models/README.md, "Fine words, default" and the rooms model's fine-word table).
 """
 from __future__ import annotations
 

@@ -376,11 +376,19 @@ class Segmenter:
                     # old file's concepts and answered by the new one's (audit round 20).
                     log.warning("%s changed since the configure read it; label sets are now "
                                 "routed by the file loaded", str(self._rooms_args["checkpoint"])[:300])
+                    new = self._rooms.source
                     try:
-                        self._route_by(self._rooms.source)
-                    except Exception as exc:  # noqa: BLE001 - the old routes still serve
-                        log.warning("routes not rebuilt from the new rooms file (%s: %s)",
-                                    type(exc).__name__, str(exc)[:300])
+                        if text_dim_of(new.cfg) != self.text_dim or \
+                                new.cfg.text_encoder != self.cfg.text_encoder:
+                            raise ValueError("it does not share the street model's text encoder")
+                        self._route_by(new)
+                    except Exception as exc:  # noqa: BLE001 - no routes for a file they do not describe
+                        log.warning("rooms model unavailable, the street model answers every "
+                                    "label set: routes not rebuilt from the new rooms file "
+                                    "(%s: %s)", type(exc).__name__, str(exc)[:300])
+                        self._rooms = None
+                        self._router = None
+                        return None
             return self._rooms
 
     # -- label path ---------------------------------------------------------------------
@@ -401,9 +409,15 @@ class Segmenter:
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         if getattr(self.cfg, "head", None) != "closed":   # a closed head reads no text
             _refuse_labels_the_encoder_cannot_tell_apart(names, emb)
-        if self._router is not None:
-            route = self._router.route(names, emb)
+        router = self._router   # once: a lasting failure on another thread may clear it
+        if router is not None:
+            route = router.route(names, emb)
             rooms = self._rooms_segmenter(allow_build) if route.rooms else None
+            if rooms is not None and self._router is not router:
+                # The load found the rooms file changed since configure and rebuilt the
+                # routes from it: this set is routed again by the file it would run on.
+                route = self._router.route(names, emb) if self._router is not None else route
+                rooms = rooms if route.rooms and self._router is not None else None
             if rooms is not None:
                 return rooms._encoded_label_set(names, emb, route.describe())
             return self._encoded_label_set(names, emb, route.describe() if not route.rooms else "")
