@@ -197,15 +197,11 @@ def artefact_write_dir(kind: str, option: str = "$LGSEG_ARTEFACTS",
     if why:
         refuse(why)
     folder.mkdir(exist_ok=True)
-    # The root itself as the lookups judge it (a sticky 1777 folder is fine above, not as
-    # the root), and no other user's symlink at `kind`: untrusted() follows it to a folder
-    # of this user's, and its owner can point it elsewhere later (review of audit 19).
-    # untrusted_reason, not untrusted(): its warning advises $LGSEG_ARTEFACTS, which is not
-    # what set the folder for `lgseg artefacts -o`; the error below says it all.
-    link = os.lstat(folder)
-    why = untrusted_reason(root) or untrusted_reason(folder) or (
-        f"{folder} is a symlink of user {link.st_uid}"
-        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (os.getuid(), 0) else None)
+    # The folder as the lookups judge it, and no other user's symlink at `kind`:
+    # untrusted_reason follows it to a folder of this user's, and its owner can point it
+    # elsewhere later (review of audit 19). untrusted_reason, not untrusted(): its warning
+    # advises $LGSEG_ARTEFACTS, which is not what set the folder for `lgseg artefacts -o`.
+    why = untrusted_reason(folder) or _foreign_symlink(folder)
     if why:
         refuse(why)
     return folder
@@ -343,8 +339,11 @@ class ModelSource:
             fd = os.open(self.checkpoint, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise self._changed(exc.strerror or "cannot be opened") from None
+        def unchanged() -> bool:
+            return file_identity(os.fstat(fd)) == self._identity
+
         try:
-            if file_identity(os.fstat(fd)) != self._identity:
+            if not unchanged():
                 raise self._changed("another file or other bytes now")
             pinned = f"/proc/self/fd/{fd}"
             try:
@@ -359,11 +358,11 @@ class ModelSource:
             try:
                 net = load_checkpoint(pinned)[0]
             except CheckpointError as exc:
-                if file_identity(os.fstat(fd)) != self._identity:   # written in place meanwhile
+                if not unchanged():   # written in place meanwhile
                     raise self._changed("written while its tensors were read") from None
                 named = re.sub(re.escape(pinned) + r"(?!\d)", lambda _: self.checkpoint, str(exc))
                 raise CheckpointError(named) from None
-            if file_identity(os.fstat(fd)) != self._identity:
+            if not unchanged():
                 raise self._changed("written while its tensors were read")
             return net
         finally:

@@ -306,13 +306,15 @@ class Segmenter:
             log.info("the rooms model is not installed: the street model answers every label set")
             return
         source, untrained = model_source(rooms)
-        if untrained or text_dim_of(source.cfg) != self.text_dim or \
-                source.cfg.text_encoder != self.cfg.text_encoder:
+        if untrained or not self._shares_text_encoder(source.cfg):
             log.warning("%s does not share the street model's text encoder: not routing", rooms)
             return
         self._route_by(source)
         self._rooms_args = dict(rooms_kwargs, checkpoint=rooms, route=False,
                                 text_encoder=self.text_encoder)
+
+    def _shares_text_encoder(self, cfg) -> bool:
+        return text_dim_of(cfg) == self.text_dim and cfg.text_encoder == self.cfg.text_encoder
 
     def _route_by(self, rooms_source) -> None:
         from .artefacts import preload_vocabulary
@@ -378,8 +380,7 @@ class Segmenter:
                                 "routed by the file loaded", str(self._rooms_args["checkpoint"])[:300])
                     new = self._rooms.source
                     try:
-                        if text_dim_of(new.cfg) != self.text_dim or \
-                                new.cfg.text_encoder != self.cfg.text_encoder:
+                        if not self._shares_text_encoder(new.cfg):
                             raise ValueError("it does not share the street model's text encoder")
                         self._route_by(new)
                     except Exception as exc:  # noqa: BLE001 - no routes for a file they do not describe
@@ -413,11 +414,12 @@ class Segmenter:
         if router is not None:
             route = router.route(names, emb)
             rooms = self._rooms_segmenter(allow_build) if route.rooms else None
-            if rooms is not None and self._router is not router:
+            rebuilt = self._router
+            if rooms is not None and rebuilt is not router and rebuilt is not None:
                 # The load found the rooms file changed since configure and rebuilt the
                 # routes from it: this set is routed again by the file it would run on.
-                route = self._router.route(names, emb) if self._router is not None else route
-                rooms = rooms if route.rooms and self._router is not None else None
+                route = rebuilt.route(names, emb)
+                rooms = rooms if route.rooms else None
             if rooms is not None:
                 return rooms._encoded_label_set(names, emb, route.describe())
             return self._encoded_label_set(names, emb, route.describe() if not route.rooms else "")
