@@ -14,8 +14,9 @@
 #
 # Run from the repository root. Settings (environment; the same on both sides, since the
 # text table is written here for the --init and options used there):
-#   INIT     starting weights (default the shipped rooms model, stage 11 since session 10,
-#            models/lgseg_lite_minilm_rooms.safetensors; the first GPU run started from the
+#   INIT     starting weights (default the shipped rooms model,
+#            models/lgseg_lite_minilm_rooms.safetensors: D85 since session 20, the start of
+#            session 21's pair; stage 11 in sessions 10-12; the first GPU run started from the
 #            street model, models/lgseg_lite_minilm.safetensors, at LR 1e-3 and full-prob 0.3,
 #            and lost a quarter of its single-label IoU: models/README.md)
 #   CONFIG   with INIT empty (INIT=), the run starts from this config's ImageNet backbone
@@ -43,8 +44,8 @@
 #   EXTRA    more lgseg train options that change which names a batch asks
 #   SEED     the training seed (default 12)
 #   ALONE_PROB   the share of batches asking one present concept alone (default 0; about 1 %
-#            of the batches are such otherwise, and both GPU runs lost single-label IoU:
-#            models/README.md suggests 0.15 for the next run)
+#            of the batches are such otherwise, and the first GPU runs lost single-label
+#            IoU; session 21's pair ran 0.3 and 0.45: models/README.md, stage 22)
 #   PAIR_A, PAIR_B   device-pair's two runs, each a list of the settings above that differ
 #            (default PAIR_A="" and PAIR_B="LR=1.5e-4 DISTILL_WEIGHT=2 SEED=13"); both share
 #            the label options and so the one text table. Two runs in one call take the
