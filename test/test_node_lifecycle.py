@@ -198,3 +198,82 @@ def test_cleanup_releases_the_model_after_a_label_change(tiny_checkpoint):
             assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     finally:
         h.close()
+
+
+def test_a_stored_set_that_configure_refuses_does_not_stick(tiny_checkpoint):
+    """A set stored while unconfigured was written to `labels` and encoded only at configure:
+    one the text encoder refuses ('road' and 'röad' read as one word), or whose mask topic a
+    remap puts on the input, failed that configure and every later one. Configure now falls
+    back to the labels the set replaced, and says why in the log and ~/status; the remap is
+    refused when the set is stored, where it can be seen already."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.msg import Log
+
+    ns, name = "/lgseg_stored", "lgseg_stored"
+    node_ns = f"{ns}/{name}"
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen("/rosout", Log, RELIABLE)
+        rec.listen(f"{node_ns}/status", DiagnosticArray)
+        node = h.add(LgsegNode(
+            name, namespace=ns, context=h.context,
+            cli_args=["--ros-args", "-r", f"{node_ns}/class/lamp/mask:={ns}/image",
+                      "-r", f"{node_ns}/front/class/pole/mask:={ns}/front/image"],
+            parameter_overrides=node_params(tiny_checkpoint, autostart=False, labels=["sky", "road"])))
+        client = h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+
+        def refusals():
+            return [m.msg for m in rec.get("/rosout")
+                    if m.name == node_ns[1:].replace("/", ".") and "refused at configure" in m.msg]
+
+        # The encoder's check: only a loaded model can make it, so the set is stored...
+        reply = h.call(client, SetLabels.Request(labels=["road", "car", "röad"]))
+        assert reply.success and "stored" in reply.message, reply.message
+        # ...and configure serves the labels it replaced, naming the stored set's problem.
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("sky", "road")
+        assert node.get_parameter("labels").value == ["sky", "road"]
+        line = rec.wait_for(refusals, what="the stored set's refusal in the log")[0]
+        assert "'röad' is the same as label 0 'road' to the text encoder" in line, line
+        assert "['sky', 'road']" in line and len(line) < 1500, line
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+        def refused_status():
+            for arr in rec.get(f"{node_ns}/status"):
+                for st in arr.status:
+                    values = {kv.key: kv.value for kv in st.values}
+                    if "stored_labels_refused" in values:
+                        return st, values["stored_labels_refused"]
+            return None
+
+        st, why = rec.wait_for(refused_status, what="the refusal in ~/status")
+        assert st.level == st.WARN and "röad" in why, (st.message, why)
+        # A label change that succeeds ends the report.
+        assert h.call(client, SetLabels.Request(labels=["road", "car"])).success
+        count = len(rec.get(f"{node_ns}/status"))
+        rec.wait_for(lambda: len(rec.get(f"{node_ns}/status")) > count + 1, what="two more statuses")
+        last = rec.get(f"{node_ns}/status")[-1].status[0]
+        assert "stored_labels_refused" not in {kv.key for kv in last.values}, last
+
+        # The remap is known before configure: the store itself is refused, by name.
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        reply = h.call(client, SetLabels.Request(labels=["road", "lamp"]))
+        assert not reply.success, reply.message
+        assert (f"label 'lamp': its mask topic resolves to '{ns}/image', which is the input "
+                "image") in reply.message, reply.message
+        assert node.get_parameter("labels").value == ["road", "car"]
+        # A camera named after the store moves the mask topics: the clash is found at
+        # configure, which again falls back to the labels the stored set replaced.
+        reply = h.call(client, SetLabels.Request(labels=["road", "pole"]))
+        assert reply.success and "stored" in reply.message, reply.message
+        node.set_parameters([Parameter("cameras", value=["front"])])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "car")
+        assert node.get_parameter("labels").value == ["road", "car"]
+        line = rec.wait_for(lambda: [x for x in refusals() if "pole" in x],
+                            what="the second refusal in the log")[0]
+        assert f"label 'pole': its mask topic resolves to '{ns}/front/image'" in line, line
+    finally:
+        h.close()

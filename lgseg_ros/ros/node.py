@@ -69,7 +69,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
-from lgseg_ros.labels import LabelSetError, shown, topic_tokens, validate_labels
+from lgseg_ros.labels import LabelSetError, printable, shown, topic_tokens, validate_labels
 from lgseg_ros.procinfo import trim_heap
 from lgseg_ros.ros import params as P
 from lgseg_ros.ros.frame_checks import StampWatch, check_frame, clock_stamp
@@ -280,6 +280,13 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         self._label_arrivals = itertools.count(1)
         self._swapped_seq = 0   # the arrival number of the set in force
         self._changes_in_flight = 0
+        # A set stored while unconfigured is encoded only at configure, where the model can
+        # refuse it (words the encoder reads as one, a bounded K): that failed the configure,
+        # and every later one, since the set had replaced the `labels` parameter. Configure
+        # then serves the labels it replaced and reports why (log, ~/status).
+        self._stored_labels = None        # the set stored, until a configure takes it
+        self._replaced_labels: tuple[str, ...] = ()   # `labels` before the first store
+        self._stored_refusal = None       # why configure refused it, until the next change
         # Class-mask publishers of labels that left, destroyed a chunk at a time (_retire).
         self._retiring: list[Any] = []
         self._stamps: dict[str, StampWatch] = {}
@@ -517,7 +524,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             labels = list(labels)
         names = validate_labels(labels)
         if self._segmenter is None:
-            # Unconfigured: validated now, encoded at configure (from the parameter).
+            # Unconfigured: validated now, encoded at configure (from the parameter). The
+            # remaps are fixed at start-up: a mask topic they put on an input is refused now.
+            self._check_stored_topics(names)
+            if self._stored_labels is None:
+                self._replaced_labels = self._current_names()
+            self._stored_labels, self._stored_refusal = names, None
             if not from_parameter:
                 self._write_back(names)
             return names
@@ -545,6 +557,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         if prepared is not None:
             self._end_frame_hold(prepared[2])   # frames go on while the rest is done
         self._retire(stale)
+        self._stored_refusal = None   # superseded: the operator has chosen again
         if not from_parameter:
             self._write_back(new.names)
         more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
@@ -827,7 +840,14 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 cfg = self._read_config()
                 segmenter = self._build_segmenter(cfg)
-                label_set = segmenter.prepare_labels(cfg["labels"], allow_build=self._may_build())
+                stored = self._stored_labels
+                try:
+                    label_set = segmenter.prepare_labels(cfg["labels"], allow_build=self._may_build())
+                except Exception as e:
+                    if stored is None:
+                        raise
+                    label_set = self._refuse_stored(segmenter, stored, e)
+                    stored = None
             except Exception as e:  # the transition fails; the node stays unconfigured
                 # Errors the library raises on purpose carry their own explanation; anything
                 # else is a bug whose traceback the report needs.
@@ -846,7 +866,14 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     self._cameras.append(self._make_camera(key))
                 self._refuse_own_outputs_as_input()
                 self._check_class_topic_room()
-                self._check_class_topics(label_set.names)
+                try:
+                    self._check_class_topics(label_set.names)
+                except LabelSetError as e:   # a camera named after the set was stored
+                    if stored is None:
+                        raise
+                    label_set = self._refuse_stored(segmenter, stored, e)
+                    self._label_set = label_set
+                    self._check_class_topics(label_set.names)
                 for cam in self._cameras:
                     self._reconcile_class_pubs(cam, label_set)
                 self._status_pubs = [
@@ -858,6 +885,9 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 self._failure_line(f"configure failed: {_capped(str(e))}")
                 self._release()
                 return FAILURE
+            if self._stored_labels is not None and tuple(label_set.names) != self._stored_labels:
+                self._write_back(label_set.names)   # `labels` says what is in force
+            self._stored_labels = None
         routing = ("; a label set with a word it has no class for runs on the rooms model"
                    if getattr(segmenter, "routes", False) else "")
         # Transition lines are request lines: a peer cycling ~/change_state wrote 480 KB of
@@ -869,6 +899,18 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             f"net {segmenter.net_size[0]}x{segmenter.net_size[1]}, {len(label_set.names)} labels, "
             f"cameras: {', '.join(c.image_topic for c in self._cameras)}")
         return super().on_configure(state)
+
+    def _refuse_stored(self, segmenter, stored: tuple[str, ...], error: Exception):
+        """The label set for a configure that cannot serve the set stored while unconfigured:
+        the labels that set replaced, with the reason logged and kept for ~/status."""
+        replaced = self._replaced_labels
+        self._stored_refusal = printable(str(error), 400)
+        # The failure lines' throttle, keyed by the reason: one line per kind every 5 s hid
+        # a second refusal for another reason.
+        self._failure_line(f"labels stored while unconfigured {shown(list(stored), 200)} refused "
+                           f"at configure: {self._stored_refusal}; configured with the labels "
+                           f"they replaced, {shown(list(replaced), 200)}")
+        return segmenter.prepare_labels(replaced, allow_build=self._may_build())
 
     def _may_load_torch(self) -> bool:
         """Only the first configure may bring torch into the process (the start-up choice of
@@ -925,17 +967,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             raise ConfigError(f"{what}: {e.strerror or e}{where}") from None
 
     def _make_camera(self, key: str) -> _Camera:
-        base = f"{key.strip('/')}/" if key else ""
-        if key.startswith("/"):
-            base = "/" + base
-        image_topic = self.resolve_topic_name(base + "image")
-        # image_transport's conventions, so one remap of `image` moves all three: the
-        # compressed stream is `<image>/compressed`, camera_info is the image's sibling.
-        # An explicit remap of either still wins.
-        compressed = self._remapped(base + "image/compressed") or image_topic + "/compressed"
-        info = self._remapped(base + "camera_info") or image_topic.rsplit("/", 1)[0] + "/camera_info"
-        cam = _Camera(key=key.strip("/"), image_topic=image_topic, compressed_topic=compressed,
-                      info_topic=info, out=_camera_prefix(key))
+        cam = self._camera_topics(key)
         o = cam.out
         for name, msg_type, qos in (("label_mask", Image, OUTPUT_QOS), ("confidence", Image, OUTPUT_QOS),
                                     ("color_mask", Image, OUTPUT_QOS), ("overlay", Image, OUTPUT_QOS),
@@ -947,11 +979,28 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                                                              event_callbacks=self._output_events(topic))
         return cam
 
+    def _camera_topics(self, key: str) -> _Camera:
+        """A camera's resolved input and output names, without its publishers."""
+        base = f"{key.strip('/')}/" if key else ""
+        if key.startswith("/"):
+            base = "/" + base
+        image_topic = self.resolve_topic_name(base + "image")
+        # image_transport's conventions, so one remap of `image` moves all three: the
+        # compressed stream is `<image>/compressed`, camera_info is the image's sibling.
+        # An explicit remap of either still wins.
+        compressed = self._remapped(base + "image/compressed") or image_topic + "/compressed"
+        info = self._remapped(base + "camera_info") or image_topic.rsplit("/", 1)[0] + "/camera_info"
+        return _Camera(key=key.strip("/"), image_topic=image_topic, compressed_topic=compressed,
+                       info_topic=info, out=_camera_prefix(key))
+
     def _refuse_own_outputs_as_input(self) -> None:
         """An input remapped onto one of the node's own outputs (`-r image:=.../overlay`) fed
         every published frame back in: one frame became 59 overlays a second for ever, a
         whole core busy and nothing in the log (probe round 6). Keeps the node's fixed
         topics (inputs and outputs, as remapped) for _check_class_topics."""
+        self._fixed_topics = self._fixed_topics_of(self._cameras)
+
+    def _fixed_topics_of(self, cameras: list[_Camera]) -> dict[str, str]:
         names = ("label_mask", "confidence", "color_mask", "overlay", "label_info", "label_set",
                  "camera_info")
         outputs = {self.resolve_topic_name("~/status"): "the node's ~/status",
@@ -959,12 +1008,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                    "/diagnostics": "/diagnostics", "/rosout": "/rosout",
                    "/parameter_events": "/parameter_events"}
         class_prefixes = []
-        for cam in self._cameras:
+        for cam in cameras:
             outputs.update((self.resolve_topic_name(f"{cam.out}/{n}"), f"the output {n}")
                            for n in names)
             class_prefixes.append(self.resolve_topic_name(f"{cam.out}/class") + "/")
         fixed = dict(outputs)
-        for cam in self._cameras:
+        for cam in cameras:
             for what, topic in (("image", cam.image_topic), ("image/compressed", cam.compressed_topic),
                                 ("camera_info", cam.info_topic)):
                 if topic in outputs or topic.startswith(tuple(class_prefixes)):
@@ -972,9 +1021,19 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                                       "node's own outputs: every published frame would come back "
                                       "as input; remap it to the camera's topic")
                 fixed[topic] = f"the input {what}"
-        self._fixed_topics = fixed
+        return fixed
 
-    def _check_class_topics(self, names) -> None:
+    def _check_stored_topics(self, names) -> None:
+        """_check_class_topics while unconfigured, for the cameras set now: configure checks
+        again, for the cameras it finds then."""
+        try:
+            cameras = [self._camera_topics(str(key)) for key in self._param("cameras") or [""]]
+            fixed = self._fixed_topics_of(cameras)
+        except Exception:   # a camera configure refuses by itself, naming it
+            return
+        self._check_class_topics(names, cameras, fixed)
+
+    def _check_class_topics(self, names, cameras=None, fixed=None) -> None:
         """Raise LabelSetError where a label's class-mask topic, as remapped, is one of the
         node's inputs or outputs or another label's: `-r ~/class/road/mask:=<the camera's
         image>` took every road mask back in as a frame, for ever (267 masks from one frame in
@@ -983,12 +1042,13 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         and a peer's set_labels can bring in the remapped label at any time."""
         seen: dict[str, str] = {}
         tokens = topic_tokens(names)
-        for cam in self._cameras:
+        fixed = self._fixed_topics if fixed is None else fixed
+        for cam in self._cameras if cameras is None else cameras:
             for name, token in zip(names, tokens):
                 # Remaps applied; before any publisher is made, since rcl refuses one on a
                 # topic of another type (label_info, ~/status) with a bare type error.
                 topic = self.resolve_topic_name(f"{cam.out}/class/{token}/mask")
-                clash = self._fixed_topics.get(topic) or seen.get(topic)
+                clash = fixed.get(topic) or seen.get(topic)
                 if clash:
                     raise LabelSetError(
                         f"label {shown(name)}: its mask topic resolves to {shown(topic, 120)}, "
@@ -1336,6 +1396,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                       "label_generation": self._label_set.generation, "backend": seg.backend_name,
                       "model": getattr(self._label_set, "model", ""),
                       "enabled": self._enabled, "worker_faults": self._worker_faults, **snap}
+            if self._stored_refusal is not None:
+                # Until the next label change: the set a lifecycle manager stored is not served.
+                values["stored_labels_refused"] = self._stored_refusal
+                if st.level == DiagnosticStatus.OK:
+                    st.level = DiagnosticStatus.WARN
+                    st.message += "; the labels stored while unconfigured were refused at configure"
             st.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
             arr.status.append(st)
