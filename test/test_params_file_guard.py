@@ -101,6 +101,26 @@ def test_the_node_refuses_an_oversized_params_file_in_one_line(tmp_path):
     assert f"cannot start: --params-file '{path}' brings the parameter keys to more than the {MAX_PARAMS_KEYS}" in text
 
 
+def test_the_relay_has_the_nodes_params_file_guard(tmp_path):
+    """`lgseg bench-node`'s relay called rclpy.init with its command line as given: the
+    oversized file the node refuses in one line held the relay in rcl's parse, then it ran
+    on with it. It goes through the node's guard now: refused in one line, exit 2; and a
+    file it cannot open is refused naming it, as the node does."""
+    path = tmp_path / "many.yaml"
+    path.write_text(HEAD.replace("lgseg_node", "lgseg_relay")
+                    + "".join(f"    p{i}: {i}\n" for i in range(MAX_PARAMS_KEYS + 100)))
+    missing = tmp_path / "missing.yaml"
+    for given, said in ((path, f"brings the parameter keys to more than the {MAX_PARAMS_KEYS}"),
+                        (missing, "No such file or directory")):
+        out = subprocess.run([sys.executable, "-m", "lgseg_ros.ros.relay", "--ros-args",
+                              "-r", "__ns:=/relay_guard", "--params-file", str(given)],
+                             capture_output=True, text=True, timeout=60, env=node_env())
+        text = out.stdout + out.stderr
+        assert out.returncode == 2, text[-2000:]
+        assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
+        assert f"[lgseg_relay] cannot start: --params-file '{given}'" in text and said in text, text
+
+
 def test_rcl_parses_the_bytes_checked_not_the_file_replaced_after(tmp_path):
     """The guard read the params file, then rcl read it again by name: a file replaced in
     between was parsed unchecked (here: another value, and more keys than allowed). rcl now
