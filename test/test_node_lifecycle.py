@@ -277,3 +277,97 @@ def test_a_stored_set_that_configure_refuses_does_not_stick(tiny_checkpoint):
         assert f"label 'pole': its mask topic resolves to '{ns}/front/image'" in line, line
     finally:
         h.close()
+
+
+def _status_values(arr) -> dict:
+    return {kv.key: kv.value for st in arr.status for kv in st.values}
+
+
+def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny_checkpoint, monkeypatch):
+    """Review of b62b70c. The refusal was written to ~/status before configure knew it would
+    succeed: when the labels the stored set replaced were refused too, configure failed and
+    the reason stuck, even through a later configure that served the stored set, with
+    "configured with the labels they replaced" logged before "configure failed". Any error
+    at all gave way to those labels, an out-of-memory or a bug too, and dropped the stored
+    set. And re-sending the set in force after a fallback left the WARN on."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.msg import Log
+
+    from lgseg_ros.runtime.segmenter import Segmenter
+
+    ns, name = "/lgseg_refused", "lgseg_refused"
+    node_ns = f"{ns}/{name}"
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen("/rosout", Log, RELIABLE)
+        rec.listen(f"{node_ns}/status", DiagnosticArray)
+        node = h.add(LgsegNode(
+            name, namespace=ns, context=h.context,
+            cli_args=["--ros-args", "-r", f"{node_ns}/front/class/pole/mask:={ns}/front/image"],
+            parameter_overrides=node_params(tiny_checkpoint, autostart=False, labels=["sky", "pole"])))
+        client = h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+
+        def lines(text):
+            return [m.msg for m in rec.get("/rosout")
+                    if m.name == node_ns[1:].replace("/", ".") and text in m.msg]
+
+        def statuses_after(count):
+            rec.wait_for(lambda: len(rec.get(f"{node_ns}/status")) > count + 1, what="two more statuses")
+            return _status_values(rec.get(f"{node_ns}/status")[-1])
+
+        # 1. Both the stored set and the labels it replaced clash with the camera named
+        # since: configure fails, naming both, and reports no fallback it did not make.
+        assert h.call(client, SetLabels.Request(labels=["road", "pole"])).success
+        node.set_parameters([Parameter("cameras", value=["front"])])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        failed = rec.wait_for(lambda: lines("configure failed"), what="the failure line")[0]
+        assert not lines("configured with the labels they replaced"), lines("configured with")
+        assert node._stored_refusal is None and node._stored_labels == ("road", "pole")
+        assert node.get_parameter("labels").value == ["road", "pole"]
+        assert ("labels stored while unconfigured ['road', 'pole'] refused: label 'pole'" in failed
+                and "the labels they replaced, ['sky', 'pole'], refused too: label 'pole'" in failed), failed
+        # ...and the configure that serves the stored set shows no refusal.
+        node.set_parameters([Parameter("cameras", Parameter.Type.STRING_ARRAY, [])])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "pole")
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+        # 2. An error that is not a refusal (here an out-of-memory) fails the configure with
+        # its traceback, as before; the stored set stays stored, `labels` keeps it.
+        assert h.call(client, SetLabels.Request(labels=["road", "car"])).success
+        real = Segmenter.prepare_labels
+
+        def out_of_memory(self, labels, *a, **kw):
+            if tuple(labels) == ("road", "car"):
+                raise MemoryError("injected: out of memory encoding the labels")
+            return real(self, labels, *a, **kw)
+
+        monkeypatch.setattr(Segmenter, "prepare_labels", out_of_memory)
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        oom = rec.wait_for(lambda: lines("injected: out of memory"), what="the OOM failure line")[0]
+        assert oom.startswith("configure failed: injected") and "Traceback" in oom, oom
+        assert node._stored_labels == ("road", "car") and node._stored_refusal is None
+        assert node.get_parameter("labels").value == ["road", "car"]
+        monkeypatch.setattr(Segmenter, "prepare_labels", real)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "car")
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+        # 3. After a fallback, re-sending the set in force ("already in force") is a label
+        # change that succeeds: the report ends.
+        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "car")
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        rec.wait_for(lambda: any("stored_labels_refused" in _status_values(a)
+                                 for a in rec.get(f"{node_ns}/status")), what="the refusal in ~/status")
+        reply = h.call(client, SetLabels.Request(labels=["road", "car"]))
+        assert reply.success and "in force" in reply.message, reply.message
+        assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
+    finally:
+        h.close()
+

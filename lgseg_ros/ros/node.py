@@ -534,6 +534,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 self._write_back(names)
             return names
         if names == tuple(self._label_set.names):
+            self._stored_refusal = None   # the operator has chosen again, if the same set
             return names
         if (prepared is not None and prepared[0] is self._segmenter
                 and tuple(prepared[1].names) == names):
@@ -840,13 +841,17 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 cfg = self._read_config()
                 segmenter = self._build_segmenter(cfg)
-                stored = self._stored_labels
+                had_stored = stored = self._stored_labels
+                # Why the stored set is not served: kept here, written to ~/status (and
+                # logged) only once this configure has succeeded with the labels it replaced.
+                refusal = None
                 try:
                     label_set = segmenter.prepare_labels(cfg["labels"], allow_build=self._may_build())
-                except Exception as e:
+                except LabelSetError as e:   # only a refusal: anything else fails the configure
                     if stored is None:
                         raise
-                    label_set = self._refuse_stored(segmenter, stored, e)
+                    refusal = printable(str(e), 400)
+                    label_set = self._replaced_set(segmenter, stored, refusal)
                     stored = None
             except Exception as e:  # the transition fails; the node stays unconfigured
                 # Errors the library raises on purpose carry their own explanation; anything
@@ -871,9 +876,9 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 except LabelSetError as e:   # a camera named after the set was stored
                     if stored is None:
                         raise
-                    label_set = self._refuse_stored(segmenter, stored, e)
+                    refusal = printable(str(e), 400)
+                    label_set = self._replaced_set(segmenter, stored, refusal, self._check_class_topics)
                     self._label_set = label_set
-                    self._check_class_topics(label_set.names)
                 for cam in self._cameras:
                     self._reconcile_class_pubs(cam, label_set)
                 self._status_pubs = [
@@ -885,8 +890,19 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 self._failure_line(f"configure failed: {_capped(str(e))}")
                 self._release()
                 return FAILURE
-            if self._stored_labels is not None and tuple(label_set.names) != self._stored_labels:
-                self._write_back(label_set.names)   # `labels` says what is in force
+            if had_stored is not None:
+                if tuple(label_set.names) != had_stored:
+                    self._write_back(label_set.names)   # `labels` says what is in force
+                # None when the stored set is served: a refusal by an earlier configure that
+                # failed (the labels it fell back to refused too) is not left standing.
+                self._stored_refusal = refusal
+                if refusal is not None:
+                    # The failure lines' throttle, keyed by the reason: one line per kind
+                    # every 5 s hid a second refusal for another reason.
+                    self._failure_line(
+                        f"labels stored while unconfigured {shown(list(had_stored), 200)} refused "
+                        f"at configure: {refusal}; configured with the labels they replaced, "
+                        f"{shown(list(label_set.names), 200)}")
             self._stored_labels = None
         routing = ("; a label set with a word it has no class for runs on the rooms model"
                    if getattr(segmenter, "routes", False) else "")
@@ -900,17 +916,22 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             f"cameras: {', '.join(c.image_topic for c in self._cameras)}")
         return super().on_configure(state)
 
-    def _refuse_stored(self, segmenter, stored: tuple[str, ...], error: Exception):
-        """The label set for a configure that cannot serve the set stored while unconfigured:
-        the labels that set replaced, with the reason logged and kept for ~/status."""
+    def _replaced_set(self, segmenter, stored, refusal: str, check=None):
+        """The label set for a configure that cannot serve the set stored while unconfigured
+        (``refusal`` says why): the labels that set replaced, prepared and passed to
+        ``check``. Their own refusal fails the configure, naming both; any other error fails
+        it as it would have anyway."""
         replaced = self._replaced_labels
-        self._stored_refusal = printable(str(error), 400)
-        # The failure lines' throttle, keyed by the reason: one line per kind every 5 s hid
-        # a second refusal for another reason.
-        self._failure_line(f"labels stored while unconfigured {shown(list(stored), 200)} refused "
-                           f"at configure: {self._stored_refusal}; configured with the labels "
-                           f"they replaced, {shown(list(replaced), 200)}")
-        return segmenter.prepare_labels(replaced, allow_build=self._may_build())
+        try:
+            label_set = segmenter.prepare_labels(replaced, allow_build=self._may_build())
+            if check is not None:
+                check(label_set.names)
+        except LabelSetError as e:
+            raise LabelSetError(
+                f"labels stored while unconfigured {shown(list(stored), 200)} refused: {refusal}; "
+                f"the labels they replaced, {shown(list(replaced), 200)}, refused too: "
+                f"{printable(str(e), 400)}") from None
+        return label_set
 
     def _may_load_torch(self) -> bool:
         """Only the first configure may bring torch into the process (the start-up choice of
