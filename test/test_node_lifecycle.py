@@ -371,3 +371,51 @@ def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny
     finally:
         h.close()
 
+
+def test_the_store_time_topic_check_refuses_only_clashes(tiny_checkpoint):
+    """Review of b62b70c. The mask-topic check made when a set is stored while unconfigured
+    used the `cameras` in force even when the same atomic request set new ones, refusing a
+    set configure accepts (and accepting one it refuses); and with a camera name that leaves
+    no room for class-mask topics rcl's "topic length" error turned a valid store into
+    "label encoding failed" with a traceback, where configure refuses the camera by name."""
+    from rcl_interfaces.msg import Log
+
+    ns, name = "/lgseg_storechk", "lgseg_storechk"
+    node_ns = f"{ns}/{name}"
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen("/rosout", Log, RELIABLE)
+        node = h.add(LgsegNode(
+            name, namespace=ns, context=h.context,
+            cli_args=["--ros-args", "-r", f"{node_ns}/class/lamp/mask:={ns}/image"],
+            parameter_overrides=node_params(tiny_checkpoint, autostart=False)))
+        # The request's own cameras: with `front`, lamp's mask topic is not the remapped one.
+        r = node.set_parameters_atomically([Parameter("cameras", value=["front"]),
+                                            Parameter("labels", value=["road", "lamp"])])
+        assert r.successful, r.reason
+        assert node.get_parameter("labels").value == ["road", "lamp"]
+        # ...and back to the default camera, where it is the input: refused, by name.
+        r = node.set_parameters_atomically([Parameter("cameras", Parameter.Type.STRING_ARRAY, []),
+                                            Parameter("labels", value=["sky", "lamp"])])
+        assert not r.successful and f"label 'lamp': its mask topic resolves to '{ns}/image'" in r.reason, r.reason
+        assert node.get_parameter("cameras").value == ["front"]
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "lamp")
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+        # A camera name that leaves too little room: the set is stored, and configure names
+        # the camera.
+        node.set_parameters([Parameter("cameras", value=["c" + "a" * 199])])
+        client = h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+        reply = h.call(client, SetLabels.Request(labels=["road", "x" * 60]))
+        assert reply.success and "stored" in reply.message, reply.message
+        assert node._stored_labels == ("road", "x" * 60)
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._stored_labels == ("road", "x" * 60)
+        rec.wait_for(lambda: [m for m in rec.get("/rosout") if m.name == node_ns[1:].replace("/", ".")
+                              and "camera 'caaa" in m.msg and "leaves too little room" in m.msg],
+                     what="configure refusing the camera by name")
+        assert not [m for m in rec.get("/rosout") if "set_labels" in m.msg], "a store logged as failed"
+    finally:
+        h.close()

@@ -453,9 +453,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                         f"max_image_pixels={p.value}: above the {self._pixel_ceiling} this node "
                         "was started with; at run time it can only be lowered or restored "
                         "(raise it at start-up: -p max_image_pixels:=N)")
+            # An atomic request that sets the cameras too: the stored set's topics are
+            # checked against those, not the cameras it replaces.
+            cameras = next((p.value for p in params if p.name == "cameras"), None)
             for p in params:
                 if p.name == "labels":
-                    self._set_labels(p.value, from_parameter=True)
+                    self._set_labels(p.value, from_parameter=True, cameras=cameras)
         except (ConfigError, LabelSetError) as e:
             return SetParametersResult(successful=False, reason=str(e))
         except Exception as e:  # encoder failure: keep the old set, say why
@@ -507,17 +510,19 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             return tuple(self._label_set.names)
         return tuple(self._param("labels"))
 
-    def _set_labels(self, labels: Any, from_parameter: bool) -> tuple[str, ...]:
-        """The one path for a label change (service and parameter). Raises LabelSetError."""
+    def _set_labels(self, labels: Any, from_parameter: bool, cameras=None) -> tuple[str, ...]:
+        """The one path for a label change (service and parameter). Raises LabelSetError.
+        ``cameras``: the value a parameter request sets along with the labels, which the
+        check of a set stored while unconfigured uses (the parameter is not set yet)."""
         with self._labels_lock:
             if from_parameter and self._syncing_labels:
                 return self._current_names()  # our own write-back from the service
             # Taken before any return: a prepared set left behind (two identical changes at
             # once) held a model that cleanup had released (probe round 14).
             prepared, self._prepared = self._prepared, None
-            return self._swap_labels(labels, from_parameter, prepared)
+            return self._swap_labels(labels, from_parameter, prepared, cameras)
 
-    def _swap_labels(self, labels: Any, from_parameter: bool, prepared) -> tuple[str, ...]:
+    def _swap_labels(self, labels: Any, from_parameter: bool, prepared, cameras=None) -> tuple[str, ...]:
         """_set_labels under the labels lock: validate, then swap in the prepared set (or
         store it, unconfigured)."""
         if isinstance(labels, (list, tuple)):
@@ -526,7 +531,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         if self._segmenter is None:
             # Unconfigured: validated now, encoded at configure (from the parameter). The
             # remaps are fixed at start-up: a mask topic they put on an input is refused now.
-            self._check_stored_topics(names)
+            self._check_stored_topics(names, cameras)
             if self._stored_labels is None:
                 self._replaced_labels = self._current_names()
             self._stored_labels, self._stored_refusal = names, None
@@ -1044,15 +1049,25 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 fixed[topic] = f"the input {what}"
         return fixed
 
-    def _check_stored_topics(self, names) -> None:
-        """_check_class_topics while unconfigured, for the cameras set now: configure checks
-        again, for the cameras it finds then."""
+    def _check_stored_topics(self, names, cameras=None) -> None:
+        """_check_class_topics while unconfigured, for the cameras set now (``cameras``: those
+        of the parameter request that carries the labels too, which are not set yet):
+        configure checks again, for the cameras it finds then. Only a clash is a refusal;
+        cameras that configure refuses by themselves (an invalid name, too little room for
+        class-mask topics) are left to it, which names them."""
+        keys = self._param("cameras") if cameras is None else cameras
         try:
-            cameras = [self._camera_topics(str(key)) for key in self._param("cameras") or [""]]
-            fixed = self._fixed_topics_of(cameras)
+            cams = [self._camera_topics(str(key)) for key in keys or [""]]
+            fixed = self._fixed_topics_of(cams)
+            self._check_class_topic_room(cams)
         except Exception:   # a camera configure refuses by itself, naming it
             return
-        self._check_class_topics(names, cameras, fixed)
+        try:
+            self._check_class_topics(names, cams, fixed)
+        except LabelSetError:
+            raise
+        except Exception:   # not a clash (rcl refusing a name, say): configure checks again
+            return
 
     def _check_class_topics(self, names, cameras=None, fixed=None) -> None:
         """Raise LabelSetError where a label's class-mask topic, as remapped, is one of the
@@ -1077,12 +1092,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                         "another word")
                 seen[topic] = f"the mask topic of label {shown(name)}"
 
-    def _check_class_topic_room(self) -> None:
+    def _check_class_topic_room(self, cameras=None) -> None:
         """Every label must be able to get its class-mask topic: a 200-character camera name
         (or a long node namespace) with a 30-character label made a topic over ROS's limit,
         and the label change failed as "label encoding failed" with a traceback (probe
         round 7). Refused here, naming the camera, instead."""
-        for cam in self._cameras:
+        for cam in self._cameras if cameras is None else cameras:
             prefix = self.resolve_topic_name(f"{cam.out}/class")   # rcl refuses the full one
             longest = len(prefix) + len(f"/{'x' * MAX_TOKEN_CHARS}/mask")
             if longest > MAX_TOPIC_CHARS:
