@@ -198,3 +198,224 @@ def test_cleanup_releases_the_model_after_a_label_change(tiny_checkpoint):
             assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     finally:
         h.close()
+
+
+def test_a_stored_set_that_configure_refuses_does_not_stick(tiny_checkpoint):
+    """A set stored while unconfigured was written to `labels` and encoded only at configure:
+    one the text encoder refuses ('road' and 'röad' read as one word), or whose mask topic a
+    remap puts on the input, failed that configure and every later one. Configure now falls
+    back to the labels the set replaced, and says why in the log and ~/status; the remap is
+    refused when the set is stored, where it can be seen already."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.msg import Log
+
+    ns, name = "/lgseg_stored", "lgseg_stored"
+    node_ns = f"{ns}/{name}"
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen("/rosout", Log, RELIABLE)
+        rec.listen(f"{node_ns}/status", DiagnosticArray)
+        node = h.add(LgsegNode(
+            name, namespace=ns, context=h.context,
+            cli_args=["--ros-args", "-r", f"{node_ns}/class/lamp/mask:={ns}/image",
+                      "-r", f"{node_ns}/front/class/pole/mask:={ns}/front/image"],
+            parameter_overrides=node_params(tiny_checkpoint, autostart=False, labels=["sky", "road"])))
+        client = h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+
+        def refusals():
+            return [m.msg for m in rec.get("/rosout")
+                    if m.name == node_ns[1:].replace("/", ".") and "refused at configure" in m.msg]
+
+        # The encoder's check: only a loaded model can make it, so the set is stored...
+        reply = h.call(client, SetLabels.Request(labels=["road", "car", "röad"]))
+        assert reply.success and "stored" in reply.message, reply.message
+        # ...and configure serves the labels it replaced, naming the stored set's problem.
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("sky", "road")
+        assert node.get_parameter("labels").value == ["sky", "road"]
+        line = rec.wait_for(refusals, what="the stored set's refusal in the log")[0]
+        assert "'röad' is the same as label 0 'road' to the text encoder" in line, line
+        assert "['sky', 'road']" in line and len(line) < 1500, line
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+        def refused_status():
+            for arr in rec.get(f"{node_ns}/status"):
+                for st in arr.status:
+                    values = {kv.key: kv.value for kv in st.values}
+                    if "stored_labels_refused" in values:
+                        return st, values["stored_labels_refused"]
+            return None
+
+        st, why = rec.wait_for(refused_status, what="the refusal in ~/status")
+        assert st.level == st.WARN and "röad" in why, (st.message, why)
+        # A label change that succeeds ends the report.
+        assert h.call(client, SetLabels.Request(labels=["road", "car"])).success
+        count = len(rec.get(f"{node_ns}/status"))
+        rec.wait_for(lambda: len(rec.get(f"{node_ns}/status")) > count + 1, what="two more statuses")
+        last = rec.get(f"{node_ns}/status")[-1].status[0]
+        assert "stored_labels_refused" not in {kv.key for kv in last.values}, last
+
+        # The remap is known before configure: the store itself is refused, by name.
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        reply = h.call(client, SetLabels.Request(labels=["road", "lamp"]))
+        assert not reply.success, reply.message
+        assert (f"label 'lamp': its mask topic resolves to '{ns}/image', which is the input "
+                "image") in reply.message, reply.message
+        assert node.get_parameter("labels").value == ["road", "car"]
+        # A camera named after the store moves the mask topics: the clash is found at
+        # configure, which again falls back to the labels the stored set replaced.
+        reply = h.call(client, SetLabels.Request(labels=["road", "pole"]))
+        assert reply.success and "stored" in reply.message, reply.message
+        node.set_parameters([Parameter("cameras", value=["front"])])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "car")
+        assert node.get_parameter("labels").value == ["road", "car"]
+        line = rec.wait_for(lambda: [x for x in refusals() if "pole" in x],
+                            what="the second refusal in the log")[0]
+        assert f"label 'pole': its mask topic resolves to '{ns}/front/image'" in line, line
+    finally:
+        h.close()
+
+
+def _status_values(arr) -> dict:
+    return {kv.key: kv.value for st in arr.status for kv in st.values}
+
+
+def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny_checkpoint, monkeypatch):
+    """Review of b62b70c. The refusal was written to ~/status before configure knew it would
+    succeed: when the labels the stored set replaced were refused too, configure failed and
+    the reason stuck, even through a later configure that served the stored set, with
+    "configured with the labels they replaced" logged before "configure failed". Any error
+    at all gave way to those labels, an out-of-memory or a bug too, and dropped the stored
+    set. And re-sending the set in force after a fallback left the WARN on."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.msg import Log
+
+    from lgseg_ros.runtime.segmenter import Segmenter
+
+    ns, name = "/lgseg_refused", "lgseg_refused"
+    node_ns = f"{ns}/{name}"
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen("/rosout", Log, RELIABLE)
+        rec.listen(f"{node_ns}/status", DiagnosticArray)
+        node = h.add(LgsegNode(
+            name, namespace=ns, context=h.context,
+            cli_args=["--ros-args", "-r", f"{node_ns}/front/class/pole/mask:={ns}/front/image"],
+            parameter_overrides=node_params(tiny_checkpoint, autostart=False, labels=["sky", "pole"])))
+        client = h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+
+        def lines(text):
+            return [m.msg for m in rec.get("/rosout")
+                    if m.name == node_ns[1:].replace("/", ".") and text in m.msg]
+
+        def statuses_after(count):
+            rec.wait_for(lambda: len(rec.get(f"{node_ns}/status")) > count + 1, what="two more statuses")
+            return _status_values(rec.get(f"{node_ns}/status")[-1])
+
+        # 1. Both the stored set and the labels it replaced clash with the camera named
+        # since: configure fails, naming both, and reports no fallback it did not make.
+        assert h.call(client, SetLabels.Request(labels=["road", "pole"])).success
+        node.set_parameters([Parameter("cameras", value=["front"])])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        failed = rec.wait_for(lambda: lines("configure failed"), what="the failure line")[0]
+        assert not lines("configured with the labels they replaced"), lines("configured with")
+        assert node._stored_refusal is None and node._stored_labels == ("road", "pole")
+        assert node.get_parameter("labels").value == ["road", "pole"]
+        assert ("labels stored while unconfigured ['road', 'pole'] refused: label 'pole'" in failed
+                and "the labels they replaced, ['sky', 'pole'], refused too: label 'pole'" in failed), failed
+        # ...and the configure that serves the stored set shows no refusal.
+        node.set_parameters([Parameter("cameras", Parameter.Type.STRING_ARRAY, [])])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "pole")
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+        # 2. An error that is not a refusal (here an out-of-memory) fails the configure with
+        # its traceback, as before; the stored set stays stored, `labels` keeps it.
+        assert h.call(client, SetLabels.Request(labels=["road", "car"])).success
+        real = Segmenter.prepare_labels
+
+        def out_of_memory(self, labels, *a, **kw):
+            if tuple(labels) == ("road", "car"):
+                raise MemoryError("injected: out of memory encoding the labels")
+            return real(self, labels, *a, **kw)
+
+        monkeypatch.setattr(Segmenter, "prepare_labels", out_of_memory)
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        oom = rec.wait_for(lambda: lines("injected: out of memory"), what="the OOM failure line")[0]
+        assert oom.startswith("configure failed: injected") and "Traceback" in oom, oom
+        assert node._stored_labels == ("road", "car") and node._stored_refusal is None
+        assert node.get_parameter("labels").value == ["road", "car"]
+        monkeypatch.setattr(Segmenter, "prepare_labels", real)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "car")
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+        # 3. After a fallback, re-sending the set in force ("already in force") is a label
+        # change that succeeds: the report ends.
+        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "car")
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        rec.wait_for(lambda: any("stored_labels_refused" in _status_values(a)
+                                 for a in rec.get(f"{node_ns}/status")), what="the refusal in ~/status")
+        reply = h.call(client, SetLabels.Request(labels=["road", "car"]))
+        assert reply.success and "in force" in reply.message, reply.message
+        assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
+    finally:
+        h.close()
+
+
+def test_the_store_time_topic_check_refuses_only_clashes(tiny_checkpoint):
+    """Review of b62b70c. The mask-topic check made when a set is stored while unconfigured
+    used the `cameras` in force even when the same atomic request set new ones, refusing a
+    set configure accepts (and accepting one it refuses); and with a camera name that leaves
+    no room for class-mask topics rcl's "topic length" error turned a valid store into
+    "label encoding failed" with a traceback, where configure refuses the camera by name."""
+    from rcl_interfaces.msg import Log
+
+    ns, name = "/lgseg_storechk", "lgseg_storechk"
+    node_ns = f"{ns}/{name}"
+    h = RosHarness()
+    try:
+        rec = Recorder(h)
+        rec.listen("/rosout", Log, RELIABLE)
+        node = h.add(LgsegNode(
+            name, namespace=ns, context=h.context,
+            cli_args=["--ros-args", "-r", f"{node_ns}/class/lamp/mask:={ns}/image"],
+            parameter_overrides=node_params(tiny_checkpoint, autostart=False)))
+        # The request's own cameras: with `front`, lamp's mask topic is not the remapped one.
+        r = node.set_parameters_atomically([Parameter("cameras", value=["front"]),
+                                            Parameter("labels", value=["road", "lamp"])])
+        assert r.successful, r.reason
+        assert node.get_parameter("labels").value == ["road", "lamp"]
+        # ...and back to the default camera, where it is the input: refused, by name.
+        r = node.set_parameters_atomically([Parameter("cameras", Parameter.Type.STRING_ARRAY, []),
+                                            Parameter("labels", value=["sky", "lamp"])])
+        assert not r.successful and f"label 'lamp': its mask topic resolves to '{ns}/image'" in r.reason, r.reason
+        assert node.get_parameter("cameras").value == ["front"]
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "lamp")
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+        # A camera name that leaves too little room: the set is stored, and configure names
+        # the camera.
+        node.set_parameters([Parameter("cameras", value=["c" + "a" * 199])])
+        client = h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+        reply = h.call(client, SetLabels.Request(labels=["road", "x" * 60]))
+        assert reply.success and "stored" in reply.message, reply.message
+        assert node._stored_labels == ("road", "x" * 60)
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._stored_labels == ("road", "x" * 60)
+        rec.wait_for(lambda: [m for m in rec.get("/rosout") if m.name == node_ns[1:].replace("/", ".")
+                              and "camera 'caaa" in m.msg and "leaves too little room" in m.msg],
+                     what="configure refusing the camera by name")
+        assert not [m for m in rec.get("/rosout") if "set_labels" in m.msg], "a store logged as failed"
+    finally:
+        h.close()

@@ -101,6 +101,45 @@ def test_the_node_refuses_an_oversized_params_file_in_one_line(tmp_path):
     assert f"cannot start: --params-file '{path}' brings the parameter keys to more than the {MAX_PARAMS_KEYS}" in text
 
 
+def test_the_relay_has_the_nodes_params_file_guard(tmp_path):
+    """`lgseg bench-node`'s relay called rclpy.init with its command line as given: the
+    oversized file the node refuses in one line held the relay in rcl's parse, then it ran
+    on with it. It goes through the node's guard now: refused in one line, exit 2; and a
+    file it cannot open is refused naming it, as the node does."""
+    path = tmp_path / "many.yaml"
+    path.write_text(HEAD.replace("lgseg_node", "lgseg_relay")
+                    + "".join(f"    p{i}: {i}\n" for i in range(MAX_PARAMS_KEYS + 100)))
+    missing = tmp_path / "missing.yaml"
+    for given, said in ((path, f"brings the parameter keys to more than the {MAX_PARAMS_KEYS}"),
+                        (missing, "No such file or directory")):
+        out = subprocess.run([sys.executable, "-m", "lgseg_ros.ros.relay", "--ros-args",
+                              "-r", "__ns:=/relay_guard", "--params-file", str(given)],
+                             capture_output=True, text=True, timeout=60, env=node_env())
+        text = out.stdout + out.stderr
+        assert out.returncode == 2, text[-2000:]
+        assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
+        assert f"[lgseg_relay] cannot start: --params-file '{given}'" in text and said in text, text
+
+
+def test_the_relay_refuses_a_params_file_rcl_cannot_parse_in_one_line(tmp_path):
+    """As the node does (test_the_node_names_the_params_file_given_...): a file within the
+    bounds that rcl cannot parse stops the relay with one line of its own naming the file
+    and rcl's reason, exit 2, no traceback. rcl logs "Failed to parse global arguments"
+    itself before it, under its own name."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lgseg_relay:\n  ros__parameters: [1, 2]\n")
+    out = subprocess.run([sys.executable, "-m", "lgseg_ros.ros.relay", "--ros-args",
+                          "-r", "__ns:=/relay_guard", "--params-file", str(bad)],
+                         capture_output=True, text=True, timeout=60, env=node_env())
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text[-2000:]
+    assert "Traceback" not in text and "/proc/self/fd" not in text, text
+    ours = [x for x in text.strip().splitlines() if "[rcl]" not in x]
+    assert len(ours) == 1, text
+    assert ours[0].startswith("[lgseg_relay] cannot start: ") and str(bad) in ours[0], text
+    assert "Couldn't parse params file" in ours[0], text
+
+
 def test_rcl_parses_the_bytes_checked_not_the_file_replaced_after(tmp_path):
     """The guard read the params file, then rcl read it again by name: a file replaced in
     between was parsed unchecked (here: another value, and more keys than allowed). rcl now

@@ -227,3 +227,24 @@ def test_auto_falls_back_when_tensorrt_fails_to_build(tmp_path, label):
     assert result["explicit"] is not None and "could not create a builder" in result["explicit"]
     # The failed build left no engine file behind to be served later.
     assert not list(tmp_path.glob("*.engine"))
+
+
+@pytest.mark.parametrize("label", ["10.3", "11.x-newest"])
+def test_a_configure_that_may_not_build_announces_no_build(tmp_path, label):
+    """A later configure of the node builds nothing (allow_build=False): the engine cache
+    logged "building TensorRT engine ... this may take several minutes" (and, for a cached
+    engine that did not deserialise, "rebuilding") just before the backend refused to build.
+    The build line comes only where a build really starts."""
+    from lgseg_ros.runtime.artefacts import NO_BUILD_NOW
+
+    result = _probe(label, "no_build", str(tmp_path))
+    for case, why in (("miss", "no cached engine"), ("undeserialisable", "the cached one did not deserialise")):
+        run = result[case]
+        assert run["error"] and run["error"].startswith("RuntimeError"), (case, run)
+        assert NO_BUILD_NOW in run["error"] and why in run["error"], (case, run["error"])
+        assert not [line for line in run["log"] if "building" in line], (case, run["log"])
+    # Where a build does start, it is announced, as before.
+    first = result["first_build"]
+    assert any("building TensorRT engine" in line for line in first["log"]), first["log"]
+    assert "could not deserialise a freshly built engine" in first["error"], first["error"]
+    assert result["engines"] == 1

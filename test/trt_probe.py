@@ -6,6 +6,7 @@ libnvinfer/libnvonnxparser on LD_LIBRARY_PATH). Usage:
     trt_probe.py api
     trt_probe.py build <fp16.onnx> <fp32.onnx> <text_dim>
     trt_probe.py auto <cache dir>
+    trt_probe.py no_build <cache dir>
 See trt_standins.py for what is real and what is stood in.
 """
 from __future__ import annotations
@@ -204,6 +205,53 @@ def auto(cache_dir: str) -> dict:
     return out
 
 
+def no_build(cache_dir: str) -> dict:
+    """The node's later configures build nothing (allow_build=False): on a cache miss, and
+    on a cached engine that does not deserialise, the backend raises NO_BUILD_NOW. Stood in:
+    the driver's answers (as in auto()) and, for the second case, the runtime's None for the
+    cached bytes. Real: the tensorrt module, the export, the engine cache, the backend."""
+    import lgseg_ros.runtime.backends as backends
+    from lgseg_ros.runtime.backends import cuda_buffers
+
+    backends.cuda_available = lambda: True
+    cuda_buffers.device_info = lambda: ("stand-in GPU", (9, 0))
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+    logging.getLogger("lgseg_ros").addHandler(Keep())
+    logging.getLogger("lgseg_ros").setLevel(logging.INFO)
+    import torch
+
+    from lgseg_ros.model import build_model, get_config
+
+    torch.manual_seed(0)
+    cfg = get_config("test-tiny")
+    net = build_model(cfg).eval()
+
+    def attempt(**kwargs) -> dict:
+        start = len(records)
+        try:
+            tb.TensorRTBackend(net, cfg, net_size=NET_SIZE, precision="fp16",
+                               engine_cache_dir=cache_dir, k_profile=K_PROFILE, **kwargs)
+            error = None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        return {"error": error, "log": records[start:]}
+
+    out = {"version": trt.__version__, "miss": attempt(allow_build=False)}
+    # An engine in the cache that the runtime cannot deserialise: built (by the stand-in
+    # builder, a build really started) and cached, then refused by the runtime.
+    sys.modules["tensorrt"] = StandInModule(trt, {**_good_answers(cfg.text_dim),
+                                                  "Runtime.deserialize_cuda_engine": None})
+    out["first_build"] = attempt()
+    out["engines"] = len(list(Path(cache_dir).glob("*.engine")))
+    out["undeserialisable"] = attempt(allow_build=False)
+    return out
+
+
 def main(argv: list[str]) -> int:
     mode = argv[0]
     if mode == "api":
@@ -212,6 +260,8 @@ def main(argv: list[str]) -> int:
         result = build(argv[1], argv[2], int(argv[3]))
     elif mode == "auto":
         result = auto(argv[1])
+    elif mode == "no_build":
+        result = no_build(argv[1])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     print("PROBE-JSON " + json.dumps(result))

@@ -69,7 +69,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
-from lgseg_ros.labels import LabelSetError, shown, topic_tokens, validate_labels
+from lgseg_ros.labels import LabelSetError, printable, shown, topic_tokens, validate_labels
 from lgseg_ros.procinfo import trim_heap
 from lgseg_ros.ros import params as P
 from lgseg_ros.ros.frame_checks import StampWatch, check_frame, clock_stamp
@@ -280,6 +280,13 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         self._label_arrivals = itertools.count(1)
         self._swapped_seq = 0   # the arrival number of the set in force
         self._changes_in_flight = 0
+        # A set stored while unconfigured is encoded only at configure, where the model can
+        # refuse it (words the encoder reads as one, a bounded K): that failed the configure,
+        # and every later one, since the set had replaced the `labels` parameter. Configure
+        # then serves the labels it replaced and reports why (log, ~/status).
+        self._stored_labels = None        # the set stored, until a configure takes it
+        self._replaced_labels: tuple[str, ...] = ()   # `labels` before the first store
+        self._stored_refusal = None       # why configure refused it, until the next change
         # Class-mask publishers of labels that left, destroyed a chunk at a time (_retire).
         self._retiring: list[Any] = []
         self._stamps: dict[str, StampWatch] = {}
@@ -446,9 +453,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                         f"max_image_pixels={p.value}: above the {self._pixel_ceiling} this node "
                         "was started with; at run time it can only be lowered or restored "
                         "(raise it at start-up: -p max_image_pixels:=N)")
+            # An atomic request that sets the cameras too: the stored set's topics are
+            # checked against those, not the cameras it replaces.
+            cameras = next((p.value for p in params if p.name == "cameras"), None)
             for p in params:
                 if p.name == "labels":
-                    self._set_labels(p.value, from_parameter=True)
+                    self._set_labels(p.value, from_parameter=True, cameras=cameras)
         except (ConfigError, LabelSetError) as e:
             return SetParametersResult(successful=False, reason=str(e))
         except Exception as e:  # encoder failure: keep the old set, say why
@@ -500,28 +510,36 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             return tuple(self._label_set.names)
         return tuple(self._param("labels"))
 
-    def _set_labels(self, labels: Any, from_parameter: bool) -> tuple[str, ...]:
-        """The one path for a label change (service and parameter). Raises LabelSetError."""
+    def _set_labels(self, labels: Any, from_parameter: bool, cameras=None) -> tuple[str, ...]:
+        """The one path for a label change (service and parameter). Raises LabelSetError.
+        ``cameras``: the value a parameter request sets along with the labels, which the
+        check of a set stored while unconfigured uses (the parameter is not set yet)."""
         with self._labels_lock:
             if from_parameter and self._syncing_labels:
                 return self._current_names()  # our own write-back from the service
             # Taken before any return: a prepared set left behind (two identical changes at
             # once) held a model that cleanup had released (probe round 14).
             prepared, self._prepared = self._prepared, None
-            return self._swap_labels(labels, from_parameter, prepared)
+            return self._swap_labels(labels, from_parameter, prepared, cameras)
 
-    def _swap_labels(self, labels: Any, from_parameter: bool, prepared) -> tuple[str, ...]:
+    def _swap_labels(self, labels: Any, from_parameter: bool, prepared, cameras=None) -> tuple[str, ...]:
         """_set_labels under the labels lock: validate, then swap in the prepared set (or
         store it, unconfigured)."""
         if isinstance(labels, (list, tuple)):
             labels = list(labels)
         names = validate_labels(labels)
         if self._segmenter is None:
-            # Unconfigured: validated now, encoded at configure (from the parameter).
+            # Unconfigured: validated now, encoded at configure (from the parameter). The
+            # remaps are fixed at start-up: a mask topic they put on an input is refused now.
+            self._check_stored_topics(names, cameras)
+            if self._stored_labels is None:
+                self._replaced_labels = self._current_names()
+            self._stored_labels, self._stored_refusal = names, None
             if not from_parameter:
                 self._write_back(names)
             return names
         if names == tuple(self._label_set.names):
+            self._stored_refusal = None   # the operator has chosen again, if the same set
             return names
         if (prepared is not None and prepared[0] is self._segmenter
                 and tuple(prepared[1].names) == names):
@@ -545,6 +563,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         if prepared is not None:
             self._end_frame_hold(prepared[2])   # frames go on while the rest is done
         self._retire(stale)
+        self._stored_refusal = None   # superseded: the operator has chosen again
         if not from_parameter:
             self._write_back(new.names)
         more = f", ... {len(new.names)} in all" if len(new.names) > 16 else ""
@@ -827,7 +846,18 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             try:
                 cfg = self._read_config()
                 segmenter = self._build_segmenter(cfg)
-                label_set = segmenter.prepare_labels(cfg["labels"], allow_build=self._may_build())
+                had_stored = stored = self._stored_labels
+                # Why the stored set is not served: kept here, written to ~/status (and
+                # logged) only once this configure has succeeded with the labels it replaced.
+                refusal = None
+                try:
+                    label_set = segmenter.prepare_labels(cfg["labels"], allow_build=self._may_build())
+                except LabelSetError as e:   # only a refusal: anything else fails the configure
+                    if stored is None:
+                        raise
+                    refusal = printable(str(e), 400)
+                    label_set = self._replaced_set(segmenter, stored, refusal)
+                    stored = None
             except Exception as e:  # the transition fails; the node stays unconfigured
                 # Errors the library raises on purpose carry their own explanation; anything
                 # else is a bug whose traceback the report needs.
@@ -846,7 +876,14 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     self._cameras.append(self._make_camera(key))
                 self._refuse_own_outputs_as_input()
                 self._check_class_topic_room()
-                self._check_class_topics(label_set.names)
+                try:
+                    self._check_class_topics(label_set.names)
+                except LabelSetError as e:   # a camera named after the set was stored
+                    if stored is None:
+                        raise
+                    refusal = printable(str(e), 400)
+                    label_set = self._replaced_set(segmenter, stored, refusal, self._check_class_topics)
+                    self._label_set = label_set
                 for cam in self._cameras:
                     self._reconcile_class_pubs(cam, label_set)
                 self._status_pubs = [
@@ -858,6 +895,20 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 self._failure_line(f"configure failed: {_capped(str(e))}")
                 self._release()
                 return FAILURE
+            if had_stored is not None:
+                if tuple(label_set.names) != had_stored:
+                    self._write_back(label_set.names)   # `labels` says what is in force
+                # None when the stored set is served: a refusal by an earlier configure that
+                # failed (the labels it fell back to refused too) is not left standing.
+                self._stored_refusal = refusal
+                if refusal is not None:
+                    # The failure lines' throttle, keyed by the reason: one line per kind
+                    # every 5 s hid a second refusal for another reason.
+                    self._failure_line(
+                        f"labels stored while unconfigured {shown(list(had_stored), 200)} refused "
+                        f"at configure: {refusal}; configured with the labels they replaced, "
+                        f"{shown(list(label_set.names), 200)}")
+            self._stored_labels = None
         routing = ("; a label set with a word it has no class for runs on the rooms model"
                    if getattr(segmenter, "routes", False) else "")
         # Transition lines are request lines: a peer cycling ~/change_state wrote 480 KB of
@@ -869,6 +920,23 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             f"net {segmenter.net_size[0]}x{segmenter.net_size[1]}, {len(label_set.names)} labels, "
             f"cameras: {', '.join(c.image_topic for c in self._cameras)}")
         return super().on_configure(state)
+
+    def _replaced_set(self, segmenter, stored, refusal: str, check=None):
+        """The label set for a configure that cannot serve the set stored while unconfigured
+        (``refusal`` says why): the labels that set replaced, prepared and passed to
+        ``check``. Their own refusal fails the configure, naming both; any other error fails
+        it as it would have anyway."""
+        replaced = self._replaced_labels
+        try:
+            label_set = segmenter.prepare_labels(replaced, allow_build=self._may_build())
+            if check is not None:
+                check(label_set.names)
+        except LabelSetError as e:
+            raise LabelSetError(
+                f"labels stored while unconfigured {shown(list(stored), 200)} refused: {refusal}; "
+                f"the labels they replaced, {shown(list(replaced), 200)}, refused too: "
+                f"{printable(str(e), 400)}") from None
+        return label_set
 
     def _may_load_torch(self) -> bool:
         """Only the first configure may bring torch into the process (the start-up choice of
@@ -925,17 +993,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             raise ConfigError(f"{what}: {e.strerror or e}{where}") from None
 
     def _make_camera(self, key: str) -> _Camera:
-        base = f"{key.strip('/')}/" if key else ""
-        if key.startswith("/"):
-            base = "/" + base
-        image_topic = self.resolve_topic_name(base + "image")
-        # image_transport's conventions, so one remap of `image` moves all three: the
-        # compressed stream is `<image>/compressed`, camera_info is the image's sibling.
-        # An explicit remap of either still wins.
-        compressed = self._remapped(base + "image/compressed") or image_topic + "/compressed"
-        info = self._remapped(base + "camera_info") or image_topic.rsplit("/", 1)[0] + "/camera_info"
-        cam = _Camera(key=key.strip("/"), image_topic=image_topic, compressed_topic=compressed,
-                      info_topic=info, out=_camera_prefix(key))
+        cam = self._camera_topics(key)
         o = cam.out
         for name, msg_type, qos in (("label_mask", Image, OUTPUT_QOS), ("confidence", Image, OUTPUT_QOS),
                                     ("color_mask", Image, OUTPUT_QOS), ("overlay", Image, OUTPUT_QOS),
@@ -947,11 +1005,28 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                                                              event_callbacks=self._output_events(topic))
         return cam
 
+    def _camera_topics(self, key: str) -> _Camera:
+        """A camera's resolved input and output names, without its publishers."""
+        base = f"{key.strip('/')}/" if key else ""
+        if key.startswith("/"):
+            base = "/" + base
+        image_topic = self.resolve_topic_name(base + "image")
+        # image_transport's conventions, so one remap of `image` moves all three: the
+        # compressed stream is `<image>/compressed`, camera_info is the image's sibling.
+        # An explicit remap of either still wins.
+        compressed = self._remapped(base + "image/compressed") or image_topic + "/compressed"
+        info = self._remapped(base + "camera_info") or image_topic.rsplit("/", 1)[0] + "/camera_info"
+        return _Camera(key=key.strip("/"), image_topic=image_topic, compressed_topic=compressed,
+                       info_topic=info, out=_camera_prefix(key))
+
     def _refuse_own_outputs_as_input(self) -> None:
         """An input remapped onto one of the node's own outputs (`-r image:=.../overlay`) fed
         every published frame back in: one frame became 59 overlays a second for ever, a
         whole core busy and nothing in the log (probe round 6). Keeps the node's fixed
         topics (inputs and outputs, as remapped) for _check_class_topics."""
+        self._fixed_topics = self._fixed_topics_of(self._cameras)
+
+    def _fixed_topics_of(self, cameras: list[_Camera]) -> dict[str, str]:
         names = ("label_mask", "confidence", "color_mask", "overlay", "label_info", "label_set",
                  "camera_info")
         outputs = {self.resolve_topic_name("~/status"): "the node's ~/status",
@@ -959,12 +1034,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                    "/diagnostics": "/diagnostics", "/rosout": "/rosout",
                    "/parameter_events": "/parameter_events"}
         class_prefixes = []
-        for cam in self._cameras:
+        for cam in cameras:
             outputs.update((self.resolve_topic_name(f"{cam.out}/{n}"), f"the output {n}")
                            for n in names)
             class_prefixes.append(self.resolve_topic_name(f"{cam.out}/class") + "/")
         fixed = dict(outputs)
-        for cam in self._cameras:
+        for cam in cameras:
             for what, topic in (("image", cam.image_topic), ("image/compressed", cam.compressed_topic),
                                 ("camera_info", cam.info_topic)):
                 if topic in outputs or topic.startswith(tuple(class_prefixes)):
@@ -972,9 +1047,29 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                                       "node's own outputs: every published frame would come back "
                                       "as input; remap it to the camera's topic")
                 fixed[topic] = f"the input {what}"
-        self._fixed_topics = fixed
+        return fixed
 
-    def _check_class_topics(self, names) -> None:
+    def _check_stored_topics(self, names, cameras=None) -> None:
+        """_check_class_topics while unconfigured, for the cameras set now (``cameras``: those
+        of the parameter request that carries the labels too, which are not set yet):
+        configure checks again, for the cameras it finds then. Only a clash is a refusal;
+        cameras that configure refuses by themselves (an invalid name, too little room for
+        class-mask topics) are left to it, which names them."""
+        keys = self._param("cameras") if cameras is None else cameras
+        try:
+            cams = [self._camera_topics(str(key)) for key in keys or [""]]
+            fixed = self._fixed_topics_of(cams)
+            self._check_class_topic_room(cams)
+        except Exception:   # a camera configure refuses by itself, naming it
+            return
+        try:
+            self._check_class_topics(names, cams, fixed)
+        except LabelSetError:
+            raise
+        except Exception:   # not a clash (rcl refusing a name, say): configure checks again
+            return
+
+    def _check_class_topics(self, names, cameras=None, fixed=None) -> None:
         """Raise LabelSetError where a label's class-mask topic, as remapped, is one of the
         node's inputs or outputs or another label's: `-r ~/class/road/mask:=<the camera's
         image>` took every road mask back in as a frame, for ever (267 masks from one frame in
@@ -983,12 +1078,13 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
         and a peer's set_labels can bring in the remapped label at any time."""
         seen: dict[str, str] = {}
         tokens = topic_tokens(names)
-        for cam in self._cameras:
+        fixed = self._fixed_topics if fixed is None else fixed
+        for cam in self._cameras if cameras is None else cameras:
             for name, token in zip(names, tokens):
                 # Remaps applied; before any publisher is made, since rcl refuses one on a
                 # topic of another type (label_info, ~/status) with a bare type error.
                 topic = self.resolve_topic_name(f"{cam.out}/class/{token}/mask")
-                clash = self._fixed_topics.get(topic) or seen.get(topic)
+                clash = fixed.get(topic) or seen.get(topic)
                 if clash:
                     raise LabelSetError(
                         f"label {shown(name)}: its mask topic resolves to {shown(topic, 120)}, "
@@ -996,12 +1092,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                         "another word")
                 seen[topic] = f"the mask topic of label {shown(name)}"
 
-    def _check_class_topic_room(self) -> None:
+    def _check_class_topic_room(self, cameras=None) -> None:
         """Every label must be able to get its class-mask topic: a 200-character camera name
         (or a long node namespace) with a 30-character label made a topic over ROS's limit,
         and the label change failed as "label encoding failed" with a traceback (probe
         round 7). Refused here, naming the camera, instead."""
-        for cam in self._cameras:
+        for cam in self._cameras if cameras is None else cameras:
             prefix = self.resolve_topic_name(f"{cam.out}/class")   # rcl refuses the full one
             longest = len(prefix) + len(f"/{'x' * MAX_TOKEN_CHARS}/mask")
             if longest > MAX_TOPIC_CHARS:
@@ -1336,6 +1432,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                       "label_generation": self._label_set.generation, "backend": seg.backend_name,
                       "model": getattr(self._label_set, "model", ""),
                       "enabled": self._enabled, "worker_faults": self._worker_faults, **snap}
+            if self._stored_refusal is not None:
+                # Until the next label change: the set a lifecycle manager stored is not served.
+                values["stored_labels_refused"] = self._stored_refusal
+                if st.level == DiagnosticStatus.OK:
+                    st.level = DiagnosticStatus.WARN
+                    st.message += "; the labels stored while unconfigured were refused at configure"
             st.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
             arr.status.append(st)

@@ -129,7 +129,7 @@ def _run(argv: list[str] | None) -> int:
     from lgseg_ros.ros.dds import apply_dds_config
     from lgseg_ros.ros.executor import spin_until_shutdown
     from lgseg_ros.ros.node import ConfigError, LgsegNode
-    from lgseg_ros.ros.params_file_guard import PinnedParameterArgs
+    from lgseg_ros.ros.params_file_guard import init_rclpy
     from lgseg_ros.runtime.artefacts import export_in_child
 
     # Before rclpy.init: the DDS reads its configuration when the first participant is
@@ -143,19 +143,10 @@ def _run(argv: list[str] | None) -> int:
     # rcl's parse of parameter YAML is quadratic in its keys and nesting, and holds signals
     # off while it runs: 13.6 s for 100,000 keys (audit round 18). Bounded before rcl reads it,
     # and rcl reads the bytes checked, not the file's name again.
-    pinned = PinnedParameterArgs(args)
-    if pinned.refused:
-        print(f"[lgseg_node] cannot start: {pinned.refused}", file=sys.stderr)
+    refused = init_rclpy(args, signal_handler_options=SignalHandlerOptions.NO)
+    if refused:
+        print(f"[lgseg_node] cannot start: {refused}", file=sys.stderr)
         return 2
-    try:
-        rclpy.init(args=pinned.args, signal_handler_options=SignalHandlerOptions.NO)
-    except (RCLError, RuntimeError, ValueError) as e:
-        # An unwritable log directory, a params file rcl cannot parse or find: the reason in
-        # one line (there is no ROS logger yet), not a traceback.
-        print(f"[lgseg_node] cannot start: {shown(pinned.named(str(e)).strip(), 400)}", file=sys.stderr)
-        return 2
-    finally:
-        pinned.close()
     node = None
     handler = None
     try:

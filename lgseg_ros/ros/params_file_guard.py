@@ -235,3 +235,24 @@ class PinnedParameterArgs:
         for fd in self._fds:
             os.close(fd)
         self._fds.clear()
+
+
+def init_rclpy(args: Sequence[str], **init_kwargs) -> str | None:
+    """rclpy.init(args=...) for a process's entry point (the node, the relay), its parameter
+    sources bounded and pinned first (PinnedParameterArgs). None once rclpy is up; else the
+    reason it cannot start, in one line for the caller to print (there is no ROS logger yet)
+    and exit 2 on: an oversized or unopenable params file, an unwritable log directory, a
+    params file rcl cannot parse."""
+    pinned = PinnedParameterArgs(args)
+    if pinned.refused:
+        return pinned.refused
+    import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
+
+    try:
+        rclpy.init(args=pinned.args, **init_kwargs)
+    except (RCLError, RuntimeError, ValueError) as e:
+        return shown(pinned.named(str(e)).strip(), 400)
+    finally:
+        pinned.close()
+    return None

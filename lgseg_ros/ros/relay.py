@@ -15,6 +15,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image
 
 from lgseg_ros.ros.executor import spin_until_shutdown
+from lgseg_ros.ros.params_file_guard import init_rclpy
 
 # The same output QoS as the segmentation node's, so both hops cost the same.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -42,7 +43,12 @@ class ImageRelay(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if argv is None else ["lgseg_relay", *argv])
+    # The node's guard on its parameter files: rcl's parse of an oversized one held the relay
+    # as long as it held the node (see params_file_guard.py).
+    refused = init_rclpy(sys.argv if argv is None else ["lgseg_relay", *argv])
+    if refused:
+        print(f"[lgseg_relay] cannot start: {refused}", file=sys.stderr)
+        return 2
     node = ImageRelay()
     try:
         spin_until_shutdown(node)  # the node's executor: both hops cost the same

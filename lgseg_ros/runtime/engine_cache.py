@@ -405,7 +405,8 @@ class EngineCache:
                      source: str | os.PathLike | None = None) -> tuple[bytes, bool]:
         """Return (engine bytes, built_now). ``source``: the ONNX file ``build`` reads; it
         must still hash to ``key.onnx_sha256`` after the build (a file swapped while the
-        builder read it would otherwise be cached under the verified file's key)."""
+        builder read it would otherwise be cached under the verified file's key).
+        ``build`` None: the caller may not build now; a miss raises CacheMiss with its reason."""
         path = self.path_for(key)
         if not force_rebuild:
             try:
@@ -417,6 +418,10 @@ class EngineCache:
                 reason = str(miss)
         else:
             reason = "force_rebuild requested"
+        if build is None:
+            # Before the "building" line: it announced minutes of build for one that the
+            # node's later configure never starts.
+            raise CacheMiss(reason)
         # What would refuse the write refuses the build: with force_rebuild an unsafe origin
         # secret was found only at the write, after the "building" line and minutes of build
         # for nothing, and a folder opened to others since the cache was made was written to.

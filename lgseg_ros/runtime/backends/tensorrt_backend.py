@@ -26,7 +26,7 @@ import logging
 
 import numpy as np
 
-from ..engine_cache import EngineCache, EngineKey, sha256_file
+from ..engine_cache import CacheMiss, EngineCache, EngineKey, sha256_file
 from . import check_embeddings, check_image, text_dim_of
 
 log = logging.getLogger(__name__)
@@ -280,24 +280,31 @@ class TensorRTBackend:
 
     # -- engine -----------------------------------------------------------------------
     def _build(self) -> bytes:
-        if not self.allow_build:   # the node's reconfigure: a build takes minutes
-            from ..artefacts import NO_BUILD_NOW
-
-            raise RuntimeError(f"no usable cached TensorRT engine for {self.onnx_path} at "
-                               f"{self.net_size[0]}x{self.net_size[1]} (none cached, or the "
-                               f"cached one did not deserialise); {NO_BUILD_NOW} a start of "
-                               "the node with these parameters")
         return build_serialized_engine(self.trt, self.logger, self.onnx_path, self.text_dim,
                                        self.k_profile, self.workspace_bytes)
+
+    def _no_build_now(self, why: str) -> RuntimeError:
+        from ..artefacts import NO_BUILD_NOW
+
+        return RuntimeError(f"no usable cached TensorRT engine for {self.onnx_path} at "
+                            f"{self.net_size[0]}x{self.net_size[1]} ({why}); {NO_BUILD_NOW} a "
+                            "start of the node with these parameters")
 
     def _load_engine(self) -> None:
         # The cache serves only an engine it wrote itself for exactly this key (the sha256 of
         # the verified ONNX file, TensorRT version, GPU, build options; engine_cache.py), and
         # re-hashes the ONNX file after a build so a file swapped meanwhile is not cached.
-        engine_bytes, built = self.cache.get_or_build(self.key, self._build, self.force_rebuild,
-                                                      source=self.onnx_path)
+        # No builder for the node's reconfigure (a build takes minutes): a miss is its error.
+        try:
+            engine_bytes, built = self.cache.get_or_build(
+                self.key, self._build if self.allow_build else None, self.force_rebuild,
+                source=self.onnx_path)
+        except CacheMiss as miss:
+            raise self._no_build_now(str(miss)) from None
         runtime, engine = deserialize_engine(self.trt, self.logger, engine_bytes)
         if engine is None and not built:
+            if not self.allow_build:
+                raise self._no_build_now("the cached one did not deserialise")
             # Verified bytes that still do not deserialise (e.g. a TensorRT patch release
             # that kept the version string): rebuild rather than fail.
             log.warning("cached engine %s did not deserialise; rebuilding", self.cache.path_for(self.key))
