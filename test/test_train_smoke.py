@@ -121,3 +121,31 @@ def test_eval_writes_outputs_and_matches_independent_count(overfit_run, tmp_path
     assert m["full"]["pixels"] == valid_pixels
     assert m["full"]["miou"] == pytest.approx(np.nanmean(iou), abs=1e-4)
     assert m["full"]["per_class_iou"]["road"] == pytest.approx(iou[3], abs=1e-4)
+
+
+def test_none_margin_probe_lets_a_name_asked_alone_take_more_as_the_margin_grows(
+        overfit_run, tmp_path):
+    """tools/none_margin_probe.py (models/README.md, stage 22c): a wider margin can only add
+    pixels to a name asked alone, and the probe refuses the split the card reports."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "tools" / "none_margin_probe.py"
+    spec = importlib.util.spec_from_file_location("none_margin_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    ckpt = str(overfit_run / "final.safetensors")
+    out = tmp_path / "margins.json"
+    assert probe.main([ckpt, "--every", "1000", "--threads", "1", "--margins", "4", "0", "1",
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows = res["margins"]
+    assert res["images"] == 1 and [r["margin"] for r in rows] == [0, 1, 4]
+    shares = [r["near_miss_share_pct"] for r in rows]
+    assert shares[0], "the near-miss words were not scored"
+    for w in shares[0]:
+        assert shares[0][w] <= shares[1][w] <= shares[2][w]
+    for r in rows:
+        assert 0 <= r["ratio_to_full"] < 10
+        assert all(0 <= v <= 100 for v in r["alone_iou"].values())
+    with pytest.raises(SystemExit, match="val"):
+        probe.main([ckpt, "--split", "val", "--out", str(tmp_path / "v.json")])
