@@ -404,6 +404,37 @@ def test_the_store_time_topic_check_refuses_only_clashes(tiny_checkpoint):
         assert tuple(node._label_set.names) == ("road", "lamp")
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
 
+        # Non-atomic (the SetParameters service, rclpy's set_parameters): rclpy sets the
+        # entries one at a time, and `labels` before `cameras` was checked against the
+        # cameras in force (review of d159259). Now against the request's, in either order.
+        from rcl_interfaces.srv import SetParameters
+        set_params = h.client.create_client(SetParameters, f"{node_ns}/set_parameters")
+
+        def nonatomic(*params):
+            req = SetParameters.Request(parameters=[p.to_parameter_msg() for p in params])
+            return [(r.successful, r.reason) for r in h.call(set_params, req).results]
+
+        no_cameras = Parameter("cameras", Parameter.Type.STRING_ARRAY, [])
+        (ok, why), cams = nonatomic(Parameter("labels", value=["sky", "lamp"]), no_cameras)
+        assert not ok and f"label 'lamp': its mask topic resolves to '{ns}/image'" in why, why
+        assert cams[0] and node.get_parameter("cameras").value == []
+        assert nonatomic(Parameter("labels", value=["road", "lamp"]),
+                         Parameter("cameras", value=["front"])) == [(True, ""), (True, "")]
+        assert node._stored_labels == ("road", "lamp")
+        results = node.set_parameters([Parameter("labels", value=["sky", "lamp"]), no_cameras])
+        assert not results[0].successful and results[1].successful, results
+        assert node._stored_labels == ("road", "lamp")
+        assert [r.successful for r in node.set_parameters(
+            [Parameter("labels", value=["sky", "lamp"]), Parameter("cameras", value=["front"])])] == [True, True]
+        assert node._stored_labels == ("sky", "lamp")
+        # A `cameras` entry the node refuses sets nothing: the check keeps the cameras in force.
+        (ok, why), cams = nonatomic(Parameter("labels", value=["road", "lamp"]),
+                                    Parameter("cameras", value=["9bad"]))
+        assert ok and not cams[0], (why, cams)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "lamp")
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
         # A camera name that leaves too little room: the set is stored, and configure names
         # the camera.
         node.set_parameters([Parameter("cameras", value=["c" + "a" * 199])])

@@ -453,9 +453,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                         f"max_image_pixels={p.value}: above the {self._pixel_ceiling} this node "
                         "was started with; at run time it can only be lowered or restored "
                         "(raise it at start-up: -p max_image_pixels:=N)")
-            # An atomic request that sets the cameras too: the stored set's topics are
-            # checked against those, not the cameras it replaces.
+            # A request that sets the cameras too: the stored set's topics are checked
+            # against those, not the cameras it replaces. Atomic, they are in ``params``;
+            # non-atomic (one entry per call, in the request's order), the guard holds them.
             cameras = next((p.value for p in params if p.name == "cameras"), None)
+            if cameras is None:
+                cameras = self._scoped_request_cameras()
             for p in params:
                 if p.name == "labels":
                     self._set_labels(p.value, from_parameter=True, cameras=cameras)
