@@ -316,12 +316,28 @@ def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny
             rec.wait_for(lambda: len(rec.get(f"{node_ns}/status")) > count + 1, what="two more statuses")
             return _status_values(rec.get(f"{node_ns}/status")[-1])
 
-        # 1. Both the stored set and the labels it replaced clash with the camera named
-        # since: configure fails, naming both, and reports no fallback it did not make.
-        assert h.call(client, SetLabels.Request(labels=["road", "pole"])).success
+        # 0. The encoder refuses the stored set, and the labels it replaced clash with the
+        # camera named since: configure fails naming both refusals (review of d159259: it
+        # named only the clash, as if nothing had been stored), and the set stays stored.
+        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
         node.set_parameters([Parameter("cameras", value=["front"])])
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         failed = rec.wait_for(lambda: lines("configure failed"), what="the failure line")[0]
+        assert ("labels stored while unconfigured ['road', 'car', 'röad'] refused: label 2 'röad' "
+                "is the same as label 0 'road'" in failed
+                and "the labels they replaced, ['sky', 'pole'], refused too: label 'pole': its mask "
+                f"topic resolves to '{ns}/front/image'" in failed), failed
+        assert node._stored_labels == ("road", "car", "röad") and node._stored_refusal is None
+        assert node.get_parameter("labels").value == ["road", "car", "röad"]
+
+        # 1. Both the stored set and the labels it replaced clash with the camera named
+        # since: configure fails, naming both, and reports no fallback it did not make.
+        node.set_parameters([Parameter("cameras", Parameter.Type.STRING_ARRAY, [])])
+        assert h.call(client, SetLabels.Request(labels=["road", "pole"])).success
+        node.set_parameters([Parameter("cameras", value=["front"])])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        failed = rec.wait_for(lambda: lines("configure failed: labels stored while unconfigured ['road', 'pole']"),
+                              what="the failure line")[0]
         assert not lines("configured with the labels they replaced"), lines("configured with")
         assert node._stored_refusal is None and node._stored_labels == ("road", "pole")
         assert node.get_parameter("labels").value == ["road", "pole"]
@@ -368,6 +384,27 @@ def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny
         reply = h.call(client, SetLabels.Request(labels=["road", "car"]))
         assert reply.success and "in force" in reply.message, reply.message
         assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
+
+        # 4. The report belongs to the configure that fell back: cleanup ends it (review of
+        # d159259: a later configure with nothing stored showed it again), as does a
+        # shutdown from inactive.
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._stored_refusal is not None
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node._stored_refusal is None
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._stored_refusal is not None
+        assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+        assert node._stored_refusal is None
     finally:
         h.close()
 
