@@ -316,12 +316,28 @@ def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny
             rec.wait_for(lambda: len(rec.get(f"{node_ns}/status")) > count + 1, what="two more statuses")
             return _status_values(rec.get(f"{node_ns}/status")[-1])
 
-        # 1. Both the stored set and the labels it replaced clash with the camera named
-        # since: configure fails, naming both, and reports no fallback it did not make.
-        assert h.call(client, SetLabels.Request(labels=["road", "pole"])).success
+        # 0. The encoder refuses the stored set, and the labels it replaced clash with the
+        # camera named since: configure fails naming both refusals (review of d159259: it
+        # named only the clash, as if nothing had been stored), and the set stays stored.
+        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
         node.set_parameters([Parameter("cameras", value=["front"])])
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         failed = rec.wait_for(lambda: lines("configure failed"), what="the failure line")[0]
+        assert ("labels stored while unconfigured ['road', 'car', 'röad'] refused: label 2 'röad' "
+                "is the same as label 0 'road'" in failed
+                and "the labels they replaced, ['sky', 'pole'], refused too: label 'pole': its mask "
+                f"topic resolves to '{ns}/front/image'" in failed), failed
+        assert node._stored_labels == ("road", "car", "röad") and node._stored_refusal is None
+        assert node.get_parameter("labels").value == ["road", "car", "röad"]
+
+        # 1. Both the stored set and the labels it replaced clash with the camera named
+        # since: configure fails, naming both, and reports no fallback it did not make.
+        node.set_parameters([Parameter("cameras", Parameter.Type.STRING_ARRAY, [])])
+        assert h.call(client, SetLabels.Request(labels=["road", "pole"])).success
+        node.set_parameters([Parameter("cameras", value=["front"])])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        failed = rec.wait_for(lambda: lines("configure failed: labels stored while unconfigured ['road', 'pole']"),
+                              what="the failure line")[0]
         assert not lines("configured with the labels they replaced"), lines("configured with")
         assert node._stored_refusal is None and node._stored_labels == ("road", "pole")
         assert node.get_parameter("labels").value == ["road", "pole"]
@@ -368,6 +384,27 @@ def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny
         reply = h.call(client, SetLabels.Request(labels=["road", "car"]))
         assert reply.success and "in force" in reply.message, reply.message
         assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
+
+        # 4. The report belongs to the configure that fell back: cleanup ends it (review of
+        # d159259: a later configure with nothing stored showed it again), as does a
+        # shutdown from inactive.
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._stored_refusal is not None
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node._stored_refusal is None
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._stored_refusal is not None
+        assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+        assert node._stored_refusal is None
     finally:
         h.close()
 
@@ -400,6 +437,37 @@ def test_the_store_time_topic_check_refuses_only_clashes(tiny_checkpoint):
                                             Parameter("labels", value=["sky", "lamp"])])
         assert not r.successful and f"label 'lamp': its mask topic resolves to '{ns}/image'" in r.reason, r.reason
         assert node.get_parameter("cameras").value == ["front"]
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert tuple(node._label_set.names) == ("road", "lamp")
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+        # Non-atomic (the SetParameters service, rclpy's set_parameters): rclpy sets the
+        # entries one at a time, and `labels` before `cameras` was checked against the
+        # cameras in force (review of d159259). Now against the request's, in either order.
+        from rcl_interfaces.srv import SetParameters
+        set_params = h.client.create_client(SetParameters, f"{node_ns}/set_parameters")
+
+        def nonatomic(*params):
+            req = SetParameters.Request(parameters=[p.to_parameter_msg() for p in params])
+            return [(r.successful, r.reason) for r in h.call(set_params, req).results]
+
+        no_cameras = Parameter("cameras", Parameter.Type.STRING_ARRAY, [])
+        (ok, why), cams = nonatomic(Parameter("labels", value=["sky", "lamp"]), no_cameras)
+        assert not ok and f"label 'lamp': its mask topic resolves to '{ns}/image'" in why, why
+        assert cams[0] and node.get_parameter("cameras").value == []
+        assert nonatomic(Parameter("labels", value=["road", "lamp"]),
+                         Parameter("cameras", value=["front"])) == [(True, ""), (True, "")]
+        assert node._stored_labels == ("road", "lamp")
+        results = node.set_parameters([Parameter("labels", value=["sky", "lamp"]), no_cameras])
+        assert not results[0].successful and results[1].successful, results
+        assert node._stored_labels == ("road", "lamp")
+        assert [r.successful for r in node.set_parameters(
+            [Parameter("labels", value=["sky", "lamp"]), Parameter("cameras", value=["front"])])] == [True, True]
+        assert node._stored_labels == ("sky", "lamp")
+        # A `cameras` entry the node refuses sets nothing: the check keeps the cameras in force.
+        (ok, why), cams = nonatomic(Parameter("labels", value=["road", "lamp"]),
+                                    Parameter("cameras", value=["9bad"]))
+        assert ok and not cams[0], (why, cams)
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert tuple(node._label_set.names) == ("road", "lamp")
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS

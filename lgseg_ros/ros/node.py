@@ -453,9 +453,12 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                         f"max_image_pixels={p.value}: above the {self._pixel_ceiling} this node "
                         "was started with; at run time it can only be lowered or restored "
                         "(raise it at start-up: -p max_image_pixels:=N)")
-            # An atomic request that sets the cameras too: the stored set's topics are
-            # checked against those, not the cameras it replaces.
+            # A request that sets the cameras too: the stored set's topics are checked
+            # against those, not the cameras it replaces. Atomic, they are in ``params``;
+            # non-atomic (one entry per call, in the request's order), the guard holds them.
             cameras = next((p.value for p in params if p.name == "cameras"), None)
+            if cameras is None:
+                cameras = self._scoped_request_cameras()
             for p in params:
                 if p.name == "labels":
                     self._set_labels(p.value, from_parameter=True, cameras=cameras)
@@ -880,6 +883,10 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                     self._check_class_topics(label_set.names)
                 except LabelSetError as e:   # a camera named after the set was stored
                     if stored is None:
+                        if refusal is not None:
+                            # The labels fallen back to clash with such a camera: both
+                            # refusals, not this one alone, which hid the stored set's.
+                            raise self._both_refused(had_stored, refusal, e) from None
                         raise
                     refusal = printable(str(e), 400)
                     label_set = self._replaced_set(segmenter, stored, refusal, self._check_class_topics)
@@ -932,11 +939,16 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             if check is not None:
                 check(label_set.names)
         except LabelSetError as e:
-            raise LabelSetError(
-                f"labels stored while unconfigured {shown(list(stored), 200)} refused: {refusal}; "
-                f"the labels they replaced, {shown(list(replaced), 200)}, refused too: "
-                f"{printable(str(e), 400)}") from None
+            raise self._both_refused(stored, refusal, e) from None
         return label_set
+
+    def _both_refused(self, stored, refusal: str, error: Exception) -> LabelSetError:
+        """The error of a configure where the stored set was refused (``refusal``) and the
+        labels it replaced were refused too (``error``): it names both."""
+        return LabelSetError(
+            f"labels stored while unconfigured {shown(list(stored), 200)} refused: {refusal}; "
+            f"the labels they replaced, {shown(list(self._replaced_labels), 200)}, refused too: "
+            f"{printable(str(error), 400)}")
 
     def _may_load_torch(self) -> bool:
         """Only the first configure may bring torch into the process (the start-up choice of
@@ -1254,6 +1266,10 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
             self._label_set = None
             self._prepared = None   # it holds a segmenter too
             self._stamps.clear()    # keyed by camera: a reconfigure may drop cameras
+            # A fallback's reason belongs to the configure that made it: kept past cleanup,
+            # a later configure with nothing stored showed it in ~/status again. (Storing a
+            # set clears it too, so none is pending with one stored.)
+            self._stored_refusal = None
         gc.collect()
         trim_heap()   # the released model's heap back to the system, not kept for the next
         torch = sys.modules.get("torch")

@@ -12,12 +12,14 @@ held it for 48 s, encoding one set after another (issue 20, items 2 and 4). Here
 * ``labels`` is given at most once per request, and its text encoding runs on the label
   worker while the executor serves everything else (the handlers are coroutines).
 
-A mixin of LgsegNode: it uses the node's ``_prepare_labels_off_executor``, ``_logger_line``,
-``_output_events`` and rclpy's parameter API.
+A mixin of LgsegNode: it uses the node's ``_prepare_labels_off_executor``, ``_check_value``,
+``_logger_line``, ``_output_events`` and rclpy's parameter API.
 """
 from __future__ import annotations
 
+import threading
 import weakref
+from contextlib import contextmanager
 
 from rcl_interfaces.msg import ListParametersResult, SetParametersResult
 from rcl_interfaces.srv import (DescribeParameters, GetParameters, GetParameterTypes, ListParameters,
@@ -76,6 +78,9 @@ class ParameterGuardMixin:
         # Reentrant: a set request awaiting label encoding must not hold back the other
         # parameter services (they share the node's default group otherwise).
         self._parameter_group = ReentrantCallbackGroup()
+        # The `cameras` a non-atomic set request carries, while its entries are set one at
+        # a time (per thread: the group is reentrant); see _request_cameras.
+        self._request_scope = threading.local()
         handlers = {
             SetParameters: self._on_set_parameters_request,
             SetParametersAtomically: self._on_set_parameters_atomically_request,
@@ -228,11 +233,59 @@ class ParameterGuardMixin:
                     "(no parameter of this node takes more)")
         return None
 
-    def _set_one(self, params: list[Parameter]) -> SetParametersResult:
+    def _set_one(self, params: list[Parameter], cameras=None) -> SetParametersResult:
         try:
-            return self.set_parameters_atomically(params)
+            with self._cameras_in_request(cameras):
+                return self.set_parameters_atomically(params)
         except Exception as e:  # ParameterNotDeclaredException and anything rclpy adds
             return SetParametersResult(successful=False, reason=shown(str(e), 300))
+
+    def _request_cameras(self, params) -> list | None:
+        """The `cameras` value a non-atomic request sets (Parameters, or Parameter messages
+        from the service), or None where it sets none the node would accept. rclpy sets such
+        a request's entries one at a time: `labels` given before `cameras` was checked, when
+        stored while unconfigured, against the cameras the request replaces, and refused
+        where the cameras-first order of the same request was accepted (audit round 21)."""
+        for p in reversed(params):   # the last one the node accepts is the one that stays
+            if p.name != "cameras":
+                continue
+            try:
+                if not isinstance(p, Parameter):   # a message: quietly, the entry itself is
+                    if self._type_or_size_refusal(p) is not None:   # refused where it is set
+                        continue
+                    p = Parameter.from_parameter_msg(p)
+                if p.type_ != Parameter.Type.STRING_ARRAY:
+                    continue
+                self._check_value("cameras", p.value)
+            except Exception:   # refused when its own entry is set: it sets nothing
+                continue
+            return list(p.value)
+        return None
+
+    @contextmanager
+    def _cameras_in_request(self, cameras):
+        """Within: the node's parameter callback checks a stored label set's mask topics
+        against ``cameras`` (when not None), as for an atomic request that sets both."""
+        scope = getattr(self, "_request_scope", None)
+        if scope is None:   # before _guard_parameter_services (node start-up)
+            yield
+            return
+        before = getattr(scope, "cameras", None)
+        scope.cameras = cameras
+        try:
+            yield
+        finally:
+            scope.cameras = before
+
+    def _scoped_request_cameras(self):
+        """The `cameras` of the non-atomic request being set, or None."""
+        return getattr(getattr(self, "_request_scope", None), "cameras", None)
+
+    def set_parameters(self, parameter_list):
+        """rclpy's non-atomic set, in process: as the service, a `labels` entry is checked
+        against the `cameras` the same call sets, whichever comes first."""
+        with self._cameras_in_request(self._request_cameras(parameter_list)):
+            return super().set_parameters(parameter_list)
 
     def _request_refusal(self, service: str, msgs) -> str | None:
         """Why a whole set request is refused before any entry is looked at, or None."""
@@ -277,12 +330,13 @@ class ParameterGuardMixin:
             resp.results = [SetParametersResult(successful=False, reason=f"request refused: {why}")]
             return resp
         held: list = []
+        cameras = self._request_cameras(req.parameters)
         try:
             for msg in req.parameters:
                 param, refused = self._parameter_from_msg(msg)
                 if refused is None:
                     refused = await self._prepare_labels_entry(param, held)
-                resp.results.append(refused or self._set_one([param]))
+                resp.results.append(refused or self._set_one([param], cameras))
                 self._release_held(held)
         finally:
             self._release_held(held)
