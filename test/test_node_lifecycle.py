@@ -464,12 +464,25 @@ def test_the_store_time_topic_check_refuses_only_clashes(tiny_checkpoint):
         assert [r.successful for r in node.set_parameters(
             [Parameter("labels", value=["sky", "lamp"]), Parameter("cameras", value=["front"])])] == [True, True]
         assert node._stored_labels == ("sky", "lamp")
-        # A `cameras` entry the node refuses sets nothing: the check keeps the cameras in force.
+        # A `cameras` entry the node refuses sets nothing: the labels are checked against the
+        # cameras in force ([], where 'lamp' clashes; the refused pair would have let it pass).
+        node.set_parameters([no_cameras])
         (ok, why), cams = nonatomic(Parameter("labels", value=["road", "lamp"]),
-                                    Parameter("cameras", value=["9bad"]))
-        assert ok and not cams[0], (why, cams)
+                                    Parameter("cameras", value=["front", "front"]))
+        assert not ok and "its mask topic resolves to" in why and not cams[0], (why, cams)
+        # The last `cameras` entry the node accepts is the one the labels meet.
+        assert [ok for ok, _ in nonatomic(Parameter("cameras", value=["front"]),
+                                          Parameter("labels", value=["road", "lamp"]),
+                                          no_cameras)] == [True, False, True]
+        # In process, an undeclared name stops rclpy before a `cameras` after it is set.
+        with pytest.raises(Exception, match="undeclared"):
+            node.set_parameters([Parameter("labels", value=["road", "lamp"]),
+                                 Parameter("nope", value=1), Parameter("cameras", value=["front"])])
+        assert node._stored_labels == ("sky", "lamp")
+        assert node.get_parameter("cameras").value == []
+        node.set_parameters([Parameter("cameras", value=["front"])])
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert tuple(node._label_set.names) == ("road", "lamp")
+        assert tuple(node._label_set.names) == ("sky", "lamp")
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
 
         # A camera name that leaves too little room: the set is stored, and configure names

@@ -284,7 +284,12 @@ class ParameterGuardMixin:
     def set_parameters(self, parameter_list):
         """rclpy's non-atomic set, in process: as the service, a `labels` entry is checked
         against the `cameras` the same call sets, whichever comes first."""
-        with self._cameras_in_request(self._request_cameras(parameter_list)):
+        parameter_list = list(parameter_list)   # rclpy takes any iterable; this reads it twice
+        # rclpy stops at the first undeclared name, so a `cameras` after it is never set: the
+        # cameras in force are the ones to check against then.
+        undeclared = any(not self.has_parameter(p.name) for p in parameter_list)
+        cameras = None if undeclared else self._request_cameras(parameter_list)
+        with self._cameras_in_request(cameras):
             return super().set_parameters(parameter_list)
 
     def _request_refusal(self, service: str, msgs) -> str | None:
