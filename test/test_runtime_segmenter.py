@@ -226,3 +226,39 @@ def test_label_limit_of_a_bounded_backend_is_enforced_on_the_label_path(seg, mon
     assert len(seg.prepare_labels(["a", "b", "c", "d"])) == 4
     with pytest.raises(LabelSetError, match="maximum of 4"):
         seg.prepare_labels(["a", "b", "c", "d", "e"])
+
+
+def test_single_label_margin_gives_a_name_asked_alone_what_none_won_narrowly(
+        encoder, tmp_path, camvid_root):
+    """single_label_margin (stage 22c): for one name, "none" keeps a pixel only where it wins
+    by more than the margin, i.e. where its softmax share is at least sigmoid(margin); the
+    name's confidence is then its own share. Sets of two names are untouched. The shipped
+    street model on a CamVid train frame: an untrained net gives "none" no pixel at all."""
+    import cv2
+    from lgseg_ros.runtime.segmenter import default_checkpoint_path
+    ckpt = default_checkpoint_path()
+    net = (128, 160)
+    segs = {m: Segmenter(checkpoint=ckpt, backend="onnxruntime", net_size=net, route=False,
+                         text_encoder=encoder, single_label_margin=m,
+                         engine_cache_dir=str(tmp_path / "cache"))
+            for m in (0.0, 1.0)}
+    first = (camvid_root / "train.txt").read_text().split()[0]
+    bgr = cv2.imread(str(camvid_root / first))
+    rgb = np.ascontiguousarray(cv2.resize(bgr, net[::-1], interpolation=cv2.INTER_AREA)[..., ::-1])
+    one = {m: s.prepare_labels(["pole"]) for m, s in segs.items()}
+    segs[0.0].backend.set_labels(one[0.0].embeddings)
+    ids, conf = segs[0.0].backend.infer(pp.preprocess(rgb, pp.plan(rgb.shape[:2], net)))
+    close = (ids == 1) & (conf < 1 / (1 + np.exp(-1.0)))
+    assert close.any() and (ids == 1).sum() > close.sum(), "the frame does not exercise the margin"
+    plain, wide = segs[0.0].segment(rgb, one[0.0]), segs[1.0].segment(rgb, one[1.0])
+    np.testing.assert_array_equal(plain.ids, np.where(ids == 1, 255, ids).astype(np.uint8))
+    np.testing.assert_array_equal(wide.ids, np.where((ids == 1) & ~close, 255, 0).astype(np.uint8))
+    np.testing.assert_array_equal(wide.confidence[close],
+                                  np.rint((1 - conf[close]) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(wide.confidence[~close], plain.confidence[~close])
+    two = [s.segment(rgb, s.prepare_labels(["pole", "road"])).ids for s in segs.values()]
+    np.testing.assert_array_equal(two[0], two[1])
+    for bad in (-0.1, 4.5, float("nan")):
+        with pytest.raises(ValueError, match="single_label_margin"):
+            Segmenter(config="test-tiny", backend="torch", net_size=NET, text_encoder=encoder,
+                      single_label_margin=bad)

@@ -149,3 +149,17 @@ def test_none_margin_probe_lets_a_name_asked_alone_take_more_as_the_margin_grows
         assert all(0 <= v <= 100 for v in r["alone_iou"].values())
     with pytest.raises(SystemExit, match="val"):
         probe.main([ckpt, "--split", "val", "--out", str(tmp_path / "v.json")])
+
+
+def test_eval_scores_a_name_asked_alone_with_the_nodes_margin():
+    """`lgseg eval --single-label-margin M` scores one-name queries as the node's
+    single_label_margin does: the name wins where "none" leads by less than M; a set of two
+    or more names keeps plain argmax."""
+    one = torch.tensor([[[[1.0, 0.0]], [[1.5, 2.0]]]])            # none leads by 0.5 and 2.0
+    net = lambda images, text: one.clone()                       # noqa: E731
+    assert evaluate.predict(net, None, None, (1, 2)).tolist() == [[[1, 1]]]
+    assert evaluate.predict(net, None, None, (1, 2), 1.0).tolist() == [[[0, 1]]]
+    assert evaluate.predict(net, None, None, (1, 2), 2.5).tolist() == [[[0, 0]]]
+    two = torch.tensor([[[[1.0]], [[0.0]], [[1.5]]]])            # name, name, none
+    net2 = lambda images, text: two.clone()                      # noqa: E731
+    assert evaluate.predict(net2, None, None, (1, 1), 4.0).tolist() == [[[2]]]

@@ -990,6 +990,7 @@ class LgsegNode(ForgetsDestroyedEntities, ParameterGuardMixin, OutputsMixin, Lif
                 device=cfg["device"], precision=cfg["precision"],
                 net_size=(cfg["net_height"], cfg["net_width"]), keep_aspect=cfg["keep_aspect"],
                 score_threshold=cfg["score_threshold"],
+                single_label_margin=cfg["single_label_margin"],
                 engine_cache_dir=cache_dir,
                 # a rebuild is a build: at start-up only (a later configure that asked for
                 # one failed every time)

@@ -105,6 +105,11 @@ PARAMETERS: tuple[Param, ...] = (
     Param("score_threshold", 0.0, "double", CONFIGURE,
           "Pixels whose best softmax score is below this are published as unlabeled "
           "(255 / 65535). Also published as LabelInfo.threshold.", limits=(0.0, 1.0)),
+    Param("single_label_margin", 0.0, "double", CONFIGURE,
+          "For a label set of one name: a pixel goes to the name where its logit is within "
+          "this much of the 'none' logit (0: plain argmax). The models under-claim a name "
+          "asked alone; 0.75-1.0 won back most of it on a development split (models/README.md, "
+          "stage 22c). Sets of two or more names are not changed.", limits=(0.0, 4.0)),
     Param("grounding_warn_below", 0.6, "double", CONFIGURE,
           "A label whose text embedding is less similar than this (cosine) to every name the "
           "checkpoint was trained on is reported as not well grounded: a warning in the log, "

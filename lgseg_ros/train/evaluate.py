@@ -59,6 +59,9 @@ def parse_args(argv):
                    help="'heldout', 'dev', 'synonyms' or old=new,... (repeatable; default on "
                         "CamVid: all three presets)")
     p.add_argument("--no-subset", action="store_true", help="skip the subset-query metric")
+    p.add_argument("--single-label-margin", type=float, default=0.0, metavar="M",
+                   help="score one-name queries (each class alone, probe words alone) with "
+                        "the node's single_label_margin M (default 0: plain argmax)")
     p.add_argument("--probe", action="append", metavar="GROUP=WORD,WORD",
                    help="probe words (repeatable); default on CamVid: the vocabulary's near "
                         "misses and 'unlabeled_words=floor,ground,grass,wall,door'")
@@ -90,12 +93,17 @@ def parse_args(argv):
 
 
 @torch.no_grad()
-def predict(net, images, text, out_hw):
-    """Label ids at the label's resolution: logits upsampled bilinearly, then argmax."""
+def predict(net, images, text, out_hw, single_label_margin: float = 0.0):
+    """Label ids at the label's resolution: logits upsampled bilinearly, then argmax. With
+    one name and a margin, the name wins within that margin of "none", as the node's
+    ``single_label_margin`` (runtime/segmenter.py)."""
     logits = net(images, text)
     if logits.shape[-2:] != tuple(out_hw):
         logits = F.interpolate(logits.float(), size=tuple(out_hw), mode="bilinear",
                                align_corners=False)
+    if single_label_margin > 0.0 and logits.shape[1] == 2:
+        logits = logits.float()
+        logits[:, 1] -= single_label_margin
     return logits.argmax(1)
 
 
@@ -103,7 +111,8 @@ UNLABELED_WORDS = ["floor", "ground", "grass", "wall", "door"]
 
 
 def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=True,
-             grid=4, workers=1, progress=True, probes=None, probe_every=1):
+             grid=4, workers=1, progress=True, probes=None, probe_every=1,
+             single_label_margin=0.0):
     """Run every metric over ``dataset`` (which yields label-resolution targets)."""
     from torch.utils.data import DataLoader
 
@@ -152,13 +161,14 @@ def evaluate(net, encoder, dataset, device, batch_size=4, renames=None, subset=T
             cm_renamed[k].update(predict(net, images, text, hw).cpu(), target)
         if subset:
             for c, text in enumerate(single_text):
-                binary[c].update(predict(net, images, text, hw).cpu() == 0, target, c)
+                binary[c].update(predict(net, images, text, hw, single_label_margin).cpu() == 0,
+                                 target, c)
         if batch_no % max(probe_every, 1):
             continue
         valid = target < n
         labelled += int(valid.sum())
         for w in probe_words:
-            taken = (predict(net, images, probe_alone[w], hw).cpu() == 0) & valid
+            taken = (predict(net, images, probe_alone[w], hw, single_label_margin).cpu() == 0) & valid
             alone_hits[w] += np.bincount(target[taken].numpy().ravel(), minlength=n)[:n]
             added_taken[w] += int(((predict(net, images, probe_added[w], hw).cpu() == n) & valid).sum())
 
@@ -232,6 +242,9 @@ def main(argv=None) -> int:
     encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
     if not 0.0 <= args.label_anchor <= 1.0:
         raise SystemExit(f"--label-anchor must be in [0, 1], got {args.label_anchor}")
+    if not 0.0 <= args.single_label_margin <= 4.0:
+        raise SystemExit(f"--single-label-margin must be in [0, 4] (the node's range), got "
+                         f"{args.single_label_margin}")
     vocab, distractors = vocabulary_from_metadata(getattr(net, "checkpoint_metadata", {}) or {})
     reporter = GroundingReporter(vocab, encoder, distractors, aliases=not args.no_aliases,
                                  **({} if args.anchor_floor is None
@@ -275,10 +288,12 @@ def main(argv=None) -> int:
     result, cm, samples = evaluate(net, label_encoder, ds, device, args.batch_size, renames,
                                    subset=not args.no_subset, grid=args.grid,
                                    workers=args.workers, progress=not args.no_progress,
-                                   probes=probes, probe_every=args.probe_every)
+                                   probes=probes, probe_every=args.probe_every,
+                                   single_label_margin=args.single_label_margin)
     result["grounding"] = grounding_table(reporter, encoder, renames, probes)
     result = {"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
               "label_anchor": args.label_anchor, "anchor_floor": reporter.anchor_floor,
+              "single_label_margin": args.single_label_margin,
               "precision": args.precision,
               "size": list(args.size) if args.size else "native", "device": str(device),
               "torch_threads": torch.get_num_threads(), **result}
