@@ -270,3 +270,13 @@ def test_a_configure_that_builds_nothing_serves_room_words_on_the_street_model_u
     assert sorted(tmp_path.rglob("*.onnx")) == built, "a file was built without allow_build"
     assert seg.prepare_labels(["floor", "door"]).model == "lgseg_lite_minilm_rooms.safetensors"
     assert len(sorted(tmp_path.rglob("*.onnx"))) > len(built)
+
+
+def test_the_rooms_model_gets_the_street_models_single_label_margin():
+    """One single_label_margin for both shipped models: the rooms model is built from
+    _rooms_args on the first set that needs it."""
+    seg = Segmenter(backend="onnxruntime", precision="fp32", single_label_margin=0.75)
+    assert seg.single_label_margin == 0.75
+    assert seg._rooms_args["single_label_margin"] == 0.75
+    with pytest.raises(ValueError, match="single_label_margin must be in .*'abc'"):
+        Segmenter(backend="onnxruntime", precision="fp32", single_label_margin="abc")

@@ -163,3 +163,14 @@ def test_eval_scores_a_name_asked_alone_with_the_nodes_margin():
     two = torch.tensor([[[[1.0]], [[0.0]], [[1.5]]]])            # name, name, none
     net2 = lambda images, text: two.clone()                      # noqa: E731
     assert evaluate.predict(net2, None, None, (1, 1), 4.0).tolist() == [[[2]]]
+
+
+@pytest.mark.parametrize("extra, why", [
+    (["--precision", "int8", "--single-label-margin", "1"], "needs --precision torch"),
+    (["--single-label-margin", "4.5"], r"must be in \[0, 4\]"),
+    (["--single-label-margin", "nan"], r"must be in \[0, 4\]")])
+def test_eval_refuses_a_margin_it_cannot_apply(extra, why):
+    """The ONNX path returns a one-hot of the graph's ids, on which a margin would score
+    every pixel as the name (review of b5307d3): refused before anything loads."""
+    with pytest.raises(SystemExit, match=why):
+        evaluate.main(["--checkpoint", "no-such-file.safetensors", "--out", "unused", *extra])

@@ -109,7 +109,10 @@ PARAMETERS: tuple[Param, ...] = (
           "For a label set of one name: a pixel goes to the name where its logit is within "
           "this much of the 'none' logit (0: plain argmax). The models under-claim a name "
           "asked alone; 0.75-1.0 won back most of it on a development split (models/README.md, "
-          "stage 22c). Sets of two or more names are not changed.", limits=(0.0, 4.0)),
+          "stage 22c). A pixel it gives the name has the name's own softmax score as its "
+          "confidence (under 0.5), so a score_threshold of 0.5 or more takes it back. Sets of "
+          "two or more names are not changed. One margin for both shipped models.",
+          limits=(0.0, 4.0)),
     Param("grounding_warn_below", 0.6, "double", CONFIGURE,
           "A label whose text embedding is less similar than this (cosine) to every name the "
           "checkpoint was trained on is reported as not well grounded: a warning in the log, "

@@ -197,10 +197,13 @@ class Segmenter:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         self.keep_aspect = bool(keep_aspect)
         self.score_threshold = float(score_threshold)
-        margin = float(single_label_margin)
+        try:
+            margin = float(single_label_margin)
+        except (TypeError, ValueError):
+            margin = float("nan")
         if not 0.0 <= margin <= MAX_SINGLE_LABEL_MARGIN:
             raise ValueError(f"single_label_margin must be in [0, {MAX_SINGLE_LABEL_MARGIN:g}], "
-                             f"got {single_label_margin}")
+                             f"got {single_label_margin!r}")
         self.single_label_margin = margin
         # With two channels the confidence is the winner's softmax share, sigmoid of the
         # logit gap: "none" won by less than the margin exactly where its share is below this.

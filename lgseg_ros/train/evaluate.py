@@ -222,6 +222,13 @@ def _f(v):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.single_label_margin and args.precision != "torch":
+        # the ONNX path returns a one-hot of its ids, not logits: no margin can be applied
+        raise SystemExit(f"--single-label-margin needs --precision torch (the logits); "
+                         f"--precision {args.precision} scores the graph's ids")
+    if not 0.0 <= args.single_label_margin <= 4.0:
+        raise SystemExit(f"--single-label-margin must be in [0, 4] (the node's range), got "
+                         f"{args.single_label_margin}")
     from lgseg_ros.model import load_checkpoint
     from lgseg_ros.text import build_text_encoder
 
@@ -242,9 +249,6 @@ def main(argv=None) -> int:
     encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
     if not 0.0 <= args.label_anchor <= 1.0:
         raise SystemExit(f"--label-anchor must be in [0, 1], got {args.label_anchor}")
-    if not 0.0 <= args.single_label_margin <= 4.0:
-        raise SystemExit(f"--single-label-margin must be in [0, 4] (the node's range), got "
-                         f"{args.single_label_margin}")
     vocab, distractors = vocabulary_from_metadata(getattr(net, "checkpoint_metadata", {}) or {})
     reporter = GroundingReporter(vocab, encoder, distractors, aliases=not args.no_aliases,
                                  **({} if args.anchor_floor is None
