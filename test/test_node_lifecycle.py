@@ -200,28 +200,36 @@ def test_cleanup_releases_the_model_after_a_label_change(tiny_checkpoint):
         h.close()
 
 
+def _unconfigured_node(h, tiny_checkpoint, ns, name, labels, remaps):
+    """A node left unconfigured (autostart off) with its /rosout and ~/status recorded, and
+    a set_labels client: the stored-set tests' start."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.msg import Log
+
+    node_ns = f"{ns}/{name}"
+    rec = Recorder(h)
+    rec.listen("/rosout", Log, RELIABLE)
+    rec.listen(f"{node_ns}/status", DiagnosticArray)
+    args = ["--ros-args"] + [a for r in remaps for a in ("-r", r)]
+    node = h.add(LgsegNode(name, namespace=ns, context=h.context, cli_args=args,
+                           parameter_overrides=node_params(tiny_checkpoint, autostart=False,
+                                                           labels=labels)))
+    return rec, node, h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+
+
 def test_a_stored_set_that_configure_refuses_does_not_stick(tiny_checkpoint):
     """A set stored while unconfigured was written to `labels` and encoded only at configure:
     one the text encoder refuses ('road' and 'röad' read as one word), or whose mask topic a
     remap puts on the input, failed that configure and every later one. Configure now falls
     back to the labels the set replaced, and says why in the log and ~/status; the remap is
     refused when the set is stored, where it can be seen already."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rcl_interfaces.msg import Log
-
     ns, name = "/lgseg_stored", "lgseg_stored"
     node_ns = f"{ns}/{name}"
     h = RosHarness()
     try:
-        rec = Recorder(h)
-        rec.listen("/rosout", Log, RELIABLE)
-        rec.listen(f"{node_ns}/status", DiagnosticArray)
-        node = h.add(LgsegNode(
-            name, namespace=ns, context=h.context,
-            cli_args=["--ros-args", "-r", f"{node_ns}/class/lamp/mask:={ns}/image",
-                      "-r", f"{node_ns}/front/class/pole/mask:={ns}/front/image"],
-            parameter_overrides=node_params(tiny_checkpoint, autostart=False, labels=["sky", "road"])))
-        client = h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+        rec, node, client = _unconfigured_node(
+            h, tiny_checkpoint, ns, name, ["sky", "road"],
+            [f"{node_ns}/class/lamp/mask:={ns}/image", f"{node_ns}/front/class/pole/mask:={ns}/front/image"])
 
         def refusals():
             return [m.msg for m in rec.get("/rosout")
@@ -290,23 +298,15 @@ def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny
     "configured with the labels they replaced" logged before "configure failed". Any error
     at all gave way to those labels, an out-of-memory or a bug too, and dropped the stored
     set. And re-sending the set in force after a fallback left the WARN on."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rcl_interfaces.msg import Log
-
     from lgseg_ros.runtime.segmenter import Segmenter
 
     ns, name = "/lgseg_refused", "lgseg_refused"
     node_ns = f"{ns}/{name}"
     h = RosHarness()
     try:
-        rec = Recorder(h)
-        rec.listen("/rosout", Log, RELIABLE)
-        rec.listen(f"{node_ns}/status", DiagnosticArray)
-        node = h.add(LgsegNode(
-            name, namespace=ns, context=h.context,
-            cli_args=["--ros-args", "-r", f"{node_ns}/front/class/pole/mask:={ns}/front/image"],
-            parameter_overrides=node_params(tiny_checkpoint, autostart=False, labels=["sky", "pole"])))
-        client = h.client.create_client(SetLabels, f"{node_ns}/set_labels")
+        rec, node, client = _unconfigured_node(
+            h, tiny_checkpoint, ns, name, ["sky", "pole"],
+            [f"{node_ns}/front/class/pole/mask:={ns}/front/image"])
 
         def lines(text):
             return [m.msg for m in rec.get("/rosout")
@@ -388,21 +388,20 @@ def test_a_stored_set_is_reported_refused_only_by_a_configure_that_succeeds(tiny
         # 4. The report belongs to the configure that fell back: cleanup ends it (review of
         # d159259: a later configure with nothing stored showed it again), as does a
         # shutdown from inactive.
-        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node._stored_refusal is not None
+        def refused_again():   # from active: a configure that falls back again
+            assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+            assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+            assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert node._stored_refusal is not None
+
+        refused_again()
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
         assert node._stored_refusal is None
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert "stored_labels_refused" not in statuses_after(len(rec.get(f"{node_ns}/status")))
-        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-        assert h.call(client, SetLabels.Request(labels=["road", "car", "röad"])).success
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node._stored_refusal is not None
+        refused_again()
         assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
         assert node._stored_refusal is None
     finally:

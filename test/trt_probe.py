@@ -148,6 +148,28 @@ def build(fp16_path: str, fp32_path: str, text_dim: int) -> dict:
     return out
 
 
+def _stand_in_cuda_driver() -> None:
+    """The CUDA driver's answers (a device, sm_90) where this machine has none."""
+    import lgseg_ros.runtime.backends as backends
+    from lgseg_ros.runtime.backends import cuda_buffers
+
+    backends.cuda_available = lambda: True
+    cuda_buffers.device_info = lambda: ("stand-in GPU", (9, 0))
+
+
+def _kept_log_lines() -> list[str]:
+    """lgseg_ros's log lines from now on, as "LEVEL logger: message", for the JSON."""
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+    logging.getLogger("lgseg_ros").addHandler(Keep())
+    logging.getLogger("lgseg_ros").setLevel(logging.INFO)
+    return records
+
+
 def auto(cache_dir: str) -> dict:
     """backend auto on a machine that claims CUDA and has this TensorRT, whose build fails.
 
@@ -163,21 +185,8 @@ def auto(cache_dir: str) -> dict:
     torch.cuda.get_device_capability = lambda dev=None: (9, 0)
     # auto asks the CUDA driver (libcuda) whether a device exists, not torch (issue 19: no
     # torch import on a CPU-only path); stood in the same way.
-    import lgseg_ros.runtime.backends as backends
-
-    backends.cuda_available = lambda: True
-    from lgseg_ros.runtime.backends import cuda_buffers
-
-    cuda_buffers.device_info = lambda: ("stand-in GPU", (9, 0))
-
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(f"{record.levelname} {record.name}: {record.getMessage()}")
-
-    logging.getLogger("lgseg_ros").addHandler(Keep())
-    logging.getLogger("lgseg_ros").setLevel(logging.INFO)
+    _stand_in_cuda_driver()
+    records = _kept_log_lines()
     from lgseg_ros.model import build_model, get_config
     from lgseg_ros.runtime.backends import create_backend, resolve_auto
 
@@ -210,19 +219,8 @@ def no_build(cache_dir: str) -> dict:
     on a cached engine that does not deserialise, the backend raises NO_BUILD_NOW. Stood in:
     the driver's answers (as in auto()) and, for the second case, the runtime's None for the
     cached bytes. Real: the tensorrt module, the export, the engine cache, the backend."""
-    import lgseg_ros.runtime.backends as backends
-    from lgseg_ros.runtime.backends import cuda_buffers
-
-    backends.cuda_available = lambda: True
-    cuda_buffers.device_info = lambda: ("stand-in GPU", (9, 0))
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(f"{record.levelname} {record.name}: {record.getMessage()}")
-
-    logging.getLogger("lgseg_ros").addHandler(Keep())
-    logging.getLogger("lgseg_ros").setLevel(logging.INFO)
+    _stand_in_cuda_driver()
+    records = _kept_log_lines()
     import torch
 
     from lgseg_ros.model import build_model, get_config
