@@ -499,3 +499,21 @@ def test_the_store_time_topic_check_refuses_only_clashes(tiny_checkpoint):
         assert not [m for m in rec.get("/rosout") if "set_labels" in m.msg], "a store logged as failed"
     finally:
         h.close()
+
+
+def test_the_node_hands_its_single_label_margin_to_the_segmenter(tiny_checkpoint):
+    """`single_label_margin` (a configure parameter) reaches the Segmenter that serves the
+    frames; out of range it is refused by name."""
+    h = RosHarness()
+    try:
+        node = h.add(LgsegNode("lgseg_margin", namespace="/lgseg_margin", context=h.context,
+                               parameter_overrides=node_params(tiny_checkpoint, autostart=False,
+                                                               single_label_margin=0.75)))
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._segmenter.single_label_margin == 0.75
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        refused = node.set_parameters([Parameter("single_label_margin", value=4.5)])[0]
+        assert not refused.successful and "single_label_margin" in refused.reason, refused.reason
+        assert node.get_parameter("single_label_margin").value == 0.75
+    finally:
+        h.close()

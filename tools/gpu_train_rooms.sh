@@ -16,7 +16,7 @@
 # text table is written here for the --init and options used there):
 #   INIT     starting weights (default the shipped rooms model,
 #            models/lgseg_lite_minilm_rooms.safetensors: D85 since session 20, the start of
-#            session 21's pair; stage 11 in sessions 10-12; the first GPU run started from the
+#            session 21's pair; 14b in sessions 13-19, stage 11 in 10-12; the first GPU run started from the
 #            street model, models/lgseg_lite_minilm.safetensors, at LR 1e-3 and full-prob 0.3,
 #            and lost a quarter of its single-label IoU: models/README.md)
 #   CONFIG   with INIT empty (INIT=), the run starts from this config's ImageNet backbone

@@ -52,8 +52,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    if a.split == "val":
-        raise SystemExit("none_margin_probe measures on a development split; val is reported")
+    from lgseg_ros.train.training_input import refuse_evaluation_split
+    try:   # val and the held-out test are reported, never tuned on
+        refuse_evaluation_split(a.split, "--split")
+    except SystemExit:
+        raise SystemExit(f"--split {a.split}: an evaluation split (val, test, holdout, eval); "
+                         "none_margin_probe measures on a development split") from None
     torch.set_num_threads(a.threads)
     net, cfg = load_checkpoint(a.checkpoint)
     net.eval()
@@ -91,7 +95,7 @@ def main(argv=None) -> int:
                 diff = lg[:, 0] - lg[:, 1]
                 t = (target == c) & valid
                 for m, margin in enumerate(margins):
-                    pr = (diff > -margin) & valid
+                    pr = (diff >= -margin) & valid
                     tp[m, c] += int((pr & t).sum())
                     fp[m, c] += int((pr & ~t).sum())
                     fn[m, c] += int((~pr & t).sum())
@@ -99,7 +103,7 @@ def main(argv=None) -> int:
                 lg = logits_at(net, images, near_text[w], hw)
                 diff = lg[:, 0] - lg[:, 1]
                 for m, margin in enumerate(margins):
-                    near_taken[m, j] += int(((diff > -margin) & valid).sum())
+                    near_taken[m, j] += int(((diff >= -margin) & valid).sum())
             print(f"{k + 1}/{len(idx)}", file=sys.stderr, flush=True)
     full = cm.summary(names)["per_class_iou"]
     rows = []

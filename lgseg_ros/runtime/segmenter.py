@@ -206,7 +206,8 @@ class Segmenter:
                              f"got {single_label_margin!r}")
         self.single_label_margin = margin
         # With two channels the confidence is the winner's softmax share, sigmoid of the
-        # logit gap: "none" won by less than the margin exactly where its share is below this.
+        # logit gap: "none" won by no more than the margin exactly where its share is at most
+        # this (a tie goes to the name, as in lgseg eval's argmax).
         self._none_share_within_margin = 1.0 / (1.0 + math.exp(-margin))
         if not 0.0 <= float(label_anchor) <= 1.0:
             raise ValueError(f"label_anchor must be in [0, 1], got {label_anchor}")
@@ -526,7 +527,7 @@ class Segmenter:
         unlabeled = unlabeled_value(k)
         dtype = np.uint8 if unlabeled == 255 else np.uint16
         if k == 1 and self.single_label_margin > 0.0:
-            close = (ids == 1) & (conf < self._none_share_within_margin)
+            close = (ids == 1) & (conf <= self._none_share_within_margin)
             ids = np.where(close, 0, ids)
             conf = np.where(close, 1.0 - conf, conf).astype(conf.dtype, copy=False)
         # Channel K is "none of these"; a low-confidence pixel is unlabeled too.
