@@ -368,3 +368,34 @@ def test_agreement_routes_each_query_as_the_default_does(two_sources, tmp_path):
                            "traffic light": "rooms"}
     for part in ("together", "alone"):
         assert all(v is None or 0 <= v <= 100 for v in r[part]["per_word_iou"].values())
+
+
+def test_agreement_scores_one_name_with_the_nodes_margin(two_sources, tmp_path):
+    """`lgseg agreement --single-label-margin M` (the node's single_label_margin): a word
+    asked alone can only gain pixels as M grows, the words asked together are unchanged."""
+    from lgseg_ros.train import agreement
+    out = tmp_path / "run"
+    assert train.main(["--config", "test-tiny", "--source", str(two_sources / "street"),
+                       "--train-split", "x", "--iters", "1", "--batch-size", "1",
+                       "--crop", "72", "96", "--workers", "0", "--no-progress",
+                       "--threads", "1", "--out", str(out), "--no-eval"]) == 0
+    reports = {}
+    for m in ("0", "4"):
+        reports[m] = tmp_path / f"m{m}.json"
+        assert agreement.main(["--checkpoint", str(out / "final.safetensors"),
+                               "--data", str(two_sources / "street"), "--split", "x",
+                               "--words", "building,sky", "--alone", "--regions", "sky",
+                               "--long-side", "96", "--single-label-margin", m,
+                               "--out", str(reports[m])]) == 0
+    r0, r4 = (json.loads(reports[m].read_text()) for m in ("0", "4"))
+    assert r4["single_label_margin"] == 4.0
+    assert r0["together"] == r4["together"] and r0["regions"] == r4["regions"]
+    # the margin itself, on fixed logits: "none" leads by 0.5 and by 2.0
+    logits = torch.tensor([[[[1.0, 0.0]], [[1.5, 2.0]]]])
+    rgb = np.zeros((1, 2, 3), np.uint8)
+    net = lambda x, text: logits.clone()                         # noqa: E731
+    assert agreement._predict(net, rgb, None, 2).tolist() == [[1, 1]]
+    assert agreement._predict(net, rgb, None, 2, 1.0).tolist() == [[0, 1]]
+    with pytest.raises(SystemExit, match="single-label-margin"):
+        agreement.main(["--checkpoint", "x", "--data", "x", "--words", "a",
+                        "--single-label-margin", "-1"])

@@ -55,6 +55,9 @@ def parse_args(argv):
     p.add_argument("--label-anchor", type=float, default=None,
                    help="anchoring weight (default: the node's)")
     p.add_argument("--long-side", type=int, default=480)
+    p.add_argument("--single-label-margin", type=float, default=0.0, metavar="M",
+                   help="score every one-name query (each word --alone, or --words with one "
+                        "word and no --context) with the node's single_label_margin M")
     p.add_argument("--limit-images", type=int)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out")
@@ -72,13 +75,15 @@ def _net_size(h, w, long_side):
 
 
 @torch.no_grad()
-def _predict(net, rgb, text, long_side):
+def _predict(net, rgb, text, long_side, single_label_margin=0.0):
+    from .evaluate import with_single_label_margin
+
     h, w = rgb.shape[:2]
     nh, nw = _net_size(h, w, long_side)
     x = torch.from_numpy(cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA))
     x = x.permute(2, 0, 1)[None].float().div_(255)
     logits = F.interpolate(net(x, text), size=(h, w), mode="bilinear", align_corners=False)
-    return logits.argmax(1)[0].numpy()
+    return with_single_label_margin(logits, single_label_margin).argmax(1)[0].numpy()
 
 
 def target_lut(class_names, words) -> np.ndarray:
@@ -147,6 +152,9 @@ class _Routed:
 
 def main(argv=None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
+    if not 0.0 <= a.single_label_margin <= 4.0:
+        raise SystemExit(f"--single-label-margin must be in [0, 4] (the node's range), got "
+                         f"{a.single_label_margin}")
     if a.threads:
         torch.set_num_threads(a.threads)
     words = [w.strip() for w in a.words.split(",") if w.strip()]
@@ -175,7 +183,7 @@ def main(argv=None) -> int:
     for i in range(len(ds)):
         rgb, label = ds.load(i)
         target = lut[label]
-        pred = _predict(together[0].net, rgb, together[1], a.long_side)
+        pred = _predict(together[0].net, rgb, together[1], a.long_side, a.single_label_margin)
         if a.sheet and a.regions and a.regions[0] in words and len(sheet) < a.sheet_rows:
             c = words.index(a.regions[0])
             labelled = target == c
@@ -184,7 +192,7 @@ def main(argv=None) -> int:
         pred = np.where(pred < n, pred, n)             # context words and none: "not scored"
         m_together.update(torch.from_numpy(pred), torch.from_numpy(target))
         for j, (who, text) in enumerate(alone):
-            pj = _predict(who.net, rgb, text, a.long_side) == 0
+            pj = _predict(who.net, rgb, text, a.long_side, a.single_label_margin) == 0
             t = np.where(target == IGNORE, IGNORE, np.where(target == j, j, n))
             m_alone.update(torch.from_numpy(np.where(pj, j, n)), torch.from_numpy(t))
         for w, r in regions.items():
@@ -206,6 +214,7 @@ def main(argv=None) -> int:
     iou = m_together.iou()[:n]
     out = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "images": len(ds),
            "label_anchor": anchor, "aliases": not a.no_aliases, "context": context, "asked_as": asked,
+           "single_label_margin": a.single_label_margin,
            **({"routes": routed.routes} if routed is not None else {}),
            "together": {"per_word_iou": {w: _r(v) for w, v in zip(words, iou)},
                         "mean_iou": _r(np.nanmean(iou))}}

@@ -101,10 +101,17 @@ def predict(net, images, text, out_hw, single_label_margin: float = 0.0):
     if logits.shape[-2:] != tuple(out_hw):
         logits = F.interpolate(logits.float(), size=tuple(out_hw), mode="bilinear",
                                align_corners=False)
-    if single_label_margin > 0.0 and logits.shape[1] == 2:
-        logits = logits.float()
-        logits[:, 1] -= single_label_margin
-    return logits.argmax(1)
+    return with_single_label_margin(logits, single_label_margin).argmax(1)
+
+
+def with_single_label_margin(logits, margin: float):
+    """[B, K+1, H, W] logits with "none" lowered by ``margin`` where K = 1 (one name asked),
+    so that argmax gives the name where "none" leads by at most the margin, as the node's
+    ``single_label_margin`` does; unchanged otherwise."""
+    if margin > 0.0 and logits.shape[1] == 2:
+        logits = logits.float().clone()
+        logits[:, 1] -= margin
+    return logits
 
 
 UNLABELED_WORDS = ["floor", "ground", "grass", "wall", "door"]
