@@ -2,6 +2,7 @@
 lifecycle manager does) and the node's trigger methods; compressed input; configure errors."""
 from __future__ import annotations
 
+import os
 import time
 
 import cv2
@@ -517,3 +518,23 @@ def test_the_node_hands_its_single_label_margin_to_the_segmenter(tiny_checkpoint
         assert node.get_parameter("single_label_margin").value == 0.75
     finally:
         h.close()
+
+
+def test_the_configure_hold_measurement_runs_and_prints_json():
+    """tools/measure_configure_hold.py (the README's figures for a configure with many
+    cameras and labels): a small run configures and cleans up through ~/change_state."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": "91"}
+    out = subprocess.run([sys.executable, "tools/measure_configure_hold.py", "--cameras", "2",
+                          "--labels", "3", "--rounds", "1"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (r["cameras"], r["labels"], len(r["rounds"])) == (2, 3, 1)
+    for step in ("configure", "cleanup"):
+        s = r["rounds"][0][step]
+        assert s["success"] and 0 < s["executor_held_s"] <= s["reply_s"] + 0.05, s
