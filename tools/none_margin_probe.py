@@ -28,10 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lgseg_ros.model import load_checkpoint                      # noqa: E402
-from lgseg_ros.text import build_text_encoder                    # noqa: E402
-from lgseg_ros.runtime.grounding import (DEFAULT_ANCHOR, AnchoredEncoder,  # noqa: E402
-                                         GroundingReporter, vocabulary_from_metadata)
+from lgseg_ros.runtime.grounding import vocabulary_from_metadata  # noqa: E402
+from lgseg_ros.train.agreement import _Answerer                  # noqa: E402
 from lgseg_ros.train.augment import EvalResize                   # noqa: E402
 from lgseg_ros.train.datasets import IGNORE, build_dataset       # noqa: E402
 from lgseg_ros.train.metrics import ConfusionMatrix              # noqa: E402
@@ -59,14 +57,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"--split {a.split}: an evaluation split (val, test, holdout, eval); "
                          "none_margin_probe measures on a development split") from None
     torch.set_num_threads(a.threads)
-    net, cfg = load_checkpoint(a.checkpoint)
-    net.eval()
-    encoder = build_text_encoder(cfg.text_encoder, template=cfg.prompt_template, cached=True)
-    vocab, distractors = vocabulary_from_metadata(getattr(net, "checkpoint_metadata", {}) or {})
-    # the words reach the model as `lgseg eval` sends them: anchored to the trained names
-    encoder = AnchoredEncoder(encoder, GroundingReporter(vocab, encoder, distractors),
-                              DEFAULT_ANCHOR)
-    trained = {n for names in vocab.values() for n in names}
+    # the network and the words as `lgseg agreement` sends them: anchored to the trained names
+    model = _Answerer(a.checkpoint, label_anchor=None, aliases=True)
+    net, encoder = model.net, model.encoder
+    trained = {n for names in vocabulary_from_metadata(model.meta)[0].values() for n in names}
     near = [w for w in NEAR_MISS if w not in trained]
     ds = build_dataset("camvid", a.split)
     ds.transform = EvalResize(None)
